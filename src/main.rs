@@ -1,0 +1,2 @@
+//! The `runai` binary: thin wrapper over the library.
+fn main() {}
