@@ -14,6 +14,7 @@
 pub mod actors;
 pub mod app;
 pub mod config;
+pub mod engine;
 pub mod messages;
 pub mod pipeline;
 pub mod protocol;

@@ -1,1 +1,4 @@
-//! placeholder
+//! Model discovery, identification (SD1/SD2, inpaint, prediction type) and single-file
+//! checkpoint conversion. No actix here.
+
+pub mod model;

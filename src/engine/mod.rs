@@ -1,0 +1,53 @@
+//! The seam between the GPU worker thread and the model code: the [`Generator`] trait.
+//! The worker thread owns one `Box<dyn Generator>`; tests substitute a fake. Nothing here
+//! knows about actors or the wire.
+
+use crate::pipeline::params::{GenerateParams, GeneratedImage};
+use crate::registry::model::ResolvedModel;
+
+/// One unit of work for the worker thread.
+#[derive(Debug, Clone)]
+pub struct GenerateJob {
+    pub model: ResolvedModel,
+    pub params: GenerateParams,
+}
+
+/// Called after every denoising step with (step index 0-based, total steps). Returning
+/// `false` asks the generator to stop: it must return [`GenerateError::Cancelled`] promptly
+/// (before the next UNet call).
+pub type ProgressFn<'a> = dyn FnMut(usize, usize) -> bool + 'a;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("cancelled")]
+    Cancelled,
+    /// The model could not be loaded (missing, corrupt, unsupported): wire code `unavailable`.
+    #[error("model failed to load: {0}")]
+    ModelLoad(String),
+    /// The request cannot run on this model (e.g. inpaint-only model asked for txt2img with
+    /// a size it cannot do): wire code `invalid_field`.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else (candle error, out of memory): wire code `internal`.
+    #[error("generation failed: {0}")]
+    Internal(String),
+}
+
+/// Generates images. Lives on the worker thread; need not be `Sync`.
+pub trait Generator: Send {
+    /// Runs one job to completion, calling `progress` after each step.
+    fn generate(
+        &mut self,
+        job: &GenerateJob,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Vec<GeneratedImage>, GenerateError>;
+
+    /// Names of the models currently held in memory (for `ping`).
+    fn loaded_models(&self) -> Vec<String>;
+
+    /// Human-readable device and dtype, e.g. "cpu f32".
+    fn device(&self) -> String;
+}
+
+/// Builds a fresh generator; called on the worker thread at start and after every crash.
+pub type GeneratorFactory = std::sync::Arc<dyn Fn() -> anyhow::Result<Box<dyn Generator>> + Send + Sync>;
