@@ -240,6 +240,58 @@ fn golden_euler_ancestral() {
     run_named(&["euler_a"]);
 }
 
+#[test]
+fn golden_pndm() {
+    run_named(&["pndm"]);
+}
+
+#[test]
+fn golden_lms() {
+    run_named(&["lms"]);
+}
+
+#[test]
+fn golden_heun() {
+    run_named(&["heun"]);
+}
+
+#[test]
+fn golden_dpmpp_2m() {
+    run_named(&["dpmpp_2m"]);
+}
+
+#[test]
+fn golden_dpmpp_2m_karras() {
+    run_named(&["dpmpp_2m_karras"]);
+}
+
+#[test]
+fn golden_unipc() {
+    run_named(&["unipc"]);
+}
+
+#[test]
+fn every_golden_case_has_a_test() {
+    let known = [
+        "ddim",
+        "euler",
+        "euler_a",
+        "pndm",
+        "lms",
+        "heun",
+        "dpmpp_2m",
+        "dpmpp_2m_karras",
+        "unipc",
+    ];
+    let m = manifest();
+    let cases = m["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 25);
+    for case in cases {
+        let name = case["scheduler"]["name"].as_str().unwrap();
+        assert!(known.contains(&name), "golden case with scheduler {name}");
+    }
+}
+
 fn sd1() -> Value {
     model_config("tiny-sd1")
 }
