@@ -11,9 +11,12 @@ use super::{NoiseSource, Scheduler, SchedulerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variance {
-    FixedSmall,
-    FixedSmallLog,
-    FixedLarge,
+    /// "fixed_small"
+    Small,
+    /// "fixed_small_log"
+    SmallLog,
+    /// "fixed_large"
+    Large,
 }
 
 pub struct Ddpm {
@@ -51,9 +54,9 @@ impl Ddpm {
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;
         let variance = match cfg.variance_type.as_deref() {
-            None | Some("fixed_small") => Variance::FixedSmall,
-            Some("fixed_small_log") => Variance::FixedSmallLog,
-            Some("fixed_large") => Variance::FixedLarge,
+            None | Some("fixed_small") => Variance::Small,
+            Some("fixed_small_log") => Variance::SmallLog,
+            Some("fixed_large") => Variance::Large,
             Some(other) => return Err(SchedulerError::unsupported("variance_type", other)),
         };
         let clip_sample = if cfg.clip_sample.unwrap_or(true) {
@@ -95,9 +98,9 @@ impl Ddpm {
             0.0
         } else {
             match self.variance {
-                Variance::FixedSmall => variance.sqrt(),
-                Variance::FixedSmallLog => (0.5f32 * variance.ln()).exp(),
-                Variance::FixedLarge => current_beta_t.sqrt(),
+                Variance::Small => variance.sqrt(),
+                Variance::SmallLog => (0.5f32 * variance.ln()).exp(),
+                Variance::Large => current_beta_t.sqrt(),
             }
         };
         Ok(DdpmCoefficients {

@@ -48,20 +48,23 @@ fn solve(mut a: Vec<Vec<f32>>, mut b: Vec<f32>) -> Result<Vec<f32>> {
         a.swap(col, piv);
         b.swap(col, piv);
         let inv = 1.0f32 / a[col][col];
-        for r in col + 1..n {
-            let l = a[r][col] * inv;
-            a[r][col] = l;
-            for c in col + 1..n {
-                a[r][c] -= l * a[col][c];
+        let (upper, lower) = a.split_at_mut(col + 1);
+        let pivot_row = &upper[col];
+        let b_col = b[col];
+        for (row, b_r) in lower.iter_mut().zip(b[col + 1..].iter_mut()) {
+            let l = row[col] * inv;
+            row[col] = l;
+            for (x, p) in row[col + 1..].iter_mut().zip(&pivot_row[col + 1..]) {
+                *x -= l * p;
             }
-            b[r] -= l * b[col];
+            *b_r -= l * b_col;
         }
     }
     let mut x = vec![0f32; n];
     for r in (0..n).rev() {
         let mut s = b[r];
-        for c in r + 1..n {
-            s -= a[r][c] * x[c];
+        for (a_rc, x_c) in a[r][r + 1..].iter().zip(&x[r + 1..]) {
+            s -= a_rc * x_c;
         }
         x[r] = s / a[r][r];
     }
