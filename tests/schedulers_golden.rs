@@ -576,9 +576,6 @@ fn pndm_and_heun_schedules() {
         ts(SchedulerKind::Pndm, &cfg, 4),
         vec![999.0, 749.0, 749.0, 499.0, 249.0]
     );
-    let mut cfg = sd1();
-    cfg["skip_prk_steps"] = json!(false);
-    assert!(build(SchedulerKind::Pndm, &cfg, 4, 0.0).is_err());
 
     let heun = build(SchedulerKind::Heun, &sd1(), 3, 0.0).unwrap();
     assert_eq!(heun.order(), 2);
@@ -648,5 +645,97 @@ fn unknown_timesteps_are_errors_not_panics() {
             s.step(&full(0.0), 1234.5, &full(0.0), &mut noise).is_err(),
             "{kind:?}"
         );
+    }
+}
+
+#[test]
+fn pndm_runge_kutta_warmup_schedule() {
+    let mut cfg = sd1();
+    cfg["skip_prk_steps"] = json!(false);
+    assert_eq!(
+        ts(SchedulerKind::Pndm, &cfg, 4),
+        vec![751.0, 626.0, 626.0, 501.0, 501.0, 376.0, 376.0, 251.0, 251.0, 126.0, 126.0, 1.0, 1.0]
+    );
+    assert!(build(SchedulerKind::Pndm, &cfg, 1, 0.0).is_err());
+}
+
+/// Feeding the exact noise of a known x0 at every call must land each deterministic
+/// alphas-cumprod sampler on sqrt(a_final) x0 + sqrt(1 - a_final) eps: the multistep
+/// weights (PLMS, Runge-Kutta) all sum to one.
+#[test]
+fn exact_noise_keeps_deterministic_samplers_on_the_trajectory() {
+    let ac = sd_alphas_cumprod();
+    let (x0, e) = (0.6f64, -1.2f64);
+    let mut prk = sd1();
+    prk["skip_prk_steps"] = json!(false);
+    let cases = [
+        (SchedulerKind::Ddim, sd1(), 4),
+        (SchedulerKind::Ddim, sd1(), 7),
+        (SchedulerKind::Pndm, sd1(), 4),
+        (SchedulerKind::Pndm, sd1(), 9),
+        (SchedulerKind::Pndm, prk.clone(), 4),
+        (SchedulerKind::Pndm, prk, 6),
+    ];
+    for (kind, cfg, steps) in cases {
+        let mut s = build(kind, &cfg, steps, 0.0).unwrap();
+        let t0 = s.timesteps()[0] as usize;
+        let start = ac[t0].sqrt() * x0 + (1.0 - ac[t0]).sqrt() * e;
+        let mut x = full(start as f32);
+        let mut noise = Constant {
+            value: 0.0,
+            draws: 0,
+        };
+        for t in s.timesteps().to_vec() {
+            x = s.step(&full(e as f32), t, &x, &mut noise).unwrap();
+        }
+        // set_alpha_to_one is false in the SD config: the final alpha is alphas_cumprod[0].
+        let want = ac[0].sqrt() * x0 + (1.0 - ac[0]).sqrt() * e;
+        let got = first(&x);
+        assert!(
+            (got - want).abs() < 1e-4,
+            "{kind:?} {steps}: {got} vs {want}"
+        );
+        assert_eq!(noise.draws, 0);
+    }
+}
+
+#[test]
+fn zero_terminal_snr_rescale() {
+    let mut cfg = sd1();
+    cfg["rescale_betas_zero_snr"] = json!(true);
+    cfg["timestep_spacing"] = json!("trailing");
+    // DDIM keeps alphas_cumprod[999] = 0: noising at 999 is pure noise.
+    let s = build(SchedulerKind::Ddim, &cfg, 4, 0.0).unwrap();
+    assert_eq!(s.timesteps()[0], 999.0);
+    let out = first(&s.add_noise(&full(5.0), &full(-0.5), 999.0).unwrap());
+    assert!((out + 0.5).abs() < 1e-6, "{out}");
+    // Euler clamps it to 2^-24, so sigma_max = sqrt((1 - 2^-24) / 2^-24) ~ 4096.
+    let e = build(SchedulerKind::Euler, &cfg, 4, 0.0).unwrap();
+    let want = ((1.0 - 2f64.powi(-24)) / 2f64.powi(-24)).sqrt();
+    assert!((e.init_noise_sigma() - want).abs() < 1e-3 * want);
+    // Heun has no such key: from_config drops it, the schedule is unchanged.
+    let plain = build(SchedulerKind::Heun, &sd1(), 4, 0.0).unwrap();
+    let mut h_cfg = sd1();
+    h_cfg["rescale_betas_zero_snr"] = json!(true);
+    let h = build(SchedulerKind::Heun, &h_cfg, 4, 0.0).unwrap();
+    assert_eq!(plain.init_noise_sigma(), h.init_noise_sigma());
+}
+
+#[test]
+fn karras_sigmas_on_sigma_schedulers() {
+    let mut cfg = sd1();
+    cfg["use_karras_sigmas"] = json!(true);
+    for kind in [
+        SchedulerKind::Euler,
+        SchedulerKind::Heun,
+        SchedulerKind::Lms,
+    ] {
+        let s = build(kind, &cfg, 6, 0.0).unwrap();
+        let t = s.timesteps();
+        // The ramp starts at sigma_max (timestep ~999) and ends at sigma_min (~0).
+        assert!((t[0] - 999.0).abs() < 1e-2, "{kind:?} {t:?}");
+        assert!(t[t.len() - 1].abs() < 1e-2, "{kind:?} {t:?}");
+        assert!(t.windows(2).all(|w| w[0] >= w[1]), "{kind:?} {t:?}");
+        assert!((s.init_noise_sigma() - sd_sigma(999)).abs() < 1e-3);
     }
 }

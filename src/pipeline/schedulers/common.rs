@@ -88,6 +88,28 @@ pub(crate) fn betas(
     Ok(betas)
 }
 
+/// diffusers' `rescale_zero_terminal_snr` (Lin et al. 2023, Algorithm 1) in float32:
+/// shifts and scales sqrt(alphas_cumprod) so the last timestep has zero SNR.
+pub(crate) fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let ac = cumprod_alphas(betas);
+    let mut sq: Vec<f32> = ac.iter().map(|a| a.sqrt()).collect();
+    let (Some(&a0), Some(&at)) = (sq.first(), sq.last()) else {
+        return betas.to_vec();
+    };
+    let scale = a0 / (a0 - at);
+    for v in sq.iter_mut() {
+        *v -= at;
+        *v *= scale;
+    }
+    let bar: Vec<f32> = sq.iter().map(|v| v * v).collect();
+    let mut out = Vec::with_capacity(bar.len());
+    out.push(1.0f32 - bar[0]);
+    for w in bar.windows(2) {
+        out.push(1.0f32 - w[1] / w[0]);
+    }
+    out
+}
+
 /// `torch.cumprod(1 - betas)` in float32; torch's CPU kernel accumulates in double.
 pub(crate) fn cumprod_alphas(betas: &[f32]) -> Vec<f32> {
     let mut acc = 1.0f64;

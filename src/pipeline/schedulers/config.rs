@@ -112,11 +112,25 @@ pub(crate) struct Common {
     pub alphas_cumprod: Vec<f32>,
 }
 
+/// Whether a class accepts `rescale_betas_zero_snr`, and how it then keeps sigmas finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ZeroSnr {
+    /// The class has no such key; from_config drops it.
+    Ignored,
+    /// Rescale the betas; alphas_cumprod ends at exactly 0.
+    Rescale,
+    /// Rescale, then set the last alphas_cumprod to 2^-24 so the first sigma is finite.
+    RescaleClampLast,
+}
+
 /// Per-class defaults of the shared keys (they differ between diffusers classes).
 pub(crate) struct ClassDefaults {
     pub beta_start: f64,
     pub beta_end: f64,
     pub spacing: Spacing,
+    pub zero_snr: ZeroSnr,
+    /// The class has a `thresholding` key (we support only its default, false).
+    pub thresholding: bool,
 }
 
 impl Common {
@@ -130,27 +144,32 @@ impl Common {
                 "num_train_timesteps must be at least 2, got {num_train_timesteps}"
             )));
         }
-        if cfg.rescale_betas_zero_snr == Some(true) {
-            return Err(SchedulerError::unsupported(
-                "rescale_betas_zero_snr",
-                "true",
-            ));
-        }
-        if cfg.thresholding == Some(true) {
+        if defaults.thresholding && cfg.thresholding == Some(true) {
             return Err(SchedulerError::unsupported("thresholding", "true"));
         }
-        let betas = super::common::betas(
+        let mut betas = super::common::betas(
             cfg,
             num_train_timesteps,
             defaults.beta_start,
             defaults.beta_end,
         )?;
+        let rescale =
+            defaults.zero_snr != ZeroSnr::Ignored && cfg.rescale_betas_zero_snr == Some(true);
+        if rescale {
+            betas = super::common::rescale_zero_terminal_snr(&betas);
+        }
+        let mut alphas_cumprod = super::common::cumprod_alphas(&betas);
+        if rescale && defaults.zero_snr == ZeroSnr::RescaleClampLast {
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
         Ok(Common {
             num_train_timesteps,
             prediction_type: PredictionType::parse(cfg.prediction_type.as_deref())?,
             spacing: Spacing::parse(cfg.timestep_spacing.as_deref(), defaults.spacing)?,
             steps_offset: cfg.steps_offset.unwrap_or(0),
-            alphas_cumprod: super::common::cumprod_alphas(&betas),
+            alphas_cumprod,
         })
     }
 }

@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 
 use super::common::{at, div, integer_timesteps, mul, train_index};
-use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::{NoiseSource, Scheduler, SchedulerError};
 
 pub struct Ddim {
@@ -72,6 +72,8 @@ impl Ddim {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Leading,
+                zero_snr: ZeroSnr::Rescale,
+                thresholding: true,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;

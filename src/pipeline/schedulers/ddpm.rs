@@ -5,7 +5,7 @@
 use candle_core::{Error, Result, Tensor};
 
 use super::common::{at, integer_timesteps, mul, train_index};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::ddim::{add_noise_alphas, x0_and_eps};
 use super::{NoiseSource, Scheduler, SchedulerError};
 
@@ -50,6 +50,8 @@ impl Ddpm {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Leading,
+                zero_snr: ZeroSnr::Rescale,
+                thresholding: true,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;

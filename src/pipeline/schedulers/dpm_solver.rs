@@ -5,7 +5,7 @@
 use candle_core::{Error, Result, Tensor};
 
 use super::common::{at, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::multistep::{add_noise_vp, alpha_sigma, data_prediction, lambda, MultistepSchedule};
 use super::{NoiseSource, Scheduler, SchedulerError};
 
@@ -41,6 +41,8 @@ impl DpmSolverMultistep {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Linspace,
+                zero_snr: ZeroSnr::RescaleClampLast,
+                thresholding: true,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;

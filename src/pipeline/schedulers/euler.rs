@@ -4,7 +4,7 @@
 use candle_core::{Error, Result, Tensor};
 
 use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::sigmas::{add_noise_sigma, scale_input, x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, Scheduler, SchedulerError};
 
@@ -25,6 +25,8 @@ impl Euler {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Linspace,
+                zero_snr: ZeroSnr::RescaleClampLast,
+                thresholding: false,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;

@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 
 use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::quadrature::integrate;
 use super::sigmas::{add_noise_sigma, scale_input, x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, Scheduler, SchedulerError};
@@ -30,6 +30,8 @@ impl Lms {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Linspace,
+                zero_snr: ZeroSnr::Ignored,
+                thresholding: false,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;

@@ -1,11 +1,12 @@
-//! PNDM with `skip_prk_steps` (diffusers `PNDMScheduler` in its PLMS mode, as every Stable
-//! Diffusion config sets it): linear multistep over the last four model outputs, with the
-//! second timestep repeated for the warm-up. Never draws noise.
+//! PNDM (diffusers `PNDMScheduler`): PLMS linear multistep over the last four model
+//! outputs. With `skip_prk_steps` (every Stable Diffusion config) the warm-up repeats the
+//! second timestep; without it, a Runge-Kutta warm-up of 4-call groups comes first, as in
+//! diffusers. Never draws noise.
 
 use candle_core::{Error, Result, Tensor};
 
 use super::common::{at, div, integer_timesteps, mul, train_index};
-use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::ddim::add_noise_alphas;
 use super::{NoiseSource, Scheduler, SchedulerError};
 
@@ -14,9 +15,13 @@ pub struct Pndm {
     final_alpha_cumprod: f32,
     num_inference_steps: usize,
     timesteps: Vec<f64>,
+    /// Number of leading Runge-Kutta timesteps (0 with skip_prk_steps).
+    prk_len: usize,
     ets: Vec<Tensor>,
     counter: usize,
     cur_sample: Option<Tensor>,
+    /// Runge-Kutta accumulator of the current 4-call group.
+    cur_model_output: Option<Tensor>,
 }
 
 impl Pndm {
@@ -30,13 +35,11 @@ impl Pndm {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Leading,
+                zero_snr: ZeroSnr::Ignored,
+                thresholding: false,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        if !cfg.skip_prk_steps.unwrap_or(false) {
-            // The Runge-Kutta warm-up is never used by Stable Diffusion configs.
-            return Err(SchedulerError::unsupported("skip_prk_steps", "false"));
-        }
         if c.prediction_type == PredictionType::Sample {
             return Err(SchedulerError::unsupported("prediction_type", "sample"));
         }
@@ -45,25 +48,97 @@ impl Pndm {
         } else {
             c.alphas_cumprod[0]
         };
-        // diffusers builds the ascending list, repeats its second-to-last entry, reverses.
         let mut asc = integer_timesteps(&c, num_inference_steps);
         asc.reverse();
-        let mut plms: Vec<f64> = asc[..asc.len() - 1].to_vec();
-        if asc.len() >= 2 {
-            plms.push(asc[asc.len() - 2]);
-        }
-        plms.push(asc[asc.len() - 1]);
+        let n = asc.len();
+        let (prk, mut plms) = if cfg.skip_prk_steps.unwrap_or(false) {
+            // The ascending list with its second-to-last entry repeated, reversed.
+            let mut plms: Vec<f64> = asc[..n - 1].to_vec();
+            if n >= 2 {
+                plms.push(asc[n - 2]);
+            }
+            plms.push(asc[n - 1]);
+            (Vec::new(), plms)
+        } else {
+            let half = (c.num_train_timesteps / num_inference_steps / 2) as f64;
+            let pairs: Vec<f64> = asc[n.saturating_sub(4)..]
+                .iter()
+                .flat_map(|t| [*t, *t + half])
+                .collect();
+            let doubled: Vec<f64> = pairs[..pairs.len() - 1]
+                .iter()
+                .flat_map(|t| [*t, *t])
+                .collect();
+            let mut prk = doubled[1..doubled.len() - 1].to_vec();
+            prk.reverse();
+            (prk, asc[..n.saturating_sub(3)].to_vec())
+        };
         plms.reverse();
-        super::check_train_range(&plms, c.num_train_timesteps)?;
+        let prk_len = prk.len();
+        let mut timesteps = prk;
+        timesteps.extend(plms);
+        if timesteps.is_empty() {
+            return Err(SchedulerError::InvalidConfig(
+                "PNDM with the Runge-Kutta warm-up (skip_prk_steps false) needs 2+ steps".into(),
+            ));
+        }
+        super::check_train_range(&timesteps, c.num_train_timesteps)?;
         Ok(Pndm {
             c,
             final_alpha_cumprod,
             num_inference_steps,
-            timesteps: plms,
+            timesteps,
+            prk_len,
             ets: Vec::new(),
             counter: 0,
             cur_sample: None,
+            cur_model_output: None,
         })
+    }
+
+    /// One call of the Runge-Kutta warm-up (diffusers `step_prk`).
+    fn step_prk(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+    ) -> Result<Tensor> {
+        let n_train = self.c.num_train_timesteps;
+        let diff_to_prev = if self.counter % 2 == 1 {
+            0
+        } else {
+            (n_train / self.num_inference_steps / 2) as i64
+        };
+        let t_in = train_index(timestep, n_train)? as i64;
+        let prev_t = t_in - diff_to_prev;
+        let t = at(&self.timesteps, self.counter / 4 * 4, "timesteps")? as i64;
+        let add = |acc: Option<Tensor>, term: Tensor| -> Result<Tensor> {
+            match acc {
+                None => Ok(term),
+                Some(a) => a + term,
+            }
+        };
+        let sixth = (1.0f64 / 6.0) as f32;
+        let third = (1.0f64 / 3.0) as f32;
+        let model_output = match self.counter % 4 {
+            0 => {
+                let acc = add(self.cur_model_output.take(), mul(model_output, sixth)?)?;
+                self.cur_model_output = Some(acc);
+                self.ets.push(model_output.clone());
+                self.cur_sample = Some(sample.clone());
+                model_output.clone()
+            }
+            1 | 2 => {
+                let acc = add(self.cur_model_output.take(), mul(model_output, third)?)?;
+                self.cur_model_output = Some(acc);
+                model_output.clone()
+            }
+            _ => add(self.cur_model_output.take(), mul(model_output, sixth)?)?,
+        };
+        let cur_sample = self.cur_sample.clone().unwrap_or_else(|| sample.clone());
+        let prev = self.prev_sample(&cur_sample, t, prev_t, &model_output)?;
+        self.counter += 1;
+        Ok(prev)
     }
 
     fn prev_sample(
@@ -128,6 +203,14 @@ impl Scheduler for Pndm {
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
+        if self.counter < self.prk_len {
+            return self.step_prk(model_output, timestep, sample);
+        }
+        if self.prk_len > 0 && self.ets.len() < 3 {
+            return Err(Error::Msg(
+                "pndm: the Runge-Kutta warm-up did not run before PLMS".into(),
+            ));
+        }
         let ratio = (self.c.num_train_timesteps / self.num_inference_steps) as i64;
         let mut t = train_index(timestep, self.c.num_train_timesteps)? as i64;
         let mut prev_t = t - ratio;

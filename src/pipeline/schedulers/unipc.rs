@@ -6,7 +6,7 @@
 use candle_core::{Error, Result, Tensor};
 
 use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing};
+use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::multistep::{add_noise_vp, alpha_sigma, data_prediction, lambda, MultistepSchedule};
 use super::{NoiseSource, Scheduler, SchedulerError};
 
@@ -123,6 +123,8 @@ impl UniPc {
                 beta_start: 0.0001,
                 beta_end: 0.02,
                 spacing: Spacing::Linspace,
+                zero_snr: ZeroSnr::RescaleClampLast,
+                thresholding: true,
             },
         )?;
         super::check_steps(num_inference_steps, c.num_train_timesteps)?;
