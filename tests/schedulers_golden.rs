@@ -79,6 +79,9 @@ fn check(what: &str, ours: &Tensor, golden: &Tensor, worst: &mut f32) -> Result<
     let d = max_abs_diff(ours, golden)?;
     let tol = 1e-5 * max_abs(golden)?.max(1.0);
     *worst = worst.max(d);
+    if std::env::var("SCHED_VERBOSE").is_ok() {
+        println!("  {what}: {d:e}");
+    }
     if d.is_nan() || d > tol {
         bail!("{what}: max abs diff {d:e} > {tol:e}");
     }

@@ -8,7 +8,8 @@ use super::config::{Common, SchedulerConfig, Spacing};
 use super::SchedulerError;
 
 /// `torch.linspace(start, end, steps, dtype=float32)` on CPU: the two halves are computed
-/// from opposite ends so both endpoints are exact.
+/// from opposite ends so both endpoints are exact, and torch's compiled kernel fuses the
+/// multiply-add (this reproduces diffusers' alphas_cumprod bit for bit).
 fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     if steps == 1 {
         return vec![start];
@@ -18,9 +19,9 @@ fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     (0..steps)
         .map(|i| {
             if i < halfway {
-                start + step * i as f32
+                step.mul_add(i as f32, start)
             } else {
-                end - step * (steps - i - 1) as f32
+                (-step).mul_add((steps - i - 1) as f32, end)
             }
         })
         .collect()
