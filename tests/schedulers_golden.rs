@@ -742,3 +742,51 @@ fn karras_sigmas_on_sigma_schedulers() {
         assert!((s.init_noise_sigma() - sd_sigma(999)).abs() < 1e-3);
     }
 }
+
+#[test]
+fn hostile_configs_error_instead_of_panicking() {
+    let kinds = [
+        SchedulerKind::Ddim,
+        SchedulerKind::Pndm,
+        SchedulerKind::Lms,
+        SchedulerKind::Euler,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::Heun,
+        SchedulerKind::DpmPp2m,
+        SchedulerKind::DpmPp2mKarras,
+        SchedulerKind::UniPc,
+        SchedulerKind::Ddpm,
+    ];
+    let patches = [
+        json!({"num_train_timesteps": 1}),
+        json!({"num_train_timesteps": 10_000_000_000u64}),
+        json!({"steps_offset": u64::MAX}),
+        json!({"beta_start": -1.0, "beta_schedule": "scaled_linear"}),
+        json!({"beta_end": 2.0}),
+        json!({"prediction_type": "flow"}),
+        json!({"timestep_spacing": "sideways"}),
+        json!({"solver_order": 0}),
+        json!({"solver_order": 7}),
+        json!({"trained_betas": [0.5]}),
+        json!({"final_sigmas_type": "middle"}),
+    ];
+    for kind in kinds {
+        // The plain SD config works for every scheduler.
+        build(kind, &sd1(), 20, 0.0).unwrap();
+        for patch in &patches {
+            let mut cfg = sd1();
+            for (k, v) in patch.as_object().unwrap() {
+                cfg[k] = v.clone();
+            }
+            // Whatever a class makes of the key, it must not panic; keys a class reads
+            // with a bad value must be errors.
+            let _ = build(kind, &cfg, 20, 0.0);
+        }
+        let mut cfg = sd1();
+        cfg["prediction_type"] = json!("flow");
+        assert!(build(kind, &cfg, 4, 0.0).is_err(), "{kind:?}");
+        let mut cfg = sd1();
+        cfg["num_train_timesteps"] = json!(10_000_000_000u64);
+        assert!(build(kind, &cfg, 4, 0.0).is_err(), "{kind:?}");
+    }
+}

@@ -192,7 +192,7 @@ pub(crate) fn integer_timesteps(c: &Common, count: usize) -> Vec<f64> {
             let ratio = n_train / count;
             (0..count)
                 .rev()
-                .map(|i| (i * ratio + c.steps_offset) as f64)
+                .map(|i| (i * ratio).saturating_add(c.steps_offset) as f64)
                 .collect()
         }
         Spacing::Trailing => {
@@ -249,7 +249,7 @@ pub(crate) fn multistep_timesteps(c: &Common, count: usize) -> Vec<f64> {
             let ratio = n_train / (count + 1);
             (1..=count)
                 .rev()
-                .map(|i| (i * ratio + c.steps_offset) as f64)
+                .map(|i| (i * ratio).saturating_add(c.steps_offset) as f64)
                 .collect()
         }
         Spacing::Trailing => {

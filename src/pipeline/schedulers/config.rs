@@ -112,6 +112,10 @@ pub(crate) struct Common {
     pub alphas_cumprod: Vec<f32>,
 }
 
+/// Far above any real model (1000); bounds the per-timestep tables a config can make us
+/// allocate.
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// Whether a class accepts `rescale_betas_zero_snr`, and how it then keeps sigmas finite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ZeroSnr {
@@ -139,9 +143,9 @@ impl Common {
         defaults: &ClassDefaults,
     ) -> Result<Self, SchedulerError> {
         let num_train_timesteps = cfg.num_train_timesteps.unwrap_or(1000);
-        if num_train_timesteps < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
             return Err(SchedulerError::InvalidConfig(format!(
-                "num_train_timesteps must be at least 2, got {num_train_timesteps}"
+                "num_train_timesteps must be in 2..={MAX_TRAIN_TIMESTEPS}, got {num_train_timesteps}"
             )));
         }
         if defaults.thresholding && cfg.thresholding == Some(true) {

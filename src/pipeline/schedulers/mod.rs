@@ -1,6 +1,19 @@
 //! Diffusion schedulers, reproducing diffusers 0.42 numerics (fractional sigma-space
 //! timesteps, epsilon and v-prediction, leading/linspace/trailing spacing).
-//! Plain candle tensor math; no model code here.
+//! Plain candle tensor math; no model code here, and never a panic on a bad config.
+//!
+//! [`build`] is `Class.from_config(model_config)` + `set_timesteps(steps)`: each class
+//! reads the keys it has (with its own defaults) and ignores the rest. Scalar coefficients
+//! follow diffusers' dtypes: float32 where diffusers uses torch scalars, float64 where it
+//! uses numpy (timestep spacing, `np.interp`, Karras ramp, LMS integrals).
+//!
+//! Options that diffusers supports but we reject with [`SchedulerError::Unsupported`]
+//! (never silently approximated): thresholding, learned DDPM variances, DPM-Solver
+//! algorithms other than dpmsolver++ and orders above 2, UniPC with predict_x0 false,
+//! exponential/beta/flow sigmas, dynamic shifting, Euler log_linear interpolation and
+//! continuous timesteps. Deliberate deviation: trailing spacing never yields more than
+//! `steps` timesteps (numpy's arange overshoots for a few counts, e.g. 61, and diffusers
+//! then emits a timestep of -1).
 
 use candle_core::{Result, Tensor};
 
