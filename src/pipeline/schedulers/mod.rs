@@ -1,10 +1,126 @@
 //! Diffusion schedulers, reproducing diffusers 0.42 numerics (fractional sigma-space
 //! timesteps, epsilon and v-prediction, leading/linspace/trailing spacing).
-//! Plain candle tensor math; no model code here.
+//! Plain candle tensor math; no model code here, and never a panic on a bad config.
+//!
+//! [`build`] is `Class.from_config(model_config)` + `set_timesteps(steps)`: each class
+//! reads the keys it has (with its own defaults) and ignores the rest. Scalar coefficients
+//! follow diffusers' dtypes: float32 where diffusers uses torch scalars, float64 where it
+//! uses numpy (timestep spacing, `np.interp`, Karras ramp, LMS integrals).
+//!
+//! Options that diffusers supports but we reject with [`SchedulerError::Unsupported`]
+//! (never silently approximated): thresholding, learned DDPM variances, DPM-Solver
+//! algorithms other than dpmsolver++ and orders above 2, UniPC with predict_x0 false,
+//! exponential/beta/flow sigmas, dynamic shifting, Euler log_linear interpolation and
+//! continuous timesteps. Deliberate deviation: trailing spacing never yields more than
+//! `steps` timesteps (numpy's arange overshoots for a few counts, e.g. 61, and diffusers
+//! then emits a timestep of -1).
 
 use candle_core::{Result, Tensor};
 
 use super::noise::NoiseSource;
+use super::params::SchedulerKind;
+
+mod common;
+pub mod config;
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
+pub mod euler;
+pub mod euler_ancestral;
+pub mod heun;
+pub mod lms;
+mod multistep;
+pub mod pndm;
+mod quadrature;
+mod sigmas;
+pub mod unipc;
+
+pub use config::SchedulerConfig;
+
+/// Why a scheduler could not be set up from a model's config and the request.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("invalid scheduler config: {0}")]
+    InvalidConfig(String),
+    #[error("unsupported scheduler option {key} = {value}")]
+    Unsupported { key: &'static str, value: String },
+    #[error("num_inference_steps must be between 1 and {max}, got {steps}")]
+    InvalidSteps { steps: usize, max: usize },
+}
+
+impl SchedulerError {
+    pub(crate) fn unsupported(key: &'static str, value: &str) -> Self {
+        SchedulerError::Unsupported {
+            key,
+            value: value.to_string(),
+        }
+    }
+}
+
+pub(crate) fn check_steps(
+    steps: usize,
+    num_train_timesteps: usize,
+) -> std::result::Result<(), SchedulerError> {
+    if steps == 0 || steps > num_train_timesteps {
+        return Err(SchedulerError::InvalidSteps {
+            steps,
+            max: num_train_timesteps,
+        });
+    }
+    Ok(())
+}
+
+/// Rejects schedules that would index outside the training range (e.g. a large
+/// steps_offset), which diffusers would only notice mid-run.
+pub(crate) fn check_train_range(
+    timesteps: &[f64],
+    num_train_timesteps: usize,
+) -> std::result::Result<(), SchedulerError> {
+    if timesteps
+        .iter()
+        .any(|t| *t < 0.0 || *t >= num_train_timesteps as f64)
+    {
+        return Err(SchedulerError::InvalidConfig(format!(
+            "timesteps {timesteps:?} fall outside 0..{num_train_timesteps} (check steps_offset)"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds a scheduler like diffusers' `Class.from_config(model_config)` followed by
+/// `set_timesteps(num_inference_steps)`: keys the class accepts come from the model's
+/// config, the rest take the class defaults. `eta` is only read by DDIM.
+pub fn build(
+    kind: SchedulerKind,
+    model_scheduler_config: &serde_json::Value,
+    num_inference_steps: usize,
+    eta: f64,
+) -> std::result::Result<Box<dyn Scheduler>, SchedulerError> {
+    let cfg = SchedulerConfig::from_value(model_scheduler_config)?;
+    Ok(match kind {
+        SchedulerKind::Ddim => Box::new(ddim::Ddim::new(&cfg, num_inference_steps, eta)?),
+        SchedulerKind::Euler => Box::new(euler::Euler::new(&cfg, num_inference_steps)?),
+        SchedulerKind::EulerAncestral => Box::new(euler_ancestral::EulerAncestral::new(
+            &cfg,
+            num_inference_steps,
+        )?),
+        SchedulerKind::Pndm => Box::new(pndm::Pndm::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Lms => Box::new(lms::Lms::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Heun => Box::new(heun::Heun::new(&cfg, num_inference_steps)?),
+        SchedulerKind::DpmPp2m => Box::new(dpm_solver::DpmSolverMultistep::new(
+            &cfg,
+            num_inference_steps,
+            false,
+        )?),
+        SchedulerKind::DpmPp2mKarras => Box::new(dpm_solver::DpmSolverMultistep::new(
+            &cfg,
+            num_inference_steps,
+            true,
+        )?),
+        SchedulerKind::UniPc => Box::new(unipc::UniPc::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Ddpm => Box::new(ddpm::Ddpm::new(&cfg, num_inference_steps)?),
+    })
+}
 
 /// The contract the denoising loop drives, mirroring diffusers' scheduler API:
 ///
