@@ -1,0 +1,1 @@
+//! `runai replay`: placeholder replaced below.
