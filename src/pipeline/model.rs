@@ -120,6 +120,12 @@ impl StableDiffusion {
         self.vae.decode(&z.to_dtype(self.vae_dtype())?)
     }
 
+    /// VAE posterior (mean, std) of pixels in [-1, 1] (for component tests and tools).
+    pub fn vae_posterior(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let post = self.vae.encode(&pixels.to_dtype(self.vae_dtype())?)?;
+        Ok((post.mean, post.std))
+    }
+
     pub(crate) fn vae_dtype(&self) -> DType {
         if self.vae.config.force_upcast {
             DType::F32
