@@ -90,7 +90,9 @@ impl StableDiffusion {
         // changes float summation order in the matmuls, and image i must be bit-identical
         // whether it is generated alone or in a batch.
         let context = if do_cfg {
-            let uncond = self.encode_prompt(&params.negative_prompt, params.clip_skip)?;
+            // diffusers applies clip_skip to the prompt only: the negative prompt always uses
+            // the last layer. Kept for parity with the reference pipelines.
+            let uncond = self.encode_prompt(&params.negative_prompt, None)?;
             record(&mut trace, "negative_prompt_embeds", &uncond)?;
             Tensor::cat(&[&uncond, &cond], 0)?
         } else {
