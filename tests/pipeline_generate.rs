@@ -194,8 +194,8 @@ fn img2img_runs_only_the_strength_fraction() {
         })
         .unwrap();
     assert_eq!(out[0].image.dimensions(), (64, 64));
-    // int(10 * 0.35) = 3 denoising steps, reported before each and once at the end.
-    assert_eq!(calls, vec![(0, 3), (1, 3), (2, 3), (3, 3)]);
+    // int(10 * 0.35) = 3 denoising steps, each reported once it is done.
+    assert_eq!(calls, vec![(0, 3), (1, 3), (2, 3)]);
     let none = GenerateParams {
         steps: 2,
         ..params(Task::Img2Img {
@@ -277,7 +277,13 @@ fn cancel_stops_before_the_next_unet_call() {
         })
         .unwrap_err();
     assert!(matches!(err, PipelineError::Cancelled));
+    // Step 0 ran, step 1 ran and was answered with false: no third UNet call.
     assert_eq!(seen, vec![(0, 3), (1, 3)]);
+    // Cancelling after the last step still cancels (no decode, no images).
+    let err = m
+        .generate(&params(Task::Txt2Img), &mut |i, n| i + 1 < n)
+        .unwrap_err();
+    assert!(matches!(err, PipelineError::Cancelled));
 }
 
 #[test]

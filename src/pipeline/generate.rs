@@ -15,8 +15,9 @@ use super::params::{GenerateParams, GeneratedImage, Task};
 use super::schedulers::{self, Scheduler};
 use super::trace::{record, Trace};
 
-/// Progress callback: `(steps done, total steps)`; returning false cancels the generation
-/// before the next UNet call.
+/// Progress callback, called after every denoising step with (step index 0-based, total
+/// steps), as the engine's `ProgressFn`; returning false cancels the generation (a
+/// [`PipelineError::Cancelled`] before the next UNet call, or before decoding after the last).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 
 /// Inpainting state that the denoising loop needs.
@@ -143,9 +144,6 @@ impl StableDiffusion {
         let total = timesteps.len();
         let g = params.guidance_scale;
         for (i, &t) in timesteps.iter().enumerate() {
-            if !progress(i, total) {
-                return Err(PipelineError::Cancelled);
-            }
             let mut preds = Vec::with_capacity(n);
             let mut uncond_outs = Vec::with_capacity(n);
             let mut cond_outs = Vec::with_capacity(n);
@@ -196,9 +194,10 @@ impl StableDiffusion {
                 let keep = (1.0 - mask)?;
                 latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(mask)?)?;
             }
+            if !progress(i, total) {
+                return Err(PipelineError::Cancelled);
+            }
         }
-        // The final report cannot cancel anything any more; its answer is irrelevant.
-        let _ = progress(total, total);
 
         record(&mut trace, "final_latents", &latents)?;
         let z = (&latents / self.vae_scaling_factor())?;
