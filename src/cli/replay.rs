@@ -296,12 +296,18 @@ impl NoiseSource for RecordedNoise {
     }
 }
 
-/// Runs `case` on `model` with its recorded noise; returns the recorded intermediates.
-pub fn replay_case(model: &StableDiffusion, case: &GoldenCase) -> anyhow::Result<Trace> {
+/// What a replay produced: the recorded intermediates and the 8-bit images.
+pub struct Replay {
+    pub trace: Trace,
+    pub images: Vec<image::RgbImage>,
+}
+
+/// Runs `case` on `model` with its recorded noise.
+pub fn replay_case(model: &StableDiffusion, case: &GoldenCase) -> anyhow::Result<Replay> {
     let mut noise = RecordedNoise::from_case(case)?;
     let mut trace = Trace::new();
     let mut progress = |_: usize, _: usize| true;
-    model
+    let images = model
         .run_with_scheduler_config(
             &case.params,
             &case.scheduler_config,
@@ -310,7 +316,10 @@ pub fn replay_case(model: &StableDiffusion, case: &GoldenCase) -> anyhow::Result
             &mut progress,
         )
         .with_context(|| format!("replaying {}", case.id))?;
-    Ok(trace)
+    Ok(Replay {
+        trace,
+        images: images.into_iter().map(|g| g.image).collect(),
+    })
 }
 
 /// The CLI entry point, loading models from diffusers folders.
@@ -330,7 +339,7 @@ pub fn run_with_loader(
     let model_path = args.model.clone().unwrap_or_else(|| case.model_dir.clone());
     let parts = loader(&model_path)?;
     let model = StableDiffusion::from_parts(parts, &opts)?;
-    let trace = replay_case(&model, &case)?;
+    let trace = replay_case(&model, &case)?.trace;
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for name in OUTPUT_NAMES {
         if let Some(t) = trace.get(name) {
