@@ -1,7 +1,24 @@
 //! Stable Diffusion on candle: text encoder, UNet, VAE, schedulers, noise, image conversion.
 //! Plain Rust; knows nothing of actors or the wire.
 
+pub mod attention;
+pub mod clip;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod images;
+pub mod loader;
+pub mod model;
 pub mod model_parts;
 pub mod noise;
+pub mod options;
 pub mod params;
 pub mod schedulers;
+pub mod tokenizer;
+pub mod trace;
+pub mod unet;
+pub mod vae;
+
+pub use error::PipelineError;
+pub use model::StableDiffusion;
+pub use options::RuntimeOptions;

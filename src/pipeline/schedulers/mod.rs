@@ -5,6 +5,92 @@
 use candle_core::{Result, Tensor};
 
 use super::noise::NoiseSource;
+use super::params::SchedulerKind;
+
+mod common;
+pub mod config;
+pub mod ddim;
+pub mod euler;
+pub mod euler_ancestral;
+mod sigmas;
+
+pub use config::SchedulerConfig;
+
+/// Why a scheduler could not be set up from a model's config and the request.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("invalid scheduler config: {0}")]
+    InvalidConfig(String),
+    #[error("unsupported scheduler option {key} = {value}")]
+    Unsupported { key: &'static str, value: String },
+    #[error("num_inference_steps must be between 1 and {max}, got {steps}")]
+    InvalidSteps { steps: usize, max: usize },
+}
+
+impl SchedulerError {
+    pub(crate) fn unsupported(key: &'static str, value: &str) -> Self {
+        SchedulerError::Unsupported {
+            key,
+            value: value.to_string(),
+        }
+    }
+}
+
+pub(crate) fn check_steps(
+    steps: usize,
+    num_train_timesteps: usize,
+) -> std::result::Result<(), SchedulerError> {
+    if steps == 0 || steps > num_train_timesteps {
+        return Err(SchedulerError::InvalidSteps {
+            steps,
+            max: num_train_timesteps,
+        });
+    }
+    Ok(())
+}
+
+/// Rejects schedules that would index outside the training range (e.g. a large
+/// steps_offset), which diffusers would only notice mid-run.
+pub(crate) fn check_train_range(
+    timesteps: &[f64],
+    num_train_timesteps: usize,
+) -> std::result::Result<(), SchedulerError> {
+    if timesteps
+        .iter()
+        .any(|t| *t < 0.0 || *t >= num_train_timesteps as f64)
+    {
+        return Err(SchedulerError::InvalidConfig(format!(
+            "timesteps {timesteps:?} fall outside 0..{num_train_timesteps} (check steps_offset)"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds a scheduler like diffusers' `Class.from_config(model_config)` followed by
+/// `set_timesteps(num_inference_steps)`: keys the class accepts come from the model's
+/// config, the rest take the class defaults. `eta` is only read by DDIM.
+pub fn build(
+    kind: SchedulerKind,
+    model_scheduler_config: &serde_json::Value,
+    num_inference_steps: usize,
+    eta: f64,
+) -> std::result::Result<Box<dyn Scheduler>, SchedulerError> {
+    let cfg = SchedulerConfig::from_value(model_scheduler_config)?;
+    Ok(match kind {
+        SchedulerKind::Ddim => Box::new(ddim::Ddim::new(&cfg, num_inference_steps, eta)?),
+        SchedulerKind::Euler => Box::new(euler::Euler::new(&cfg, num_inference_steps)?),
+        SchedulerKind::EulerAncestral => Box::new(euler_ancestral::EulerAncestral::new(
+            &cfg,
+            num_inference_steps,
+        )?),
+        other => {
+            return Err(SchedulerError::Unsupported {
+                key: "scheduler",
+                value: format!("{other:?}"),
+            })
+        }
+    })
+}
 
 /// The contract the denoising loop drives, mirroring diffusers' scheduler API:
 ///

@@ -1,0 +1,243 @@
+//! The UNet's Transformer2DModel (diffusers naming): GroupNorm, proj_in, BasicTransformerBlocks
+//! (self-attention, cross-attention, GEGLU feed-forward with exact erf GELU), proj_out,
+//! residual. Ours rather than candle's because candle's GEGLU uses the tanh GELU
+//! approximation. Attention scores are always computed in f32.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{
+    conv2d, group_norm, layer_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear,
+    VarBuilder,
+};
+
+use super::error::Result;
+
+/// Upper bound on one attention score block, in f32 elements (256 MiB), so large images do
+/// not allocate batch*heads*tokens^2 at once.
+const MAX_SCORE_ELEMENTS: usize = 64 * 1024 * 1024;
+
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(
+        vb: VarBuilder,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Attention {
+            to_q: linear_no_bias(query_dim, inner, vb.pp("to_q"))?,
+            to_k: linear_no_bias(context_dim, inner, vb.pp("to_k"))?,
+            to_v: linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
+            to_out: linear(inner, query_dim, vb.pp("to_out.0"))?,
+            heads,
+            head_dim,
+        })
+    }
+
+    /// `[b, t, heads*d]` -> `[b*heads, t, d]` in f32.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        Ok(xs
+            .reshape((b, t, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b * self.heads, t, self.head_dim))?
+            .to_dtype(DType::F32)?
+            .contiguous()?)
+    }
+
+    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let in_dtype = xs.dtype();
+        let context = context.unwrap_or(xs);
+        let q = self.split_heads(&self.to_q.forward(xs)?)?;
+        let k = self.split_heads(&self.to_k.forward(context)?)?;
+        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let kt = k.t()?;
+        let s = context.dim(1)?;
+        let bh = b * self.heads;
+        let chunk = (MAX_SCORE_ELEMENTS / (t * s).max(1)).clamp(1, bh);
+        let mut outs = Vec::with_capacity(bh.div_ceil(chunk));
+        let mut start = 0;
+        while start < bh {
+            let len = chunk.min(bh - start);
+            let qc = q.narrow(0, start, len)?;
+            let scores = (qc.matmul(&kt.narrow(0, start, len)?)? * scale)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            outs.push(probs.matmul(&v.narrow(0, start, len)?)?);
+            start += len;
+        }
+        let out = if outs.len() == 1 {
+            outs.remove(0)
+        } else {
+            Tensor::cat(&outs, 0)?
+        };
+        let out = out
+            .reshape((b, self.heads, t, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?
+            .to_dtype(in_dtype)?;
+        Ok(self.to_out.forward(&out)?)
+    }
+}
+
+/// diffusers' GEGLU feed-forward: proj to 2*inner, value * gelu(gate) with exact GELU.
+struct FeedForward {
+    proj_in: Linear,
+    proj_out: Linear,
+}
+
+impl FeedForward {
+    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+        let inner = dim * 4;
+        Ok(FeedForward {
+            proj_in: linear(dim, inner * 2, vb.pp("net.0.proj"))?,
+            proj_out: linear(inner, dim, vb.pp("net.2"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self.proj_in.forward(xs)?;
+        let parts = h.chunk(2, D::Minus1)?;
+        let (value, gate) = match parts.as_slice() {
+            [a, g] => (a, g),
+            _ => {
+                return Err(candle_core::Error::Msg("GEGLU projection did not split in two".into()).into())
+            }
+        };
+        let h = (value * gate.gelu_erf()?)?;
+        Ok(self.proj_out.forward(&h)?)
+    }
+}
+
+struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    fn new(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        head_dim: usize,
+        context_dim: usize,
+    ) -> Result<Self> {
+        Ok(BasicTransformerBlock {
+            norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, head_dim)?,
+            norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, head_dim)?,
+            norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff: FeedForward::new(vb.pp("ff"), dim)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context))?
+            + &xs)?;
+        Ok((self.ff.forward(&self.norm3.forward(&xs)?)? + &xs)?)
+    }
+}
+
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// Settings of one Transformer2DModel.
+#[derive(Debug, Clone, Copy)]
+pub struct Transformer2DConfig {
+    pub channels: usize,
+    pub heads: usize,
+    pub depth: usize,
+    pub context_dim: usize,
+    pub norm_groups: usize,
+    pub use_linear_projection: bool,
+}
+
+pub struct Transformer2D {
+    norm: GroupNorm,
+    proj_in: Projection,
+    blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2D {
+    pub fn new(vb: VarBuilder, cfg: Transformer2DConfig) -> Result<Self> {
+        let c = cfg.channels;
+        let head_dim = c / cfg.heads.max(1);
+        let inner = cfg.heads * head_dim;
+        let norm = group_norm(cfg.norm_groups, c, 1e-6, vb.pp("norm"))?;
+        let (proj_in, proj_out) = if cfg.use_linear_projection {
+            (
+                Projection::Linear(linear(c, inner, vb.pp("proj_in"))?),
+                Projection::Linear(linear(inner, c, vb.pp("proj_out"))?),
+            )
+        } else {
+            (
+                Projection::Conv(conv2d(c, inner, 1, Default::default(), vb.pp("proj_in"))?),
+                Projection::Conv(conv2d(inner, c, 1, Default::default(), vb.pp("proj_out"))?),
+            )
+        };
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                BasicTransformerBlock::new(
+                    vb.pp(format!("transformer_blocks.{i}")),
+                    inner,
+                    cfg.heads,
+                    head_dim,
+                    cfg.context_dim,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer2D {
+            norm,
+            proj_in,
+            blocks,
+            proj_out,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = xs.dims4()?;
+        let residual = xs;
+        let xs = self.norm.forward(xs)?;
+        let to_tokens = |x: &Tensor| -> Result<Tensor> {
+            let c = x.dim(1)?;
+            Ok(x.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?)
+        };
+        let mut tokens = match &self.proj_in {
+            Projection::Conv(p) => to_tokens(&p.forward(&xs)?)?,
+            Projection::Linear(p) => p.forward(&to_tokens(&xs)?)?,
+        };
+        for block in &self.blocks {
+            tokens = block.forward(&tokens, context)?;
+        }
+        let to_image = |x: &Tensor| -> Result<Tensor> {
+            let c = x.dim(2)?;
+            Ok(x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()?)
+        };
+        let out = match &self.proj_out {
+            Projection::Conv(p) => p.forward(&to_image(&tokens)?)?,
+            Projection::Linear(p) => to_image(&p.forward(&tokens)?)?,
+        };
+        Ok((out + residual)?)
+    }
+}

@@ -1,0 +1,195 @@
+//! Our CLIP text transformer (transformers' CLIPTextModel): token + position embeddings,
+//! pre-LayerNorm encoder layers with a causal mask, quick_gelu or exact erf GELU, final
+//! LayerNorm, and diffusers' `clip_skip`. candle's SD CLIP is not used: its GELU is the tanh
+//! approximation and its config is closed. Never pads or tokenizes: it takes ids.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+
+use super::config::{ClipActivation, ClipConfig};
+use super::error::{PipelineError, Result};
+
+struct ClipAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl ClipAttention {
+    fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(ClipAttention {
+            q_proj: linear(h, h, vb.pp("q_proj"))?,
+            k_proj: linear(h, h, vb.pp("k_proj"))?,
+            v_proj: linear(h, h, vb.pp("v_proj"))?,
+            out_proj: linear(h, h, vb.pp("out_proj"))?,
+            heads: cfg.num_attention_heads,
+            head_dim: h / cfg.num_attention_heads,
+        })
+    }
+
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        Ok(xs
+            .reshape((b, t, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    fn forward(&self, xs: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = xs.dims3()?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let q = self.split_heads(&self.q_proj.forward(xs)?)?;
+        let k = self.split_heads(&self.k_proj.forward(xs)?)?;
+        let v = self.split_heads(&self.v_proj.forward(xs)?)?;
+        // Softmax in f32 even for f16 weights: padded prompts produce large logits.
+        let in_dtype = q.dtype();
+        let q = q.to_dtype(DType::F32)?;
+        let k = k.to_dtype(DType::F32)?;
+        let v = v.to_dtype(DType::F32)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(causal_mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs
+            .matmul(&v)?
+            .to_dtype(in_dtype)?
+            .transpose(1, 2)?
+            .reshape((b, t, c))?;
+        Ok(self.out_proj.forward(&out)?)
+    }
+}
+
+struct ClipMlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: ClipActivation,
+}
+
+impl ClipMlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.fc1.forward(xs)?;
+        let xs = match self.act {
+            ClipActivation::QuickGelu => (&xs * candle_nn::ops::sigmoid(&(&xs * 1.702)?)?)?,
+            ClipActivation::Gelu => xs.gelu_erf()?,
+        };
+        Ok(self.fc2.forward(&xs)?)
+    }
+}
+
+struct ClipLayer {
+    layer_norm1: LayerNorm,
+    self_attn: ClipAttention,
+    layer_norm2: LayerNorm,
+    mlp: ClipMlp,
+}
+
+impl ClipLayer {
+    fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(ClipLayer {
+            layer_norm1: layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
+            self_attn: ClipAttention::new(vb.pp("self_attn"), cfg)?,
+            layer_norm2: layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
+            mlp: ClipMlp {
+                fc1: linear(h, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
+                fc2: linear(cfg.intermediate_size, h, vb.pp("mlp.fc2"))?,
+                act: cfg.hidden_act,
+            },
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let h = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, mask)?;
+        let xs = (xs + h)?;
+        let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        Ok((xs + h)?)
+    }
+}
+
+/// CLIPTextModel up to `last_hidden_state` (after final_layer_norm).
+pub struct ClipTextTransformer {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<ClipLayer>,
+    final_layer_norm: LayerNorm,
+    max_positions: usize,
+    device: Device,
+}
+
+impl ClipTextTransformer {
+    /// `vb` points at the model root; weights live under `text_model.` as transformers and
+    /// the Hub's SD repos name them. A root without that prefix is accepted too.
+    pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb
+        };
+        let h = cfg.hidden_size;
+        let emb = vb.pp("embeddings");
+        let token_embedding = embedding(cfg.vocab_size, h, emb.pp("token_embedding"))?;
+        let position_embedding =
+            embedding(cfg.max_position_embeddings, h, emb.pp("position_embedding"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| ClipLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let final_layer_norm = layer_norm(h, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?;
+        Ok(ClipTextTransformer {
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+            max_positions: cfg.max_position_embeddings,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Encodes token ids `[batch, seq]` (u32) into `[batch, seq, hidden]`.
+    ///
+    /// `clip_skip` as diffusers: None or 0 = output of the last layer; k = output of the
+    /// layer k before the last. Either way the result goes through final_layer_norm.
+    pub fn forward(&self, ids: &Tensor, clip_skip: Option<usize>) -> Result<Tensor> {
+        let (_, seq) = ids.dims2()?;
+        if seq > self.max_positions {
+            return Err(PipelineError::InvalidRequest(format!(
+                "{seq} tokens exceed the text encoder's {} positions",
+                self.max_positions
+            )));
+        }
+        let skip = clip_skip.unwrap_or(0);
+        if skip >= self.layers.len() {
+            return Err(PipelineError::InvalidRequest(format!(
+                "clip_skip {skip} must be below the text encoder's {} layers",
+                self.layers.len()
+            )));
+        }
+        let positions = Tensor::arange(0u32, seq as u32, &self.device)?.unsqueeze(0)?;
+        let tok = self.token_embedding.forward(ids)?;
+        let pos = self.position_embedding.forward(&positions)?;
+        let mut xs = tok.broadcast_add(&pos)?;
+        let mask = causal_mask(seq, &self.device)?;
+        for layer in &self.layers[..self.layers.len() - skip] {
+            xs = layer.forward(&xs, &mask)?;
+        }
+        Ok(self.final_layer_norm.forward(&xs)?)
+    }
+}
+
+/// Additive mask `[seq, seq]`: -inf above the diagonal so a token only attends backwards.
+fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
+    let mut data = vec![0f32; seq * seq];
+    for i in 0..seq {
+        for j in (i + 1)..seq {
+            data[i * seq + j] = f32::NEG_INFINITY;
+        }
+    }
+    Ok(Tensor::from_vec(data, (seq, seq), device)?)
+}

@@ -1,0 +1,366 @@
+//! One generation request end to end, following diffusers' StableDiffusion(Img2Img|Inpaint)
+//! Pipeline call order: text embeddings, scheduler set-up, initial latents (in diffusers' draw
+//! order), the denoising loop with classifier-free guidance, VAE decode, 8-bit conversion.
+//! Every random number comes from the caller's NoiseSource; nothing is written to disk.
+
+use candle_core::{DType, Tensor};
+use image::GrayImage;
+use serde_json::Value;
+
+use super::error::{PipelineError, Result};
+use super::images::{binarize_mask, decoded_to_unit, nearest_resize, rgb_to_tensor, unit_to_rgb};
+use super::model::StableDiffusion;
+use super::noise::{NoiseSource, SeededNoise};
+use super::params::{GenerateParams, GeneratedImage, Task};
+use super::schedulers::{self, Scheduler};
+use super::trace::{record, Trace};
+
+/// Progress callback: `(steps done, total steps)`; returning false cancels the generation
+/// before the next UNet call.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
+
+/// Inpainting state that the denoising loop needs.
+enum InpaintMode {
+    /// 9-channel UNet: `[mask, masked image latents]`, already duplicated for CFG.
+    Concat { extra: Tensor },
+    /// 4-channel UNet: blend the known region back after every step.
+    Blend {
+        mask: Tensor,
+        image_latents: Tensor,
+        noise: Tensor,
+    },
+}
+
+impl StableDiffusion {
+    /// Generates `params.n_samples` images with seeded host noise (image i uses seed + i).
+    pub fn generate(
+        &self,
+        params: &GenerateParams,
+        progress: Progress<'_>,
+    ) -> Result<Vec<GeneratedImage>> {
+        let mut noise = SeededNoise::new(params.seed, params.n_samples);
+        self.run_with_noise(params, &mut noise, None, progress)
+    }
+
+    /// Generates with the given noise source and optional intermediate-tensor recorder,
+    /// using the model's own scheduler config.
+    pub fn run_with_noise(
+        &self,
+        params: &GenerateParams,
+        noise: &mut dyn NoiseSource,
+        trace: Option<&mut Trace>,
+        progress: Progress<'_>,
+    ) -> Result<Vec<GeneratedImage>> {
+        let cfg = self.scheduler_config.clone();
+        self.run_with_scheduler_config(params, &cfg, noise, trace, progress)
+    }
+
+    /// As [`StableDiffusion::run_with_noise`] with an explicit scheduler config document (a
+    /// golden case records the exact config its scheduler was built from).
+    pub fn run_with_scheduler_config(
+        &self,
+        params: &GenerateParams,
+        scheduler_config: &Value,
+        noise: &mut dyn NoiseSource,
+        mut trace: Option<&mut Trace>,
+        progress: Progress<'_>,
+    ) -> Result<Vec<GeneratedImage>> {
+        let n = params.n_samples;
+        if n == 0 {
+            return Err(PipelineError::InvalidRequest("n_samples must be at least 1".into()));
+        }
+        if !(params.guidance_scale.is_finite() && params.guidance_scale >= 0.0) {
+            return Err(PipelineError::InvalidRequest(
+                "guidance_scale must be finite and >= 0".into(),
+            ));
+        }
+        let (width, height) = self.resolve_size(params)?;
+        let sf = self.vae_scale_factor();
+        let lc = self.vae.config.latent_channels;
+        let shape = [n, lc, height / sf, width / sf];
+        let dev = self.device.clone();
+
+        // Text embeddings: batch [uncond x n, cond x n] when guidance is on.
+        let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
+        record(&mut trace, "prompt_embeds", &cond)?;
+        let do_cfg = params.guidance_scale > 1.0;
+        let context = if do_cfg {
+            let uncond = self.encode_prompt(&params.negative_prompt, params.clip_skip)?;
+            record(&mut trace, "negative_prompt_embeds", &uncond)?;
+            Tensor::cat(&[uncond.repeat((n, 1, 1))?, cond.repeat((n, 1, 1))?], 0)?
+        } else {
+            cond.repeat((n, 1, 1))?
+        };
+
+        let mut sched =
+            schedulers::build(params.scheduler, scheduler_config, params.steps, params.eta)
+                .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
+        let (timesteps, strength) = match &params.task {
+            Task::Txt2Img => (sched.timesteps().to_vec(), None),
+            Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {
+                let (ts, begin) = strength_timesteps(sched.as_ref(), params.steps, *strength)?;
+                sched.set_begin_index(begin);
+                (ts, Some(*strength))
+            }
+        };
+        let first_t = *timesteps
+            .first()
+            .ok_or_else(|| PipelineError::Scheduler("empty timestep schedule".into()))?;
+
+        let (mut latents, inpaint) = match &params.task {
+            Task::Txt2Img => {
+                let init = noise.initial_latents(&shape, &dev)?;
+                ((init * sched.init_noise_sigma())?, None)
+            }
+            Task::Img2Img { init, .. } => {
+                let image = rgb_to_tensor(init, &dev)?;
+                let image_latents = self.encode_sample(&image, n, noise)?;
+                let eps = noise.randn(&shape, &dev)?;
+                (sched.add_noise(&image_latents, &eps, first_t)?, None)
+            }
+            Task::Inpaint { init, mask, .. } => {
+                let full_strength = strength.is_some_and(|s| s >= 1.0);
+                self.prepare_inpaint(
+                    init,
+                    mask.as_ref(),
+                    &shape,
+                    full_strength,
+                    first_t,
+                    do_cfg,
+                    sched.as_ref(),
+                    noise,
+                    &mut trace,
+                )?
+            }
+        };
+
+        let total = timesteps.len();
+        let g = params.guidance_scale;
+        for (i, &t) in timesteps.iter().enumerate() {
+            if !progress(i, total) {
+                return Err(PipelineError::Cancelled);
+            }
+            let model_in = if do_cfg {
+                Tensor::cat(&[&latents, &latents], 0)?
+            } else {
+                latents.clone()
+            };
+            let mut model_in = sched.scale_model_input(&model_in, t)?;
+            if let Some(InpaintMode::Concat { extra }) = &inpaint {
+                model_in = Tensor::cat(&[&model_in, extra], 1)?;
+            }
+            let out = self
+                .unet
+                .forward(&model_in, t, &context)?
+                .to_dtype(DType::F32)?;
+            if i == 0 {
+                record(&mut trace, "unet_out_0", &out)?;
+            }
+            let pred = if do_cfg {
+                let u = out.narrow(0, 0, n)?;
+                let c = out.narrow(0, n, n)?;
+                (&u + ((c - &u)? * g)?)?
+            } else {
+                out
+            };
+            latents = sched.step(&pred, t, &latents, noise)?;
+            if let Some(InpaintMode::Blend {
+                mask,
+                image_latents,
+                noise: eps,
+            }) = &inpaint
+            {
+                let known = match timesteps.get(i + 1) {
+                    Some(&next_t) => sched.add_noise(image_latents, eps, next_t)?,
+                    None => image_latents.clone(),
+                };
+                let keep = (1.0 - mask)?;
+                latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(mask)?)?;
+            }
+        }
+        // The final report cannot cancel anything any more; its answer is irrelevant.
+        let _ = progress(total, total);
+
+        record(&mut trace, "final_latents", &latents)?;
+        let z = (&latents / self.vae_scaling_factor())?;
+        let mut decoded = Vec::with_capacity(n);
+        // One image at a time: the decoder's activations dominate memory at large sizes.
+        for i in 0..n {
+            let zi = z.narrow(0, i, 1)?.to_dtype(self.vae_dtype())?;
+            decoded.push(self.vae.decode(&zi)?.to_dtype(DType::F32)?);
+        }
+        let decoded = Tensor::cat(&decoded, 0)?;
+        record(&mut trace, "vae_decode_out", &decoded)?;
+        let unit = decoded_to_unit(&decoded)?;
+        record(&mut trace, "image", &unit)?;
+        let images = unit_to_rgb(&unit)?;
+        Ok(images
+            .into_iter()
+            .enumerate()
+            .map(|(i, image)| GeneratedImage {
+                image,
+                seed: params.seed.wrapping_add(i as u64),
+            })
+            .collect())
+    }
+
+    /// Request size, defaulting to the init image's size, else the model's native size;
+    /// both must be positive multiples of the VAE scale factor (8).
+    fn resolve_size(&self, params: &GenerateParams) -> Result<(usize, usize)> {
+        let init = match &params.task {
+            Task::Txt2Img => None,
+            Task::Img2Img { init, .. } | Task::Inpaint { init, .. } => Some(init),
+        };
+        let (nw, nh) = self.native_size();
+        let width = params.width.or(init.map(|i| i.width())).unwrap_or(nw) as usize;
+        let height = params.height.or(init.map(|i| i.height())).unwrap_or(nh) as usize;
+        let sf = self.vae_scale_factor();
+        if width == 0 || height == 0 || width % sf != 0 || height % sf != 0 {
+            return Err(PipelineError::InvalidRequest(format!(
+                "width and height must be positive multiples of {sf}, got {width}x{height}"
+            )));
+        }
+        if let Some(img) = init {
+            if img.width() as usize != width || img.height() as usize != height {
+                return Err(PipelineError::InvalidRequest(format!(
+                    "init image is {}x{}, request is {width}x{height}",
+                    img.width(),
+                    img.height()
+                )));
+            }
+        }
+        if let Task::Inpaint { mask: Some(m), .. } = &params.task {
+            if m.width() as usize != width || m.height() as usize != height {
+                return Err(PipelineError::InvalidRequest(format!(
+                    "mask is {}x{}, request is {width}x{height}",
+                    m.width(),
+                    m.height()
+                )));
+            }
+        }
+        Ok((width, height))
+    }
+
+    /// VAE-encodes one image and draws n posterior samples (one per image stream), scaled by
+    /// the VAE scaling factor, as diffusers' `retrieve_latents(..., sample) * scaling_factor`.
+    fn encode_sample(&self, image: &Tensor, n: usize, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+        let post = self.vae.encode(&image.to_dtype(self.vae_dtype())?)?;
+        let mean = post.mean.to_dtype(DType::F32)?;
+        let std = post.std.to_dtype(DType::F32)?;
+        let (_, c, h, w) = mean.dims4()?;
+        let eps = noise.randn(&[n, c, h, w], &self.device)?;
+        let sample = mean.broadcast_add(&std.broadcast_mul(&eps)?)?;
+        Ok((sample * self.vae_scaling_factor())?)
+    }
+
+    /// Initial latents and loop state for inpainting, in StableDiffusionInpaintPipeline's
+    /// order: image latents (4-channel UNet or partial strength), noise, masked-image latents.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_inpaint(
+        &self,
+        init: &image::RgbImage,
+        mask: Option<&GrayImage>,
+        shape: &[usize; 4],
+        full_strength: bool,
+        first_t: f64,
+        do_cfg: bool,
+        sched: &dyn Scheduler,
+        noise: &mut dyn NoiseSource,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<(Tensor, Option<InpaintMode>)> {
+        let dev = &self.device;
+        let [n, lc, lh, lw] = *shape;
+        let (w, h) = (init.width() as usize, init.height() as usize);
+        let in_ch = self.unet.config.in_channels;
+        let nine = if in_ch == lc {
+            false
+        } else if in_ch == 2 * lc + 1 {
+            true
+        } else {
+            return Err(PipelineError::Config(format!(
+                "unet with {in_ch} input channels cannot inpaint {lc}-channel latents"
+            )));
+        };
+        let image = rgb_to_tensor(init, dev)?;
+        let mask_px = match mask {
+            Some(m) => binarize_mask(m),
+            None => vec![1.0; w * h],
+        };
+        let mask_cond = Tensor::from_vec(mask_px.clone(), (1, 1, h, w), dev)?;
+
+        let image_latents = if !nine || !full_strength {
+            Some(self.encode_sample(&image, n, noise)?)
+        } else {
+            None
+        };
+        let eps = if full_strength {
+            noise.initial_latents(shape, dev)?
+        } else {
+            noise.randn(shape, dev)?
+        };
+        let latents = match (&image_latents, full_strength) {
+            (Some(il), false) => sched.add_noise(il, &eps, first_t)?,
+            _ => (&eps * sched.init_noise_sigma())?,
+        };
+        let mask_latent = Tensor::from_vec(
+            nearest_resize(&mask_px, h, w, lh, lw),
+            (1, 1, lh, lw),
+            dev,
+        )?;
+        record(trace, "mask_condition", &mask_cond)?;
+        record(trace, "mask_latent", &mask_latent)?;
+
+        let mode = if nine {
+            let keep = mask_cond.lt(0.5)?.to_dtype(DType::F32)?;
+            let masked_image = image.broadcast_mul(&keep)?;
+            let masked_latents = self.encode_sample(&masked_image, n, noise)?;
+            record(trace, "masked_image_latents", &masked_latents)?;
+            let mask_n = mask_latent.repeat((n, 1, 1, 1))?;
+            let extra = Tensor::cat(&[&mask_n, &masked_latents], 1)?;
+            let extra = if do_cfg {
+                Tensor::cat(&[&extra, &extra], 0)?
+            } else {
+                extra
+            };
+            InpaintMode::Concat { extra }
+        } else {
+            // diffusers also VAE-encodes the masked image for 4-channel UNets (and discards
+            // it); draw its noise anyway so later draws stay aligned with diffusers.
+            let _ = noise.randn(shape, dev)?;
+            let image_latents = image_latents.ok_or_else(|| {
+                PipelineError::Config("inpainting lost its image latents".into())
+            })?;
+            InpaintMode::Blend {
+                mask: mask_latent,
+                image_latents,
+                noise: eps,
+            }
+        };
+        Ok((latents, Some(mode)))
+    }
+}
+
+/// diffusers' `get_timesteps`: run only the last `int(steps * strength)` steps. Returns the
+/// remaining timesteps and the begin index into the full schedule.
+fn strength_timesteps(
+    sched: &dyn Scheduler,
+    steps: usize,
+    strength: f64,
+) -> Result<(Vec<f64>, usize)> {
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(PipelineError::InvalidRequest(format!(
+            "strength must be in [0, 1], got {strength}"
+        )));
+    }
+    let init_timestep = ((steps as f64 * strength) as usize).min(steps);
+    let t_start = steps - init_timestep;
+    let begin = t_start * sched.order();
+    let all = sched.timesteps();
+    let rest = all.get(begin..).unwrap_or(&[]).to_vec();
+    if rest.is_empty() {
+        return Err(PipelineError::InvalidRequest(format!(
+            "strength {strength} with {steps} steps leaves no denoising step"
+        )));
+    }
+    Ok((rest, begin))
+}

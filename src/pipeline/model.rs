@@ -1,0 +1,141 @@
+//! A loaded Stable Diffusion model: text encoder, tokenizer, UNet, VAE and the scheduler
+//! config, built once from [`ModelParts`] and reused for every request. Holds no per-request
+//! state (generation lives in generate.rs).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::clip::ClipTextTransformer;
+use super::config::{ClipConfig, UNetConfig, VaeConfig};
+use super::error::{PipelineError, Result};
+use super::loader::load_diffusers_folder;
+use super::model_parts::ModelParts;
+use super::options::RuntimeOptions;
+use super::tokenizer::prompt_ids;
+use super::unet::UNet;
+use super::vae::Vae;
+
+pub struct StableDiffusion {
+    pub(crate) text_encoder: ClipTextTransformer,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) pad_token_id: u32,
+    pub(crate) unet: UNet,
+    pub(crate) vae: Vae,
+    pub(crate) scheduler_config: Value,
+    pub(crate) device: Device,
+    pub(crate) dtype: DType,
+}
+
+impl StableDiffusion {
+    /// Builds every module from the JSON configs in `parts`. UNet and text encoder use
+    /// `opts.dtype`; the VAE runs in f32 when its config has `force_upcast` (the default).
+    pub fn from_parts(parts: ModelParts, opts: &RuntimeOptions) -> Result<StableDiffusion> {
+        let unet_cfg = UNetConfig::from_json(&parts.unet_config)?;
+        let vae_cfg = VaeConfig::from_json(&parts.vae_config)?;
+        let clip_cfg = ClipConfig::from_json(&parts.text_encoder_config)?;
+        let vae_dtype = if vae_cfg.force_upcast {
+            DType::F32
+        } else {
+            opts.dtype
+        };
+        let unet = UNet::new(parts.unet.set_dtype(opts.dtype), &unet_cfg)?;
+        let vae = Vae::new(parts.vae.set_dtype(vae_dtype), &vae_cfg)?;
+        let text_encoder =
+            ClipTextTransformer::new(parts.text_encoder.set_dtype(opts.dtype), &clip_cfg)?;
+        if unet_cfg.out_channels != vae_cfg.latent_channels {
+            return Err(PipelineError::Config(format!(
+                "unet predicts {} channels but the vae has {} latent channels",
+                unet_cfg.out_channels, vae_cfg.latent_channels
+            )));
+        }
+        Ok(StableDiffusion {
+            text_encoder,
+            tokenizer: parts.tokenizer,
+            pad_token_id: parts.pad_token_id,
+            unet,
+            vae,
+            scheduler_config: parts.scheduler_config,
+            device: opts.device.clone(),
+            dtype: opts.dtype,
+        })
+    }
+
+    /// Loads and builds a diffusers folder in one go.
+    pub fn load_folder(path: &Path, opts: &RuntimeOptions) -> Result<StableDiffusion> {
+        StableDiffusion::from_parts(load_diffusers_folder(path, opts)?, opts)
+    }
+
+    /// Pixels per latent cell (8 for SD).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config.scale_factor()
+    }
+
+    /// The size the model was trained at: unet sample_size * vae scale factor, (width, height).
+    pub fn native_size(&self) -> (u32, u32) {
+        let s = self.unet.config.sample_size * self.vae_scale_factor();
+        let s = u32::try_from(s).unwrap_or(u32::MAX);
+        (s, s)
+    }
+
+    /// 9 for inpainting UNets (latents + mask + masked-image latents), else 4.
+    pub fn unet_in_channels(&self) -> usize {
+        self.unet.config.in_channels
+    }
+
+    pub fn scheduler_config(&self) -> &Value {
+        &self.scheduler_config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Token ids (77, padded with the model's pad token) for `prompt`.
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        prompt_ids(&self.tokenizer, prompt, self.pad_token_id)
+    }
+
+    /// `[1, 77, hidden]` text embeddings of `prompt` (last hidden state after final LN).
+    pub fn encode_prompt(&self, prompt: &str, clip_skip: Option<usize>) -> Result<Tensor> {
+        let ids = self.prompt_ids(prompt)?;
+        self.encode_ids(&ids, clip_skip)
+    }
+
+    /// Text embeddings of already tokenized ids.
+    pub fn encode_ids(&self, ids: &[u32], clip_skip: Option<usize>) -> Result<Tensor> {
+        let ids = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        self.text_encoder.forward(&ids, clip_skip)
+    }
+
+    /// One UNet call (for component tests and tools): returns the raw prediction.
+    pub fn unet_forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        self.unet.forward(xs, timestep, context)
+    }
+
+    /// VAE decode of unscaled latents (for component tests and tools).
+    pub fn vae_decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.vae.decode(&z.to_dtype(self.vae_dtype())?)
+    }
+
+    /// VAE posterior (mean, std) of pixels in [-1, 1] (for component tests and tools).
+    pub fn vae_posterior(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let post = self.vae.encode(&pixels.to_dtype(self.vae_dtype())?)?;
+        Ok((post.mean, post.std))
+    }
+
+    pub(crate) fn vae_dtype(&self) -> DType {
+        if self.vae.config.force_upcast {
+            DType::F32
+        } else {
+            self.dtype
+        }
+    }
+
+    /// The VAE's scaling factor (0.18215 for SD1/SD2).
+    pub fn vae_scaling_factor(&self) -> f64 {
+        self.vae.config.scaling_factor
+    }
+}

@@ -1,0 +1,154 @@
+//! A diffusers `scheduler_config.json`, read leniently: every key optional, unknown keys
+//! ignored, so one model config can seed any scheduler class the way diffusers'
+//! `from_config` does. Each scheduler resolves the keys it accepts against its own class
+//! defaults; this file never guesses a default on a scheduler's behalf.
+
+use serde::Deserialize;
+
+use super::SchedulerError;
+
+/// The union of the config keys our scheduler classes accept. `None` = absent (or JSON
+/// `null`): the target class's default applies.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    pub num_train_timesteps: Option<usize>,
+    pub beta_start: Option<f64>,
+    pub beta_end: Option<f64>,
+    pub beta_schedule: Option<String>,
+    pub trained_betas: Option<Vec<f64>>,
+    pub prediction_type: Option<String>,
+    pub timestep_spacing: Option<String>,
+    pub steps_offset: Option<usize>,
+    pub set_alpha_to_one: Option<bool>,
+    pub clip_sample: Option<bool>,
+    pub clip_sample_range: Option<f64>,
+    pub skip_prk_steps: Option<bool>,
+    pub interpolation_type: Option<String>,
+    pub use_karras_sigmas: Option<bool>,
+    pub use_exponential_sigmas: Option<bool>,
+    pub use_beta_sigmas: Option<bool>,
+    pub use_lu_lambdas: Option<bool>,
+    pub use_flow_sigmas: Option<bool>,
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    pub timestep_type: Option<String>,
+    pub final_sigmas_type: Option<String>,
+    pub rescale_betas_zero_snr: Option<bool>,
+    pub thresholding: Option<bool>,
+    pub variance_type: Option<String>,
+    pub solver_order: Option<usize>,
+    pub algorithm_type: Option<String>,
+    pub solver_type: Option<String>,
+    pub lower_order_final: Option<bool>,
+    pub euler_at_final: Option<bool>,
+    pub predict_x0: Option<bool>,
+    pub disable_corrector: Option<Vec<usize>>,
+    pub use_dynamic_shifting: Option<bool>,
+}
+
+impl SchedulerConfig {
+    /// Reads a diffusers scheduler config; a key of the wrong JSON type is an error.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, SchedulerError> {
+        if !value.is_object() {
+            return Err(SchedulerError::InvalidConfig(
+                "scheduler config is not a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value.clone())
+            .map_err(|e| SchedulerError::InvalidConfig(e.to_string()))
+    }
+}
+
+/// What the UNet predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionType {
+    Epsilon,
+    VPrediction,
+    Sample,
+}
+
+impl PredictionType {
+    pub(crate) fn parse(value: Option<&str>) -> Result<Self, SchedulerError> {
+        match value.unwrap_or("epsilon") {
+            "epsilon" => Ok(Self::Epsilon),
+            "v_prediction" => Ok(Self::VPrediction),
+            "sample" => Ok(Self::Sample),
+            other => Err(SchedulerError::unsupported("prediction_type", other)),
+        }
+    }
+}
+
+/// How inference timesteps are picked from the training range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spacing {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+impl Spacing {
+    pub(crate) fn parse(value: Option<&str>, default: Spacing) -> Result<Self, SchedulerError> {
+        match value {
+            None => Ok(default),
+            Some("leading") => Ok(Self::Leading),
+            Some("linspace") => Ok(Self::Linspace),
+            Some("trailing") => Ok(Self::Trailing),
+            Some(other) => Err(SchedulerError::unsupported("timestep_spacing", other)),
+        }
+    }
+}
+
+/// Keys every scheduler class shares, resolved with that class's defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    pub num_train_timesteps: usize,
+    pub prediction_type: PredictionType,
+    pub spacing: Spacing,
+    pub steps_offset: usize,
+    /// Float32 cumulative products of (1 - beta), as torch computes them.
+    pub alphas_cumprod: Vec<f32>,
+}
+
+/// Per-class defaults of the shared keys (they differ between diffusers classes).
+pub(crate) struct ClassDefaults {
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub spacing: Spacing,
+}
+
+impl Common {
+    pub(crate) fn resolve(
+        cfg: &SchedulerConfig,
+        defaults: &ClassDefaults,
+    ) -> Result<Self, SchedulerError> {
+        let num_train_timesteps = cfg.num_train_timesteps.unwrap_or(1000);
+        if num_train_timesteps < 2 {
+            return Err(SchedulerError::InvalidConfig(format!(
+                "num_train_timesteps must be at least 2, got {num_train_timesteps}"
+            )));
+        }
+        if cfg.rescale_betas_zero_snr == Some(true) {
+            return Err(SchedulerError::unsupported(
+                "rescale_betas_zero_snr",
+                "true",
+            ));
+        }
+        if cfg.thresholding == Some(true) {
+            return Err(SchedulerError::unsupported("thresholding", "true"));
+        }
+        let betas = super::common::betas(
+            cfg,
+            num_train_timesteps,
+            defaults.beta_start,
+            defaults.beta_end,
+        )?;
+        Ok(Common {
+            num_train_timesteps,
+            prediction_type: PredictionType::parse(cfg.prediction_type.as_deref())?,
+            spacing: Spacing::parse(cfg.timestep_spacing.as_deref(), defaults.spacing)?,
+            steps_offset: cfg.steps_offset.unwrap_or(0),
+            alphas_cumprod: super::common::cumprod_alphas(&betas),
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! The sigma-space schedule shared by Euler, Euler ancestral, Heun and LMS: float32
+//! timesteps (fractional for linspace spacing), interpolated sigmas, optional Karras ramp,
+//! and the sigma-to-x0 conversions. Holds no per-run state.
+
+use candle_core::{Result, Tensor};
+
+use super::common::{
+    div, float_timesteps, karras_sigmas, log_sigmas, mul, np_interp, sigma_to_t, train_sigmas,
+};
+use super::config::{Common, PredictionType, SchedulerConfig, Spacing};
+use super::SchedulerError;
+
+/// Inference timesteps and their float32 sigmas (`sigmas.len() == timesteps.len() + 1`).
+#[derive(Debug, Clone)]
+pub(crate) struct SigmaSchedule {
+    pub timesteps: Vec<f64>,
+    pub sigmas: Vec<f32>,
+    pub init_noise_sigma: f64,
+}
+
+/// Which optional set_timesteps features a class has.
+pub(crate) struct SigmaOptions {
+    /// The class reads `use_karras_sigmas`.
+    pub karras: bool,
+    /// The class reads `final_sigmas_type` (else the last sigma is always zero).
+    pub final_sigmas_type: bool,
+    /// The class reads `sigma_min` / `sigma_max` for the Karras ramp.
+    pub sigma_bounds: bool,
+}
+
+impl SigmaSchedule {
+    pub fn new(
+        c: &Common,
+        cfg: &SchedulerConfig,
+        count: usize,
+        opts: &SigmaOptions,
+    ) -> std::result::Result<Self, SchedulerError> {
+        if cfg.use_exponential_sigmas == Some(true) {
+            return Err(SchedulerError::unsupported(
+                "use_exponential_sigmas",
+                "true",
+            ));
+        }
+        if cfg.use_beta_sigmas == Some(true) {
+            return Err(SchedulerError::unsupported("use_beta_sigmas", "true"));
+        }
+        let train = train_sigmas(&c.alphas_cumprod);
+        let mut timesteps = float_timesteps(c, count);
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|t| np_interp(*t, &train)).collect();
+        if opts.karras && cfg.use_karras_sigmas == Some(true) {
+            let first = sigmas.first().copied().unwrap_or(0.0);
+            let last = sigmas.last().copied().unwrap_or(0.0);
+            let (cfg_min, cfg_max) = if opts.sigma_bounds {
+                (cfg.sigma_min, cfg.sigma_max)
+            } else {
+                (None, None)
+            };
+            sigmas = karras_sigmas(cfg_min.unwrap_or(last), cfg_max.unwrap_or(first), count);
+            let logs = log_sigmas(&train);
+            timesteps = sigmas
+                .iter()
+                .map(|s| sigma_to_t(*s, &logs) as f32 as f64)
+                .collect();
+        }
+        let last = match cfg.final_sigmas_type.as_deref() {
+            _ if !opts.final_sigmas_type => 0.0f32,
+            None | Some("zero") => 0.0f32,
+            Some("sigma_min") => {
+                let a = c.alphas_cumprod[0];
+                ((1.0f32 - a) / a).sqrt()
+            }
+            Some(other) => return Err(SchedulerError::unsupported("final_sigmas_type", other)),
+        };
+        let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
+        sigmas.push(last);
+        let max = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let init_noise_sigma = match c.spacing {
+            Spacing::Linspace | Spacing::Trailing => max,
+            Spacing::Leading => (max * max + 1.0).sqrt(),
+        } as f64;
+        if sigmas.iter().any(|s| !s.is_finite()) {
+            return Err(SchedulerError::InvalidConfig(
+                "the scheduler config gives non-finite sigmas".into(),
+            ));
+        }
+        Ok(SigmaSchedule {
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+        })
+    }
+}
+
+/// `sample / sqrt(sigma^2 + 1)` (the k-diffusion input scaling).
+pub(crate) fn scale_input(sample: &Tensor, sigma: f32) -> Result<Tensor> {
+    div(sample, (sigma * sigma + 1.0).sqrt())
+}
+
+/// x0 from a model output at noise level `sigma` (diffusers' sigma-space formulas).
+pub(crate) fn x0_from_sigma(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    sigma: f32,
+) -> Result<Tensor> {
+    match prediction {
+        PredictionType::Epsilon => sample - mul(model_output, sigma)?,
+        PredictionType::VPrediction => {
+            let s2p1 = sigma * sigma + 1.0;
+            mul(model_output, -sigma / s2p1.sqrt())? + div(sample, s2p1)?
+        }
+        PredictionType::Sample => Ok(model_output.clone()),
+    }
+}
+
+/// `original + noise * sigma`.
+pub(crate) fn add_noise_sigma(original: &Tensor, noise: &Tensor, sigma: f32) -> Result<Tensor> {
+    original + mul(noise, sigma)?
+}

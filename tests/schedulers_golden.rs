@@ -1,0 +1,376 @@
+//! Replays the diffusers golden cases through our schedulers: the recorded guided UNet
+//! outputs are fed to `step`, and every scaled UNet input, per-step latent and final latent
+//! is compared with what diffusers produced. Also hand-derived checks for DDPM and the
+//! timestep spacings. Reads fixtures only; never writes anything.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Device, Tensor};
+use runai::pipeline::noise::NoiseSource;
+use runai::pipeline::params::SchedulerKind;
+use runai::pipeline::schedulers::{build, SchedulerError};
+use serde_json::{json, Value};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn manifest() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    // Python's json writes lambda_min_clipped as -Infinity, which is not JSON.
+    serde_json::from_str(&text.replace("-Infinity", "null")).unwrap()
+}
+
+fn model_config(model: &str) -> Value {
+    let p = fixtures().join(format!("models/{model}/scheduler/scheduler_config.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn kind_of(name: &str) -> SchedulerKind {
+    match name {
+        "ddim" => SchedulerKind::Ddim,
+        "euler" => SchedulerKind::Euler,
+        "euler_a" => SchedulerKind::EulerAncestral,
+        "dpmpp_2m" => SchedulerKind::DpmPp2m,
+        "dpmpp_2m_karras" => SchedulerKind::DpmPp2mKarras,
+        "pndm" => SchedulerKind::Pndm,
+        "lms" => SchedulerKind::Lms,
+        "heun" => SchedulerKind::Heun,
+        "unipc" => SchedulerKind::UniPc,
+        other => panic!("unknown golden scheduler {other}"),
+    }
+}
+
+/// Replays recorded draws in order; any extra draw is an error (a scheduler drawing noise
+/// diffusers did not draw).
+struct Replay(VecDeque<Tensor>);
+
+impl NoiseSource for Replay {
+    fn randn(&mut self, shape: &[usize], _device: &Device) -> candle_core::Result<Tensor> {
+        let t = self
+            .0
+            .pop_front()
+            .ok_or_else(|| candle_core::Error::Msg("unexpected noise draw".into()))?;
+        if t.dims() != shape {
+            return Err(candle_core::Error::Msg(format!(
+                "draw shape {:?} != requested {shape:?}",
+                t.dims()
+            )));
+        }
+        Ok(t)
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    if a.dims() != b.dims() {
+        bail!("shape {:?} != {:?}", a.dims(), b.dims());
+    }
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+fn max_abs(a: &Tensor) -> Result<f32> {
+    Ok(a.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+/// Tight tolerance: float32 rounding noise scaled by the tensor's magnitude.
+fn check(what: &str, ours: &Tensor, golden: &Tensor, worst: &mut f32) -> Result<()> {
+    let d = max_abs_diff(ours, golden)?;
+    let tol = 1e-5 * max_abs(golden)?.max(1.0);
+    *worst = worst.max(d);
+    if d.is_nan() || d > tol {
+        bail!("{what}: max abs diff {d:e} > {tol:e}");
+    }
+    Ok(())
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0])
+}
+
+/// Runs one golden case; returns the worst latent diff.
+fn run_case(case: &Value) -> Result<f32> {
+    let id = case["id"].as_str().unwrap();
+    let model = case["model"].as_str().unwrap();
+    let name = case["scheduler"]["name"].as_str().unwrap();
+    let steps = case["num_inference_steps"].as_u64().unwrap() as usize;
+    let eta = case["scheduler_call_kwargs"]["eta"].as_f64().unwrap_or(0.0);
+    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(
+        fixtures().join(case["files"]["tensors"].as_str().unwrap()),
+        &Device::Cpu,
+    )?;
+    let get = |k: &str| {
+        tensors
+            .get(k)
+            .cloned()
+            .ok_or_else(|| anyhow!("{id}: no tensor {k}"))
+    };
+
+    let mut sched = build(kind_of(name), &model_config(model), steps, eta)?;
+    let want_ts = f64s(&case["timesteps"]);
+    if sched.timesteps() != want_ts.as_slice() {
+        bail!("{id}: timesteps {:?} != {want_ts:?}", sched.timesteps());
+    }
+    let want_sigma = case["scheduler"]["init_noise_sigma"].as_f64().unwrap();
+    if (sched.init_noise_sigma() - want_sigma).abs() > 1e-6 * want_sigma {
+        bail!(
+            "{id}: init_noise_sigma {} != {want_sigma}",
+            sched.init_noise_sigma()
+        );
+    }
+    if case["scheduler"]["order"].as_u64().unwrap() as usize != sched.order() {
+        bail!("{id}: order {} mismatch", sched.order());
+    }
+
+    let unet_ts = f64s(&case["unet_timesteps"]);
+    let n_calls = case["n_unet_calls"].as_u64().unwrap() as usize;
+    if unet_ts.len() != n_calls || unet_ts.len() > want_ts.len() {
+        bail!("{id}: bad unet_timesteps");
+    }
+    let begin = want_ts.len() - unet_ts.len();
+    if sched.timesteps()[begin..] != unet_ts[..] {
+        bail!("{id}: unet timesteps are not the schedule's tail");
+    }
+    let mut worst = 0f32;
+
+    let mut latents = if case["task"] == "img2img" {
+        sched.set_begin_index(begin);
+        let t0 = scalar(&get("add_noise_timestep_0")?)?;
+        if t0 != unet_ts[0] {
+            bail!("{id}: add_noise timestep {t0} != first unet timestep");
+        }
+        let noised = sched.add_noise(
+            &get("add_noise_original_0")?,
+            &get("add_noise_noise_0")?,
+            unet_ts[0],
+        )?;
+        check(
+            &format!("{id} add_noise"),
+            &noised,
+            &get("add_noise_out_0")?,
+            &mut worst,
+        )?;
+        noised
+    } else {
+        let sigma = sched.init_noise_sigma() as f32;
+        get("init_noise")?.affine(sigma as f64, 0.0)?
+    };
+
+    // Only the draws the scheduler makes (not the VAE's or img2img's) are replayed.
+    let draws: VecDeque<Tensor> = case["randn_draws_in_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["site"].as_str().unwrap().ends_with("_step"))
+        .map(|d| get(d["key"].as_str().unwrap()))
+        .collect::<Result<_>>()?;
+    let mut noise = Replay(draws);
+
+    for (k, t) in unet_ts.iter().enumerate() {
+        let gt = scalar(&get(&format!("unet_t_{k}"))?)?;
+        if gt != *t {
+            bail!("{id}: unet_t_{k} = {gt} != {t}");
+        }
+        let x = sched.scale_model_input(&latents, *t)?;
+        let unet_in =
+            get(&format!("unet_in_{k}"))?
+                .narrow(0, 0, 1)?
+                .narrow(1, 0, latents.dim(1)?)?;
+        check(&format!("{id} unet_in_{k}"), &x, &unet_in, &mut worst)?;
+        let pred = get(&format!("noise_pred_{k}"))?;
+        latents = sched.step(&pred, *t, &latents, &mut noise)?;
+        check(
+            &format!("{id} latents_after_step_{k}"),
+            &latents,
+            &get(&format!("latents_after_step_{k}"))?,
+            &mut worst,
+        )?;
+    }
+    check(
+        &format!("{id} final_latents"),
+        &latents,
+        &get("final_latents")?,
+        &mut worst,
+    )?;
+    if !noise.0.is_empty() {
+        bail!("{id}: {} recorded draws were not used", noise.0.len());
+    }
+    Ok(worst)
+}
+
+fn run_named(names: &[&str]) {
+    let m = manifest();
+    let mut n = 0;
+    let mut failures = Vec::new();
+    for case in m["cases"].as_array().unwrap() {
+        if !names.contains(&case["scheduler"]["name"].as_str().unwrap()) {
+            continue;
+        }
+        n += 1;
+        match run_case(case) {
+            Ok(d) => println!("{}: max abs diff {d:e}", case["id"].as_str().unwrap()),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    assert!(n > 0, "no golden case for {names:?}");
+    assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn golden_ddim() {
+    run_named(&["ddim"]);
+}
+
+#[test]
+fn golden_euler() {
+    run_named(&["euler"]);
+}
+
+#[test]
+fn golden_euler_ancestral() {
+    run_named(&["euler_a"]);
+}
+
+fn sd1() -> Value {
+    model_config("tiny-sd1")
+}
+
+fn ts(kind: SchedulerKind, cfg: &Value, steps: usize) -> Vec<f64> {
+    build(kind, cfg, steps, 0.0).unwrap().timesteps().to_vec()
+}
+
+/// alphas_cumprod of the SD scaled_linear schedule, in float64 from the formula.
+fn sd_alphas_cumprod() -> Vec<f64> {
+    let (a, b) = (0.00085f64.sqrt(), 0.012f64.sqrt());
+    let mut acc = 1.0;
+    (0..1000)
+        .map(|i| {
+            let beta = (a + (b - a) * i as f64 / 999.0).powi(2);
+            acc *= 1.0 - beta;
+            acc
+        })
+        .collect()
+}
+
+fn sd_sigma(t: usize) -> f64 {
+    let ac = sd_alphas_cumprod()[t];
+    ((1.0 - ac) / ac).sqrt()
+}
+
+#[test]
+fn ddim_spacings() {
+    let mut cfg = sd1();
+    assert_eq!(
+        ts(SchedulerKind::Ddim, &cfg, 4),
+        vec![751.0, 501.0, 251.0, 1.0]
+    );
+    cfg["timestep_spacing"] = json!("trailing");
+    // np.round(np.arange(1000, 0, -250)) - 1
+    assert_eq!(
+        ts(SchedulerKind::Ddim, &cfg, 4),
+        vec![999.0, 749.0, 499.0, 249.0]
+    );
+    // 1000/3: arange -> 1000, 666.67, 333.33 -> round -> 1000, 667, 333, minus 1
+    assert_eq!(ts(SchedulerKind::Ddim, &cfg, 3), vec![999.0, 666.0, 332.0]);
+    cfg["timestep_spacing"] = json!("linspace");
+    // np.linspace(0, 999, 4) = 0, 333, 666, 999
+    assert_eq!(
+        ts(SchedulerKind::Ddim, &cfg, 4),
+        vec![999.0, 666.0, 333.0, 0.0]
+    );
+    // np.linspace(0, 999, 5) = 0, 249.75, 499.5, 749.25, 999 -> round half to even
+    assert_eq!(
+        ts(SchedulerKind::Ddim, &cfg, 5),
+        vec![999.0, 749.0, 500.0, 250.0, 0.0]
+    );
+    let mut cfg = sd1();
+    cfg["steps_offset"] = json!(0);
+    assert_eq!(
+        ts(SchedulerKind::Ddim, &cfg, 4),
+        vec![750.0, 500.0, 250.0, 0.0]
+    );
+}
+
+#[test]
+fn euler_spacings_and_init_sigma() {
+    let mut cfg = sd1();
+    // Euler's class default is linspace: fractional timesteps for 5 steps.
+    assert_eq!(
+        ts(SchedulerKind::Euler, &cfg, 5),
+        vec![999.0, 749.25, 499.5, 249.75, 0.0]
+    );
+    let lin = build(SchedulerKind::Euler, &cfg, 4, 0.0).unwrap();
+    let want = sd_sigma(999);
+    assert!((lin.init_noise_sigma() - want).abs() < 1e-5 * want);
+    // Leading spacing: sigma of timestep 751, and init sigma sqrt(sigma^2 + 1).
+    cfg["timestep_spacing"] = json!("leading");
+    let s = build(SchedulerKind::Euler, &cfg, 4, 0.0).unwrap();
+    assert_eq!(s.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+    let want = (sd_sigma(751).powi(2) + 1.0).sqrt();
+    assert!((s.init_noise_sigma() - want).abs() < 1e-5 * want);
+    cfg["timestep_spacing"] = json!("trailing");
+    assert_eq!(
+        ts(SchedulerKind::Euler, &cfg, 4),
+        vec![999.0, 749.0, 499.0, 249.0]
+    );
+}
+
+#[test]
+fn euler_scale_and_step_match_hand_formula() {
+    let cfg = sd1();
+    let mut s = build(SchedulerKind::Euler, &cfg, 5, 0.0).unwrap();
+    // sigma at the fractional timestep 749.25 interpolates linearly between 749 and 750.
+    let t = s.timesteps()[1];
+    s.set_begin_index(1);
+    let sig = sd_sigma(749) * 0.75 + sd_sigma(750) * 0.25;
+    let x = Tensor::ones((1, 4, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let scaled = s.scale_model_input(&x, t).unwrap();
+    let v = scaled.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+    assert!((v - 1.0 / (sig * sig + 1.0).sqrt()).abs() < 1e-5);
+    // eps = 0.5: prev = x + (x - (x - sig*eps))/sig * (sig_next - sig) = x + eps*(sig_next - sig)
+    let eps = Tensor::full(0.5f32, (1, 4, 2, 2), &Device::Cpu).unwrap();
+    let mut no_noise = Replay(VecDeque::new());
+    let out = s.step(&eps, t, &x, &mut no_noise).unwrap();
+    let sig_next = sd_sigma(499) * 0.5 + sd_sigma(500) * 0.5;
+    let o = out.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+    assert!((o - (1.0 + 0.5 * (sig_next - sig))).abs() < 1e-4);
+}
+
+#[test]
+fn bad_configs_are_errors() {
+    let mut cfg = sd1();
+    assert!(matches!(
+        build(SchedulerKind::Ddim, &cfg, 0, 0.0),
+        Err(SchedulerError::InvalidSteps { .. })
+    ));
+    assert!(matches!(
+        build(SchedulerKind::Euler, &cfg, 1001, 0.0),
+        Err(SchedulerError::InvalidSteps { .. })
+    ));
+    cfg["beta_schedule"] = json!("nope");
+    assert!(build(SchedulerKind::Ddim, &cfg, 4, 0.0).is_err());
+    assert!(build(SchedulerKind::Euler, &cfg, 4, 0.0).is_err());
+    let mut cfg = sd1();
+    cfg["steps_offset"] = json!("one");
+    assert!(matches!(
+        build(SchedulerKind::Ddim, &cfg, 4, 0.0),
+        Err(SchedulerError::InvalidConfig(_))
+    ));
+    assert!(build(SchedulerKind::Ddim, &json!([1, 2]), 4, 0.0).is_err());
+    let mut cfg = sd1();
+    cfg["trained_betas"] = json!([0.1, 0.2]);
+    assert!(build(SchedulerKind::Ddim, &cfg, 4, 0.0).is_err());
+    assert!(build(SchedulerKind::Ddim, &sd1(), 4, -1.0).is_err());
+    let mut cfg = sd1();
+    cfg["steps_offset"] = json!(400);
+    assert!(build(SchedulerKind::Ddim, &cfg, 4, 0.0).is_err());
+}
