@@ -54,6 +54,11 @@ impl<V> ModelCache<V> {
         self.slots.last_mut().map(|s| &mut s.value)
     }
 
+    /// The cached model without marking it used.
+    pub fn peek(&self, key: &Path) -> Option<&V> {
+        self.slots.iter().find(|s| s.key == key).map(|s| &s.value)
+    }
+
     /// Evicts least recently used models until one more of `incoming` bytes fits. Returns
     /// the evicted keys; their memory is released when this returns.
     pub fn make_room(&mut self, incoming: u64) -> Vec<PathBuf> {

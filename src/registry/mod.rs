@@ -17,11 +17,13 @@ pub mod ldm_config;
 pub mod ldm_keys;
 pub mod ldm_shapes;
 pub mod ldm_yaml;
+pub mod loader;
 pub mod model;
 pub mod paths;
 pub mod scan;
 pub mod single_file;
 pub mod tensors;
 pub mod tokenizer;
+pub mod weights;
 
 pub use catalog::{Registry, ResolveError, ScanReport};

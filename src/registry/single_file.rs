@@ -149,31 +149,26 @@ impl SingleFile {
         load_mapped(&self.source, name, mapping, device)
     }
 
-    /// Bytes the mapped weights take at `dtype` (what loading them costs).
+    /// Bytes the mapped weights take once loaded: UNet and text encoder at `dtype`, the VAE
+    /// at f32 (the pipeline upcasts it).
     pub fn weight_bytes(&self, dtype: DType) -> u64 {
-        let maps = [&self.keys.unet, &self.keys.vae, &self.keys.text_encoder];
-        maps.iter()
-            .flat_map(|m| m.values())
-            .map(|m| {
-                let elems = match m.transform {
-                    Transform::Rows { len, .. } => {
-                        let row: usize = self
-                            .index
-                            .shape(&m.source)
-                            .map(|s| s.iter().skip(1).product())
-                            .unwrap_or(0);
-                        len * row
-                    }
-                    _ => self
-                        .index
-                        .tensors
-                        .get(&m.source)
-                        .map(|t| t.elem_count())
-                        .unwrap_or(0),
-                };
-                (elems * dtype.size_in_bytes()) as u64
-            })
-            .sum()
+        let elements = |map: &BTreeMap<String, Mapping>| -> u64 {
+            map.values()
+                .map(|m| {
+                    let shape = self.index.shape(&m.source).unwrap_or(&[]);
+                    let n: usize = match m.transform {
+                        Transform::Rows { len, .. } => {
+                            len * shape.iter().skip(1).product::<usize>()
+                        }
+                        _ => shape.iter().product(),
+                    };
+                    n as u64
+                })
+                .sum()
+        };
+        let size = dtype.size_in_bytes() as u64;
+        (elements(&self.keys.unet) + elements(&self.keys.text_encoder)) * size
+            + elements(&self.keys.vae) * 4
     }
 
     fn var_builder(
