@@ -111,9 +111,7 @@ impl FeedForward {
         let (value, gate) = match parts.as_slice() {
             [a, g] => (a, g),
             _ => {
-                return Err(
-                    candle_core::Error::Msg("GEGLU projection did not split in two".into()).into(),
-                )
+                return Err(candle_core::Error::Msg("GEGLU projection did not split in two".into()).into())
             }
         };
         let h = (value * gate.gelu_erf()?)?;
@@ -234,9 +232,7 @@ impl Transformer2D {
         }
         let to_image = |x: &Tensor| -> Result<Tensor> {
             let c = x.dim(2)?;
-            Ok(x.reshape((b, h, w, c))?
-                .permute((0, 3, 1, 2))?
-                .contiguous()?)
+            Ok(x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()?)
         };
         let out = match &self.proj_out {
             Projection::Conv(p) => p.forward(&to_image(&tokens)?)?,

@@ -67,9 +67,7 @@ impl StableDiffusion {
     ) -> Result<Vec<GeneratedImage>> {
         let n = params.n_samples;
         if n == 0 {
-            return Err(PipelineError::InvalidRequest(
-                "n_samples must be at least 1".into(),
-            ));
+            return Err(PipelineError::InvalidRequest("n_samples must be at least 1".into()));
         }
         if !(params.guidance_scale.is_finite() && params.guidance_scale >= 0.0) {
             return Err(PipelineError::InvalidRequest(
@@ -245,12 +243,7 @@ impl StableDiffusion {
 
     /// VAE-encodes one image and draws n posterior samples (one per image stream), scaled by
     /// the VAE scaling factor, as diffusers' `retrieve_latents(..., sample) * scaling_factor`.
-    fn encode_sample(
-        &self,
-        image: &Tensor,
-        n: usize,
-        noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn encode_sample(&self, image: &Tensor, n: usize, noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let post = self.vae.encode(&image.to_dtype(self.vae_dtype())?)?;
         let mean = post.mean.to_dtype(DType::F32)?;
         let std = post.std.to_dtype(DType::F32)?;
@@ -309,8 +302,11 @@ impl StableDiffusion {
             (Some(il), false) => sched.add_noise(il, &eps, first_t)?,
             _ => (&eps * sched.init_noise_sigma())?,
         };
-        let mask_latent =
-            Tensor::from_vec(nearest_resize(&mask_px, h, w, lh, lw), (1, 1, lh, lw), dev)?;
+        let mask_latent = Tensor::from_vec(
+            nearest_resize(&mask_px, h, w, lh, lw),
+            (1, 1, lh, lw),
+            dev,
+        )?;
         record(trace, "mask_condition", &mask_cond)?;
         record(trace, "mask_latent", &mask_latent)?;
 
@@ -331,8 +327,9 @@ impl StableDiffusion {
             // diffusers also VAE-encodes the masked image for 4-channel UNets (and discards
             // it); draw its noise anyway so later draws stay aligned with diffusers.
             let _ = noise.randn(shape, dev)?;
-            let image_latents = image_latents
-                .ok_or_else(|| PipelineError::Config("inpainting lost its image latents".into()))?;
+            let image_latents = image_latents.ok_or_else(|| {
+                PipelineError::Config("inpainting lost its image latents".into())
+            })?;
             InpaintMode::Blend {
                 mask: mask_latent,
                 image_latents,

@@ -100,9 +100,9 @@ pub fn component_weights(
     match weight_files(dir)? {
         // SAFETY: the files are memory-mapped read-only; the model folder must not be
         // modified while the model is loaded (as for every mmap-based loader).
-        WeightFiles::Safetensors(files) => {
-            Ok(unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &opts.device)? })
-        }
+        WeightFiles::Safetensors(files) => Ok(unsafe {
+            VarBuilder::from_mmaped_safetensors(&files, dtype, &opts.device)?
+        }),
         WeightFiles::Pickle(file) => Ok(VarBuilder::from_pth(&file, dtype, &opts.device)?),
     }
 }

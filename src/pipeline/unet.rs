@@ -247,12 +247,7 @@ impl UNet {
             });
         }
 
-        let conv_norm_out = group_norm(
-            cfg.norm_num_groups,
-            c0,
-            cfg.norm_eps,
-            vb.pp("conv_norm_out"),
-        )?;
+        let conv_norm_out = group_norm(cfg.norm_num_groups, c0, cfg.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = conv3(vb.pp("conv_out"), c0, cfg.out_channels, 1)?;
         Ok(UNet {
             conv_in,
