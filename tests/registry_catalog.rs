@@ -422,3 +422,24 @@ fn several_roots_resolve_in_order_and_list_each_model_once() {
     let abs = b.path().join("v1/only-in-b.ckpt");
     assert!(reg.resolve(abs.to_str().unwrap()).is_ok());
 }
+
+#[test]
+fn convert_paths_stay_inside_the_root() {
+    let root = seed_root();
+    let mut reg = Registry::new(&[root.path()]);
+    let (src, dst) = reg.convert_paths("v1/tiny-sd1.ckpt").unwrap();
+    assert_eq!(src, root.path().join("v1/tiny-sd1.ckpt"));
+    assert_eq!(dst, root.path().join("v1/tiny-sd1"));
+    assert!(matches!(
+        reg.convert_paths("runwayml/stable-diffusion-v1-5"),
+        Err(ResolveError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        reg.convert_paths("../v1/tiny-sd1.ckpt"),
+        Err(ResolveError::Forbidden(_))
+    ));
+    assert!(matches!(
+        reg.convert_paths("v1/missing.ckpt"),
+        Err(ResolveError::NotFound(_))
+    ));
+}

@@ -32,9 +32,18 @@ pub enum ResolveError {
 impl From<PathError> for ResolveError {
     fn from(e: PathError) -> Self {
         match e {
-            PathError::Forbidden(p) => ResolveError::Forbidden(p),
+            PathError::Forbidden(p) => ResolveError::Forbidden(shown(&p)),
         }
     }
+}
+
+/// A client's model string as quoted in errors: at most 200 characters.
+fn shown(requested: &str) -> String {
+    let mut s: String = requested.chars().take(200).collect();
+    if s.len() < requested.len() {
+        s.push_str("...");
+    }
+    s
 }
 
 /// What identification concluded about one path.
@@ -162,8 +171,8 @@ impl Registry {
     /// Walks every root again; unchanged models are not re-identified, vanished ones dropped.
     pub fn rescan(&mut self) -> ScanReport {
         let mut seen = std::collections::HashSet::new();
-        for i in 0..self.roots.len() {
-            let root = self.roots[i].lexical.clone();
+        let roots: Vec<PathBuf> = self.roots.iter().map(|r| r.lexical.clone()).collect();
+        for (i, root) in roots.into_iter().enumerate() {
             if !root.is_dir() {
                 log::warn!("model root {} is not a readable folder", root.display());
                 continue;
@@ -212,6 +221,32 @@ impl Registry {
             .collect()
     }
 
+    /// For the legacy `convert` action: the single file a client names (confined and
+    /// identified like any model) and the folder to create beside it, inside the same root
+    /// (`v1/model.ckpt` -> `v1/model/`). Run [`super::convert::convert_single_file`] on the
+    /// pair; it refuses an existing destination.
+    pub fn convert_paths(&mut self, requested: &str) -> Result<(PathBuf, PathBuf), ResolveError> {
+        let candidates = confine(requested, &self.roots)?;
+        for Candidate { path, .. } in candidates {
+            if model_format_at(&path).is_none() {
+                continue;
+            }
+            let model = self.resolve(requested)?;
+            if model.format == ModelFormat::Diffusers {
+                return Err(ResolveError::Unsupported {
+                    name: model.name,
+                    arch: "already a diffusers folder; convert takes a .safetensors or .ckpt file"
+                        .into(),
+                });
+            }
+            // The lexical path keeps the destination inside the root even when the file is
+            // a link to elsewhere.
+            let dst = super::convert::default_destination(&path);
+            return Ok((path, dst));
+        }
+        Err(ResolveError::NotFound(shown(requested)))
+    }
+
     /// Resolves a client's model name: an absolute path under a root, or a path relative to
     /// a root. A model not known yet is identified on the spot (no restart needed after
     /// dropping one in). Escapes are refused before anything is opened.
@@ -228,6 +263,6 @@ impl Registry {
                 Outcome::Unreadable(message) => Err(ResolveError::Io { name, message }),
             };
         }
-        Err(ResolveError::NotFound(requested.to_string()))
+        Err(ResolveError::NotFound(shown(requested)))
     }
 }
