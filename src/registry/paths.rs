@@ -203,4 +203,37 @@ mod tests {
         let r = Root::new(Path::new("/models/./sd/../sd2"));
         assert_eq!(r.lexical, PathBuf::from("/models/sd2"));
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, every candidate lies under a root and never contains `..`.
+        #[test]
+        fn candidates_never_leave_the_roots(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("..".to_string()),
+                    proptest::strategy::Just(".".to_string()),
+                    proptest::strategy::Just("".to_string()),
+                    proptest::strategy::Just("models".to_string()),
+                    proptest::strategy::Just("sd".to_string()),
+                    "[a-z.\\\\:]{1,6}",
+                ],
+                0..8,
+            ),
+            absolute in proptest::bool::ANY,
+        ) {
+            let joined = parts.join("/");
+            let requested = if absolute { format!("/{joined}") } else { joined };
+            if let Ok(cands) = confine(&requested, &roots()) {
+                for c in cands {
+                    let root = &roots()[c.root].lexical;
+                    proptest::prop_assert!(c.path.starts_with(root));
+                    proptest::prop_assert!(c.path != *root);
+                    proptest::prop_assert!(!c
+                        .path
+                        .components()
+                        .any(|x| matches!(x, Component::ParentDir)));
+                }
+            }
+        }
+    }
 }
