@@ -71,7 +71,11 @@ fn components_match_golden_intermediates() {
 
         // One UNet call on the golden input.
         let ctx = Tensor::cat(&[&g["negative_prompt_embeds"], &g["prompt_embeds"]], 0).unwrap();
-        let t = g["unet_t_0"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+        let t = g["unet_t_0"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0] as f64;
         let out = model.unet_forward(&g["unet_in_0"], t, &ctx).unwrap();
         let d_unet = max_diff(&out, &g["unet_out_0"]);
 

@@ -240,6 +240,58 @@ fn golden_euler_ancestral() {
     run_named(&["euler_a"]);
 }
 
+#[test]
+fn golden_pndm() {
+    run_named(&["pndm"]);
+}
+
+#[test]
+fn golden_lms() {
+    run_named(&["lms"]);
+}
+
+#[test]
+fn golden_heun() {
+    run_named(&["heun"]);
+}
+
+#[test]
+fn golden_dpmpp_2m() {
+    run_named(&["dpmpp_2m"]);
+}
+
+#[test]
+fn golden_dpmpp_2m_karras() {
+    run_named(&["dpmpp_2m_karras"]);
+}
+
+#[test]
+fn golden_unipc() {
+    run_named(&["unipc"]);
+}
+
+#[test]
+fn every_golden_case_has_a_test() {
+    let known = [
+        "ddim",
+        "euler",
+        "euler_a",
+        "pndm",
+        "lms",
+        "heun",
+        "dpmpp_2m",
+        "dpmpp_2m_karras",
+        "unipc",
+    ];
+    let m = manifest();
+    let cases = m["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 25);
+    for case in cases {
+        let name = case["scheduler"]["name"].as_str().unwrap();
+        assert!(known.contains(&name), "golden case with scheduler {name}");
+    }
+}
+
 fn sd1() -> Value {
     model_config("tiny-sd1")
 }
@@ -373,4 +425,228 @@ fn bad_configs_are_errors() {
     let mut cfg = sd1();
     cfg["steps_offset"] = json!(400);
     assert!(build(SchedulerKind::Ddim, &cfg, 4, 0.0).is_err());
+}
+
+/// Noise source handing out constant-valued draws and counting them.
+struct Constant {
+    value: f32,
+    draws: usize,
+}
+
+impl NoiseSource for Constant {
+    fn randn(&mut self, shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+        self.draws += 1;
+        Tensor::full(self.value, shape, device)
+    }
+}
+
+fn first(t: &Tensor) -> f64 {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] as f64
+}
+
+fn full(v: f32) -> Tensor {
+    Tensor::full(v, (1, 4, 2, 2), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn ddpm_matches_hand_derived_posterior() {
+    let cfg = sd1();
+    let ac = sd_alphas_cumprod();
+    let mut s = build(SchedulerKind::Ddpm, &cfg, 4, 0.0).unwrap();
+    // DDPM's class default spacing is leading; the model config adds steps_offset 1.
+    assert_eq!(s.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+    assert_eq!(s.init_noise_sigma(), 1.0);
+    let (x, eps, z) = (0.8f32, 0.3f32, -1.5f32);
+    let mut noise = Constant { value: z, draws: 0 };
+    let pairs = [
+        (751, Some(501)),
+        (501, Some(251)),
+        (251, Some(1)),
+        (1, None),
+    ];
+    for (t, prev) in pairs {
+        let a_t = ac[t];
+        let a_prev = prev.map(|p| ac[p]).unwrap_or(1.0);
+        let x0 = (x as f64 - (1.0 - a_t).sqrt() * eps as f64) / a_t.sqrt();
+        let beta_t = 1.0 - a_t / a_prev;
+        let c_x0 = a_prev.sqrt() * beta_t / (1.0 - a_t);
+        let c_x = (a_t / a_prev).sqrt() * (1.0 - a_prev) / (1.0 - a_t);
+        let var = ((1.0 - a_prev) / (1.0 - a_t) * beta_t).max(1e-20);
+        let want = c_x0 * x0 + c_x * x as f64 + var.sqrt() * z as f64;
+        let got = first(&s.step(&full(eps), t as f64, &full(x), &mut noise).unwrap());
+        assert!((got - want).abs() < 2e-5, "t={t}: {got} vs {want}");
+    }
+    // One draw per step: every timestep is above 0.
+    assert_eq!(noise.draws, 4);
+}
+
+#[test]
+fn ddpm_is_deterministic_for_the_same_noise() {
+    let cfg = model_config("tiny-sd2");
+    let run = || {
+        let mut s = build(SchedulerKind::Ddpm, &cfg, 6, 0.0).unwrap();
+        let mut noise = Constant {
+            value: 0.25,
+            draws: 0,
+        };
+        let mut x = full(1.0);
+        for t in s.timesteps().to_vec() {
+            x = s.step(&full(0.1), t, &x, &mut noise).unwrap();
+        }
+        x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let a = run();
+    assert_eq!(a, run());
+    assert!(a.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn ddim_eta_draws_noise_with_the_ddim_variance() {
+    let cfg = sd1();
+    let ac = sd_alphas_cumprod();
+    let eta = 0.7;
+    let mut s = build(SchedulerKind::Ddim, &cfg, 4, eta).unwrap();
+    let mut noise = Constant {
+        value: 2.0,
+        draws: 0,
+    };
+    let (x, eps) = (0.5f32, -0.4f32);
+    let got = first(&s.step(&full(eps), 751.0, &full(x), &mut noise).unwrap());
+    let (a_t, a_prev) = (ac[751], ac[501]);
+    let var = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
+    let std = eta * var.sqrt();
+    let x0 = (x as f64 - (1.0 - a_t).sqrt() * eps as f64) / a_t.sqrt();
+    let want = a_prev.sqrt() * x0 + (1.0 - a_prev - std * std).sqrt() * eps as f64 + std * 2.0;
+    assert!((got - want).abs() < 2e-5, "{got} vs {want}");
+    assert_eq!(noise.draws, 1);
+    // eta = 0 never draws.
+    let mut s = build(SchedulerKind::Ddim, &cfg, 4, 0.0).unwrap();
+    s.step(&full(eps), 751.0, &full(x), &mut noise).unwrap();
+    assert_eq!(noise.draws, 1);
+}
+
+#[test]
+fn ddim_clip_sample_and_set_alpha_to_one() {
+    let mut cfg = sd1();
+    cfg["clip_sample"] = json!(true);
+    cfg["set_alpha_to_one"] = json!(true);
+    let ac = sd_alphas_cumprod();
+    let mut s = build(SchedulerKind::Ddim, &cfg, 4, 0.0).unwrap();
+    let mut noise = Constant {
+        value: 0.0,
+        draws: 0,
+    };
+    // Last step (t=1 -> prev -249): alpha_prev = 1, so the result is the clipped x0.
+    let (x, eps) = (3.0f32, 0.01f32);
+    let got = first(&s.step(&full(eps), 1.0, &full(x), &mut noise).unwrap());
+    let x0 = (x as f64 - (1.0 - ac[1]).sqrt() * eps as f64) / ac[1].sqrt();
+    assert!(x0 > 1.0);
+    assert!((got - 1.0).abs() < 1e-6, "{got}");
+}
+
+#[test]
+fn multistep_spacings() {
+    for kind in [SchedulerKind::DpmPp2m, SchedulerKind::UniPc] {
+        let mut cfg = sd1();
+        assert_eq!(ts(kind, &cfg, 4), vec![999.0, 749.0, 500.0, 250.0]);
+        cfg["timestep_spacing"] = json!("leading");
+        // 1000 // 5 = 200: [800, 600, 400, 200] + steps_offset
+        assert_eq!(ts(kind, &cfg, 4), vec![801.0, 601.0, 401.0, 201.0]);
+        cfg["timestep_spacing"] = json!("trailing");
+        assert_eq!(ts(kind, &cfg, 4), vec![999.0, 749.0, 499.0, 249.0]);
+        let s = build(kind, &cfg, 4, 0.0).unwrap();
+        assert_eq!(s.init_noise_sigma(), 1.0);
+    }
+}
+
+#[test]
+fn pndm_and_heun_schedules() {
+    let mut cfg = sd1();
+    assert_eq!(
+        ts(SchedulerKind::Pndm, &cfg, 4),
+        vec![751.0, 501.0, 501.0, 251.0, 1.0]
+    );
+    cfg["timestep_spacing"] = json!("linspace");
+    assert_eq!(
+        ts(SchedulerKind::Pndm, &cfg, 4),
+        vec![999.0, 666.0, 666.0, 333.0, 0.0]
+    );
+    cfg["timestep_spacing"] = json!("trailing");
+    assert_eq!(
+        ts(SchedulerKind::Pndm, &cfg, 4),
+        vec![999.0, 749.0, 749.0, 499.0, 249.0]
+    );
+    let mut cfg = sd1();
+    cfg["skip_prk_steps"] = json!(false);
+    assert!(build(SchedulerKind::Pndm, &cfg, 4, 0.0).is_err());
+
+    let heun = build(SchedulerKind::Heun, &sd1(), 3, 0.0).unwrap();
+    assert_eq!(heun.order(), 2);
+    assert_eq!(heun.timesteps(), &[999.0, 499.5, 499.5, 0.0, 0.0]);
+}
+
+#[test]
+fn lms_first_step_is_euler() {
+    // With a single derivative the LMS coefficient is the interval length, i.e. Euler.
+    let cfg = sd1();
+    let mut lms = build(SchedulerKind::Lms, &cfg, 4, 0.0).unwrap();
+    let mut euler = build(SchedulerKind::Euler, &cfg, 4, 0.0).unwrap();
+    let mut noise = Constant {
+        value: 0.0,
+        draws: 0,
+    };
+    let x = full(3.0);
+    let eps = full(0.7);
+    let a = first(&lms.step(&eps, 999.0, &x, &mut noise).unwrap());
+    let b = first(&euler.step(&eps, 999.0, &x, &mut noise).unwrap());
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    assert_eq!(noise.draws, 0);
+}
+
+#[test]
+fn img2img_add_noise_uses_the_begin_index() {
+    // Euler: add_noise at the begin index scales the noise by that step's sigma.
+    let mut s = build(SchedulerKind::Euler, &sd1(), 5, 0.0).unwrap();
+    s.set_begin_index(2);
+    let t = s.timesteps()[2];
+    assert_eq!(t, 499.5);
+    let out = first(&s.add_noise(&full(1.0), &full(1.0), t).unwrap());
+    let sig = 0.5 * (sd_sigma(499) + sd_sigma(500));
+    assert!((out - (1.0 + sig)).abs() < 1e-5);
+    // DDIM: sqrt(alpha) * x + sqrt(1 - alpha) * noise at the integer timestep.
+    let s = build(SchedulerKind::Ddim, &sd1(), 5, 0.0).unwrap();
+    let ac = sd_alphas_cumprod()[401];
+    let out = first(&s.add_noise(&full(2.0), &full(-1.0), 401.0).unwrap());
+    assert!((out - (2.0 * ac.sqrt() - (1.0 - ac).sqrt())).abs() < 1e-5);
+    // DPM-Solver++: alpha_t * x + sigma_t * noise from the sigma.
+    let mut s = build(SchedulerKind::DpmPp2m, &sd1(), 4, 0.0).unwrap();
+    s.set_begin_index(1);
+    let sig = sd_sigma(749);
+    let alpha = 1.0 / (sig * sig + 1.0).sqrt();
+    let out = first(&s.add_noise(&full(1.0), &full(1.0), 749.0).unwrap());
+    assert!((out - (alpha + sig * alpha)).abs() < 1e-5);
+}
+
+#[test]
+fn unknown_timesteps_are_errors_not_panics() {
+    let mut noise = Constant {
+        value: 0.0,
+        draws: 0,
+    };
+    let kinds = [
+        SchedulerKind::Ddim,
+        SchedulerKind::Pndm,
+        SchedulerKind::Euler,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::Heun,
+        SchedulerKind::Lms,
+        SchedulerKind::Ddpm,
+    ];
+    for kind in kinds {
+        let mut s = build(kind, &sd1(), 4, 0.0).unwrap();
+        assert!(
+            s.step(&full(0.0), 1234.5, &full(0.0), &mut noise).is_err(),
+            "{kind:?}"
+        );
+    }
 }

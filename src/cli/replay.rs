@@ -55,13 +55,15 @@ pub struct GoldenCase {
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a Value> {
-    v.get(key).ok_or_else(|| anyhow!("manifest case lacks `{key}`"))
+    v.get(key)
+        .ok_or_else(|| anyhow!("manifest case lacks `{key}`"))
 }
 
 /// Reads JSON as Python's `json` writes it: bare `NaN`, `Infinity` and `-Infinity` (outside
 /// strings) become `null`, which strict JSON parsers reject.
 pub fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&strip_non_finite(&text))
         .with_context(|| format!("parsing {}", path.display()))
 }
@@ -179,17 +181,27 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
             .and_then(|v| usize::try_from(v).ok())
             .unwrap_or(default)
     };
-    let u32_of = |key: &str| case.get(key).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+    let u32_of = |key: &str| {
+        case.get(key)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    };
     let params = GenerateParams {
         task,
-        prompt: field(case, "prompt")?.as_str().unwrap_or_default().to_owned(),
+        prompt: field(case, "prompt")?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         negative_prompt: case
             .get("negative_prompt")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
         steps: usize_of("num_inference_steps", 0),
-        guidance_scale: case.get("guidance_scale").and_then(Value::as_f64).unwrap_or(7.5),
+        guidance_scale: case
+            .get("guidance_scale")
+            .and_then(Value::as_f64)
+            .unwrap_or(7.5),
         seed: 0,
         width: u32_of("width"),
         height: u32_of("height"),
@@ -242,7 +254,10 @@ impl RecordedNoise {
         let draws = case
             .randn_keys
             .iter()
-            .map(|k| all.remove(k).ok_or_else(|| anyhow!("golden file lacks {k}")))
+            .map(|k| {
+                all.remove(k)
+                    .ok_or_else(|| anyhow!("golden file lacks {k}"))
+            })
             .collect::<anyhow::Result<VecDeque<_>>>()?;
         Ok(RecordedNoise { init, draws })
     }

@@ -13,7 +13,36 @@ use super::error::Result;
 
 /// Upper bound on one attention score block, in f32 elements (256 MiB), so large images do
 /// not allocate batch*heads*tokens^2 at once.
-const MAX_SCORE_ELEMENTS: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_SCORE_ELEMENTS: usize = 64 * 1024 * 1024;
+
+/// softmax(q k^T * scale) v with q `[B, T, D]`, `kt` = k^T `[B, D, S]`, v `[B, S, Dv]`, all f32,
+/// computed over blocks of query rows so no score block exceeds `max_elements`. Row blocks
+/// are independent, so the result does not depend on the block size.
+pub(crate) fn chunked_attention(
+    q: &Tensor,
+    kt: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    max_elements: usize,
+) -> Result<Tensor> {
+    let (b, t, _) = q.dims3()?;
+    let s = kt.dim(2)?;
+    let rows = (max_elements / (b * s).max(1)).clamp(1, t.max(1));
+    let mut outs = Vec::with_capacity(t.div_ceil(rows));
+    let mut start = 0;
+    while start < t {
+        let len = rows.min(t - start);
+        let scores = (q.narrow(1, start, len)?.matmul(kt)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        outs.push(probs.matmul(v)?);
+        start += len;
+    }
+    if outs.len() == 1 {
+        Ok(outs.remove(0))
+    } else {
+        Ok(Tensor::cat(&outs, 1)?)
+    }
+}
 
 pub struct Attention {
     to_q: Linear,
@@ -62,25 +91,8 @@ impl Attention {
         let k = self.split_heads(&self.to_k.forward(context)?)?;
         let v = self.split_heads(&self.to_v.forward(context)?)?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let kt = k.t()?;
-        let s = context.dim(1)?;
-        let bh = b * self.heads;
-        let chunk = (MAX_SCORE_ELEMENTS / (t * s).max(1)).clamp(1, bh);
-        let mut outs = Vec::with_capacity(bh.div_ceil(chunk));
-        let mut start = 0;
-        while start < bh {
-            let len = chunk.min(bh - start);
-            let qc = q.narrow(0, start, len)?;
-            let scores = (qc.matmul(&kt.narrow(0, start, len)?)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            outs.push(probs.matmul(&v.narrow(0, start, len)?)?);
-            start += len;
-        }
-        let out = if outs.len() == 1 {
-            outs.remove(0)
-        } else {
-            Tensor::cat(&outs, 0)?
-        };
+        let kt = k.t()?.contiguous()?;
+        let out = chunked_attention(&q, &kt, &v, scale, MAX_SCORE_ELEMENTS)?;
         let out = out
             .reshape((b, self.heads, t, self.head_dim))?
             .transpose(1, 2)?
@@ -111,7 +123,9 @@ impl FeedForward {
         let (value, gate) = match parts.as_slice() {
             [a, g] => (a, g),
             _ => {
-                return Err(candle_core::Error::Msg("GEGLU projection did not split in two".into()).into())
+                return Err(
+                    candle_core::Error::Msg("GEGLU projection did not split in two".into()).into(),
+                )
             }
         };
         let h = (value * gate.gelu_erf()?)?;
@@ -232,12 +246,44 @@ impl Transformer2D {
         }
         let to_image = |x: &Tensor| -> Result<Tensor> {
             let c = x.dim(2)?;
-            Ok(x.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()?)
+            Ok(x.reshape((b, h, w, c))?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?)
         };
         let out = match &self.proj_out {
             Projection::Conv(p) => p.forward(&to_image(&tokens)?)?,
             Projection::Linear(p) => to_image(&p.forward(&tokens)?)?,
         };
         Ok((out + residual)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunked_attention;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn chunking_does_not_change_attention() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (3, 37, 8), &dev).unwrap();
+        let kt = Tensor::randn(0f32, 1.0, (3, 8, 29), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (3, 29, 5), &dev).unwrap();
+        let whole = chunked_attention(&q, &kt, &v, 0.3, usize::MAX).unwrap();
+        for max in [1, 100, 3 * 29 * 5, 3 * 29 * 36] {
+            let parts = chunked_attention(&q, &kt, &v, 0.3, max).unwrap();
+            let d = (&whole - &parts)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-6, "max {max}: {d}");
+        }
+        assert_eq!(whole.dims(), &[3, 37, 5]);
     }
 }

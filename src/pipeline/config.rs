@@ -18,7 +18,10 @@ impl<'a> Fields<'a> {
     }
 
     fn bad(&self, key: &str) -> PipelineError {
-        PipelineError::Config(format!("{}: field `{key}` is missing or invalid", self.what))
+        PipelineError::Config(format!(
+            "{}: field `{key}` is missing or invalid",
+            self.what
+        ))
     }
 
     fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
@@ -230,7 +233,11 @@ impl UNetConfig {
             sample_size: f.usize_or("sample_size", 64)?,
             layers_per_block: f.per_block("layers_per_block", n, Some(2))?,
             num_attention_heads: heads,
-            transformer_layers_per_block: f.per_block("transformer_layers_per_block", n, Some(1))?,
+            transformer_layers_per_block: f.per_block(
+                "transformer_layers_per_block",
+                n,
+                Some(1),
+            )?,
             cross_attention_dim: f.per_block("cross_attention_dim", n, Some(1280))?,
             use_linear_projection: f.bool_or("use_linear_projection", false)?,
             upcast_attention: f.bool_or("upcast_attention", false)?,

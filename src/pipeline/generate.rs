@@ -15,13 +15,14 @@ use super::params::{GenerateParams, GeneratedImage, Task};
 use super::schedulers::{self, Scheduler};
 use super::trace::{record, Trace};
 
-/// Progress callback: `(steps done, total steps)`; returning false cancels the generation
-/// before the next UNet call.
+/// Progress callback, called after every denoising step with (step index 0-based, total
+/// steps), as the engine's `ProgressFn`; returning false cancels the generation (a
+/// [`PipelineError::Cancelled`] before the next UNet call, or before decoding after the last).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 
 /// Inpainting state that the denoising loop needs.
 enum InpaintMode {
-    /// 9-channel UNet: `[mask, masked image latents]`, already duplicated for CFG.
+    /// 9-channel UNet: `[mask, masked image latents]` per image (`[n, 5, h, w]`).
     Concat { extra: Tensor },
     /// 4-channel UNet: blend the known region back after every step.
     Blend {
@@ -67,7 +68,9 @@ impl StableDiffusion {
     ) -> Result<Vec<GeneratedImage>> {
         let n = params.n_samples;
         if n == 0 {
-            return Err(PipelineError::InvalidRequest("n_samples must be at least 1".into()));
+            return Err(PipelineError::InvalidRequest(
+                "n_samples must be at least 1".into(),
+            ));
         }
         if !(params.guidance_scale.is_finite() && params.guidance_scale >= 0.0) {
             return Err(PipelineError::InvalidRequest(
@@ -84,12 +87,17 @@ impl StableDiffusion {
         let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
         record(&mut trace, "prompt_embeds", &cond)?;
         let do_cfg = params.guidance_scale > 1.0;
+        // The UNet runs one image at a time ([uncond, cond] for that image): batching images
+        // changes float summation order in the matmuls, and image i must be bit-identical
+        // whether it is generated alone or in a batch.
         let context = if do_cfg {
-            let uncond = self.encode_prompt(&params.negative_prompt, params.clip_skip)?;
+            // diffusers applies clip_skip to the prompt only: the negative prompt always uses
+            // the last layer. Kept for parity with the reference pipelines.
+            let uncond = self.encode_prompt(&params.negative_prompt, None)?;
             record(&mut trace, "negative_prompt_embeds", &uncond)?;
-            Tensor::cat(&[uncond.repeat((n, 1, 1))?, cond.repeat((n, 1, 1))?], 0)?
+            Tensor::cat(&[&uncond, &cond], 0)?
         } else {
-            cond.repeat((n, 1, 1))?
+            cond.clone()
         };
 
         let mut sched =
@@ -126,7 +134,6 @@ impl StableDiffusion {
                     &shape,
                     full_strength,
                     first_t,
-                    do_cfg,
                     sched.as_ref(),
                     noise,
                     &mut trace,
@@ -137,32 +144,42 @@ impl StableDiffusion {
         let total = timesteps.len();
         let g = params.guidance_scale;
         for (i, &t) in timesteps.iter().enumerate() {
-            if !progress(i, total) {
-                return Err(PipelineError::Cancelled);
+            let mut preds = Vec::with_capacity(n);
+            let mut uncond_outs = Vec::with_capacity(n);
+            let mut cond_outs = Vec::with_capacity(n);
+            for j in 0..n {
+                let lat = latents.narrow(0, j, 1)?;
+                let model_in = if do_cfg {
+                    Tensor::cat(&[&lat, &lat], 0)?
+                } else {
+                    lat
+                };
+                let mut model_in = sched.scale_model_input(&model_in, t)?;
+                if let Some(InpaintMode::Concat { extra }) = &inpaint {
+                    let rows = model_in.dim(0)?;
+                    let e = extra.narrow(0, j, 1)?.repeat((rows, 1, 1, 1))?;
+                    model_in = Tensor::cat(&[&model_in, &e], 1)?;
+                }
+                let out = self
+                    .unet
+                    .forward(&model_in, t, &context)?
+                    .to_dtype(DType::F32)?;
+                if do_cfg {
+                    let u = out.narrow(0, 0, 1)?;
+                    let c = out.narrow(0, 1, 1)?;
+                    preds.push((&u + ((&c - &u)? * g)?)?);
+                    uncond_outs.push(u);
+                    cond_outs.push(c);
+                } else {
+                    preds.push(out.clone());
+                    cond_outs.push(out);
+                }
             }
-            let model_in = if do_cfg {
-                Tensor::cat(&[&latents, &latents], 0)?
-            } else {
-                latents.clone()
-            };
-            let mut model_in = sched.scale_model_input(&model_in, t)?;
-            if let Some(InpaintMode::Concat { extra }) = &inpaint {
-                model_in = Tensor::cat(&[&model_in, extra], 1)?;
-            }
-            let out = self
-                .unet
-                .forward(&model_in, t, &context)?
-                .to_dtype(DType::F32)?;
             if i == 0 {
-                record(&mut trace, "unet_out_0", &out)?;
+                uncond_outs.extend(cond_outs);
+                record(&mut trace, "unet_out_0", &Tensor::cat(&uncond_outs, 0)?)?;
             }
-            let pred = if do_cfg {
-                let u = out.narrow(0, 0, n)?;
-                let c = out.narrow(0, n, n)?;
-                (&u + ((c - &u)? * g)?)?
-            } else {
-                out
-            };
+            let pred = Tensor::cat(&preds, 0)?;
             latents = sched.step(&pred, t, &latents, noise)?;
             if let Some(InpaintMode::Blend {
                 mask,
@@ -177,9 +194,10 @@ impl StableDiffusion {
                 let keep = (1.0 - mask)?;
                 latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(mask)?)?;
             }
+            if !progress(i, total) {
+                return Err(PipelineError::Cancelled);
+            }
         }
-        // The final report cannot cancel anything any more; its answer is irrelevant.
-        let _ = progress(total, total);
 
         record(&mut trace, "final_latents", &latents)?;
         let z = (&latents / self.vae_scaling_factor())?;
@@ -243,7 +261,12 @@ impl StableDiffusion {
 
     /// VAE-encodes one image and draws n posterior samples (one per image stream), scaled by
     /// the VAE scaling factor, as diffusers' `retrieve_latents(..., sample) * scaling_factor`.
-    fn encode_sample(&self, image: &Tensor, n: usize, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn encode_sample(
+        &self,
+        image: &Tensor,
+        n: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let post = self.vae.encode(&image.to_dtype(self.vae_dtype())?)?;
         let mean = post.mean.to_dtype(DType::F32)?;
         let std = post.std.to_dtype(DType::F32)?;
@@ -263,7 +286,6 @@ impl StableDiffusion {
         shape: &[usize; 4],
         full_strength: bool,
         first_t: f64,
-        do_cfg: bool,
         sched: &dyn Scheduler,
         noise: &mut dyn NoiseSource,
         trace: &mut Option<&mut Trace>,
@@ -302,11 +324,8 @@ impl StableDiffusion {
             (Some(il), false) => sched.add_noise(il, &eps, first_t)?,
             _ => (&eps * sched.init_noise_sigma())?,
         };
-        let mask_latent = Tensor::from_vec(
-            nearest_resize(&mask_px, h, w, lh, lw),
-            (1, 1, lh, lw),
-            dev,
-        )?;
+        let mask_latent =
+            Tensor::from_vec(nearest_resize(&mask_px, h, w, lh, lw), (1, 1, lh, lw), dev)?;
         record(trace, "mask_condition", &mask_cond)?;
         record(trace, "mask_latent", &mask_latent)?;
 
@@ -316,20 +335,16 @@ impl StableDiffusion {
             let masked_latents = self.encode_sample(&masked_image, n, noise)?;
             record(trace, "masked_image_latents", &masked_latents)?;
             let mask_n = mask_latent.repeat((n, 1, 1, 1))?;
-            let extra = Tensor::cat(&[&mask_n, &masked_latents], 1)?;
-            let extra = if do_cfg {
-                Tensor::cat(&[&extra, &extra], 0)?
-            } else {
-                extra
-            };
-            InpaintMode::Concat { extra }
+            InpaintMode::Concat {
+                extra: Tensor::cat(&[&mask_n, &masked_latents], 1)?,
+            }
         } else {
             // diffusers also VAE-encodes the masked image for 4-channel UNets (and discards
             // it); draw its noise anyway so later draws stay aligned with diffusers.
             let _ = noise.randn(shape, dev)?;
-            let image_latents = image_latents.ok_or_else(|| {
-                PipelineError::Config("inpainting lost its image latents".into())
-            })?;
+            let image_latents = image_latents
+                .ok_or_else(|| PipelineError::Config("inpainting lost its image latents".into()))?;
+            record(trace, "image_latents", &image_latents)?;
             InpaintMode::Blend {
                 mask: mask_latent,
                 image_latents,

@@ -28,7 +28,13 @@ pub fn rgb_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
 /// Binarised mask, row-major `H*W` of 0.0 / 1.0: 1 where `v / 255 >= 0.5` (repaint).
 pub fn binarize_mask(mask: &GrayImage) -> Vec<f32> {
     mask.pixels()
-        .map(|p| if f32::from(p.0[0]) / 255.0 < 0.5 { 0.0 } else { 1.0 })
+        .map(|p| {
+            if f32::from(p.0[0]) / 255.0 < 0.5 {
+                0.0
+            } else {
+                1.0
+            }
+        })
         .collect()
 }
 
@@ -72,9 +78,8 @@ pub fn unit_to_rgb(x: &Tensor) -> Result<Vec<RgbImage>> {
                 buf.push((v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8);
             }
         }
-        let img = RgbImage::from_raw(w as u32, h as u32, buf).ok_or_else(|| {
-            PipelineError::InvalidRequest("image buffer size mismatch".into())
-        })?;
+        let img = RgbImage::from_raw(w as u32, h as u32, buf)
+            .ok_or_else(|| PipelineError::InvalidRequest("image buffer size mismatch".into()))?;
         images.push(img);
     }
     Ok(images)

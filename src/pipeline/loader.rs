@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::pickle::PthTensors;
 use candle_core::DType;
 use candle_nn::VarBuilder;
 use serde_json::Value;
@@ -100,10 +101,21 @@ pub fn component_weights(
     match weight_files(dir)? {
         // SAFETY: the files are memory-mapped read-only; the model folder must not be
         // modified while the model is loaded (as for every mmap-based loader).
-        WeightFiles::Safetensors(files) => Ok(unsafe {
-            VarBuilder::from_mmaped_safetensors(&files, dtype, &opts.device)?
-        }),
-        WeightFiles::Pickle(file) => Ok(VarBuilder::from_pth(&file, dtype, &opts.device)?),
+        WeightFiles::Safetensors(files) => {
+            Ok(unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &opts.device)? })
+        }
+        WeightFiles::Pickle(file) => {
+            // Usually a bare state dict; some exports wrap it as {"state_dict": ...}.
+            let mut pth = PthTensors::new(&file, None)?;
+            if pth.tensor_infos().is_empty() {
+                pth = PthTensors::new(&file, Some("state_dict"))?;
+            }
+            Ok(VarBuilder::from_backend(
+                Box::new(pth),
+                dtype,
+                opts.device.clone(),
+            ))
+        }
     }
 }
 

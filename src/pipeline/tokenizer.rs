@@ -20,7 +20,8 @@ pub const EOS: &str = "<|endoftext|>";
 pub const MAX_LENGTH: usize = 77;
 
 /// The CLIP pre-tokenization pattern (contractions, letter runs, single digits, other symbols).
-const CLIP_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 fn tok_err(e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Tokenizer(e.to_string())
@@ -80,9 +81,12 @@ pub fn from_vocab_merges(vocab: &Path, merges: &Path, pad_token: &str) -> Result
     let mut tokenizer = Tokenizer::new(bpe);
     let normalizer = NormSequence::new(vec![
         NFC.into(),
-        Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-            .map_err(tok_err)?
-            .into(),
+        Replace::new(
+            tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+            " ",
+        )
+        .map_err(tok_err)?
+        .into(),
         Lowercase.into(),
     ]);
     tokenizer.with_normalizer(Some(normalizer));

@@ -147,9 +147,9 @@ impl UNet {
 
         let mut down = Vec::with_capacity(n);
         let mut out_ch = c0;
-        for i in 0..n {
+        for (i, &block_ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = block_ch;
             let bvb = vb.pp(format!("down_blocks.{i}"));
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
@@ -247,7 +247,12 @@ impl UNet {
             });
         }
 
-        let conv_norm_out = group_norm(cfg.norm_num_groups, c0, cfg.norm_eps, vb.pp("conv_norm_out"))?;
+        let conv_norm_out = group_norm(
+            cfg.norm_num_groups,
+            c0,
+            cfg.norm_eps,
+            vb.pp("conv_norm_out"),
+        )?;
         let conv_out = conv3(vb.pp("conv_out"), c0, cfg.out_channels, 1)?;
         Ok(UNet {
             conv_in,

@@ -1,15 +1,17 @@
 //! AutoencoderKL (diffusers naming) from its config: the encoder returns the posterior's mean
 //! and std (so the caller draws the sample from its own seeded noise), the decoder maps
-//! unscaled latents to pixels in about [-1, 1]. Built from candle's public VAE blocks, which
-//! match diffusers numerically. Never draws random numbers itself.
+//! unscaled latents to pixels in about [-1, 1]. Built from candle's public encoder/decoder
+//! blocks (numerically identical to diffusers) and our own memory-bounded mid-block attention.
+//! Never draws random numbers itself.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
-    UpDecoderBlock2D, UpDecoderBlock2DConfig,
+    DownEncoderBlock2D, DownEncoderBlock2DConfig, UpDecoderBlock2D, UpDecoderBlock2DConfig,
 };
 
+use super::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
 use super::config::VaeConfig;
 use super::error::Result;
 
@@ -21,29 +23,108 @@ fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
     Ok(conv2d(cin, cout, 3, cfg, vb)?)
 }
 
-fn mid_block(vb: VarBuilder, channels: usize, groups: usize) -> Result<UNetMidBlock2D> {
-    let cfg = UNetMidBlock2DConfig {
-        num_layers: 1,
-        resnet_eps: 1e-6,
-        resnet_groups: Some(groups),
-        // One head spanning every channel, as diffusers' VAE mid-block attention.
-        attn_num_head_channels: None,
-        output_scale_factor: 1.0,
+/// Reads a q/k/v/out projection stored either as a linear weight `[c, c]` or as the 1x1
+/// convolution `[c, c, 1, 1]` of original LDM checkpoints.
+fn projection(vb: VarBuilder, c: usize) -> Result<Linear> {
+    let weight = match vb.get((c, c), "weight") {
+        Ok(w) => w,
+        Err(_) => vb.get((c, c, 1, 1), "weight")?.reshape((c, c))?,
     };
-    Ok(UNetMidBlock2D::new(vb, channels, None, cfg)?)
+    let bias = vb.get(c, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+/// diffusers' VAE mid-block attention: GroupNorm, one head over all channels, residual.
+/// Query rows are processed in chunks so large images do not need tokens^2 memory at once.
+struct VaeAttention {
+    norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+}
+
+impl VaeAttention {
+    fn new(vb: VarBuilder, c: usize, groups: usize) -> Result<Self> {
+        // Older diffusers exports name the projections query/key/value/proj_attn.
+        let (q, k, v, o) = if vb.contains_tensor("to_q.weight") {
+            ("to_q", "to_k", "to_v", "to_out.0")
+        } else {
+            ("query", "key", "value", "proj_attn")
+        };
+        Ok(VaeAttention {
+            norm: group_norm(groups, c, 1e-6, vb.pp("group_norm"))?,
+            to_q: projection(vb.pp(q), c)?,
+            to_k: projection(vb.pp(k), c)?,
+            to_v: projection(vb.pp(v), c)?,
+            to_out: projection(vb.pp(o), c)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let in_dtype = xs.dtype();
+        let tokens = self
+            .norm
+            .forward(xs)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let f32 = |t: Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
+        let q = f32(self.to_q.forward(&tokens)?)?;
+        let kt = f32(self.to_k.forward(&tokens)?)?.t()?.contiguous()?;
+        let v = f32(self.to_v.forward(&tokens)?)?;
+        let scale = (c as f64).powf(-0.5);
+        let out = chunked_attention(&q, &kt, &v, scale, MAX_SCORE_ELEMENTS)?;
+        let out = self.to_out.forward(&out.to_dtype(in_dtype)?)?;
+        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
+        Ok((out + xs)?)
+    }
+}
+
+/// UNetMidBlock2D of the VAE: resnet, attention, resnet (no time embedding).
+struct MidBlock {
+    first: ResnetBlock2D,
+    attention: VaeAttention,
+    second: ResnetBlock2D,
+}
+
+impl MidBlock {
+    fn new(vb: VarBuilder, c: usize, groups: usize) -> Result<Self> {
+        let rc = ResnetBlock2DConfig {
+            out_channels: Some(c),
+            temb_channels: None,
+            groups,
+            groups_out: None,
+            eps: 1e-6,
+            use_in_shortcut: None,
+            output_scale_factor: 1.0,
+        };
+        Ok(MidBlock {
+            first: ResnetBlock2D::new(vb.pp("resnets.0"), c, rc)?,
+            attention: VaeAttention::new(vb.pp("attentions.0"), c, groups)?,
+            second: ResnetBlock2D::new(vb.pp("resnets.1"), c, rc)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.first.forward(xs, None)?;
+        let xs = self.attention.forward(&xs)?;
+        Ok(self.second.forward(&xs, None)?)
+    }
 }
 
 struct Encoder {
     conv_in: Conv2d,
     down: Vec<DownEncoderBlock2D>,
-    mid: UNetMidBlock2D,
+    mid: MidBlock,
     norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
 struct Decoder {
     conv_in: Conv2d,
-    mid: UNetMidBlock2D,
+    mid: MidBlock,
     up: Vec<UpDecoderBlock2D>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
@@ -95,7 +176,7 @@ impl Vae {
         let encoder = Encoder {
             conv_in: conv3(evb.pp("conv_in"), cfg.in_channels, boc[0])?,
             down,
-            mid: mid_block(evb.pp("mid_block"), last, g)?,
+            mid: MidBlock::new(evb.pp("mid_block"), last, g)?,
             norm_out: group_norm(g, last, 1e-6, evb.pp("conv_norm_out"))?,
             conv_out: conv3(evb.pp("conv_out"), last, 2 * lc)?,
         };
@@ -123,7 +204,7 @@ impl Vae {
         }
         let decoder = Decoder {
             conv_in: conv3(dvb.pp("conv_in"), lc, last)?,
-            mid: mid_block(dvb.pp("mid_block"), last, g)?,
+            mid: MidBlock::new(dvb.pp("mid_block"), last, g)?,
             up,
             norm_out: group_norm(g, boc[0], 1e-6, dvb.pp("conv_norm_out"))?,
             conv_out: conv3(dvb.pp("conv_out"), boc[0], cfg.out_channels)?,
@@ -155,7 +236,7 @@ impl Vae {
         for block in &e.down {
             h = block.forward(&h)?;
         }
-        h = e.mid.forward(&h, None)?;
+        h = e.mid.forward(&h)?;
         h = candle_nn::ops::silu(&e.norm_out.forward(&h)?)?;
         h = e.conv_out.forward(&h)?;
         if let Some(q) = &self.quant_conv {
@@ -176,7 +257,7 @@ impl Vae {
             None => z.clone(),
         };
         h = d.conv_in.forward(&h)?;
-        h = d.mid.forward(&h, None)?;
+        h = d.mid.forward(&h)?;
         for block in &d.up {
             h = block.forward(&h)?;
         }

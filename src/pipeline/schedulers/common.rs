@@ -147,9 +147,11 @@ pub(crate) fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     out
 }
 
-/// `np.arange(start, 0, -step)` for a positive float step.
-fn np_arange_down(start: f64, step: f64) -> Vec<f64> {
-    let len = (start / step).ceil().max(0.0) as usize;
+/// `np.arange(start, 0, -step)` for a positive float step, capped at `count` values.
+/// numpy's length `ceil(start / step)` overshoots by one for some step counts (61, 103,
+/// ...), which makes diffusers emit an extra timestep -1; we deliberately drop it.
+fn np_arange_down(start: f64, step: f64, count: usize) -> Vec<f64> {
+    let len = ((start / step).ceil().max(0.0) as usize).min(count);
     (0..len).map(|i| start + i as f64 * -step).collect()
 }
 
@@ -172,7 +174,7 @@ pub(crate) fn integer_timesteps(c: &Common, count: usize) -> Vec<f64> {
         }
         Spacing::Trailing => {
             let ratio = n_train as f64 / count as f64;
-            np_arange_down(n_train as f64, ratio)
+            np_arange_down(n_train as f64, ratio, count)
                 .into_iter()
                 .map(|t| t.round_ties_even() - 1.0)
                 .collect()
@@ -197,7 +199,7 @@ pub(crate) fn float_timesteps(c: &Common, count: usize) -> Vec<f64> {
         }
         Spacing::Trailing => {
             let ratio = n_train as f64 / count as f64;
-            np_arange_down(n_train as f64, ratio)
+            np_arange_down(n_train as f64, ratio, count)
                 .into_iter()
                 .map(|t| t.round_ties_even() - 1.0)
                 .collect()
@@ -229,7 +231,7 @@ pub(crate) fn multistep_timesteps(c: &Common, count: usize) -> Vec<f64> {
         }
         Spacing::Trailing => {
             let ratio = n_train as f64 / count as f64;
-            np_arange_down(n_train as f64, ratio)
+            np_arange_down(n_train as f64, ratio, count)
                 .into_iter()
                 .map(|t| t.round_ties_even() - 1.0)
                 .collect()
@@ -354,4 +356,63 @@ pub(crate) fn train_index(t: f64, n_train: usize) -> Result<usize> {
         )));
     }
     Ok(t as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interp_matches_numpy_rules() {
+        let fp = [1.0f32, 3.0, 7.0];
+        assert_eq!(np_interp(-1.0, &fp), 1.0);
+        assert_eq!(np_interp(1.0, &fp), 3.0);
+        assert_eq!(np_interp(1.25, &fp), 4.0);
+        assert_eq!(np_interp(9.0, &fp), 7.0);
+    }
+
+    #[test]
+    fn linspace_endpoints_are_exact() {
+        let v = np_linspace(0.0, 999.0, 5);
+        assert_eq!(v, vec![0.0, 249.75, 499.5, 749.25, 999.0]);
+        let t = torch_linspace_f32(0.1, 0.7, 7);
+        assert_eq!(t[0], 0.1);
+        assert_eq!(t[6], 0.7);
+    }
+
+    #[test]
+    fn trailing_never_overshoots() {
+        // ceil(1000 / (1000 / 61)) is 62 in float64.
+        assert_eq!(np_arange_down(1000.0, 1000.0 / 61.0, 61).len(), 61);
+        assert_eq!(
+            np_arange_down(1000.0, 250.0, 4),
+            vec![1000.0, 750.0, 500.0, 250.0]
+        );
+    }
+
+    #[test]
+    fn sigma_to_t_inverts_the_training_sigmas() {
+        let betas: Vec<f32> = torch_linspace_f32(0.00085f32.sqrt(), 0.012f32.sqrt(), 1000)
+            .into_iter()
+            .map(|b| b * b)
+            .collect();
+        let sig = train_sigmas(&cumprod_alphas(&betas));
+        let logs = log_sigmas(&sig);
+        for t in [0usize, 1, 250, 999] {
+            assert!((sigma_to_t(sig[t] as f64, &logs) - t as f64).abs() < 1e-3);
+        }
+        // Halfway in log space between two neighbours lands halfway in time.
+        let mid = ((sig[500] as f64).ln() + (sig[501] as f64).ln()) / 2.0;
+        assert!((sigma_to_t(mid.exp(), &logs) - 500.5).abs() < 1e-3);
+        // Below the smallest sigma clamps to 0.
+        assert_eq!(sigma_to_t(1e-6, &logs), 0.0);
+    }
+
+    #[test]
+    fn karras_ramp_hits_both_ends() {
+        let k = karras_sigmas(0.03, 14.6, 5);
+        assert!((k[0] - 14.6).abs() < 1e-12);
+        assert!((k[4] - 0.03).abs() < 1e-12);
+        assert!(k.windows(2).all(|w| w[0] > w[1]));
+    }
 }

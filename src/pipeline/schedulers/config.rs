@@ -45,6 +45,8 @@ pub struct SchedulerConfig {
     pub predict_x0: Option<bool>,
     pub disable_corrector: Option<Vec<usize>>,
     pub use_dynamic_shifting: Option<bool>,
+    /// Python writes the default as `-Infinity` (not JSON); any finite value is unsupported.
+    pub lambda_min_clipped: Option<f64>,
 }
 
 impl SchedulerConfig {

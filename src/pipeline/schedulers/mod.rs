@@ -10,9 +10,17 @@ use super::params::SchedulerKind;
 mod common;
 pub mod config;
 pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
 pub mod euler;
 pub mod euler_ancestral;
+pub mod heun;
+pub mod lms;
+mod multistep;
+pub mod pndm;
+mod quadrature;
 mod sigmas;
+pub mod unipc;
 
 pub use config::SchedulerConfig;
 
@@ -83,12 +91,21 @@ pub fn build(
             &cfg,
             num_inference_steps,
         )?),
-        other => {
-            return Err(SchedulerError::Unsupported {
-                key: "scheduler",
-                value: format!("{other:?}"),
-            })
-        }
+        SchedulerKind::Pndm => Box::new(pndm::Pndm::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Lms => Box::new(lms::Lms::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Heun => Box::new(heun::Heun::new(&cfg, num_inference_steps)?),
+        SchedulerKind::DpmPp2m => Box::new(dpm_solver::DpmSolverMultistep::new(
+            &cfg,
+            num_inference_steps,
+            false,
+        )?),
+        SchedulerKind::DpmPp2mKarras => Box::new(dpm_solver::DpmSolverMultistep::new(
+            &cfg,
+            num_inference_steps,
+            true,
+        )?),
+        SchedulerKind::UniPc => Box::new(unipc::UniPc::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Ddpm => Box::new(ddpm::Ddpm::new(&cfg, num_inference_steps)?),
     })
 }
 

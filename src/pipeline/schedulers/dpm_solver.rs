@@ -1,0 +1,186 @@
+//! DPM-Solver++ multistep (diffusers `DPMSolverMultistepScheduler`, algorithm dpmsolver++,
+//! orders 1-2, midpoint or heun second-order form, lower_order_final), with or without
+//! Karras sigmas. Deterministic; never draws noise.
+
+use candle_core::{Error, Result, Tensor};
+
+use super::common::{at, mul, Missing, StepIndex};
+use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing};
+use super::multistep::{add_noise_vp, alpha_sigma, data_prediction, lambda, MultistepSchedule};
+use super::{NoiseSource, Scheduler, SchedulerError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+pub struct DpmSolverMultistep {
+    c: Common,
+    s: MultistepSchedule,
+    solver_order: usize,
+    solver_type: SolverType,
+    lower_order_final: bool,
+    euler_at_final: bool,
+    final_zero: bool,
+    idx: StepIndex,
+    /// Data predictions of the last `solver_order` steps, oldest first.
+    model_outputs: Vec<Option<Tensor>>,
+    lower_order_nums: usize,
+}
+
+impl DpmSolverMultistep {
+    pub fn new(
+        cfg: &SchedulerConfig,
+        num_inference_steps: usize,
+        karras: bool,
+    ) -> std::result::Result<Self, SchedulerError> {
+        let c = Common::resolve(
+            cfg,
+            &ClassDefaults {
+                beta_start: 0.0001,
+                beta_end: 0.02,
+                spacing: Spacing::Linspace,
+            },
+        )?;
+        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        match cfg.algorithm_type.as_deref() {
+            None | Some("dpmsolver++") => {}
+            Some(other) => return Err(SchedulerError::unsupported("algorithm_type", other)),
+        }
+        let solver_type = match cfg.solver_type.as_deref() {
+            None | Some("midpoint") => SolverType::Midpoint,
+            Some("heun") => SolverType::Heun,
+            Some(other) => return Err(SchedulerError::unsupported("solver_type", other)),
+        };
+        let solver_order = cfg.solver_order.unwrap_or(2);
+        if !(1..=2).contains(&solver_order) {
+            return Err(SchedulerError::unsupported(
+                "solver_order",
+                &solver_order.to_string(),
+            ));
+        }
+        if let Some(v) = &cfg.variance_type {
+            return Err(SchedulerError::unsupported("variance_type", v));
+        }
+        if let Some(v) = cfg.lambda_min_clipped {
+            return Err(SchedulerError::unsupported(
+                "lambda_min_clipped",
+                &v.to_string(),
+            ));
+        }
+        let karras = karras || cfg.use_karras_sigmas == Some(true);
+        let s = MultistepSchedule::new(&c, cfg, num_inference_steps, karras, false)?;
+        let final_zero = matches!(cfg.final_sigmas_type.as_deref(), None | Some("zero"));
+        Ok(DpmSolverMultistep {
+            c,
+            s,
+            solver_order,
+            solver_type,
+            lower_order_final: cfg.lower_order_final.unwrap_or(true),
+            euler_at_final: cfg.euler_at_final.unwrap_or(false),
+            final_zero,
+            idx: StepIndex::default(),
+            model_outputs: vec![None; solver_order],
+            lower_order_nums: 0,
+        })
+    }
+
+    fn sigma(&self, i: usize) -> Result<f32> {
+        at(&self.s.sigmas, i, "sigmas")
+    }
+
+    fn first_order(&self, i: usize, x0: &Tensor, sample: &Tensor) -> Result<Tensor> {
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i + 1)?);
+        let (alpha_s, sigma_s) = alpha_sigma(self.sigma(i)?);
+        let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
+        mul(sample, sigma_t / sigma_s)? - mul(x0, alpha_t * ((-h).exp() - 1.0))?
+    }
+
+    fn second_order(&self, i: usize, m0: &Tensor, m1: &Tensor, sample: &Tensor) -> Result<Tensor> {
+        if i == 0 {
+            return Err(Error::Msg("second-order step needs a previous step".into()));
+        }
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i + 1)?);
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigma(i)?);
+        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigma(i - 1)?);
+        let lambda_t = lambda(alpha_t, sigma_t);
+        let lambda_s0 = lambda(alpha_s0, sigma_s0);
+        let lambda_s1 = lambda(alpha_s1, sigma_s1);
+        let h = lambda_t - lambda_s0;
+        let h_0 = lambda_s0 - lambda_s1;
+        let r0 = h_0 / h;
+        let d1 = mul(&(m0 - m1)?, 1.0f32 / r0)?;
+        let em1 = (-h).exp() - 1.0;
+        let base = (mul(sample, sigma_t / sigma_s0)? - mul(m0, alpha_t * em1)?)?;
+        match self.solver_type {
+            SolverType::Midpoint => base - mul(&d1, 0.5f32 * (alpha_t * em1))?,
+            SolverType::Heun => base + mul(&d1, alpha_t * (em1 / h + 1.0))?,
+        }
+    }
+}
+
+impl Scheduler for DpmSolverMultistep {
+    fn timesteps(&self) -> &[f64] {
+        &self.s.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn order(&self) -> usize {
+        1
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        self.idx.begin = Some(index);
+    }
+
+    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.clone())
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        let i = self
+            .idx
+            .current(&self.s.timesteps, timestep, Missing::Last)?;
+        let n = self.s.timesteps.len();
+        let lower_order_final = i + 1 == n
+            && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
+        // diffusers' lower_order_second only matters for order 3, which we do not build.
+
+        let x0 = data_prediction(self.c.prediction_type, model_output, sample, self.sigma(i)?)?;
+        self.model_outputs.remove(0);
+        self.model_outputs.push(Some(x0.clone()));
+
+        let prev = if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
+            self.first_order(i, &x0, sample)?
+        } else {
+            let m1 = self
+                .model_outputs
+                .first()
+                .and_then(|m| m.as_ref())
+                .ok_or_else(|| Error::Msg("dpm-solver history is empty".into()))?;
+            self.second_order(i, &x0, m1, sample)?
+        };
+        if self.lower_order_nums < self.solver_order {
+            self.lower_order_nums += 1;
+        }
+        self.idx.step = Some(i + 1);
+        Ok(prev)
+    }
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        let i = self
+            .idx
+            .for_add_noise(&self.s.timesteps, timestep, Missing::Last)?;
+        add_noise_vp(original, noise, self.sigma(i)?)
+    }
+}

@@ -1,0 +1,121 @@
+//! Schedule and conversions shared by the multistep solvers (DPM-Solver++ and UniPC):
+//! integer timesteps, float32 sigmas (optionally the Karras ramp), the VP alpha/sigma of
+//! a sigma, and the data (x0) prediction. Holds no per-run state.
+
+use candle_core::{Result, Tensor};
+
+use super::common::{
+    div, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp, sigma_to_t, train_sigmas,
+};
+use super::config::{Common, PredictionType, SchedulerConfig};
+use super::SchedulerError;
+
+#[derive(Debug, Clone)]
+pub(crate) struct MultistepSchedule {
+    pub timesteps: Vec<f64>,
+    /// `timesteps.len() + 1` float32 sigmas; the last is the final sigma.
+    pub sigmas: Vec<f32>,
+}
+
+impl MultistepSchedule {
+    pub fn new(
+        c: &Common,
+        cfg: &SchedulerConfig,
+        count: usize,
+        karras: bool,
+        sigma_bounds: bool,
+    ) -> std::result::Result<Self, SchedulerError> {
+        for (key, v) in [
+            ("use_exponential_sigmas", cfg.use_exponential_sigmas),
+            ("use_beta_sigmas", cfg.use_beta_sigmas),
+            ("use_lu_lambdas", cfg.use_lu_lambdas),
+            ("use_flow_sigmas", cfg.use_flow_sigmas),
+            ("use_dynamic_shifting", cfg.use_dynamic_shifting),
+        ] {
+            if v == Some(true) {
+                return Err(SchedulerError::unsupported(key, "true"));
+            }
+        }
+        let train = train_sigmas(&c.alphas_cumprod);
+        let final_zero = match cfg.final_sigmas_type.as_deref() {
+            None | Some("zero") => true,
+            Some("sigma_min") => false,
+            Some(other) => return Err(SchedulerError::unsupported("final_sigmas_type", other)),
+        };
+        let (timesteps, mut sigmas) = if karras {
+            let logs = log_sigmas(&train);
+            // Only classes with sigma_min/sigma_max config keys (UniPC) read them.
+            let (cfg_min, cfg_max) = if sigma_bounds {
+                (cfg.sigma_min, cfg.sigma_max)
+            } else {
+                (None, None)
+            };
+            let sigma_min = cfg_min.unwrap_or(train[0] as f64);
+            let sigma_max = cfg_max.unwrap_or(train[train.len() - 1] as f64);
+            let ks = karras_sigmas(sigma_min, sigma_max, count);
+            let ts: Vec<f64> = ks
+                .iter()
+                .map(|s| sigma_to_t(*s, &logs).round_ties_even())
+                .collect();
+            let last = if final_zero {
+                0.0
+            } else {
+                ks.last().copied().unwrap_or(0.0) as f32
+            };
+            let mut sig: Vec<f32> = ks.into_iter().map(|s| s as f32).collect();
+            sig.push(last);
+            (ts, sig)
+        } else {
+            let ts = multistep_timesteps(c, count);
+            let mut sig: Vec<f32> = ts.iter().map(|t| np_interp(*t, &train) as f32).collect();
+            let last = if final_zero {
+                0.0
+            } else {
+                let a = c.alphas_cumprod[0];
+                ((1.0f32 - a) / a).sqrt()
+            };
+            sig.push(last);
+            (ts, sig)
+        };
+        super::check_train_range(&timesteps, c.num_train_timesteps)?;
+        if sigmas.iter().any(|s| !s.is_finite()) {
+            return Err(SchedulerError::InvalidConfig(
+                "the scheduler config gives non-finite sigmas".into(),
+            ));
+        }
+        sigmas.shrink_to_fit();
+        Ok(MultistepSchedule { timesteps, sigmas })
+    }
+}
+
+/// diffusers' `_sigma_to_alpha_sigma_t` (float32).
+pub(crate) fn alpha_sigma(sigma: f32) -> (f32, f32) {
+    let alpha = 1.0f32 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
+}
+
+/// log(alpha) - log(sigma) (float32; +inf at sigma 0).
+pub(crate) fn lambda(alpha: f32, sigma: f32) -> f32 {
+    alpha.ln() - sigma.ln()
+}
+
+/// The data prediction x0 of the solvers' `convert_model_output`.
+pub(crate) fn data_prediction(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    sigma: f32,
+) -> Result<Tensor> {
+    let (alpha_t, sigma_t) = alpha_sigma(sigma);
+    match prediction {
+        PredictionType::Epsilon => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t),
+        PredictionType::Sample => Ok(model_output.clone()),
+        PredictionType::VPrediction => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
+    }
+}
+
+/// VP forward diffusion at a sigma: `alpha * x0 + sigma * noise`.
+pub(crate) fn add_noise_vp(original: &Tensor, noise: &Tensor, sigma: f32) -> Result<Tensor> {
+    let (alpha_t, sigma_t) = alpha_sigma(sigma);
+    mul(original, alpha_t)? + mul(noise, sigma_t)?
+}
