@@ -2,6 +2,8 @@
 //! The worker thread owns one `Box<dyn Generator>`; tests substitute a fake. Nothing here
 //! knows about actors or the wire.
 
+pub mod sd;
+
 use crate::pipeline::params::{GenerateParams, GeneratedImage};
 use crate::registry::model::ResolvedModel;
 

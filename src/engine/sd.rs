@@ -1,0 +1,152 @@
+//! The real [`Generator`]: loads Stable Diffusion models (diffusers folders directly, single
+//! files through the registry's converter) into an LRU [`ModelCache`] bounded by count and
+//! estimated bytes, and runs the pipeline. Lives on the worker thread; knows nothing of actors
+//! or the wire, and writes nothing to disk.
+
+use crate::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
+use crate::registry::cache::ModelCache;
+use crate::registry::model::{ModelFormat, ResolvedModel};
+use crate::registry::single_file::SingleFile;
+use crate::registry::weights::diffusers_bytes;
+
+use super::{GenerateError, GenerateJob, Generator, ProgressFn};
+use crate::pipeline::params::GeneratedImage;
+
+/// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
+pub const DEFAULT_MAX_MODELS: usize = 2;
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
+
+struct Loaded {
+    name: String,
+    model: StableDiffusion,
+}
+
+pub struct SdGenerator {
+    opts: RuntimeOptions,
+    cache: ModelCache<Loaded>,
+    loads: usize,
+}
+
+fn load_error(model: &ResolvedModel, e: impl std::fmt::Display) -> GenerateError {
+    GenerateError::ModelLoad(format!("{}: {e}", model.name))
+}
+
+impl SdGenerator {
+    /// A generator keeping at most `max_models` models and `max_bytes` of weights in memory.
+    pub fn new(opts: RuntimeOptions, max_models: usize, max_bytes: u64) -> Self {
+        SdGenerator {
+            opts,
+            cache: ModelCache::new(max_models, max_bytes),
+            loads: 0,
+        }
+    }
+
+    /// How many times a model was loaded from disk (cache misses), for tests and logs.
+    pub fn load_count(&self) -> usize {
+        self.loads
+    }
+
+    /// Loads `model` unless cached, making room first so evicted weights are freed before
+    /// the new ones are read.
+    fn ensure_loaded(&mut self, model: &ResolvedModel) -> Result<(), GenerateError> {
+        if self.cache.contains(&model.path) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let (sd, bytes) = match model.format {
+            ModelFormat::Diffusers => {
+                let bytes = diffusers_bytes(&model.path, self.opts.dtype);
+                self.cache.make_room(bytes);
+                let sd = StableDiffusion::load_folder(&model.path, &self.opts)
+                    .map_err(|e| load_error(model, e))?;
+                (sd, bytes)
+            }
+            ModelFormat::Safetensors | ModelFormat::Ckpt => {
+                let sf = SingleFile::open(&model.path).map_err(|e| load_error(model, e))?;
+                let bytes = sf.weight_bytes(self.opts.dtype);
+                self.cache.make_room(bytes);
+                let parts = sf
+                    .into_parts(self.opts.dtype, &self.opts.device)
+                    .map_err(|e| load_error(model, e))?;
+                let sd = StableDiffusion::from_parts(parts, &self.opts)
+                    .map_err(|e| load_error(model, e))?;
+                (sd, bytes)
+            }
+        };
+        self.loads += 1;
+        log::info!(
+            "loaded model {} ({:?}, ~{} MiB) in {} ms",
+            model.name,
+            model.format,
+            bytes >> 20,
+            started.elapsed().as_millis()
+        );
+        self.cache.insert(
+            model.path.clone(),
+            bytes,
+            Loaded {
+                name: model.name.clone(),
+                model: sd,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Generator for SdGenerator {
+    fn generate(
+        &mut self,
+        job: &GenerateJob,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Vec<GeneratedImage>, GenerateError> {
+        self.ensure_loaded(&job.model)?;
+        let loaded = self
+            .cache
+            .get_mut(&job.model.path)
+            .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
+        // The pipeline reports (i, total) before step i and (total, total) at the end; the
+        // Generator contract reports each finished step once, as (index, total).
+        let mut cancelled = false;
+        let mut adapt = |done: usize, total: usize| -> bool {
+            if done == 0 {
+                return true;
+            }
+            let keep_going = progress(done - 1, total);
+            cancelled |= !keep_going;
+            keep_going
+        };
+        let result = loaded.model.generate(&job.params, &mut adapt);
+        match result {
+            // A cancel on the last step arrives after the pipeline can act on it.
+            Ok(_) if cancelled => Err(GenerateError::Cancelled),
+            Ok(images) => Ok(images),
+            Err(PipelineError::Cancelled) => Err(GenerateError::Cancelled),
+            Err(PipelineError::InvalidRequest(msg)) => Err(GenerateError::Invalid(msg)),
+            Err(e) => Err(GenerateError::Internal(e.to_string())),
+        }
+    }
+
+    fn loaded_models(&self) -> Vec<String> {
+        // Most recently used first; names only (never paths outside the listing).
+        self.cache
+            .keys()
+            .iter()
+            .filter_map(|k| self.cache_name(k))
+            .collect()
+    }
+
+    fn device(&self) -> String {
+        let device = match &self.opts.device {
+            candle_core::Device::Cpu => "cpu".to_string(),
+            candle_core::Device::Cuda(_) => "cuda".to_string(),
+            candle_core::Device::Metal(_) => "metal".to_string(),
+        };
+        format!("{device} {:?}", self.opts.dtype).to_lowercase()
+    }
+}
+
+impl SdGenerator {
+    fn cache_name(&self, key: &std::path::Path) -> Option<String> {
+        self.cache.peek(key).map(|l| l.name.clone())
+    }
+}

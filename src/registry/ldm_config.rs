@@ -1,0 +1,272 @@
+//! Synthesizes the diffusers-format JSON configs (unet, vae, text_encoder as transformers
+//! writes it, scheduler) of a single-file checkpoint: structure from the tensor shapes, the
+//! numbers shapes cannot tell (attention heads, betas, scaling factor, prediction type) from
+//! the `.yaml` beside the file when there is one, else from the standard SD1.5 / SD2.1
+//! configs. Pure functions; reads nothing from disk.
+
+use serde_json::{json, Value};
+
+use super::identify::Identity;
+use super::ldm_shapes::{TextShape, UnetShape, VaeShape};
+use super::ldm_yaml::LdmYaml;
+use super::model::{ModelVersion, Prediction};
+
+/// The four documents a diffusers folder would ship, plus the text layer count actually used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthesizedConfigs {
+    pub unet: Value,
+    pub vae: Value,
+    pub text_encoder: Value,
+    pub scheduler: Value,
+    /// SD2 runs all but the last OpenCLIP block (the "penultimate" layer).
+    pub text_layers_used: usize,
+}
+
+/// Latent size of the standard configs (512 px for SD1 and SD2-base, 768 px for SD2 v models).
+fn default_sample_size(identity: &Identity) -> usize {
+    match (identity.version, identity.prediction) {
+        (ModelVersion::V2, Prediction::VPrediction) => 96,
+        _ => 64,
+    }
+}
+
+fn warn_mismatch(yaml: &LdmYaml, what: &str, from_yaml: Option<usize>, from_weights: usize) {
+    if let Some(y) = from_yaml {
+        if y != from_weights {
+            log::warn!(
+                "{}: {what} is {y} in the yaml but {from_weights} in the weights; using the weights",
+                yaml.path.display()
+            );
+        }
+    }
+}
+
+fn unet_config(unet: &UnetShape, identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
+    if let Some(y) = yaml {
+        warn_mismatch(
+            y,
+            "model_channels",
+            y.unet.model_channels,
+            unet.model_channels,
+        );
+        warn_mismatch(y, "in_channels", y.unet.in_channels, unet.in_channels);
+        warn_mismatch(
+            y,
+            "num_res_blocks",
+            y.unet.num_res_blocks,
+            unet.layers_per_block,
+        );
+        warn_mismatch(y, "context_dim", y.unet.context_dim, unet.context_dim);
+    }
+    let yu = yaml.map(|y| &y.unet);
+    // diffusers' historical naming: `attention_head_dim` holds the number of heads for SD1
+    // (`num_heads` in LDM) and per-level head counts for SD2 (width / `num_head_channels`).
+    let head_channels = yu.and_then(|u| u.num_head_channels);
+    let num_heads = yu.and_then(|u| u.num_heads);
+    let attention_head_dim = match (head_channels, num_heads, identity.version) {
+        (Some(c), _, _) if c > 0 => json!(unet
+            .block_out_channels
+            .iter()
+            .map(|ch| ch / c)
+            .collect::<Vec<_>>()),
+        (_, Some(n), _) => json!(n),
+        (_, _, ModelVersion::V1) => json!(8),
+        (_, _, ModelVersion::V2) => json!(unet
+            .block_out_channels
+            .iter()
+            .map(|ch| ch / 64)
+            .collect::<Vec<_>>()),
+    };
+    let down: Vec<&str> = unet
+        .attention
+        .iter()
+        .map(|&a| {
+            if a {
+                "CrossAttnDownBlock2D"
+            } else {
+                "DownBlock2D"
+            }
+        })
+        .collect();
+    let up: Vec<&str> = unet
+        .attention
+        .iter()
+        .rev()
+        .map(|&a| if a { "CrossAttnUpBlock2D" } else { "UpBlock2D" })
+        .collect();
+    let sample_size = yaml
+        .and_then(|y| y.image_size)
+        .unwrap_or_else(|| default_sample_size(identity));
+    json!({
+        "_class_name": "UNet2DConditionModel",
+        "act_fn": "silu",
+        "attention_head_dim": attention_head_dim,
+        "block_out_channels": unet.block_out_channels,
+        "center_input_sample": false,
+        "class_embed_type": null,
+        "conv_in_kernel": 3,
+        "conv_out_kernel": 3,
+        "cross_attention_dim": unet.context_dim,
+        "down_block_types": down,
+        "downsample_padding": 1,
+        "dual_cross_attention": false,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0,
+        "in_channels": unet.in_channels,
+        "layers_per_block": unet.layers_per_block,
+        "mid_block_scale_factor": 1,
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "norm_eps": 1e-5,
+        "norm_num_groups": 32,
+        "num_attention_heads": null,
+        "num_class_embeds": null,
+        "only_cross_attention": false,
+        "out_channels": unet.out_channels,
+        "resnet_time_scale_shift": "default",
+        "sample_size": sample_size,
+        "time_embedding_type": "positional",
+        "transformer_layers_per_block": unet.transformer_depth,
+        "up_block_types": up,
+        "upcast_attention": identity.version == ModelVersion::V2,
+        "use_linear_projection": unet.use_linear_projection,
+    })
+}
+
+fn vae_config(vae: &VaeShape, unet_sample_size: u64, yaml: Option<&LdmYaml>) -> Value {
+    if let Some(y) = yaml {
+        warn_mismatch(
+            y,
+            "ddconfig.num_res_blocks",
+            y.vae.num_res_blocks,
+            vae.layers_per_block,
+        );
+        warn_mismatch(
+            y,
+            "ddconfig.z_channels",
+            y.vae.z_channels,
+            vae.latent_channels,
+        );
+    }
+    let levels = vae.block_out_channels.len();
+    json!({
+        "_class_name": "AutoencoderKL",
+        "act_fn": "silu",
+        "block_out_channels": vae.block_out_channels,
+        "down_block_types": vec!["DownEncoderBlock2D"; levels],
+        "force_upcast": true,
+        "in_channels": vae.in_channels,
+        "latent_channels": vae.latent_channels,
+        "latents_mean": null,
+        "latents_std": null,
+        "layers_per_block": vae.layers_per_block,
+        "mid_block_add_attention": true,
+        "norm_num_groups": 32,
+        "out_channels": vae.out_channels,
+        "sample_size": unet_sample_size * 8,
+        "scaling_factor": yaml.and_then(|y| y.scale_factor).unwrap_or(0.18215),
+        "shift_factor": null,
+        "up_block_types": vec!["UpDecoderBlock2D"; levels],
+        "use_post_quant_conv": true,
+        "use_quant_conv": true,
+    })
+}
+
+/// How many text layers the model runs: SD2 uses the penultimate OpenCLIP block unless its
+/// yaml says `layer: last`; SD1 uses them all.
+pub fn text_layers_used(text: &TextShape, identity: &Identity, yaml: Option<&LdmYaml>) -> usize {
+    let layer = yaml.and_then(|y| y.text.layer.as_deref());
+    match (identity.version, layer) {
+        (ModelVersion::V2, Some("last")) => text.layers_in_file,
+        (ModelVersion::V2, _) => text.layers_in_file.saturating_sub(1).max(1),
+        (ModelVersion::V1, _) => text.layers_in_file,
+    }
+}
+
+fn text_config(
+    text: &TextShape,
+    identity: &Identity,
+    yaml: Option<&LdmYaml>,
+    layers: usize,
+) -> Value {
+    // CLIP towers use 64-wide heads (ViT-L/14: 12 heads, ViT-H/14: 16 heads).
+    let default_heads = if text.hidden_size >= 64 && text.hidden_size % 64 == 0 {
+        text.hidden_size / 64
+    } else {
+        1
+    };
+    let heads = yaml.and_then(|y| y.text.heads).unwrap_or(default_heads);
+    let default_act = match identity.version {
+        ModelVersion::V1 => "quick_gelu",
+        ModelVersion::V2 => "gelu",
+    };
+    let act = yaml
+        .and_then(|y| y.text.hidden_act.clone())
+        .unwrap_or_else(|| default_act.to_string());
+    json!({
+        "architectures": ["CLIPTextModel"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 0,
+        "dtype": "float32",
+        "eos_token_id": 2,
+        "hidden_act": act,
+        "hidden_size": text.hidden_size,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
+        "intermediate_size": text.intermediate_size,
+        "layer_norm_eps": 1e-5,
+        "max_position_embeddings": text.max_position_embeddings,
+        "model_type": "clip_text_model",
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "pad_token_id": 1,
+        "projection_dim": text.hidden_size,
+        "vocab_size": text.vocab_size,
+    })
+}
+
+fn scheduler_config(identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
+    let prediction = match identity.prediction {
+        Prediction::Epsilon => "epsilon",
+        Prediction::VPrediction => "v_prediction",
+    };
+    // The class only names the default sampler; every request picks its own.
+    let class = match identity.version {
+        ModelVersion::V1 => "PNDMScheduler",
+        ModelVersion::V2 => "DDIMScheduler",
+    };
+    json!({
+        "_class_name": class,
+        "beta_end": yaml.and_then(|y| y.linear_end).unwrap_or(0.012),
+        "beta_schedule": "scaled_linear",
+        "beta_start": yaml.and_then(|y| y.linear_start).unwrap_or(0.00085),
+        "clip_sample": false,
+        "num_train_timesteps": yaml.and_then(|y| y.timesteps).unwrap_or(1000),
+        "prediction_type": prediction,
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "trained_betas": null,
+    })
+}
+
+pub fn synthesize_configs(
+    unet: &UnetShape,
+    vae: &VaeShape,
+    text: &TextShape,
+    identity: &Identity,
+    yaml: Option<&LdmYaml>,
+) -> SynthesizedConfigs {
+    let unet_json = unet_config(unet, identity, yaml);
+    let sample_size = unet_json
+        .get("sample_size")
+        .and_then(Value::as_u64)
+        .unwrap_or(64);
+    let layers = text_layers_used(text, identity, yaml);
+    SynthesizedConfigs {
+        vae: vae_config(vae, sample_size, yaml),
+        text_encoder: text_config(text, identity, yaml, layers),
+        scheduler: scheduler_config(identity, yaml),
+        unet: unet_json,
+        text_layers_used: layers,
+    }
+}

@@ -1,0 +1,291 @@
+//! Serves an LDM/CompVis single-file checkpoint (`.safetensors` memory-mapped, or a zip
+//! `.ckpt` through candle's pickle reader) as diffusers-named [`ModelParts`]: configs are
+//! synthesized, tensors are renamed (and reshaped or split) lazily when the pipeline asks for
+//! them. Never writes to the checkpoint; never executes pickle code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use super::identify::{identify_checkpoint, IdentifyError, Identity};
+use super::ldm_config::{synthesize_configs, SynthesizedConfigs};
+use super::ldm_keys::{build_key_map, KeyMap, Mapping, Transform};
+use super::ldm_shapes::{text_shape, unet_shape, vae_shape, ShapeError};
+use super::ldm_yaml::{read_yaml_beside, LdmYaml, YamlError};
+use super::model::ModelFormat;
+use super::tensors::{
+    read_ckpt_index, read_safetensors_index, TensorIndex, TensorsError, WeightSource,
+};
+use super::tokenizer::{single_file_tokenizer, TokenizerError};
+use crate::pipeline::model_parts::ModelParts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SingleFileError {
+    #[error("{0} is not a .safetensors or .ckpt file")]
+    NotACheckpoint(String),
+    #[error(transparent)]
+    Tensors(#[from] TensorsError),
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+    #[error(transparent)]
+    Identify(#[from] IdentifyError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("tensor {name}: {reason}")]
+    Tensor { name: String, reason: String },
+}
+
+/// The single-file format implied by the file extension (case-insensitive).
+pub fn single_file_format(path: &Path) -> Option<ModelFormat> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "safetensors" => Some(ModelFormat::Safetensors),
+        "ckpt" => Some(ModelFormat::Ckpt),
+        _ => None,
+    }
+}
+
+/// Reads only the header of a single file: its tensor index and, for `.ckpt`, where the
+/// state dict sits.
+pub fn read_index(
+    path: &Path,
+) -> Result<(ModelFormat, TensorIndex, Option<super::tensors::CkptLayout>), SingleFileError> {
+    match single_file_format(path) {
+        Some(ModelFormat::Safetensors) => Ok((
+            ModelFormat::Safetensors,
+            read_safetensors_index(path)?,
+            None,
+        )),
+        Some(ModelFormat::Ckpt) => {
+            let (index, layout) = read_ckpt_index(path)?;
+            Ok((ModelFormat::Ckpt, index, Some(layout)))
+        }
+        _ => Err(SingleFileError::NotACheckpoint(path.display().to_string())),
+    }
+}
+
+/// Identifies a single file from its header and the yaml beside it (no weights read).
+pub fn identify_single_file(path: &Path) -> Result<(ModelFormat, Identity), SingleFileError> {
+    let (format, index, _) = read_index(path)?;
+    let yaml = read_yaml_beside(path)?;
+    Ok((format, identify_checkpoint(&index, yaml.as_ref())?))
+}
+
+/// Which model a diffusers name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Unet,
+    Vae,
+    TextEncoder,
+}
+
+/// An opened single-file checkpoint, ready to hand out diffusers-named tensors.
+pub struct SingleFile {
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    pub identity: Identity,
+    pub yaml: Option<LdmYaml>,
+    pub configs: SynthesizedConfigs,
+    pub keys: KeyMap,
+    /// Element counts of every mapped tensor, for memory estimates.
+    pub index: TensorIndex,
+    source: Arc<WeightSource>,
+}
+
+impl SingleFile {
+    pub fn open(path: &Path) -> Result<Self, SingleFileError> {
+        let (format, index, layout) = read_index(path)?;
+        let yaml = read_yaml_beside(path)?;
+        let identity = identify_checkpoint(&index, yaml.as_ref())?;
+        let unet = unet_shape(&index)?;
+        let vae = vae_shape(&index)?;
+        let text = text_shape(&index)?;
+        let configs = synthesize_configs(&unet, &vae, &text, &identity, yaml.as_ref());
+        let keys = build_key_map(&index, &unet, &vae, &text, configs.text_layers_used);
+        let source = match layout {
+            Some(layout) => WeightSource::pickle(path, &layout)?,
+            None => WeightSource::safetensors(path)?,
+        };
+        Ok(SingleFile {
+            path: path.to_path_buf(),
+            format,
+            identity,
+            yaml,
+            configs,
+            keys,
+            index,
+            source: Arc::new(source),
+        })
+    }
+
+    pub fn mapping(&self, component: Component) -> &BTreeMap<String, Mapping> {
+        match component {
+            Component::Unet => &self.keys.unet,
+            Component::Vae => &self.keys.vae,
+            Component::TextEncoder => &self.keys.text_encoder,
+        }
+    }
+
+    /// Loads one tensor by its diffusers name, in the checkpoint's dtype.
+    pub fn load(
+        &self,
+        component: Component,
+        name: &str,
+        device: &Device,
+    ) -> Result<Tensor, SingleFileError> {
+        let mapping = self
+            .mapping(component)
+            .get(name)
+            .ok_or_else(|| SingleFileError::Tensor {
+                name: name.to_string(),
+                reason: "not in the checkpoint".into(),
+            })?;
+        load_mapped(&self.source, name, mapping, device)
+    }
+
+    /// Bytes the mapped weights take once loaded: UNet and text encoder at `dtype`, the VAE
+    /// at f32 (the pipeline upcasts it).
+    pub fn weight_bytes(&self, dtype: DType) -> u64 {
+        let elements = |map: &BTreeMap<String, Mapping>| -> u64 {
+            map.values()
+                .map(|m| {
+                    let shape = self.index.shape(&m.source).unwrap_or(&[]);
+                    let n: usize = match m.transform {
+                        Transform::Rows { len, .. } => {
+                            len * shape.iter().skip(1).product::<usize>()
+                        }
+                        _ => shape.iter().product(),
+                    };
+                    n as u64
+                })
+                .sum()
+        };
+        let size = dtype.size_in_bytes() as u64;
+        (elements(&self.keys.unet) + elements(&self.keys.text_encoder)) * size
+            + elements(&self.keys.vae) * 4
+    }
+
+    fn var_builder(
+        &self,
+        component: Component,
+        dtype: DType,
+        device: &Device,
+    ) -> VarBuilder<'static> {
+        let backend = RenamedBackend {
+            source: Arc::clone(&self.source),
+            map: self.mapping(component).clone(),
+        };
+        VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+    }
+
+    /// Hands the checkpoint over as [`ModelParts`]; weights load when modules are built.
+    pub fn into_parts(self, dtype: DType, device: &Device) -> Result<ModelParts, SingleFileError> {
+        let (tokenizer, pad_token_id) = single_file_tokenizer(&self.path, self.identity.version)?;
+        Ok(ModelParts {
+            unet: self.var_builder(Component::Unet, dtype, device),
+            vae: self.var_builder(Component::Vae, dtype, device),
+            text_encoder: self.var_builder(Component::TextEncoder, dtype, device),
+            unet_config: self.configs.unet,
+            vae_config: self.configs.vae,
+            text_encoder_config: self.configs.text_encoder,
+            scheduler_config: self.configs.scheduler,
+            tokenizer,
+            pad_token_id,
+        })
+    }
+}
+
+/// Opens a single file and returns its [`ModelParts`] at `dtype` on `device`.
+pub fn load_single_file(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<ModelParts, SingleFileError> {
+    SingleFile::open(path)?.into_parts(dtype, device)
+}
+
+fn load_mapped(
+    source: &WeightSource,
+    name: &str,
+    mapping: &Mapping,
+    device: &Device,
+) -> Result<Tensor, SingleFileError> {
+    let err = |e: candle_core::Error| SingleFileError::Tensor {
+        name: name.to_string(),
+        reason: e.to_string(),
+    };
+    let tensor = source.load(&mapping.source, device)?;
+    match mapping.transform {
+        Transform::Identity => Ok(tensor),
+        Transform::Conv1x1ToLinear => {
+            let dims = tensor.dims();
+            match dims {
+                [o, i, 1, 1] => tensor.reshape((*o, *i)).map_err(err),
+                [_, _] => Ok(tensor),
+                _ => Err(SingleFileError::Tensor {
+                    name: name.to_string(),
+                    reason: format!("expected a 1x1 convolution weight, got shape {dims:?}"),
+                }),
+            }
+        }
+        Transform::Rows { start, len } => tensor
+            .narrow(0, start, len)
+            .and_then(|t| t.contiguous())
+            .map_err(err),
+    }
+}
+
+/// A VarBuilder backend that answers diffusers names from checkpoint tensors.
+struct RenamedBackend {
+    source: Arc<WeightSource>,
+    map: BTreeMap<String, Mapping>,
+}
+
+impl RenamedBackend {
+    fn fetch(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mapping = self
+            .map
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
+        load_mapped(&self.source, name, mapping, dev)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            .to_dtype(dtype)
+    }
+}
+
+impl SimpleBackend for RenamedBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.fetch(name, dtype, dev)?;
+        if tensor.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: tensor.shape().clone(),
+            });
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.fetch(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+}
