@@ -13,6 +13,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod messages;
