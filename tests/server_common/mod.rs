@@ -39,9 +39,6 @@ impl Generator for FakeGenerator {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let p = &job.params;
-        if p.prompt == PANIC_PROMPT {
-            panic!("fake generator asked to panic");
-        }
         let total = match &p.task {
             Task::Txt2Img => p.steps,
             Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {
@@ -53,6 +50,10 @@ impl Generator for FakeGenerator {
             if !progress(step, total) {
                 return Err(GenerateError::Cancelled);
             }
+        }
+        // Panics mid-job, after its progress, like a model blowing up in the VAE.
+        if p.prompt == PANIC_PROMPT {
+            panic!("fake generator asked to panic");
         }
         let (w, h) = (p.width.unwrap_or(64), p.height.unwrap_or(64));
         Ok((0..p.n_samples as u64)
