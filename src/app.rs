@@ -1,1 +1,220 @@
-//! placeholder
+//! Wiring: builds the actors in dependency order from a validated `Config`, an injected
+//! `GeneratorFactory` and an injected `ModelResolver`, and returns a handle (local address,
+//! drain). `start` must run inside an actix `System`; `spawn_server` runs a whole server on
+//! its own thread (tests, embedding). Never parses flags or exits the process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+
+use crate::actors::gpu_worker::{GpuWorkerActor, WorkerSettings};
+use crate::actors::listener::ListenerActor;
+use crate::actors::model_registry::ModelRegistryActor;
+use crate::actors::session::SessionSettings;
+use crate::actors::shutdown::{ShutdownActor, ShutdownSettings};
+use crate::config::{Config, ConfigError};
+use crate::engine::GeneratorFactory;
+use crate::messages::registry::ModelResolver;
+use crate::messages::shutdown::{AttachActors, BeginDrain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the server thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the server thread ended before it was ready")]
+    NotReady,
+}
+
+/// A running server inside the current actix system.
+#[derive(Clone)]
+pub struct AppHandle {
+    pub local_addr: SocketAddr,
+    shutdown: Addr<ShutdownActor>,
+}
+
+impl AppHandle {
+    /// Starts a graceful drain, exactly as SIGTERM does.
+    pub fn shutdown(&self) {
+        self.shutdown.do_send(BeginDrain {
+            reason: "shutdown requested".into(),
+            exit_code: 0,
+            force: false,
+        });
+    }
+
+    /// Turns SIGINT/SIGTERM into a drain (a second signal exits at once). Call once, inside
+    /// the system; only the process owner (main, a dedicated test) should do this.
+    pub fn handle_signals(&self) {
+        let addr = self.shutdown.clone();
+        actix_rt::spawn(async move {
+            let mut seen = 0;
+            loop {
+                let name = wait_for_signal().await;
+                seen += 1;
+                addr.do_send(BeginDrain {
+                    reason: format!("received {name}"),
+                    exit_code: 0,
+                    force: seen > 1,
+                });
+            }
+        });
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            log::warn!("cannot install signal handlers");
+            std::future::pending().await
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
+
+/// Starts every actor and begins listening. Call from inside a running actix system.
+pub async fn start(
+    config: Config,
+    generator: GeneratorFactory,
+    resolver: Box<dyn ModelResolver>,
+) -> Result<AppHandle, AppError> {
+    config.validate()?;
+    let ip = config.bind_ip().ok_or_else(|| AppError::Bind {
+        addr: config.host.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad host"),
+    })?;
+    let addr = SocketAddr::new(ip, config.port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+
+    let shutdown = ShutdownActor::new(ShutdownSettings {
+        timeout: config.timeout,
+        startup_grace: config.startup_grace(),
+        idle: config.idle(),
+        drain_grace: config.drain_grace(),
+        allow_remote_quit: config.allow_remote_quit,
+    })
+    .start();
+    let registry = ModelRegistryActor::start(resolver, config.default_model.clone());
+    let worker_settings = WorkerSettings {
+        packet_size: config.packet_size,
+        queue_depth: config.queue_depth,
+        max_restarts: config.max_restarts,
+        restart_window: config.restart_window(),
+    };
+    let shutdown_for_worker = shutdown.clone();
+    let worker = Supervisor::start(move |_| {
+        GpuWorkerActor::new(worker_settings, generator, shutdown_for_worker)
+    });
+    let session_settings = Arc::new(SessionSettings {
+        packet_size: config.packet_size,
+        max_message_bytes: config.max_message_bytes,
+        read_timeout: config.read_timeout(),
+        write_timeout: config.write_timeout(),
+        max_outgoing_bytes: config.max_outgoing_bytes,
+        limits: config.limits(),
+    });
+    let listener = ListenerActor::new(
+        listener,
+        config.max_client_connections,
+        session_settings,
+        worker.clone(),
+        registry,
+        shutdown.clone(),
+    )
+    .start();
+    shutdown.do_send(AttachActors { listener, worker });
+    log::info!("listening on {local_addr}");
+    Ok(AppHandle {
+        local_addr,
+        shutdown,
+    })
+}
+
+/// A server running on its own thread with its own actix system.
+pub struct ServerThread {
+    pub local_addr: SocketAddr,
+    handle: AppHandle,
+    join: JoinHandle<std::io::Result<i32>>,
+}
+
+impl ServerThread {
+    /// Starts a graceful drain (as SIGTERM would).
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    /// Installs SIGINT/SIGTERM handling on the server's system.
+    pub fn handle_signals(&self) {
+        let h = self.handle.clone();
+        // The handler task must be spawned on the server's own runtime.
+        self.handle.shutdown.do_send(crate::actors::shutdown::RunOnSystem(Box::new(move || {
+            h.handle_signals()
+        })));
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Waits for the server to exit and returns its exit code.
+    pub fn join(self) -> std::io::Result<i32> {
+        self.join
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("server thread panicked")))
+    }
+}
+
+/// Starts a server on a new thread and waits until it listens.
+pub fn spawn_server(
+    config: Config,
+    generator: GeneratorFactory,
+    resolver: Box<dyn ModelResolver>,
+) -> Result<ServerThread, AppError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let join = std::thread::Builder::new()
+        .name("runai-server".into())
+        .spawn(move || {
+            let system = System::new();
+            let started = system.block_on(start(config, generator, resolver));
+            let ok = started.is_ok();
+            let _ = tx.send(started);
+            if !ok {
+                return Ok(1);
+            }
+            system.run_with_code()
+        })
+        .map_err(AppError::Thread)?;
+    let handle = rx.recv().map_err(|_| AppError::NotReady)??;
+    Ok(ServerThread {
+        local_addr: handle.local_addr,
+        handle,
+        join,
+    })
+}

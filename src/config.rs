@@ -1,1 +1,318 @@
-//! placeholder
+//! Typed server configuration: built-in defaults (identical to `config/default.toml`), then a
+//! config file, then `RUNAI_*` environment variables, then command-line flags. `validate()`
+//! runs once at start-up so nothing downstream re-checks. Never reads the network or writes
+//! to disk.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::validate::Limits;
+
+/// Every setting of the server. Field names are the config file keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// Idle auto-shutdown (the plugin starts the server with `--timeout`).
+    pub timeout: bool,
+    pub packet_size: usize,
+    /// Model roots; `~` is the home directory.
+    pub model_base_path: Vec<String>,
+    /// Model used when a request names none ("" = none configured).
+    pub default_model: String,
+    pub max_client_connections: usize,
+    /// Jobs waiting for the GPU, all sessions together; a full queue answers `busy`.
+    pub queue_depth: usize,
+    pub max_message_bytes: usize,
+    pub startup_grace_secs: f64,
+    pub idle_secs: f64,
+    pub drain_grace_secs: f64,
+    pub read_timeout_secs: f64,
+    pub write_timeout_secs: f64,
+    pub max_outgoing_bytes: usize,
+    pub allow_remote_quit: bool,
+    pub max_steps: usize,
+    pub max_pixels: u64,
+    pub max_samples: usize,
+    pub max_input_pixels: u64,
+    pub max_restarts: u32,
+    pub restart_window_secs: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 50006,
+            timeout: false,
+            packet_size: 1024,
+            model_base_path: vec!["~/stablediffusion".into()],
+            default_model: String::new(),
+            max_client_connections: 16,
+            queue_depth: 32,
+            max_message_bytes: 64 * 1024 * 1024,
+            startup_grace_secs: 10.0,
+            idle_secs: 3.0,
+            drain_grace_secs: 30.0,
+            read_timeout_secs: 60.0,
+            write_timeout_secs: 60.0,
+            max_outgoing_bytes: 256 * 1024 * 1024,
+            allow_remote_quit: false,
+            max_steps: 150,
+            max_pixels: 2048 * 2048,
+            max_samples: 8,
+            max_input_pixels: 4096 * 4096,
+            max_restarts: 5,
+            restart_window_secs: 600.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// The shipped defaults file, kept in the binary so `--help` and tests can compare.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+impl Config {
+    /// Parses a TOML config; keys not present keep their defaults.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads `path` over the defaults, or the defaults alone.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml_str(&text, p)
+            }
+        }
+    }
+
+    /// Checks every value; the first problem is reported with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.bind_ip().is_none() {
+            return Err(invalid(
+                "host",
+                format!("{:?} is not an IP address or \"localhost\"", self.host),
+            ));
+        }
+        if !(16..=1 << 20).contains(&self.packet_size) {
+            return Err(invalid(
+                "packet_size",
+                format!("must be 16..=1048576, got {}", self.packet_size),
+            ));
+        }
+        if self.model_base_path.iter().any(|p| p.trim().is_empty()) {
+            return Err(invalid("model_base_path", "empty path"));
+        }
+        if !(1..=4096).contains(&self.max_client_connections) {
+            return Err(invalid(
+                "max_client_connections",
+                format!("must be 1..=4096, got {}", self.max_client_connections),
+            ));
+        }
+        if !(1..=100_000).contains(&self.queue_depth) {
+            return Err(invalid(
+                "queue_depth",
+                format!("must be 1..=100000, got {}", self.queue_depth),
+            ));
+        }
+        if self.max_message_bytes < self.packet_size {
+            return Err(invalid(
+                "max_message_bytes",
+                format!(
+                    "must be at least packet_size ({}), got {}",
+                    self.packet_size, self.max_message_bytes
+                ),
+            ));
+        }
+        if self.max_outgoing_bytes < self.packet_size * 4 {
+            return Err(invalid(
+                "max_outgoing_bytes",
+                format!(
+                    "must be at least 4 packets ({}), got {}",
+                    self.packet_size * 4,
+                    self.max_outgoing_bytes
+                ),
+            ));
+        }
+        let secs: [(&'static str, f64); 6] = [
+            ("startup_grace_secs", self.startup_grace_secs),
+            ("idle_secs", self.idle_secs),
+            ("drain_grace_secs", self.drain_grace_secs),
+            ("read_timeout_secs", self.read_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
+            ("restart_window_secs", self.restart_window_secs),
+        ];
+        for (field, v) in secs {
+            if !v.is_finite() || v <= 0.0 || v > 365.0 * 86400.0 {
+                return Err(invalid(
+                    field,
+                    format!("must be a positive number of seconds, got {v}"),
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.max_steps) {
+            return Err(invalid(
+                "max_steps",
+                format!("must be 1..=10000, got {}", self.max_steps),
+            ));
+        }
+        if !(64 * 64..=16384 * 16384).contains(&self.max_pixels) {
+            return Err(invalid(
+                "max_pixels",
+                format!("must be 4096..=268435456, got {}", self.max_pixels),
+            ));
+        }
+        if !(64 * 64..=16384 * 16384).contains(&self.max_input_pixels) {
+            return Err(invalid(
+                "max_input_pixels",
+                format!("must be 4096..=268435456, got {}", self.max_input_pixels),
+            ));
+        }
+        if !(1..=64).contains(&self.max_samples) {
+            return Err(invalid(
+                "max_samples",
+                format!("must be 1..=64, got {}", self.max_samples),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address to bind; `None` when `host` is invalid.
+    pub fn bind_ip(&self) -> Option<IpAddr> {
+        let h = self.host.trim();
+        if h.eq_ignore_ascii_case("localhost") {
+            return Some(IpAddr::from([127, 0, 0, 1]));
+        }
+        h.parse().ok()
+    }
+
+    /// Model roots with `~` expanded.
+    pub fn model_roots(&self) -> Vec<PathBuf> {
+        self.model_base_path.iter().map(|p| expand_home(p)).collect()
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_steps: self.max_steps,
+            max_pixels: self.max_pixels,
+            max_samples: self.max_samples,
+            max_input_pixels: self.max_input_pixels,
+        }
+    }
+
+    pub fn startup_grace(&self) -> Duration {
+        secs(self.startup_grace_secs)
+    }
+    pub fn idle(&self) -> Duration {
+        secs(self.idle_secs)
+    }
+    pub fn drain_grace(&self) -> Duration {
+        secs(self.drain_grace_secs)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        secs(self.read_timeout_secs)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        secs(self.write_timeout_secs)
+    }
+    pub fn restart_window(&self) -> Duration {
+        secs(self.restart_window_secs)
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or(Duration::from_secs(1))
+}
+
+/// Expands a leading `~` to `$HOME` (left as is when HOME is unset).
+pub fn expand_home(p: &str) -> PathBuf {
+    let home = std::env::var_os("HOME");
+    match (p.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            let mut out = PathBuf::from(home);
+            let rest = rest.trim_start_matches('/');
+            if !rest.is_empty() {
+                out.push(rest);
+            }
+            out
+        }
+        _ => PathBuf::from(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_file_equals_builtin_defaults() {
+        let parsed = Config::from_toml_str(DEFAULT_TOML, Path::new("config/default.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults_and_rejects_unknown_keys() {
+        let c = Config::from_toml_str("port = 6000\nidle_secs = 0.5\n", Path::new("x")).unwrap();
+        assert_eq!(c.port, 6000);
+        assert_eq!(c.idle(), Duration::from_millis(500));
+        assert_eq!(c.packet_size, 1024);
+        assert!(Config::from_toml_str("prot = 1", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let mut c = Config::default();
+        c.packet_size = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("packet_size"));
+        let mut c = Config::default();
+        c.host = "not a host".into();
+        assert!(c.validate().unwrap_err().to_string().contains("host"));
+        let mut c = Config::default();
+        c.idle_secs = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("idle_secs"));
+        let mut c = Config::default();
+        c.max_client_connections = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("max_client_connections"));
+    }
+
+    #[test]
+    fn home_expansion() {
+        if let Some(home) = std::env::var_os("HOME") {
+            assert_eq!(expand_home("~/sd"), PathBuf::from(home).join("sd"));
+        }
+        assert_eq!(expand_home("/abs/x"), PathBuf::from("/abs/x"));
+    }
+}

@@ -1,4 +1,36 @@
-//! Command-line subcommands of the `runai` binary other than serving (no server state here).
+//! Command-line interface of the `runai` binary (clap derive). No subcommand means "serve",
+//! so the plugin's `runai --timeout` works; `runai client ...` is the smoke-test client.
+//! Other tools (replay, convert, bench) plug in as further subcommands. Never starts actors
+//! itself: `serve` hands a validated config to `app`.
 
+pub mod client;
 pub mod convert;
 pub mod replay;
+pub mod serve;
+pub mod wire_client;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runai",
+    version,
+    about = "Stable Diffusion inference server for the Krita plugin (RunAI wire protocol)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: serve::ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Talk to a running server: ping, list models, generate and save PNGs, quit.
+    Client(client::ClientArgs),
+    /// Run one golden manifest case with its recorded noise and write the intermediate tensors.
+    Replay(replay::ReplayArgs),
+    /// Write a diffusers folder from a single-file (.safetensors/.ckpt) checkpoint.
+    Convert(convert::ConvertArgs),
+}

@@ -1,0 +1,212 @@
+//! The bounded, fair job queue: round-robin across sessions, first-come within a session, so
+//! one user's batch cannot starve another. Pure data structure, no actix; never grows past
+//! its capacity (a full queue hands the item back for a `busy` answer).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::messages::SessionId;
+
+#[derive(Debug)]
+pub struct FairQueue<T> {
+    capacity: usize,
+    /// Sessions with waiting jobs, in the order they will be served next.
+    order: VecDeque<SessionId>,
+    jobs: HashMap<SessionId, VecDeque<T>>,
+    len: usize,
+}
+
+impl<T> FairQueue<T> {
+    pub fn new(capacity: usize) -> Self {
+        FairQueue {
+            capacity,
+            order: VecDeque::new(),
+            jobs: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Appends a job for `session`; a full queue returns it.
+    pub fn push(&mut self, session: SessionId, item: T) -> Result<(), T> {
+        if self.len >= self.capacity {
+            return Err(item);
+        }
+        let q = self.jobs.entry(session).or_default();
+        if q.is_empty() {
+            self.order.push_back(session);
+        }
+        q.push_back(item);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The next job: the oldest job of the session whose turn it is; that session then
+    /// goes to the back of the rotation.
+    pub fn pop(&mut self) -> Option<(SessionId, T)> {
+        while let Some(session) = self.order.pop_front() {
+            let Some(q) = self.jobs.get_mut(&session) else {
+                continue;
+            };
+            let Some(item) = q.pop_front() else {
+                self.jobs.remove(&session);
+                continue;
+            };
+            self.len -= 1;
+            if q.is_empty() {
+                self.jobs.remove(&session);
+            } else {
+                self.order.push_back(session);
+            }
+            return Some((session, item));
+        }
+        None
+    }
+
+    /// Removes every job matching `pred`, in queue order per session.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(SessionId, &T) -> bool) -> Vec<T> {
+        let mut removed = Vec::new();
+        for (session, q) in self.jobs.iter_mut() {
+            let mut kept = VecDeque::with_capacity(q.len());
+            for item in q.drain(..) {
+                if pred(*session, &item) {
+                    removed.push(item);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            *q = kept;
+        }
+        self.len -= removed.len();
+        self.jobs.retain(|_, q| !q.is_empty());
+        let jobs = &self.jobs;
+        self.order.retain(|s| jobs.contains_key(s));
+        removed
+    }
+
+    /// The first waiting job of `session` matching `pred`.
+    pub fn find(&self, session: SessionId, pred: impl FnMut(&T) -> bool) -> Option<&T> {
+        let mut pred = pred;
+        self.jobs.get(&session)?.iter().find(|t| pred(t))
+    }
+
+    /// Removes everything.
+    pub fn drain_all(&mut self) -> Vec<T> {
+        self.remove_where(|_, _| true)
+    }
+
+    /// 1-based position at which the first job matching `pred` of `session` will be popped.
+    pub fn position(&self, session: SessionId, mut pred: impl FnMut(&T) -> bool) -> Option<usize> {
+        let index = self.jobs.get(&session)?.iter().position(&mut pred)?;
+        let turn = self.order.iter().position(|s| *s == session)?;
+        // Every session ahead in the rotation serves index+1 jobs first, every one behind
+        // serves index jobs, each capped by what it has.
+        let ahead: usize = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let have = self.jobs.get(s).map_or(0, |q| q.len());
+                if *s == session {
+                    index
+                } else if i < turn {
+                    have.min(index + 1)
+                } else {
+                    have.min(index)
+                }
+            })
+            .sum();
+        Some(ahead + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_across_sessions() {
+        let mut q = FairQueue::new(100);
+        for i in 0..5 {
+            q.push(1, format!("a{i}")).unwrap();
+        }
+        q.push(2, "b0".to_string()).unwrap();
+        q.push(3, "c0".to_string()).unwrap();
+        q.push(2, "b1".to_string()).unwrap();
+        let order: Vec<String> = std::iter::from_fn(|| q.pop().map(|(_, j)| j)).collect();
+        assert_eq!(order, ["a0", "b0", "c0", "a1", "b1", "a2", "a3", "a4"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn late_session_is_not_starved() {
+        // A queues 6 (the first already popped to run), then B queues one.
+        let mut q = FairQueue::new(100);
+        for i in 0..6 {
+            q.push(1, i).unwrap();
+        }
+        assert_eq!(q.pop(), Some((1, 0)));
+        q.push(2, 100).unwrap();
+        assert_eq!(q.position(2, |j| *j == 100), Some(2));
+        assert_eq!(q.pop(), Some((1, 1)));
+        assert_eq!(q.pop(), Some((2, 100)));
+        assert_eq!(q.pop(), Some((1, 2)));
+    }
+
+    #[test]
+    fn bounded() {
+        let mut q = FairQueue::new(2);
+        q.push(1, 'a').unwrap();
+        q.push(2, 'b').unwrap();
+        assert_eq!(q.push(3, 'c'), Err('c'));
+        assert_eq!(q.len(), 2);
+        q.pop();
+        assert!(q.push(3, 'c').is_ok());
+    }
+
+    #[test]
+    fn positions_match_pop_order() {
+        let mut q = FairQueue::new(100);
+        let pushes = [(1, 'a'), (1, 'b'), (2, 'c'), (1, 'd'), (3, 'e'), (2, 'f'), (3, 'g')];
+        for (s, j) in pushes {
+            q.push(s, j).unwrap();
+        }
+        let expected: Vec<(char, usize)> = pushes
+            .iter()
+            .map(|(s, j)| (*j, q.position(*s, |x| x == j).unwrap()))
+            .collect();
+        let mut n = 0;
+        while let Some((_, j)) = q.pop() {
+            n += 1;
+            let want = expected.iter().find(|(c, _)| *c == j).unwrap().1;
+            assert_eq!(want, n, "job {j}");
+        }
+    }
+
+    #[test]
+    fn remove_where_keeps_others_in_order() {
+        let mut q = FairQueue::new(100);
+        q.push(1, 1).unwrap();
+        q.push(2, 2).unwrap();
+        q.push(1, 3).unwrap();
+        q.push(2, 4).unwrap();
+        let mut removed = q.remove_where(|s, _| s == 1);
+        removed.sort();
+        assert_eq!(removed, vec![1, 3]);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop(), Some((2, 2)));
+        assert_eq!(q.pop(), Some((2, 4)));
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.position(1, |_| true), None);
+    }
+}

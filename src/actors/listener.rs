@@ -1,0 +1,181 @@
+//! `ListenerActor`: accepts TCP connections, enforces `max_client_connections` (extra
+//! connections get a `busy` error and are closed at once, existing sessions are untouched),
+//! starts one `SessionActor` per connection and keeps their addresses for the drain. Never
+//! reads client data itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::actors::gpu_worker::GpuWorkerActor;
+use crate::actors::model_registry::ModelRegistryActor;
+use crate::actors::session::{SessionActor, SessionSettings};
+use crate::actors::shutdown::ShutdownActor;
+use crate::messages::listener::{Accepted, CloseAllSessions, SessionEnded, StopAccepting};
+use crate::messages::session::CloseSession;
+use crate::messages::shutdown::{SessionClosed, SessionOpened};
+use crate::messages::SessionId;
+use crate::protocol::error::ErrorCode;
+use crate::protocol::{frame_json, responses};
+
+pub struct ListenerActor {
+    listener: Option<TcpListener>,
+    accept_task: Option<actix_rt::task::JoinHandle<()>>,
+    max_connections: usize,
+    settings: Arc<SessionSettings>,
+    sessions: HashMap<SessionId, Addr<SessionActor>>,
+    next_session: SessionId,
+    accepting: bool,
+    worker: Addr<GpuWorkerActor>,
+    registry: Addr<ModelRegistryActor>,
+    shutdown: Addr<ShutdownActor>,
+}
+
+impl ListenerActor {
+    pub fn new(
+        listener: TcpListener,
+        max_connections: usize,
+        settings: Arc<SessionSettings>,
+        worker: Addr<GpuWorkerActor>,
+        registry: Addr<ModelRegistryActor>,
+        shutdown: Addr<ShutdownActor>,
+    ) -> Self {
+        ListenerActor {
+            listener: Some(listener),
+            accept_task: None,
+            max_connections,
+            settings,
+            sessions: HashMap::new(),
+            next_session: 1,
+            accepting: true,
+            worker,
+            registry,
+            shutdown,
+        }
+    }
+}
+
+impl Actor for ListenerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let me = ctx.address();
+        self.accept_task = Some(actix_rt::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if me.send(Accepted { stream, peer }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        log::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(t) = self.accept_task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Handler<Accepted> for ListenerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Accepted, ctx: &mut Context<Self>) {
+        if !self.accepting || self.sessions.len() >= self.max_connections {
+            log::warn!(
+                "refusing connection from {}: {} of {} sessions in use",
+                msg.peer,
+                self.sessions.len(),
+                self.max_connections
+            );
+            let text = if self.accepting {
+                format!(
+                    "too many connections (limit {}); try again later",
+                    self.max_connections
+                )
+            } else {
+                "the server is shutting down".to_string()
+            };
+            let bytes = frame_json(
+                &responses::error(ErrorCode::Busy, &text, None, None),
+                self.settings.packet_size,
+            );
+            let mut stream = msg.stream;
+            let ps = self.settings.packet_size;
+            actix_rt::spawn(async move {
+                for chunk in bytes.chunks(ps) {
+                    if stream.write_all(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+            return;
+        }
+        let id = self.next_session;
+        self.next_session += 1;
+        log::info!("session {id}: client {} connected", msg.peer);
+        let session = SessionActor::new(
+            id,
+            msg.peer,
+            msg.stream,
+            self.settings.clone(),
+            self.worker.clone(),
+            self.registry.clone(),
+            self.shutdown.clone(),
+            ctx.address(),
+        )
+        .start();
+        self.sessions.insert(id, session);
+        self.shutdown.do_send(SessionOpened);
+    }
+}
+
+impl Handler<SessionEnded> for ListenerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _ctx: &mut Context<Self>) {
+        if self.sessions.remove(&msg.session).is_some() {
+            log::info!("session {}: closed", msg.session);
+            self.shutdown.do_send(SessionClosed);
+        }
+    }
+}
+
+impl Handler<StopAccepting> for ListenerActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopAccepting, _ctx: &mut Context<Self>) {
+        self.accepting = false;
+        if let Some(t) = self.accept_task.take() {
+            // Dropping the task drops the listening socket: new connections are refused.
+            t.abort();
+        }
+    }
+}
+
+impl Handler<CloseAllSessions> for ListenerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseAllSessions, _ctx: &mut Context<Self>) {
+        for s in self.sessions.values() {
+            s.do_send(CloseSession {
+                reason: msg.reason.clone(),
+            });
+        }
+    }
+}

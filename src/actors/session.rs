@@ -1,0 +1,469 @@
+//! `SessionActor`: one per connection. A reader task assembles packets and parses and
+//! validates requests off the reactor (`spawn_blocking`), in order; the actor resolves the
+//! model, submits jobs, answers control requests, and queues every reply for a writer task
+//! that writes packet by packet. Bounded in every direction: message size, mid-message read
+//! timeout, outgoing bytes and write timeout. Bad input never ends the session. Never
+//! touches candle, never logs prompts or image data.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::actors::gpu_worker::GpuWorkerActor;
+use crate::actors::listener::ListenerActor;
+use crate::actors::model_registry::ModelRegistryActor;
+use crate::actors::shutdown::ShutdownActor;
+use crate::engine::GenerateJob;
+use crate::messages::listener::SessionEnded;
+use crate::messages::registry::{ListModels, ResolveModel};
+use crate::messages::session::{CloseSession, JobEvent};
+use crate::messages::shutdown::QuitRequested;
+use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
+use crate::messages::SessionId;
+use crate::protocol::assembler::{Assembler, Frame};
+use crate::protocol::error::{ErrorCode, RequestError};
+use crate::protocol::request::{parse_request, Request};
+use crate::protocol::responses::{self, ModelEntry};
+use crate::protocol::validate::{validate_generate, Limits, ValidGenerateRequest};
+use crate::protocol::{frame_json, RUNAI_VERSION};
+
+/// Per-connection limits, shared by all sessions.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub packet_size: usize,
+    pub max_message_bytes: usize,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_outgoing_bytes: usize,
+    pub limits: Limits,
+}
+
+/// What the reader task hands the actor, in arrival order.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Inbound {
+    Generate(Box<ValidGenerateRequest>),
+    Control(Request),
+    Refused(RequestError),
+    CancelPacket,
+    QuitPacket,
+    TooLarge(usize),
+    Ended(String),
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterEnded {
+    flushed: bool,
+}
+
+pub struct SessionActor {
+    id: SessionId,
+    peer: SocketAddr,
+    settings: Arc<SessionSettings>,
+    stream: Option<TcpStream>,
+    out: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    queued_bytes: Arc<AtomicUsize>,
+    reader: Option<actix_rt::task::JoinHandle<()>>,
+    writer: Option<actix_rt::task::JoinHandle<()>>,
+    worker: Addr<GpuWorkerActor>,
+    registry: Addr<ModelRegistryActor>,
+    shutdown: Addr<ShutdownActor>,
+    listener: Addr<ListenerActor>,
+    next_job: u64,
+}
+
+impl SessionActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: SessionId,
+        peer: SocketAddr,
+        stream: TcpStream,
+        settings: Arc<SessionSettings>,
+        worker: Addr<GpuWorkerActor>,
+        registry: Addr<ModelRegistryActor>,
+        shutdown: Addr<ShutdownActor>,
+        listener: Addr<ListenerActor>,
+    ) -> Self {
+        SessionActor {
+            id,
+            peer,
+            settings,
+            stream: Some(stream),
+            out: None,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            reader: None,
+            writer: None,
+            worker,
+            registry,
+            shutdown,
+            listener,
+            next_job: 1,
+        }
+    }
+
+    fn send_value(&mut self, value: &Value, ctx: &mut Context<Self>) {
+        let bytes = frame_json(value, self.settings.packet_size);
+        self.send_bytes(bytes, ctx);
+    }
+
+    fn send_error(&mut self, e: &RequestError, ctx: &mut Context<Self>) {
+        log::debug!("session {}: refused request: {}", self.id, e.code);
+        let v = responses::error(e.code, &e.message, e.job_id.as_deref(), e.reqtype.as_deref());
+        self.send_value(&v, ctx);
+    }
+
+    fn send_bytes(&mut self, bytes: Vec<u8>, ctx: &mut Context<Self>) {
+        let Some(out) = &self.out else {
+            return;
+        };
+        let queued = self.queued_bytes.load(Ordering::SeqCst);
+        // One message bigger than the bound still goes out to a client that keeps up.
+        if queued > 0 && queued + bytes.len() > self.settings.max_outgoing_bytes {
+            log::warn!(
+                "session {}: client is not reading ({queued} bytes pending); dropping it",
+                self.id
+            );
+            self.out = None;
+            ctx.stop();
+            return;
+        }
+        self.queued_bytes.fetch_add(bytes.len(), Ordering::SeqCst);
+        if out.send(bytes).is_err() {
+            ctx.stop();
+        }
+    }
+
+    /// Stops reading and lets the writer flush what is queued, then the actor stops.
+    fn close_after_flush(&mut self, ctx: &mut Context<Self>) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        self.out = None;
+        if self.writer.is_none() {
+            ctx.stop();
+        }
+    }
+
+    fn handle_generate(&mut self, req: ValidGenerateRequest, ctx: &mut Context<Self>) {
+        let job_id = req.job_id.clone().unwrap_or_else(|| {
+            let id = format!("{}-{}", self.id, self.next_job);
+            self.next_job += 1;
+            id
+        });
+        let reqtype = req.action.as_str();
+        let resolve = self.registry.send(ResolveModel {
+            requested: req.model.clone(),
+        });
+        let session = self.id;
+        // `wait` keeps this session's requests in order: the next message is handled only
+        // after this job is submitted.
+        ctx.wait(resolve.into_actor(self).map(move |res, act, ctx| {
+            let model = match res {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    let err = RequestError::new(e.code(), e.to_string())
+                        .for_job(Some(job_id), Some(reqtype.to_string()));
+                    act.send_error(&err, ctx);
+                    return;
+                }
+                Err(_) => {
+                    let err = RequestError::new(ErrorCode::Unavailable, "model registry is down")
+                        .for_job(Some(job_id), Some(reqtype.to_string()));
+                    act.send_error(&err, ctx);
+                    return;
+                }
+            };
+            act.worker.do_send(SubmitJob {
+                session,
+                job_id,
+                reqtype,
+                pos_x: req.pos_x,
+                pos_y: req.pos_y,
+                job: GenerateJob {
+                    model,
+                    params: req.params,
+                },
+                events: ctx.address().recipient(),
+            });
+        }));
+    }
+
+    fn handle_control(&mut self, req: Request, ctx: &mut Context<Self>) {
+        match req {
+            Request::Generate(_) => {}
+            Request::Cancel { job_id } => self.worker.do_send(CancelJobs {
+                session: self.id,
+                job_id,
+            }),
+            Request::Ping => {
+                let status = self.worker.send(GetWorkerStatus);
+                ctx.wait(status.into_actor(self).map(|res, act, ctx| {
+                    let v = match res {
+                        Ok(s) => responses::pong(RUNAI_VERSION, s.queue, &s.device, &s.loaded_models),
+                        Err(_) => responses::error(ErrorCode::Unavailable, "worker is down", None, None),
+                    };
+                    act.send_value(&v, ctx);
+                }));
+            }
+            Request::Models => {
+                let list = self.registry.send(ListModels);
+                ctx.wait(list.into_actor(self).map(|res, act, ctx| {
+                    let models = res.unwrap_or_default();
+                    let paths: Vec<String> =
+                        models.iter().map(|m| m.path.to_string_lossy().to_string()).collect();
+                    let entries: Vec<ModelEntry<'_>> = models
+                        .iter()
+                        .zip(&paths)
+                        .map(|(m, path)| ModelEntry {
+                            name: &m.name,
+                            path,
+                            version: version_name(m.version),
+                            kind: kind_name(m.kind),
+                            format: format_name(m.format),
+                        })
+                        .collect();
+                    let v = responses::models(&entries);
+                    act.send_value(&v, ctx);
+                }));
+            }
+            Request::Update => self.send_value(&responses::upgrade_complete(), ctx),
+            Request::Convert => {
+                let e = RequestError::new(
+                    ErrorCode::Unavailable,
+                    "convert is not offered over the wire; run `runai convert` on the server",
+                )
+                .for_job(None, Some("convert".to_string()));
+                self.send_error(&e, ctx);
+            }
+            Request::Auth { .. } => {
+                // No token is configured in this build: every client is allowed.
+                let mut m = serde_json::Map::new();
+                m.insert("event".into(), Value::from("auth"));
+                m.insert("ok".into(), Value::Bool(true));
+                self.send_value(&Value::Object(m), ctx);
+            }
+        }
+    }
+}
+
+fn version_name(v: crate::registry::model::ModelVersion) -> &'static str {
+    match v {
+        crate::registry::model::ModelVersion::V1 => "v1",
+        crate::registry::model::ModelVersion::V2 => "v2",
+    }
+}
+
+fn kind_name(k: crate::registry::model::ModelKind) -> &'static str {
+    match k {
+        crate::registry::model::ModelKind::Txt2Img => "txt2img",
+        crate::registry::model::ModelKind::Inpaint => "inpaint",
+    }
+}
+
+fn format_name(f: crate::registry::model::ModelFormat) -> &'static str {
+    match f {
+        crate::registry::model::ModelFormat::Diffusers => "diffusers",
+        crate::registry::model::ModelFormat::Safetensors => "safetensors",
+        crate::registry::model::ModelFormat::Ckpt => "ckpt",
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(stream) = self.stream.take() else {
+            ctx.stop();
+            return;
+        };
+        let (rd, wr) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.out = Some(tx);
+        let me = ctx.address();
+        self.writer = Some(actix_rt::spawn(write_loop(
+            wr,
+            rx,
+            self.settings.clone(),
+            self.queued_bytes.clone(),
+            me.clone(),
+        )));
+        self.reader = Some(actix_rt::spawn(read_loop(rd, self.settings.clone(), me)));
+        self.send_value(&responses::versions(RUNAI_VERSION), ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+        self.worker.do_send(SessionGone { session: self.id });
+        self.listener.do_send(SessionEnded { session: self.id });
+    }
+}
+
+impl Handler<Inbound> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        match msg {
+            Inbound::Generate(req) => self.handle_generate(*req, ctx),
+            Inbound::Control(req) => self.handle_control(req, ctx),
+            Inbound::Refused(e) => self.send_error(&e, ctx),
+            Inbound::CancelPacket => self.worker.do_send(CancelJobs {
+                session: self.id,
+                job_id: None,
+            }),
+            Inbound::QuitPacket => self.shutdown.do_send(QuitRequested { peer: self.peer }),
+            Inbound::TooLarge(limit) => {
+                log::warn!("session {}: message over {limit} bytes; closing", self.id);
+                let e = RequestError::new(
+                    ErrorCode::TooLarge,
+                    format!("message exceeds the limit of {limit} bytes"),
+                );
+                self.send_error(&e, ctx);
+                self.close_after_flush(ctx);
+            }
+            Inbound::Ended(why) => {
+                log::debug!("session {}: {why}", self.id);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<JobEvent> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobEvent, ctx: &mut Context<Self>) {
+        if msg.terminal {
+            log::debug!("session {}: job {} finished", self.id, msg.job_id);
+        }
+        self.send_bytes(msg.bytes, ctx);
+    }
+}
+
+impl Handler<CloseSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        self.send_value(&responses::closing(&msg.reason), ctx);
+        self.close_after_flush(ctx);
+    }
+}
+
+impl Handler<WriterEnded> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
+        if !msg.flushed {
+            log::warn!("session {}: write failed or timed out; dropping client", self.id);
+        }
+        self.writer = None;
+        ctx.stop();
+    }
+}
+
+async fn read_loop(mut rd: OwnedReadHalf, settings: Arc<SessionSettings>, me: Addr<SessionActor>) {
+    let mut asm = Assembler::new(settings.packet_size, settings.max_message_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut frames = Vec::new();
+    loop {
+        let read = if asm.is_idle() {
+            rd.read(&mut buf).await
+        } else {
+            match tokio::time::timeout(settings.read_timeout, rd.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    me.do_send(Inbound::Ended("read timeout in the middle of a message".into()));
+                    return;
+                }
+            }
+        };
+        let n = match read {
+            Ok(0) => {
+                me.do_send(Inbound::Ended("client closed the connection".into()));
+                return;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                me.do_send(Inbound::Ended(format!("read error: {e}")));
+                return;
+            }
+        };
+        let chunk = buf.get(..n).unwrap_or(&[]);
+        let pushed = asm.push(chunk, &mut frames);
+        for frame in frames.drain(..) {
+            let inbound = match frame {
+                Frame::Cancel => Inbound::CancelPacket,
+                Frame::Quit => Inbound::QuitPacket,
+                Frame::Message(bytes) => {
+                    let limits = settings.limits;
+                    let parsed = tokio::task::spawn_blocking(move || parse_and_validate(&bytes, &limits)).await;
+                    match parsed {
+                        Ok(i) => i,
+                        Err(_) => Inbound::Refused(RequestError::new(
+                            ErrorCode::Internal,
+                            "request parsing failed",
+                        )),
+                    }
+                }
+            };
+            if me.send(inbound).await.is_err() {
+                return;
+            }
+        }
+        if pushed.is_err() {
+            let _ = me.send(Inbound::TooLarge(settings.max_message_bytes)).await;
+            return;
+        }
+    }
+}
+
+fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Inbound {
+    match parse_request(bytes) {
+        Ok(Request::Generate(raw)) => {
+            match validate_generate(&raw, limits, &mut || rand::random::<u32>() as u64) {
+                Ok(v) => Inbound::Generate(Box::new(v)),
+                Err(e) => Inbound::Refused(e),
+            }
+        }
+        Ok(other) => Inbound::Control(other),
+        Err(e) => Inbound::Refused(e),
+    }
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    settings: Arc<SessionSettings>,
+    queued: Arc<AtomicUsize>,
+    me: Addr<SessionActor>,
+) {
+    let ps = settings.packet_size;
+    while let Some(bytes) = rx.recv().await {
+        // One write_all per packet: the plugin recognizes the EOM only as a whole recv.
+        for packet in bytes.chunks(ps) {
+            match tokio::time::timeout(settings.write_timeout, wr.write_all(packet)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    me.do_send(WriterEnded { flushed: false });
+                    return;
+                }
+            }
+        }
+        queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+    }
+    let _ = wr.shutdown().await;
+    me.do_send(WriterEnded { flushed: true });
+}

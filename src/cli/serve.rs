@@ -1,0 +1,205 @@
+//! `runai` (serve): the server flags, each with a `RUNAI_*` variable and a config key, merged
+//! over the config file, validated (exit code 2 on a bad value), then the server runs until
+//! it drains. Never writes to disk.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::app;
+use crate::config::Config;
+use crate::engine::GeneratorFactory;
+use crate::messages::registry::ModelResolver;
+
+/// Exit code for invalid flags or configuration values (clap uses 2 as well).
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Load settings from this TOML file (keys as in config/default.toml)
+    #[arg(long, env = "RUNAI_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "RUNAI_HOST")]
+    pub host: Option<String>,
+    /// TCP port [default: 50006]
+    #[arg(long, env = "RUNAI_PORT")]
+    pub port: Option<u16>,
+    /// Exit when no client connects within the start-up grace, or the last client left
+    /// more than the idle time ago
+    #[arg(long, env = "RUNAI_TIMEOUT")]
+    pub timeout: bool,
+    /// Wire packet size in bytes [default: 1024]
+    #[arg(long, env = "RUNAI_PACKET_SIZE")]
+    pub packet_size: Option<usize>,
+    /// Model root; repeat (or separate with ':') for more [default: ~/stablediffusion]
+    #[arg(long, env = "RUNAI_MODEL_BASE_PATH", value_delimiter = ':', value_name = "DIR")]
+    pub model_base_path: Vec<String>,
+    /// Default model, used when a request names none (folder under a model root)
+    #[arg(long = "model", env = "RUNAI_MODEL", value_name = "MODEL")]
+    pub default_model: Option<String>,
+    /// Maximum simultaneous clients; extra connections are refused [default: 16]
+    #[arg(long, env = "RUNAI_MAX_CLIENT_CONNECTIONS")]
+    pub max_client_connections: Option<usize>,
+    /// Jobs waiting for the GPU (all clients); a full queue answers busy [default: 32]
+    #[arg(long, env = "RUNAI_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Largest request message in bytes [default: 67108864]
+    #[arg(long, env = "RUNAI_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// With --timeout: seconds to wait for the first client [default: 10]
+    #[arg(long, env = "RUNAI_STARTUP_GRACE", value_name = "SECS")]
+    pub startup_grace: Option<f64>,
+    /// With --timeout: seconds after the last client left before exiting [default: 3]
+    #[arg(long, env = "RUNAI_IDLE", value_name = "SECS")]
+    pub idle: Option<f64>,
+    /// On SIGINT/SIGTERM: seconds the running job may finish before it is cancelled [default: 30]
+    #[arg(long, env = "RUNAI_DRAIN_GRACE", value_name = "SECS")]
+    pub drain_grace: Option<f64>,
+    /// Drop a client that stalls mid-message for this many seconds [default: 60]
+    #[arg(long, env = "RUNAI_READ_TIMEOUT", value_name = "SECS")]
+    pub read_timeout: Option<f64>,
+    /// Drop a client that does not read a packet for this many seconds [default: 60]
+    #[arg(long, env = "RUNAI_WRITE_TIMEOUT", value_name = "SECS")]
+    pub write_timeout: Option<f64>,
+    /// Reply bytes buffered for a slow client before it is dropped [default: 268435456]
+    #[arg(long, env = "RUNAI_MAX_OUTGOING_BYTES")]
+    pub max_outgoing_bytes: Option<usize>,
+    /// Honour the quit packet from non-loopback clients
+    #[arg(long, env = "RUNAI_ALLOW_REMOTE_QUIT")]
+    pub allow_remote_quit: bool,
+    /// Most denoising steps a request may ask for [default: 150]
+    #[arg(long, env = "RUNAI_MAX_STEPS")]
+    pub max_steps: Option<usize>,
+    /// Largest output width x height in pixels [default: 4194304 = 2048x2048]
+    #[arg(long, env = "RUNAI_MAX_PIXELS")]
+    pub max_pixels: Option<u64>,
+    /// Most images per request [default: 8]
+    #[arg(long, env = "RUNAI_MAX_SAMPLES")]
+    pub max_samples: Option<usize>,
+    /// Largest input image (pixels/mask) in pixels, checked before decoding [default: 16777216]
+    #[arg(long, env = "RUNAI_MAX_INPUT_PIXELS")]
+    pub max_input_pixels: Option<u64>,
+    /// Worker crashes tolerated within the restart window before giving up [default: 5]
+    #[arg(long, env = "RUNAI_MAX_RESTARTS")]
+    pub max_restarts: Option<u32>,
+    /// Restart window in seconds [default: 600]
+    #[arg(long, env = "RUNAI_RESTART_WINDOW", value_name = "SECS")]
+    pub restart_window: Option<f64>,
+}
+
+impl ServeArgs {
+    /// Config file (or defaults), then these flags and variables on top, validated.
+    pub fn to_config(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut c = Config::load(self.config.as_deref())?;
+        macro_rules! set {
+            ($field:ident, $value:expr) => {
+                if let Some(v) = $value.clone() {
+                    c.$field = v;
+                }
+            };
+        }
+        set!(host, self.host);
+        set!(port, self.port);
+        if self.timeout {
+            c.timeout = true;
+        }
+        set!(packet_size, self.packet_size);
+        if !self.model_base_path.is_empty() {
+            c.model_base_path = self.model_base_path.clone();
+        }
+        set!(default_model, self.default_model);
+        set!(max_client_connections, self.max_client_connections);
+        set!(queue_depth, self.queue_depth);
+        set!(max_message_bytes, self.max_message_bytes);
+        set!(startup_grace_secs, self.startup_grace);
+        set!(idle_secs, self.idle);
+        set!(drain_grace_secs, self.drain_grace);
+        set!(read_timeout_secs, self.read_timeout);
+        set!(write_timeout_secs, self.write_timeout);
+        set!(max_outgoing_bytes, self.max_outgoing_bytes);
+        if self.allow_remote_quit {
+            c.allow_remote_quit = true;
+        }
+        set!(max_steps, self.max_steps);
+        set!(max_pixels, self.max_pixels);
+        set!(max_samples, self.max_samples);
+        set!(max_input_pixels, self.max_input_pixels);
+        set!(max_restarts, self.max_restarts);
+        set!(restart_window_secs, self.restart_window);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs the server until it drains; returns the process exit code.
+pub fn run(
+    args: &ServeArgs,
+    generator: GeneratorFactory,
+    resolver_for: impl FnOnce(&Config) -> Box<dyn ModelResolver>,
+) -> i32 {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runai: {e}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    for root in config.model_roots() {
+        if !root.is_dir() {
+            log::warn!("model root {} does not exist", root.display());
+        }
+    }
+    let resolver = resolver_for(&config);
+    let system = actix::System::new();
+    let handle = match system.block_on(app::start(config, generator, resolver)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("runai: {e}");
+            return 1;
+        }
+    };
+    system.block_on(async { handle.handle_signals() });
+    match system.run_with_code() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("runai: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let t = T::try_parse_from([
+            "runai", "--port", "6001", "--timeout", "--model-base-path", "/a:/b",
+            "--model-base-path", "/c", "--idle", "0.5", "--model", "tiny",
+        ])
+        .unwrap();
+        let c = t.a.to_config().unwrap();
+        assert_eq!(c.port, 6001);
+        assert!(c.timeout);
+        assert_eq!(c.model_base_path, ["/a", "/b", "/c"]);
+        assert_eq!(c.idle_secs, 0.5);
+        assert_eq!(c.default_model, "tiny");
+        assert_eq!(c.packet_size, 1024);
+    }
+
+    #[test]
+    fn invalid_value_is_a_config_error() {
+        let t = T::try_parse_from(["runai", "--packet-size", "0"]).unwrap();
+        assert!(t.a.to_config().unwrap_err().to_string().contains("packet_size"));
+        assert!(T::try_parse_from(["runai", "--port", "70000"]).is_err());
+    }
+}

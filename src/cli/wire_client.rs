@@ -1,0 +1,66 @@
+//! A small blocking RunAI client over `std::net`, framing exactly like the plugin: packets
+//! of `packet_size`, only the last one NUL-padded, then an all-zero packet; replies are read
+//! one packet at a time. Used by `runai client`; never used by the server.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::protocol::codec::{control_packet, frame_message};
+
+pub struct WireClient {
+    stream: TcpStream,
+    packet_size: usize,
+}
+
+impl WireClient {
+    pub fn connect(addr: &str, packet_size: usize, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(WireClient {
+            stream,
+            packet_size: packet_size.max(1),
+        })
+    }
+
+    /// Sends one JSON message.
+    pub fn send(&mut self, value: &Value) -> io::Result<()> {
+        let bytes = frame_message(value.to_string().as_bytes(), self.packet_size);
+        for packet in bytes.chunks(self.packet_size) {
+            self.stream.write_all(packet)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a control packet (`b'c'` cancel, `b'x'` quit).
+    pub fn send_control(&mut self, byte: u8) -> io::Result<()> {
+        self.stream.write_all(&control_packet(byte, self.packet_size))
+    }
+
+    /// Reads one message; `Ok(None)` when the server closed the connection.
+    pub fn recv(&mut self) -> io::Result<Option<Value>> {
+        let mut message = Vec::new();
+        let mut packet = vec![0u8; self.packet_size];
+        loop {
+            match self.stream.read_exact(&mut packet) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if packet.iter().all(|b| *b == 0) {
+                if message.is_empty() {
+                    continue;
+                }
+                return serde_json::from_slice(&message)
+                    .map(Some)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            let end = packet.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            let start = packet.iter().position(|b| *b != 0).unwrap_or(0);
+            message.extend_from_slice(packet.get(start..end).unwrap_or(&[]));
+        }
+    }
+}

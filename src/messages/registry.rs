@@ -1,0 +1,51 @@
+//! The model-resolution seam: the `ModelResolver` trait the `ModelRegistryActor` calls
+//! (implemented by the built-in `DirResolver` and by the real registry), its error kinds with
+//! their wire codes, and the registry actor's messages. Implementations may block on the
+//! file system: the actor runs them on its own thread, never on the async reactor.
+
+use actix::Message;
+
+use crate::protocol::error::ErrorCode;
+use crate::registry::model::ResolvedModel;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Wire code `model_not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// Outside every model root; wire code `forbidden_path`.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Found but unusable; wire code `unavailable`.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ResolveError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ResolveError::NotFound(_) => ErrorCode::ModelNotFound,
+            ResolveError::Forbidden(_) => ErrorCode::ForbiddenPath,
+            ResolveError::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// Resolves a client's model string to files on disk. Lives on one dedicated thread.
+pub trait ModelResolver: Send {
+    /// `requested` is never empty (the actor substitutes the default model).
+    fn resolve(&mut self, requested: &str) -> Result<ResolvedModel, ResolveError>;
+    /// Every usable model under the roots.
+    fn list(&mut self) -> Vec<ResolvedModel>;
+}
+
+/// Resolve a requested model; empty means the configured default.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ResolvedModel, ResolveError>")]
+pub struct ResolveModel {
+    pub requested: String,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<ResolvedModel>")]
+pub struct ListModels;

@@ -1,0 +1,53 @@
+//! Messages handled by `ShutdownActor`: session counting, quit requests, drain triggers and
+//! worker state. Never carries client data.
+
+use std::net::SocketAddr;
+
+use actix::{Addr, Message};
+
+use crate::actors::gpu_worker::GpuWorkerActor;
+use crate::actors::listener::ListenerActor;
+
+/// Gives the shutdown actor the actors it drains (they are started after it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachActors {
+    pub listener: Addr<ListenerActor>,
+    pub worker: Addr<GpuWorkerActor>,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionOpened;
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionClosed;
+
+/// A client sent the quit packet.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct QuitRequested {
+    pub peer: SocketAddr,
+}
+
+/// Start a graceful shutdown (signal, API call). `force` skips the grace period.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct BeginDrain {
+    pub reason: String,
+    pub exit_code: i32,
+    pub force: bool,
+}
+
+/// The worker has no running job any more during a drain.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WorkerIdle;
+
+/// The worker exhausted its restart budget: the process must exit non-zero.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WorkerGaveUp {
+    pub reason: String,
+}

@@ -1,0 +1,195 @@
+//! Builders for every server-to-client message, with keys in the order the protocol fixes
+//! (legacy keys first, then Part 2 keys). Part 2 events always carry `event` and never the
+//! keys `image`, `versions` or `action`. Never serializes: see `json` and `codec`.
+
+use serde_json::{Map, Value};
+
+use super::error::ErrorCode;
+
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.insert(k.to_string(), v);
+    }
+    Value::Object(m)
+}
+
+/// Sent on connect. Both runai fields carry our version so the plugin's Update stays off.
+pub fn versions(version: &str) -> Value {
+    obj(vec![(
+        "versions",
+        obj(vec![
+            ("latest_ksd_version", Value::from("1.0.0")),
+            ("latest_runai_version", Value::from(version)),
+            ("current_runai_version", Value::from(version)),
+        ]),
+    )])
+}
+
+pub fn progress(step: usize, total: usize, reqtype: &str, job_id: &str) -> Value {
+    obj(vec![
+        ("action", Value::from(4)),
+        ("step", Value::from(step)),
+        ("total", Value::from(total)),
+        ("reqtype", Value::from(reqtype)),
+        ("job_id", Value::from(job_id)),
+    ])
+}
+
+/// One image. `pos_x`/`pos_y` are echoed exactly as the client sent them.
+pub fn image(
+    png_base64: String,
+    reqtype: &str,
+    pos_x: &Value,
+    pos_y: &Value,
+    job_id: &str,
+    seed: u64,
+) -> Value {
+    obj(vec![
+        ("image", Value::String(png_base64)),
+        ("reqtype", Value::from(reqtype)),
+        ("pos_x", pos_x.clone()),
+        ("pos_y", pos_y.clone()),
+        ("job_id", Value::from(job_id)),
+        ("seed", Value::from(seed)),
+    ])
+}
+
+pub fn queued(job_id: &str, reqtype: &str, position: usize) -> Value {
+    obj(vec![
+        ("event", Value::from("queued")),
+        ("job_id", Value::from(job_id)),
+        ("reqtype", Value::from(reqtype)),
+        ("position", Value::from(position)),
+    ])
+}
+
+pub fn done(job_id: &str, reqtype: &str, images: usize, elapsed_ms: u64) -> Value {
+    obj(vec![
+        ("event", Value::from("done")),
+        ("job_id", Value::from(job_id)),
+        ("reqtype", Value::from(reqtype)),
+        ("images", Value::from(images)),
+        ("elapsed_ms", Value::from(elapsed_ms)),
+    ])
+}
+
+pub fn error(code: ErrorCode, message: &str, job_id: Option<&str>, reqtype: Option<&str>) -> Value {
+    let mut pairs = vec![
+        ("event", Value::from("error")),
+        ("code", Value::from(code.as_str())),
+        ("message", Value::from(message)),
+    ];
+    if let Some(j) = job_id {
+        pairs.push(("job_id", Value::from(j)));
+    }
+    if let Some(r) = reqtype {
+        pairs.push(("reqtype", Value::from(r)));
+    }
+    obj(pairs)
+}
+
+pub fn cancelled(job_id: &str) -> Value {
+    obj(vec![
+        ("event", Value::from("cancelled")),
+        ("job_id", Value::from(job_id)),
+    ])
+}
+
+pub fn pong(version: &str, queue: usize, device: &str, loaded_models: &[String]) -> Value {
+    obj(vec![
+        ("event", Value::from("pong")),
+        ("version", Value::from(version)),
+        ("queue", Value::from(queue)),
+        ("device", Value::from(device)),
+        (
+            "loaded_models",
+            Value::Array(loaded_models.iter().map(|m| Value::from(m.as_str())).collect()),
+        ),
+    ])
+}
+
+/// One entry of the `models` reply.
+pub struct ModelEntry<'a> {
+    pub name: &'a str,
+    pub path: &'a str,
+    pub version: &'a str,
+    pub kind: &'a str,
+    pub format: &'a str,
+}
+
+pub fn models(entries: &[ModelEntry<'_>]) -> Value {
+    let list = entries
+        .iter()
+        .map(|e| {
+            obj(vec![
+                ("name", Value::from(e.name)),
+                ("path", Value::from(e.path)),
+                ("version", Value::from(e.version)),
+                ("kind", Value::from(e.kind)),
+                ("format", Value::from(e.format)),
+            ])
+        })
+        .collect();
+    obj(vec![("event", Value::from("models")), ("models", Value::Array(list))])
+}
+
+/// The answer to the legacy `update` action; runai changes nothing.
+pub fn upgrade_complete() -> Value {
+    obj(vec![("upgrade_complete", Value::Bool(true))])
+}
+
+/// Sent to every client when the server drains, just before it closes the connection.
+pub fn closing(reason: &str) -> Value {
+    obj(vec![
+        ("event", Value::from("closing")),
+        ("reason", Value::from(reason)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::json::to_python_json;
+
+    #[test]
+    fn legacy_shapes_byte_exact() {
+        assert_eq!(
+            to_python_json(&versions("0.1.0")),
+            r#"{"versions": {"latest_ksd_version": "1.0.0", "latest_runai_version": "0.1.0", "current_runai_version": "0.1.0"}}"#
+        );
+        assert_eq!(
+            to_python_json(&progress(0, 20, "txt2img", "j1")),
+            r#"{"action": 4, "step": 0, "total": 20, "reqtype": "txt2img", "job_id": "j1"}"#
+        );
+        assert_eq!(
+            to_python_json(&image("QUJD".into(), "img2img", &Value::from(3), &Value::from("7"), "j", 42)),
+            r#"{"image": "QUJD", "reqtype": "img2img", "pos_x": 3, "pos_y": "7", "job_id": "j", "seed": 42}"#
+        );
+    }
+
+    #[test]
+    fn events_never_carry_legacy_keys() {
+        let all = [
+            queued("j", "txt2img", 1),
+            done("j", "txt2img", 1, 5),
+            error(ErrorCode::Busy, "full", Some("j"), Some("txt2img")),
+            error(ErrorCode::BadRequest, "x", None, None),
+            cancelled("j"),
+            pong("v", 0, "cpu", &[]),
+            models(&[]),
+            closing("shutdown"),
+        ];
+        for v in all {
+            let m = v.as_object().unwrap();
+            assert!(m.contains_key("event"));
+            for k in ["image", "versions", "action"] {
+                assert!(!m.contains_key(k), "{k} in {v}");
+            }
+        }
+        assert_eq!(
+            to_python_json(&error(ErrorCode::Busy, "queue full", Some("j"), Some("txt2img"))),
+            r#"{"event": "error", "code": "busy", "message": "queue full", "job_id": "j", "reqtype": "txt2img"}"#
+        );
+    }
+}
