@@ -20,10 +20,16 @@ fn same_seed_same_draws_and_rows_follow_their_own_seed() {
         let a = solo.randn(&[1, 4, 5, 6], &dev).unwrap();
         let b = solo.randn(&[1, 4, 5, 6], &dev).unwrap();
         assert_eq!(values(&first.narrow(0, i as usize, 1).unwrap()), values(&a));
-        assert_eq!(values(&second.narrow(0, i as usize, 1).unwrap()), values(&b));
+        assert_eq!(
+            values(&second.narrow(0, i as usize, 1).unwrap()),
+            values(&b)
+        );
     }
     let mut again = SeededNoise::new(u64::MAX, 3);
-    assert_eq!(values(&again.randn(&[3, 4, 5, 6], &dev).unwrap()), values(&first));
+    assert_eq!(
+        values(&again.randn(&[3, 4, 5, 6], &dev).unwrap()),
+        values(&first)
+    );
     assert_ne!(values(&first), values(&second));
 }
 
@@ -33,7 +39,11 @@ fn draws_look_standard_normal() {
     let v = values(&noise.randn(&[1, 4, 128, 128], &Device::Cpu).unwrap());
     let n = v.len() as f64;
     let mean = v.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
-    let var = v.iter().map(|x| (f64::from(*x) - mean).powi(2)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|x| (f64::from(*x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     assert!(mean.abs() < 0.02, "mean {mean}");
     assert!((var - 1.0).abs() < 0.03, "variance {var}");
 }
