@@ -149,13 +149,23 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
             .to_rgb8())
     };
     let strength = case.get("strength").and_then(Value::as_f64).unwrap_or(1.0);
-    let task = match field(case, "task")?.as_str().unwrap_or_default() {
-        "txt2img" | "ancestral" => Task::Txt2Img,
+    // Task names beyond the public ones are inferred from the inputs the case supplies.
+    let has = |key: &str| case.get(key).is_some_and(|v| !v.is_null());
+    let task_name = match field(case, "task")?.as_str().unwrap_or_default() {
+        known @ ("txt2img" | "img2img" | "inpaint") => known,
+        "ancestral" => "txt2img",
+        "outpaint" => "inpaint",
+        _ if has("mask") => "inpaint",
+        _ if has("image") => "img2img",
+        _ => "txt2img",
+    };
+    let task = match task_name {
+        "txt2img" => Task::Txt2Img,
         "img2img" => Task::Img2Img {
             init: load_rgb("image")?,
             strength,
         },
-        "inpaint" | "outpaint" => {
+        "inpaint" => {
             let mask = match case.get("mask").and_then(Value::as_str) {
                 Some(m) => {
                     let p = root.join(m);
