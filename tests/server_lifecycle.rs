@@ -91,7 +91,10 @@ fn drain_lets_the_running_job_finish_and_says_goodbye() {
         if m["job_id"] == json!("run") && m.get("event").is_some() {
             run = Some(m.clone());
         }
-        if m["job_id"] == json!("queued") && m.get("event").is_some() && m["event"] != json!("queued") {
+        if m["job_id"] == json!("queued")
+            && m.get("event").is_some()
+            && m["event"] != json!("queued")
+        {
             queued = Some(m.clone());
         }
     }

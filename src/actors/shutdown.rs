@@ -12,8 +12,7 @@ use crate::actors::gpu_worker::GpuWorkerActor;
 use crate::actors::listener::ListenerActor;
 use crate::messages::listener::{CloseAllSessions, StopAccepting};
 use crate::messages::shutdown::{
-    AttachActors, BeginDrain, QuitRequested, SessionClosed, SessionOpened, WorkerGaveUp,
-    WorkerIdle,
+    AttachActors, BeginDrain, QuitRequested, SessionClosed, SessionOpened, WorkerGaveUp, WorkerIdle,
 };
 use crate::messages::worker::DrainWorker;
 
