@@ -43,6 +43,9 @@ pub const MIN_SIDE: u32 = 64;
 /// Longest side of any input image, whatever its pixel count.
 pub const MAX_INPUT_SIDE: u32 = 16384;
 
+/// Largest native size of a supported model (SD 2.x 768 px), for limit checks.
+pub const NATIVE_SIDE_MAX: u32 = 768;
+
 pub const DEFAULT_STEPS: i64 = 20;
 pub const DEFAULT_SCALE: f64 = 7.5;
 pub const DEFAULT_SEED: u64 = 42;
@@ -167,7 +170,12 @@ fn validate_inner(
 
     let width = parse_side(o, &key("width"), limits)?;
     let height = parse_side(o, &key("height"), limits)?;
-    if let (Some(w), Some(h)) = (width, height) {
+    if width.is_some() || height.is_some() {
+        // A missing side takes the model's native size; assume the largest (768) here.
+        let (w, h) = (
+            width.unwrap_or(NATIVE_SIDE_MAX),
+            height.unwrap_or(NATIVE_SIDE_MAX),
+        );
         let pixels = w as u64 * h as u64;
         if pixels > limits.max_pixels {
             return Err(invalid(
