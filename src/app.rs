@@ -74,7 +74,10 @@ impl AppHandle {
 #[cfg(unix)]
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -104,10 +107,12 @@ pub async fn start(
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad host"),
     })?;
     let addr = SocketAddr::new(ip, config.port);
-    let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: addr.to_string(),
         source,
@@ -174,9 +179,11 @@ impl ServerThread {
     pub fn handle_signals(&self) {
         let h = self.handle.clone();
         // The handler task must be spawned on the server's own runtime.
-        self.handle.shutdown.do_send(crate::actors::shutdown::RunOnSystem(Box::new(move || {
-            h.handle_signals()
-        })));
+        self.handle
+            .shutdown
+            .do_send(crate::actors::shutdown::RunOnSystem(Box::new(move || {
+                h.handle_signals()
+            })));
     }
 
     pub fn is_finished(&self) -> bool {

@@ -82,7 +82,10 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -220,7 +223,10 @@ impl Config {
 
     /// Model roots with `~` expanded.
     pub fn model_roots(&self) -> Vec<PathBuf> {
-        self.model_base_path.iter().map(|p| expand_home(p)).collect()
+        self.model_base_path
+            .iter()
+            .map(|p| expand_home(p))
+            .collect()
     }
 
     pub fn limits(&self) -> Limits {
@@ -294,18 +300,60 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_key() {
-        let mut c = Config::default();
-        c.packet_size = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("packet_size"));
-        let mut c = Config::default();
-        c.host = "not a host".into();
-        assert!(c.validate().unwrap_err().to_string().contains("host"));
-        let mut c = Config::default();
-        c.idle_secs = -1.0;
-        assert!(c.validate().unwrap_err().to_string().contains("idle_secs"));
-        let mut c = Config::default();
-        c.max_client_connections = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("max_client_connections"));
+        let cases = [
+            (
+                Config {
+                    packet_size: 0,
+                    ..Config::default()
+                },
+                "packet_size",
+            ),
+            (
+                Config {
+                    host: "not a host".into(),
+                    ..Config::default()
+                },
+                "host",
+            ),
+            (
+                Config {
+                    idle_secs: -1.0,
+                    ..Config::default()
+                },
+                "idle_secs",
+            ),
+            (
+                Config {
+                    startup_grace_secs: f64::NAN,
+                    ..Config::default()
+                },
+                "startup_grace_secs",
+            ),
+            (
+                Config {
+                    max_client_connections: 0,
+                    ..Config::default()
+                },
+                "max_client_connections",
+            ),
+            (
+                Config {
+                    queue_depth: 0,
+                    ..Config::default()
+                },
+                "queue_depth",
+            ),
+            (
+                Config {
+                    max_message_bytes: 10,
+                    ..Config::default()
+                },
+                "max_message_bytes",
+            ),
+        ];
+        for (c, key) in cases {
+            assert!(c.validate().unwrap_err().to_string().contains(key), "{key}");
+        }
     }
 
     #[test]

@@ -34,7 +34,10 @@ fn cancel_packet_stops_running_and_queued_jobs() {
     ended.sort();
     assert_eq!(ended, ["long", "waiting"]);
     // Stopped within a step or two, not after the remaining ~4 s.
-    assert!(progress_after <= 3, "{progress_after} progress messages after cancel");
+    assert!(
+        progress_after <= 3,
+        "{progress_after} progress messages after cancel"
+    );
     assert!(t0.elapsed() < Duration::from_secs(1));
     c.send(&txt2img("after", "x", 2, 1, 64));
     assert_eq!(c.collect_job("after").end_event(), "done");

@@ -21,7 +21,11 @@ fn concurrent_clients_receive_only_their_own_images() {
                 let job = format!("client-{i}");
                 c.send(&txt2img(&job, &format!("prompt {i}"), 4, seed, 64));
                 let r = c.collect_job(&job);
-                assert!(r.others.is_empty(), "client {i} got foreign messages: {:?}", r.others);
+                assert!(
+                    r.others.is_empty(),
+                    "client {i} got foreign messages: {:?}",
+                    r.others
+                );
                 assert_eq!(r.end_event(), "done");
                 assert_eq!(r.progress.len(), 4);
                 assert_eq!(r.images.len(), 1);
@@ -79,7 +83,10 @@ fn round_robin_fairness_late_user_is_not_starved() {
     order.sort_by_key(|(_, t)| *t);
     let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-    assert!(pos("B1") < pos("A3"), "B must finish before A's third job: {names:?}");
+    assert!(
+        pos("B1") < pos("A3"),
+        "B must finish before A's third job: {names:?}"
+    );
     server.shutdown();
 }
 

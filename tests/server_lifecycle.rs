@@ -73,10 +73,19 @@ fn drain_lets_the_running_job_finish_and_says_goodbye() {
     let server = start(Duration::from_millis(20));
     let mut c = Client::connect(server.local_addr);
     let mut idle = Client::connect(server.local_addr);
-    c.send(&txt2img("run", "x", 20, 1, 64));
+    c.send(&txt2img("run", "x", 40, 1, 64));
     c.send(&txt2img("queued", "x", 5, 1, 64));
     c.recv_until(|m| m["action"] == json!(4));
     server.shutdown();
+    // New connections are refused while the running job is still finishing.
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(server.local_addr).is_ok() {
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "still accepting during drain"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut run = None;
     let mut queued = None;
     let mut images = 0;
@@ -91,7 +100,10 @@ fn drain_lets_the_running_job_finish_and_says_goodbye() {
         if m["job_id"] == json!("run") && m.get("event").is_some() {
             run = Some(m.clone());
         }
-        if m["job_id"] == json!("queued") && m.get("event").is_some() && m["event"] != json!("queued") {
+        if m["job_id"] == json!("queued")
+            && m.get("event").is_some()
+            && m["event"] != json!("queued")
+        {
             queued = Some(m.clone());
         }
     }

@@ -28,7 +28,10 @@ fn versions_then_legacy_txt2img() {
     let img = &r.images[0];
     // Legacy keys first, in order, then Part 2 keys.
     let keys: Vec<&String> = img.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["image", "reqtype", "pos_x", "pos_y", "job_id", "seed"]);
+    assert_eq!(
+        keys,
+        ["image", "reqtype", "pos_x", "pos_y", "job_id", "seed"]
+    );
     assert_eq!(img["reqtype"], json!("txt2img"));
     assert_eq!(img["pos_x"], json!(3));
     assert_eq!(img["pos_y"], json!("7"));
@@ -63,7 +66,9 @@ fn progress_message_shape_is_python_style() {
 fn default_seed_size_and_assigned_job_id() {
     let server = start(STEP);
     let mut c = Client::connect(server.local_addr);
-    c.send(&json!({"action": "txt2img", "options": {"txt2img_steps": 2, "txt2img_n_samples": "2"}}));
+    c.send(
+        &json!({"action": "txt2img", "options": {"txt2img_steps": 2, "txt2img_n_samples": "2"}}),
+    );
     let first = c.recv_until(|m| m["action"] == json!(4));
     let job_id = first["job_id"].as_str().unwrap().to_string();
     assert!(!job_id.is_empty());
@@ -107,7 +112,10 @@ fn bad_input_never_kills_the_session() {
     assert_eq!(e["code"], json!("invalid_field"));
     assert_eq!(e["job_id"], json!("bad"));
     let msg = e["message"].as_str().unwrap();
-    assert!(msg.contains("txt2img_steps") && msg.contains("150") && msg.contains("1000"), "{msg}");
+    assert!(
+        msg.contains("txt2img_steps") && msg.contains("150") && msg.contains("1000"),
+        "{msg}"
+    );
     let mut bad = txt2img("bad2", "x", 3, 1, 64);
     bad["options"]["txt2img_width"] = json!(100);
     c.send(&bad);
@@ -140,8 +148,11 @@ fn img2img_and_inpaint_round_trip() {
     let png = {
         let img = image::RgbImage::from_pixel(80, 80, image::Rgb([1, 2, 3]));
         let mut bytes = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .unwrap();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
     };
     c.send(&json!({"action": "img2img", "job_id": "i", "options": {

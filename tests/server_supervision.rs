@@ -28,7 +28,10 @@ fn panicking_job_then_success() {
     // Twice more, to show every restart works.
     c.send(&txt2img("boom2", PANIC_PROMPT, 3, 1, 64));
     c.send(&txt2img("fine2", "a cat", 3, 1, 64));
-    assert_eq!(c.collect_job("boom2").end.unwrap()["code"], json!("internal"));
+    assert_eq!(
+        c.collect_job("boom2").end.unwrap()["code"],
+        json!("internal")
+    );
     assert_eq!(c.collect_job("fine2").end_event(), "done");
     server.shutdown();
     assert_eq!(join_within(server, Duration::from_secs(10)), 0);
@@ -48,12 +51,17 @@ fn restart_budget_exhausted_exits_non_zero() {
     let p2 = c.collect_job("p2");
     assert_eq!(p2.end.unwrap()["code"], json!("internal"));
     assert!(
-        p2.others.iter().any(|m| m["event"] == json!("queued") && m["job_id"] == json!("after")),
+        p2.others
+            .iter()
+            .any(|m| m["event"] == json!("queued") && m["job_id"] == json!("after")),
         "the second job must be queued behind the crashing one"
     );
     let end = c.collect_job("after").end.unwrap();
     assert_eq!(end["event"], json!("error"));
     assert_eq!(end["code"], json!("unavailable"));
     let code = join_within(server, Duration::from_secs(15));
-    assert_ne!(code, 0, "a model that always crashes must end the process non-zero");
+    assert_ne!(
+        code, 0,
+        "a model that always crashes must end the process non-zero"
+    );
 }

@@ -55,7 +55,10 @@ impl ModelResolver for DirResolver {
             }
             inside
         } else {
-            self.roots.iter().map(|root| (root.join(req), root)).collect()
+            self.roots
+                .iter()
+                .map(|root| (root.join(req), root))
+                .collect()
         };
         for (path, root) in candidates {
             if path.is_dir() {
@@ -139,7 +142,11 @@ pub fn identify(dir: &Path, root: &Path) -> Result<ResolvedModel, ResolveError> 
         .unwrap_or(false);
     // SD2 uses OpenCLIP (plain gelu) and 1024-wide cross attention.
     let gelu = read_json(&dir.join("text_encoder").join("config.json"))
-        .and_then(|t| t.get("hidden_act").and_then(Value::as_str).map(|s| s == "gelu"))
+        .and_then(|t| {
+            t.get("hidden_act")
+                .and_then(Value::as_str)
+                .map(|s| s == "gelu")
+        })
         .unwrap_or(false);
     let version = if cross == Some(1024) || linear || gelu {
         ModelVersion::V2
@@ -187,8 +194,13 @@ mod tests {
             (ModelVersion::V1, ModelKind::Txt2Img, Prediction::Epsilon)
         );
         let sd2 = r.resolve("tiny-sd2").unwrap();
-        assert_eq!((sd2.version, sd2.prediction), (ModelVersion::V2, Prediction::VPrediction));
-        let inp = r.resolve(fixtures().join("tiny-inpaint").to_str().unwrap()).unwrap();
+        assert_eq!(
+            (sd2.version, sd2.prediction),
+            (ModelVersion::V2, Prediction::VPrediction)
+        );
+        let inp = r
+            .resolve(fixtures().join("tiny-inpaint").to_str().unwrap())
+            .unwrap();
         assert_eq!(inp.kind, ModelKind::Inpaint);
         assert_eq!(inp.name, "tiny-inpaint");
         let names: Vec<String> = r.list().into_iter().map(|m| m.name).collect();
@@ -198,11 +210,20 @@ mod tests {
     #[test]
     fn confinement() {
         let mut r = DirResolver::new(vec![fixtures()]);
-        assert!(matches!(r.resolve("../models/tiny-sd1"), Err(ResolveError::Forbidden(_))));
+        assert!(matches!(
+            r.resolve("../models/tiny-sd1"),
+            Err(ResolveError::Forbidden(_))
+        ));
         assert!(matches!(r.resolve("/etc"), Err(ResolveError::Forbidden(_))));
         let sneaky = format!("{}/../models/tiny-sd1", fixtures().display());
-        assert!(matches!(r.resolve(&sneaky), Err(ResolveError::Forbidden(_))));
+        assert!(matches!(
+            r.resolve(&sneaky),
+            Err(ResolveError::Forbidden(_))
+        ));
         assert!(matches!(r.resolve("nope"), Err(ResolveError::NotFound(_))));
-        assert_eq!(ResolveError::Forbidden(String::new()).code().as_str(), "forbidden_path");
+        assert_eq!(
+            ResolveError::Forbidden(String::new()).code().as_str(),
+            "forbidden_path"
+        );
     }
 }

@@ -45,8 +45,7 @@ impl Handler<ResolveModel> for ModelRegistryActor {
         let requested = if requested.is_empty() {
             if self.default_model.trim().is_empty() {
                 return Err(ResolveError::NotFound(
-                    "no model requested and no default_model configured (use --model)"
-                        .to_string(),
+                    "no model requested and no default_model configured (use --model)".to_string(),
                 ));
             }
             self.default_model.trim().to_string()

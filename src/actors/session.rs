@@ -117,7 +117,12 @@ impl SessionActor {
 
     fn send_error(&mut self, e: &RequestError, ctx: &mut Context<Self>) {
         log::debug!("session {}: refused request: {}", self.id, e.code);
-        let v = responses::error(e.code, &e.message, e.job_id.as_deref(), e.reqtype.as_deref());
+        let v = responses::error(
+            e.code,
+            &e.message,
+            e.job_id.as_deref(),
+            e.reqtype.as_deref(),
+        );
         self.send_value(&v, ctx);
     }
 
@@ -208,8 +213,12 @@ impl SessionActor {
                 let status = self.worker.send(GetWorkerStatus);
                 ctx.wait(status.into_actor(self).map(|res, act, ctx| {
                     let v = match res {
-                        Ok(s) => responses::pong(RUNAI_VERSION, s.queue, &s.device, &s.loaded_models),
-                        Err(_) => responses::error(ErrorCode::Unavailable, "worker is down", None, None),
+                        Ok(s) => {
+                            responses::pong(RUNAI_VERSION, s.queue, &s.device, &s.loaded_models)
+                        }
+                        Err(_) => {
+                            responses::error(ErrorCode::Unavailable, "worker is down", None, None)
+                        }
                     };
                     act.send_value(&v, ctx);
                 }));
@@ -218,8 +227,10 @@ impl SessionActor {
                 let list = self.registry.send(ListModels);
                 ctx.wait(list.into_actor(self).map(|res, act, ctx| {
                     let models = res.unwrap_or_default();
-                    let paths: Vec<String> =
-                        models.iter().map(|m| m.path.to_string_lossy().to_string()).collect();
+                    let paths: Vec<String> = models
+                        .iter()
+                        .map(|m| m.path.to_string_lossy().to_string())
+                        .collect();
                     let entries: Vec<ModelEntry<'_>> = models
                         .iter()
                         .zip(&paths)
@@ -367,7 +378,10 @@ impl Handler<WriterEnded> for SessionActor {
 
     fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
         if !msg.flushed {
-            log::warn!("session {}: write failed or timed out; dropping client", self.id);
+            log::warn!(
+                "session {}: write failed or timed out; dropping client",
+                self.id
+            );
         }
         self.writer = None;
         ctx.stop();
@@ -385,7 +399,9 @@ async fn read_loop(mut rd: OwnedReadHalf, settings: Arc<SessionSettings>, me: Ad
             match tokio::time::timeout(settings.read_timeout, rd.read(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) => {
-                    me.do_send(Inbound::Ended("read timeout in the middle of a message".into()));
+                    me.do_send(Inbound::Ended(
+                        "read timeout in the middle of a message".into(),
+                    ));
                     return;
                 }
             }
@@ -409,7 +425,9 @@ async fn read_loop(mut rd: OwnedReadHalf, settings: Arc<SessionSettings>, me: Ad
                 Frame::Quit => Inbound::QuitPacket,
                 Frame::Message(bytes) => {
                     let limits = settings.limits;
-                    let parsed = tokio::task::spawn_blocking(move || parse_and_validate(&bytes, &limits)).await;
+                    let parsed =
+                        tokio::task::spawn_blocking(move || parse_and_validate(&bytes, &limits))
+                            .await;
                     match parsed {
                         Ok(i) => i,
                         Err(_) => Inbound::Refused(RequestError::new(

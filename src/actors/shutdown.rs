@@ -12,8 +12,7 @@ use crate::actors::gpu_worker::GpuWorkerActor;
 use crate::actors::listener::ListenerActor;
 use crate::messages::listener::{CloseAllSessions, StopAccepting};
 use crate::messages::shutdown::{
-    AttachActors, BeginDrain, QuitRequested, SessionClosed, SessionOpened, WorkerGaveUp,
-    WorkerIdle,
+    AttachActors, BeginDrain, QuitRequested, SessionClosed, SessionOpened, WorkerGaveUp, WorkerIdle,
 };
 use crate::messages::worker::DrainWorker;
 
@@ -176,11 +175,23 @@ impl Handler<SessionClosed> for ShutdownActor {
     }
 }
 
+/// The quit packet shuts the server down only from the machine itself, unless configured.
+/// IPv4-mapped IPv6 loopback (`::ffff:127.0.0.1`) counts as loopback.
+pub fn quit_allowed(peer: std::net::SocketAddr, allow_remote_quit: bool) -> bool {
+    let loopback = match peer.ip() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    loopback || allow_remote_quit
+}
+
 impl Handler<QuitRequested> for ShutdownActor {
     type Result = ();
 
     fn handle(&mut self, msg: QuitRequested, ctx: &mut Context<Self>) {
-        if msg.peer.ip().is_loopback() || self.settings.allow_remote_quit {
+        if quit_allowed(msg.peer, self.settings.allow_remote_quit) {
             self.begin_drain("quit packet", 0, false, ctx);
         } else {
             log::warn!(
@@ -239,5 +250,23 @@ impl Handler<RunOnSystem> for ShutdownActor {
 
     fn handle(&mut self, msg: RunOnSystem, _ctx: &mut Context<Self>) {
         (msg.0)();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quit_allowed;
+
+    #[test]
+    fn quit_only_from_loopback_unless_allowed() {
+        let local = "127.0.0.1:5000".parse().unwrap();
+        let mapped = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let v6 = "[::1]:5000".parse().unwrap();
+        let lan = "192.168.1.20:5000".parse().unwrap();
+        assert!(quit_allowed(local, false));
+        assert!(quit_allowed(mapped, false));
+        assert!(quit_allowed(v6, false));
+        assert!(!quit_allowed(lan, false));
+        assert!(quit_allowed(lan, true));
     }
 }

@@ -52,4 +52,5 @@ pub trait Generator: Send {
 }
 
 /// Builds a fresh generator; called on the worker thread at start and after every crash.
-pub type GeneratorFactory = std::sync::Arc<dyn Fn() -> anyhow::Result<Box<dyn Generator>> + Send + Sync>;
+pub type GeneratorFactory =
+    std::sync::Arc<dyn Fn() -> anyhow::Result<Box<dyn Generator>> + Send + Sync>;

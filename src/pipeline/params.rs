@@ -58,7 +58,10 @@ impl SchedulerKind {
 pub enum Task {
     Txt2Img,
     /// `strength` in [0, 1]: the fraction of the schedule that is run.
-    Img2Img { init: RgbImage, strength: f64 },
+    Img2Img {
+        init: RgbImage,
+        strength: f64,
+    },
     /// Inpaint and outpaint. `mask`: white (>= 0.5) = repaint; `None` = repaint everything.
     /// Image and mask already have the request's width x height.
     Inpaint {

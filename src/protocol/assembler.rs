@@ -78,7 +78,11 @@ impl Assembler {
         Ok(())
     }
 
-    fn on_packet_slice(&mut self, packet: &[u8], out: &mut Vec<Frame>) -> Result<(), AssembleError> {
+    fn on_packet_slice(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<Frame>,
+    ) -> Result<(), AssembleError> {
         if packet.iter().all(|b| *b == 0) {
             // End of message. An EOM with nothing before it carries no request: ignore it.
             if !self.message.is_empty() {
@@ -87,17 +91,26 @@ impl Assembler {
             return Ok(());
         }
         if self.message.is_empty() {
-            if packet.iter().all(|b| *b == crate::protocol::codec::CANCEL_BYTE) {
+            if packet
+                .iter()
+                .all(|b| *b == crate::protocol::codec::CANCEL_BYTE)
+            {
                 out.push(Frame::Cancel);
                 return Ok(());
             }
-            if packet.iter().all(|b| *b == crate::protocol::codec::QUIT_BYTE) {
+            if packet
+                .iter()
+                .all(|b| *b == crate::protocol::codec::QUIT_BYTE)
+            {
                 out.push(Frame::Quit);
                 return Ok(());
             }
         }
         let start = packet.iter().position(|b| *b != 0).unwrap_or(packet.len());
-        let end = packet.iter().rposition(|b| *b != 0).map_or(start, |i| i + 1);
+        let end = packet
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(start, |i| i + 1);
         let trimmed = packet.get(start..end).unwrap_or(&[]);
         if self.message.len() + trimmed.len() > self.max_message {
             self.failed = true;
@@ -132,7 +145,11 @@ mod tests {
         for chunk in [1, 3, 7, 16, 17, 100] {
             let mut asm = Assembler::new(16, 1 << 20);
             let frames = feed_all(&mut asm, &wire, chunk);
-            assert_eq!(frames, vec![Frame::Message(payload.to_vec())], "chunk {chunk}");
+            assert_eq!(
+                frames,
+                vec![Frame::Message(payload.to_vec())],
+                "chunk {chunk}"
+            );
             assert!(asm.is_idle());
         }
     }

@@ -137,7 +137,8 @@ mod tests {
 
     #[test]
     fn numbers_or_numeric_strings() {
-        let m = map(json!({"a": 20, "b": "20", "c": " 7 ", "d": 20.0, "e": "x", "f": null, "g": ""}));
+        let m =
+            map(json!({"a": 20, "b": "20", "c": " 7 ", "d": 20.0, "e": "x", "f": null, "g": ""}));
         assert_eq!(get_i64(&m, "a").unwrap(), Some(20));
         assert_eq!(get_i64(&m, "b").unwrap(), Some(20));
         assert_eq!(get_i64(&m, "c").unwrap(), Some(7));

@@ -76,13 +76,18 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
         Some(other) => {
             return Err(RequestError::new(
                 ErrorCode::BadRequest,
-                format!("action: expected a string, got {}", super::lenient::short(other)),
+                format!(
+                    "action: expected a string, got {}",
+                    super::lenient::short(other)
+                ),
             )
             .for_job(job_id, None))
         }
         None => {
-            return Err(RequestError::new(ErrorCode::BadRequest, "missing \"action\"")
-                .for_job(job_id, None))
+            return Err(
+                RequestError::new(ErrorCode::BadRequest, "missing \"action\"")
+                    .for_job(job_id, None),
+            )
         }
     };
     if let Some(gen) = GenerateAction::from_name(&action) {
@@ -159,8 +164,10 @@ mod tests {
 
     #[test]
     fn generate_envelope() {
-        let r = parse_request(br#"{"action":"txt2img","options":{"txt2img_steps":"3"},"job_id":"a1","x":1}"#)
-            .unwrap();
+        let r = parse_request(
+            br#"{"action":"txt2img","options":{"txt2img_steps":"3"},"job_id":"a1","x":1}"#,
+        )
+        .unwrap();
         match r {
             Request::Generate(g) => {
                 assert_eq!(g.action, GenerateAction::Txt2Img);
@@ -173,21 +180,36 @@ mod tests {
 
     #[test]
     fn control_actions() {
-        assert_eq!(parse_request(br#"{"action": "ping"}"#).unwrap(), Request::Ping);
+        assert_eq!(
+            parse_request(br#"{"action": "ping"}"#).unwrap(),
+            Request::Ping
+        );
         assert_eq!(
             parse_request(br#"{"action": "cancel", "job_id": "j"}"#).unwrap(),
             Request::Cancel {
                 job_id: Some("j".into())
             }
         );
-        assert_eq!(parse_request(br#"{"action": "models"}"#).unwrap(), Request::Models);
+        assert_eq!(
+            parse_request(br#"{"action": "models"}"#).unwrap(),
+            Request::Models
+        );
     }
 
     #[test]
     fn errors_have_codes() {
-        assert_eq!(parse_request(b"{nope").unwrap_err().code, ErrorCode::BadRequest);
-        assert_eq!(parse_request(b"[1]").unwrap_err().code, ErrorCode::BadRequest);
-        assert_eq!(parse_request(b"\xff\xfe").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            parse_request(b"{nope").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            parse_request(b"[1]").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            parse_request(b"\xff\xfe").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
         let e = parse_request(br#"{"action": "dance", "job_id": "q"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownAction);
         assert_eq!(e.job_id.as_deref(), Some("q"));
@@ -206,7 +228,9 @@ mod tests {
 
     #[test]
     fn utf8_prompt_accepted() {
-        let r = parse_request("{\"action\": \"txt2img\", \"options\": {\"txt2img_prompt\": \"猫\"}}".as_bytes());
+        let r = parse_request(
+            "{\"action\": \"txt2img\", \"options\": {\"txt2img_prompt\": \"猫\"}}".as_bytes(),
+        );
         assert!(r.is_ok());
     }
 

@@ -104,7 +104,12 @@ pub fn pong(version: &str, queue: usize, device: &str, loaded_models: &[String])
         ("device", Value::from(device)),
         (
             "loaded_models",
-            Value::Array(loaded_models.iter().map(|m| Value::from(m.as_str())).collect()),
+            Value::Array(
+                loaded_models
+                    .iter()
+                    .map(|m| Value::from(m.as_str()))
+                    .collect(),
+            ),
         ),
     ])
 }
@@ -131,7 +136,10 @@ pub fn models(entries: &[ModelEntry<'_>]) -> Value {
             ])
         })
         .collect();
-    obj(vec![("event", Value::from("models")), ("models", Value::Array(list))])
+    obj(vec![
+        ("event", Value::from("models")),
+        ("models", Value::Array(list)),
+    ])
 }
 
 /// The answer to the legacy `update` action; runai changes nothing.
@@ -163,7 +171,14 @@ mod tests {
             r#"{"action": 4, "step": 0, "total": 20, "reqtype": "txt2img", "job_id": "j1"}"#
         );
         assert_eq!(
-            to_python_json(&image("QUJD".into(), "img2img", &Value::from(3), &Value::from("7"), "j", 42)),
+            to_python_json(&image(
+                "QUJD".into(),
+                "img2img",
+                &Value::from(3),
+                &Value::from("7"),
+                "j",
+                42
+            )),
             r#"{"image": "QUJD", "reqtype": "img2img", "pos_x": 3, "pos_y": "7", "job_id": "j", "seed": 42}"#
         );
     }
@@ -188,7 +203,12 @@ mod tests {
             }
         }
         assert_eq!(
-            to_python_json(&error(ErrorCode::Busy, "queue full", Some("j"), Some("txt2img"))),
+            to_python_json(&error(
+                ErrorCode::Busy,
+                "queue full",
+                Some("j"),
+                Some("txt2img")
+            )),
             r#"{"event": "error", "code": "busy", "message": "queue full", "job_id": "j", "reqtype": "txt2img"}"#
         );
     }

@@ -43,6 +43,9 @@ pub const MIN_SIDE: u32 = 64;
 /// Longest side of any input image, whatever its pixel count.
 pub const MAX_INPUT_SIDE: u32 = 16384;
 
+/// Largest native size of a supported model (SD 2.x 768 px), for limit checks.
+pub const NATIVE_SIDE_MAX: u32 = 768;
+
 pub const DEFAULT_STEPS: i64 = 20;
 pub const DEFAULT_SCALE: f64 = 7.5;
 pub const DEFAULT_SEED: u64 = 42;
@@ -151,7 +154,9 @@ fn validate_inner(
     };
 
     let eta_key = key("ddim_eta");
-    let eta = lenient::get_f64(o, &eta_key).map_err(from_field)?.unwrap_or(0.0);
+    let eta = lenient::get_f64(o, &eta_key)
+        .map_err(from_field)?
+        .unwrap_or(0.0);
     if !eta.is_finite() || !(0.0..=1.0).contains(&eta) {
         return Err(invalid(&eta_key, format!("must be in [0, 1], got {eta}")));
     }
@@ -165,7 +170,12 @@ fn validate_inner(
 
     let width = parse_side(o, &key("width"), limits)?;
     let height = parse_side(o, &key("height"), limits)?;
-    if let (Some(w), Some(h)) = (width, height) {
+    if width.is_some() || height.is_some() {
+        // A missing side takes the model's native size; assume the largest (768) here.
+        let (w, h) = (
+            width.unwrap_or(NATIVE_SIDE_MAX),
+            height.unwrap_or(NATIVE_SIDE_MAX),
+        );
         let pixels = w as u64 * h as u64;
         if pixels > limits.max_pixels {
             return Err(invalid(
@@ -221,7 +231,15 @@ fn validate_inner(
                     ))
                 }
             };
-            (Task::Inpaint { init, mask, strength }, Some(w), Some(h))
+            (
+                Task::Inpaint {
+                    init,
+                    mask,
+                    strength,
+                },
+                Some(w),
+                Some(h),
+            )
         }
     };
 
@@ -333,7 +351,10 @@ fn required_image(
         Some(Value::String(s)) => decode_image("pixels", s, limits),
         Some(other) => Err(RequestError::new(
             ErrorCode::BadRequest,
-            format!("pixels: expected a base64 PNG, got {}", lenient::short(other)),
+            format!(
+                "pixels: expected a base64 PNG, got {}",
+                lenient::short(other)
+            ),
         )),
     }
 }
@@ -386,7 +407,10 @@ fn b64_engine() -> GeneralPurpose {
 /// Decodes a base64 PNG, refusing huge dimensions from the header before decoding pixels.
 pub fn decode_image(field: &str, b64: &str, limits: &Limits) -> Result<DynamicImage, RequestError> {
     let bytes = b64_engine().decode(b64.trim()).map_err(|e| {
-        RequestError::new(ErrorCode::BadRequest, format!("{field}: not valid base64: {e}"))
+        RequestError::new(
+            ErrorCode::BadRequest,
+            format!("{field}: not valid base64: {e}"),
+        )
     })?;
     let not_image = |e: &dyn std::fmt::Display| {
         RequestError::new(
@@ -396,7 +420,12 @@ pub fn decode_image(field: &str, b64: &str, limits: &Limits) -> Result<DynamicIm
     };
     let (w, h) = png_header_size(&bytes).ok_or_else(|| not_image(&"no PNG header"))?;
     let pixels = w as u64 * h as u64;
-    if w == 0 || h == 0 || w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE || pixels > limits.max_input_pixels {
+    if w == 0
+        || h == 0
+        || w > MAX_INPUT_SIDE
+        || h > MAX_INPUT_SIDE
+        || pixels > limits.max_input_pixels
+    {
         return Err(invalid(
             field,
             format!(
@@ -492,16 +521,47 @@ mod tests {
     fn refusals_name_field_limit_and_value() {
         let cases = [
             (json!({"txt2img_steps": 0}), "txt2img_steps", "150", "0"),
-            (json!({"txt2img_steps": "151"}), "txt2img_steps", "150", "151"),
-            (json!({"txt2img_width": 513}), "txt2img_width", "multiple of 8", "513"),
-            (json!({"txt2img_width": 4096, "txt2img_height": 4096}), "txt2img_width", "4194304", "4096x4096"),
-            (json!({"txt2img_n_samples": 9}), "txt2img_n_samples", "8", "9"),
+            (
+                json!({"txt2img_steps": "151"}),
+                "txt2img_steps",
+                "150",
+                "151",
+            ),
+            (
+                json!({"txt2img_width": 513}),
+                "txt2img_width",
+                "multiple of 8",
+                "513",
+            ),
+            (
+                json!({"txt2img_width": 4096, "txt2img_height": 4096}),
+                "txt2img_width",
+                "4194304",
+                "4096x4096",
+            ),
+            (
+                json!({"txt2img_n_samples": 9}),
+                "txt2img_n_samples",
+                "8",
+                "9",
+            ),
             (json!({"txt2img_scale": -1}), "txt2img_scale", ">= 0", "-1"),
-            (json!({"txt2img_scale": "nan"}), "txt2img_scale", ">= 0", "NaN"),
-            (json!({"txt2img_scheduler": "bogus"}), "txt2img_scheduler", "euler_a", "bogus"),
+            (
+                json!({"txt2img_scale": "nan"}),
+                "txt2img_scale",
+                ">= 0",
+                "NaN",
+            ),
+            (
+                json!({"txt2img_scheduler": "bogus"}),
+                "txt2img_scheduler",
+                "euler_a",
+                "bogus",
+            ),
         ];
         for (opts, field, limit, value) in cases {
-            let e = check(json!({"action": "txt2img", "job_id": "j", "options": opts})).unwrap_err();
+            let e =
+                check(json!({"action": "txt2img", "job_id": "j", "options": opts})).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidField, "{}", e.message);
             assert!(e.message.contains(field), "{}", e.message);
             assert!(e.message.contains(limit), "{}", e.message);
@@ -538,7 +598,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // No size given: the image's own size rounded down to multiples of 8.
-        let v = check(json!({"action": "img2img", "options": {"pixels": png_b64(100, 80)}})).unwrap();
+        let v =
+            check(json!({"action": "img2img", "options": {"pixels": png_b64(100, 80)}})).unwrap();
         assert_eq!((v.params.width, v.params.height), (Some(96), Some(80)));
     }
 
@@ -548,13 +609,20 @@ mod tests {
             "pixels": png_b64(64, 64), "mask": png_b64(32, 32)}}))
         .unwrap();
         match v.params.task {
-            Task::Inpaint { mask: Some(m), strength, .. } => {
+            Task::Inpaint {
+                mask: Some(m),
+                strength,
+                ..
+            } => {
                 assert_eq!(m.dimensions(), (64, 64));
                 assert_eq!(strength, 1.0);
             }
             other => panic!("{other:?}"),
         }
-        let v = check(json!({"action": "outpaint", "options": {"pixels": png_b64(64, 64), "mask": null}})).unwrap();
+        let v = check(
+            json!({"action": "outpaint", "options": {"pixels": png_b64(64, 64), "mask": null}}),
+        )
+        .unwrap();
         assert!(matches!(v.params.task, Task::Inpaint { mask: None, .. }));
     }
 
@@ -581,7 +649,11 @@ mod tests {
         for b in data {
             crc ^= *b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

@@ -97,8 +97,12 @@ pub fn test_config() -> Config {
 
 pub fn start_with(config: Config, step_delay: Duration) -> ServerThread {
     let roots = config.model_roots();
-    spawn_server(config, fake_factory(step_delay), Box::new(DirResolver::new(roots)))
-        .expect("server starts")
+    spawn_server(
+        config,
+        fake_factory(step_delay),
+        Box::new(DirResolver::new(roots)),
+    )
+    .expect("server starts")
 }
 
 pub fn start(step_delay: Duration) -> ServerThread {
@@ -208,10 +212,8 @@ impl Client {
                 continue;
             }
             if m["action"] == json!(4) {
-                r.progress.push((
-                    m["step"].as_u64().unwrap(),
-                    m["total"].as_u64().unwrap(),
-                ));
+                r.progress
+                    .push((m["step"].as_u64().unwrap(), m["total"].as_u64().unwrap()));
             } else if m.get("image").is_some() {
                 r.images.push(m);
             } else {
@@ -239,7 +241,10 @@ pub struct JobReplies {
 
 impl JobReplies {
     pub fn end_event(&self) -> &str {
-        self.end.as_ref().and_then(|e| e["event"].as_str()).unwrap_or("")
+        self.end
+            .as_ref()
+            .and_then(|e| e["event"].as_str())
+            .unwrap_or("")
     }
 }
 

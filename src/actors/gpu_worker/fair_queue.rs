@@ -177,7 +177,15 @@ mod tests {
     #[test]
     fn positions_match_pop_order() {
         let mut q = FairQueue::new(100);
-        let pushes = [(1, 'a'), (1, 'b'), (2, 'c'), (1, 'd'), (3, 'e'), (2, 'f'), (3, 'g')];
+        let pushes = [
+            (1, 'a'),
+            (1, 'b'),
+            (2, 'c'),
+            (1, 'd'),
+            (3, 'e'),
+            (2, 'f'),
+            (3, 'g'),
+        ];
         for (s, j) in pushes {
             q.push(s, j).unwrap();
         }

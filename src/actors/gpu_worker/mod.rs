@@ -404,6 +404,7 @@ impl Handler<JobFinished> for GpuWorkerActor {
         match msg.outcome {
             Outcome::Done { images } => {
                 let elapsed = r.started.elapsed().as_millis() as u64;
+                log::info!("job {} done: {images} image(s) in {elapsed} ms", r.job_id);
                 let v = responses::done(&r.job_id, r.reqtype, images, elapsed);
                 self.send(&r.events, &r.job_id, true, v);
             }

@@ -35,11 +35,18 @@ pub struct RunJob {
 
 #[derive(Debug)]
 pub enum Outcome {
-    Done { images: usize },
+    Done {
+        images: usize,
+    },
     Cancelled,
-    Failed { code: ErrorCode, message: String },
+    Failed {
+        code: ErrorCode,
+        message: String,
+    },
     /// The generator panicked; the thread has exited.
-    Panicked { message: String },
+    Panicked {
+        message: String,
+    },
 }
 
 /// Thread to actor: a job ended.
@@ -96,11 +103,15 @@ fn thread_main(
     actor: Addr<GpuWorkerActor>,
     rx: mpsc::Receiver<RunJob>,
 ) {
-    let built: Result<Box<dyn Generator>, String> = match catch_unwind(AssertUnwindSafe(|| factory())) {
-        Ok(Ok(g)) => Ok(g),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(p) => Err(format!("generator construction panicked: {}", panic_message(&*p))),
-    };
+    let built: Result<Box<dyn Generator>, String> =
+        match catch_unwind(AssertUnwindSafe(|| factory())) {
+            Ok(Ok(g)) => Ok(g),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(p) => Err(format!(
+                "generator construction panicked: {}",
+                panic_message(&*p)
+            )),
+        };
     let (device, load_error) = match &built {
         Ok(g) => (g.device(), None),
         Err(e) => ("none".to_string(), Some(e.clone())),
@@ -164,7 +175,10 @@ fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome
         events.do_send(JobEvent {
             job_id: job_id.clone(),
             terminal: false,
-            bytes: frame_json(&responses::progress(step, total, reqtype, &job_id), packet_size),
+            bytes: frame_json(
+                &responses::progress(step, total, reqtype, &job_id),
+                packet_size,
+            ),
         });
         !cancel.load(Ordering::SeqCst)
     };
