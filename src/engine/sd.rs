@@ -104,21 +104,9 @@ impl Generator for SdGenerator {
             .cache
             .get_mut(&job.model.path)
             .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
-        // The pipeline reports (i, total) before step i and (total, total) at the end; the
-        // Generator contract reports each finished step once, as (index, total).
-        let mut cancelled = false;
-        let mut adapt = |done: usize, total: usize| -> bool {
-            if done == 0 {
-                return true;
-            }
-            let keep_going = progress(done - 1, total);
-            cancelled |= !keep_going;
-            keep_going
-        };
-        let result = loaded.model.generate(&job.params, &mut adapt);
-        match result {
-            // A cancel on the last step arrives after the pipeline can act on it.
-            Ok(_) if cancelled => Err(GenerateError::Cancelled),
+        // The pipeline calls `progress` after every step with the engine's contract and
+        // returns Cancelled itself (before the next UNet call or before decoding).
+        match loaded.model.generate(&job.params, progress) {
             Ok(images) => Ok(images),
             Err(PipelineError::Cancelled) => Err(GenerateError::Cancelled),
             Err(PipelineError::InvalidRequest(msg)) => Err(GenerateError::Invalid(msg)),

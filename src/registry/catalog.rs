@@ -95,6 +95,8 @@ pub struct Registry {
     roots: Vec<Root>,
     /// Keyed by root-joined lexical path.
     entries: BTreeMap<PathBuf, Entry>,
+    /// The previous scan's counts: a scan that changes nothing logs at debug level only.
+    last_report: Option<ScanReport>,
 }
 
 fn identify(path: &Path, format: ModelFormat) -> Result<(ModelFormat, Identity), IdentifyError> {
@@ -116,6 +118,7 @@ impl Registry {
         Registry {
             roots: roots.iter().map(|r| Root::new(r.as_ref())).collect(),
             entries: BTreeMap::new(),
+            last_report: None,
         }
     }
 
@@ -191,12 +194,19 @@ impl Registry {
                 Outcome::Unreadable(_) => report.unreadable += 1,
             }
         }
-        log::info!(
+        let level = if self.last_report.as_ref() == Some(&report) {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "model scan: {} served, {} unsupported, {} unreadable",
             report.served,
             report.unsupported,
             report.unreadable
         );
+        self.last_report = Some(report.clone());
         report
     }
 

@@ -270,3 +270,98 @@ pub fn synthesize_configs(
         text_layers_used: layers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ldm_shapes::TextLayout;
+    use crate::registry::model::ModelKind;
+
+    fn shapes(
+        context_dim: usize,
+        linear: bool,
+        hidden: usize,
+        layers: usize,
+    ) -> (UnetShape, VaeShape, TextShape) {
+        (
+            UnetShape {
+                in_channels: 4,
+                out_channels: 4,
+                model_channels: 320,
+                block_out_channels: vec![320, 640, 1280, 1280],
+                layers_per_block: 2,
+                attention: vec![true, true, true, false],
+                use_linear_projection: linear,
+                transformer_depth: 1,
+                context_dim,
+            },
+            VaeShape {
+                in_channels: 3,
+                out_channels: 3,
+                latent_channels: 4,
+                block_out_channels: vec![128, 256, 512, 512],
+                layers_per_block: 2,
+            },
+            TextShape {
+                layout: TextLayout::OpenClip,
+                hidden_size: hidden,
+                intermediate_size: hidden * 4,
+                vocab_size: 49408,
+                max_position_embeddings: 77,
+                layers_in_file: layers,
+            },
+        )
+    }
+
+    #[test]
+    fn without_a_yaml_the_standard_sd15_and_sd21_numbers_are_used() {
+        let (u, v, t) = shapes(768, false, 768, 12);
+        let id = Identity {
+            version: ModelVersion::V1,
+            kind: ModelKind::Txt2Img,
+            prediction: Prediction::Epsilon,
+        };
+        let c = synthesize_configs(&u, &v, &t, &id, None);
+        assert_eq!(c.unet["attention_head_dim"], 8);
+        assert_eq!(c.unet["sample_size"], 64);
+        assert_eq!(
+            c.unet["down_block_types"],
+            json!([
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D"
+            ])
+        );
+        assert_eq!(
+            c.unet["up_block_types"],
+            json!([
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D"
+            ])
+        );
+        assert_eq!(c.text_encoder["num_attention_heads"], 12);
+        assert_eq!(c.text_encoder["num_hidden_layers"], 12);
+        assert_eq!(c.text_encoder["hidden_act"], "quick_gelu");
+        assert_eq!(c.vae["sample_size"], 512);
+        assert_eq!(c.scheduler["prediction_type"], "epsilon");
+
+        let (u, v, t) = shapes(1024, true, 1024, 24);
+        let id = Identity {
+            version: ModelVersion::V2,
+            kind: ModelKind::Txt2Img,
+            prediction: Prediction::VPrediction,
+        };
+        let c = synthesize_configs(&u, &v, &t, &id, None);
+        assert_eq!(c.unet["attention_head_dim"], json!([5, 10, 20, 20]));
+        assert_eq!(c.unet["use_linear_projection"], true);
+        assert_eq!(c.unet["sample_size"], 96);
+        assert_eq!(c.text_encoder["num_attention_heads"], 16);
+        assert_eq!(c.text_encoder["num_hidden_layers"], 23);
+        assert_eq!(c.text_layers_used, 23);
+        assert_eq!(c.text_encoder["hidden_act"], "gelu");
+        assert_eq!(c.scheduler["prediction_type"], "v_prediction");
+    }
+}

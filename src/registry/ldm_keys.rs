@@ -355,3 +355,176 @@ pub fn build_key_map(
     text_map(index, text, text_layers_used, &mut map.text_encoder);
     map
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::tensors::TensorMeta;
+
+    /// SD1.5's real layout (4 levels, 2 resnets each, attention on the first three): the
+    /// tiny fixtures do not cover an upsampler after an attention (`output_blocks.N.2.conv`).
+    fn sd15() -> (UnetShape, VaeShape) {
+        let unet = UnetShape {
+            in_channels: 4,
+            out_channels: 4,
+            model_channels: 320,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: 2,
+            attention: vec![true, true, true, false],
+            use_linear_projection: false,
+            transformer_depth: 1,
+            context_dim: 768,
+        };
+        let vae = VaeShape {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+        };
+        (unet, vae)
+    }
+
+    #[test]
+    fn sd15_unet_and_vae_names_follow_the_diffusers_script() {
+        let (unet, vae) = sd15();
+        let cases = [
+            (
+                "input_blocks.1.1.proj_in.weight",
+                "down_blocks.0.attentions.0.proj_in.weight",
+            ),
+            (
+                "input_blocks.2.0.in_layers.2.weight",
+                "down_blocks.0.resnets.1.conv1.weight",
+            ),
+            (
+                "input_blocks.3.0.op.weight",
+                "down_blocks.0.downsamplers.0.conv.weight",
+            ),
+            (
+                "input_blocks.4.0.skip_connection.weight",
+                "down_blocks.1.resnets.0.conv_shortcut.weight",
+            ),
+            (
+                "input_blocks.11.0.emb_layers.1.weight",
+                "down_blocks.3.resnets.1.time_emb_proj.weight",
+            ),
+            (
+                "output_blocks.2.1.conv.weight",
+                "up_blocks.0.upsamplers.0.conv.weight",
+            ),
+            (
+                "output_blocks.5.2.conv.bias",
+                "up_blocks.1.upsamplers.0.conv.bias",
+            ),
+            (
+                "output_blocks.8.1.transformer_blocks.0.attn1.to_q.weight",
+                "up_blocks.2.attentions.2.transformer_blocks.0.attn1.to_q.weight",
+            ),
+            (
+                "output_blocks.11.0.out_layers.3.weight",
+                "up_blocks.3.resnets.2.conv2.weight",
+            ),
+            (
+                "middle_block.1.proj_out.weight",
+                "mid_block.attentions.0.proj_out.weight",
+            ),
+            (
+                "middle_block.2.in_layers.0.bias",
+                "mid_block.resnets.1.norm1.bias",
+            ),
+            ("time_embed.2.weight", "time_embedding.linear_2.weight"),
+            ("out.0.weight", "conv_norm_out.weight"),
+        ];
+        for (ldm, diffusers) in cases {
+            assert_eq!(
+                unet_name(&format!("{UNET_PREFIX}{ldm}"), &unet).as_deref(),
+                Some(diffusers),
+                "{ldm}"
+            );
+        }
+        assert_eq!(
+            unet_name(&format!("{UNET_PREFIX}label_emb.0.0.weight"), &unet),
+            None
+        );
+        let vae_cases = [
+            (
+                "decoder.up.3.block.0.conv1.weight",
+                "decoder.up_blocks.0.resnets.0.conv1.weight",
+            ),
+            (
+                "decoder.up.0.block.0.nin_shortcut.weight",
+                "decoder.up_blocks.3.resnets.0.conv_shortcut.weight",
+            ),
+            (
+                "decoder.up.1.upsample.conv.weight",
+                "decoder.up_blocks.2.upsamplers.0.conv.weight",
+            ),
+            (
+                "encoder.down.2.downsample.conv.bias",
+                "encoder.down_blocks.2.downsamplers.0.conv.bias",
+            ),
+            ("encoder.norm_out.weight", "encoder.conv_norm_out.weight"),
+            (
+                "decoder.mid.attn_1.norm.bias",
+                "decoder.mid_block.attentions.0.group_norm.bias",
+            ),
+        ];
+        for (ldm, diffusers) in vae_cases {
+            let got = vae_name(&format!("{VAE_PREFIX}{ldm}"), &vae).map(|(n, _)| n);
+            assert_eq!(got.as_deref(), Some(diffusers), "{ldm}");
+        }
+        let (name, transform) = vae_name(
+            &format!("{VAE_PREFIX}encoder.mid.attn_1.proj_out.weight"),
+            &vae,
+        )
+        .unwrap();
+        assert_eq!(name, "encoder.mid_block.attentions.0.to_out.0.weight");
+        assert_eq!(transform, Transform::Conv1x1ToLinear);
+        assert_eq!(vae_name(&format!("{VAE_PREFIX}loss.logvar"), &vae), None);
+        // A level number past the end must not underflow.
+        assert_eq!(
+            vae_name(
+                &format!("{VAE_PREFIX}decoder.up.9.block.0.conv1.weight"),
+                &vae
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn open_clip_fused_projections_split_into_rows() {
+        let mut index = TensorIndex::default();
+        let meta = |shape: Vec<usize>| TensorMeta {
+            shape,
+            elem_size: 4,
+        };
+        let p = SD2_TEXT_PREFIX;
+        for l in 0..3 {
+            index.tensors.insert(
+                format!("{p}transformer.resblocks.{l}.attn.in_proj_weight"),
+                meta(vec![48, 16]),
+            );
+        }
+        let text = TextShape {
+            layout: TextLayout::OpenClip,
+            hidden_size: 16,
+            intermediate_size: 64,
+            vocab_size: 10,
+            max_position_embeddings: 77,
+            layers_in_file: 3,
+        };
+        let mut out = BTreeMap::new();
+        text_map(&index, &text, 2, &mut out);
+        let k = &out["text_model.encoder.layers.1.self_attn.k_proj.weight"];
+        assert_eq!(
+            k.source,
+            format!("{p}transformer.resblocks.1.attn.in_proj_weight")
+        );
+        assert_eq!(k.transform, Transform::Rows { start: 16, len: 16 });
+        assert!(
+            !out.keys().any(|k| k.contains("layers.2.")),
+            "penultimate rule"
+        );
+    }
+}

@@ -8,6 +8,19 @@
 //!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]).
 //! - [`convert`]: writes a diffusers folder from a single file, on explicit request only.
 //! - [`cache`]: the LRU of loaded models used by the worker.
+//!
+//! Rules an operator can rely on:
+//! - Any folder layout works under a root: the seed's (`runwayml/stable-diffusion-v1-5`,
+//!   `v1/`, `v2/`, ...) and AUTOMATIC1111's flat `models/Stable-diffusion` alike. A model's
+//!   name is its path relative to its root.
+//! - SD1/SD2, txt2img/inpaint and the prediction type come from the weights and configs, never
+//!   from names. A single file's architecture numbers come from its tensor shapes plus the
+//!   `.yaml` beside it (`model.yaml` for `model.safetensors`) when present, else from the
+//!   standard SD1.5 / SD2.1 configs; `parameterization: "v"` in that yaml means
+//!   v-prediction, and without a yaml a single file is an epsilon model.
+//! - SDXL and other architectures are listed nowhere and answered with a clear error.
+//! - Clients' paths are confined lexically to the roots; links placed inside a root by the
+//!   administrator are followed. Model files are only read, and `.ckpt` pickles only parsed.
 
 pub mod cache;
 pub mod catalog;
