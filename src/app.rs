@@ -144,6 +144,7 @@ pub async fn start(
         write_timeout: config.write_timeout(),
         max_outgoing_bytes: config.max_outgoing_bytes,
         limits: config.limits(),
+        auth_token: (!config.auth_token.is_empty()).then(|| config.auth_token.clone()),
     });
     let listener = ListenerActor::new(
         listener,

@@ -35,6 +35,9 @@ pub struct Config {
     pub write_timeout_secs: f64,
     pub max_outgoing_bytes: usize,
     pub allow_remote_quit: bool,
+    /// Shared secret clients must send first (`{"action": "auth", "token": ...}`);
+    /// empty = no authentication.
+    pub auth_token: String,
     pub max_steps: usize,
     pub max_pixels: u64,
     pub max_samples: usize,
@@ -62,6 +65,7 @@ impl Default for Config {
             write_timeout_secs: 60.0,
             max_outgoing_bytes: 256 * 1024 * 1024,
             allow_remote_quit: false,
+            auth_token: String::new(),
             max_steps: 150,
             max_pixels: 2048 * 2048,
             max_samples: 8,

@@ -155,7 +155,15 @@ fn client_that_stops_reading_is_dropped() {
     let t0 = Instant::now();
     let mut dropped = false;
     while t0.elapsed() < Duration::from_secs(15) {
-        if c.stream.write_all(&ping).is_err() {
+        if let Err(e) = c.stream.write_all(&ping) {
+            // A timeout would only mean the server stopped reading; we want a closed socket.
+            assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "server stalled instead of dropping the client: {e}"
+            );
             dropped = true;
             break;
         }

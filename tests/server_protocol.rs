@@ -238,3 +238,27 @@ fn stalled_mid_message_client_is_dropped() {
     assert_eq!(idle.recv().unwrap()["event"], json!("pong"));
     server.shutdown();
 }
+
+#[test]
+fn auth_token_required_when_configured() {
+    let mut config = test_config();
+    config.auth_token = "s3cret".into();
+    let server = start_with(config, STEP);
+    // Anything before auth: unauthorized, then the connection closes.
+    let mut c = Client::connect(server.local_addr);
+    c.send(&txt2img("x", "x", 1, 1, 64));
+    assert_eq!(c.recv().unwrap()["code"], json!("unauthorized"));
+    assert!(c.recv().is_none());
+    // A wrong token is refused the same way.
+    let mut c = Client::connect(server.local_addr);
+    c.send(&json!({"action": "auth", "token": "guess"}));
+    assert_eq!(c.recv().unwrap()["code"], json!("unauthorized"));
+    assert!(c.recv().is_none());
+    // The right token unlocks the session.
+    let mut c = Client::connect(server.local_addr);
+    c.send(&json!({"action": "auth", "token": "s3cret"}));
+    assert_eq!(c.recv().unwrap()["event"], json!("auth"));
+    c.send(&txt2img("ok", "x", 1, 1, 64));
+    assert_eq!(c.collect_job("ok").end_event(), "done");
+    server.shutdown();
+}

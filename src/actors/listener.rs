@@ -126,6 +126,11 @@ impl Handler<Accepted> for ListenerActor {
             });
             return;
         }
+        // Each packet is its own write; without Nagle delays the plugin sees whole packets
+        // promptly (a 1 KiB EOM behind a 1 KiB data packet would otherwise wait for an ACK).
+        if let Err(e) = msg.stream.set_nodelay(true) {
+            log::debug!("set_nodelay failed for {}: {e}", msg.peer);
+        }
         let id = self.next_session;
         self.next_session += 1;
         log::info!("session {id}: client {} connected", msg.peer);

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Honour the quit packet from non-loopback clients
     #[arg(long, env = "RUNAI_ALLOW_REMOTE_QUIT")]
     pub allow_remote_quit: bool,
+    /// Require this token as each client's first message (prefer the environment variable)
+    #[arg(long, env = "RUNAI_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     /// Most denoising steps a request may ask for [default: 150]
     #[arg(long, env = "RUNAI_MAX_STEPS")]
     pub max_steps: Option<usize>,
@@ -126,6 +129,7 @@ impl ServeArgs {
         if self.allow_remote_quit {
             c.allow_remote_quit = true;
         }
+        set!(auth_token, self.auth_token);
         set!(max_steps, self.max_steps);
         set!(max_pixels, self.max_pixels);
         set!(max_samples, self.max_samples);

@@ -1,5 +1,5 @@
 //! Writes JSON exactly as Python's `json.dumps` does with its defaults: separators `", "` and
-//! `": "`, ASCII only (`\uXXXX`, lowercase hex, surrogate pairs above U+FFFF), floats as
+//! `": "`, ASCII only (`\u` plus four hex digits, lowercase hex, surrogate pairs above U+FFFF), floats as
 //! Python's `repr`, keys in insertion order. The plugin was written against that server, so
 //! our replies must be byte-identical. Never used for parsing (serde_json reads any style).
 
