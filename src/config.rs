@@ -44,6 +44,14 @@ pub struct Config {
     pub max_input_pixels: u64,
     pub max_restarts: u32,
     pub restart_window_secs: f64,
+    /// Where models run: "cpu", "cuda" or "cuda:N" (needs a build with `--features cuda`).
+    pub device: String,
+    /// Weight precision: "auto" (f32 on CPU, f16 on CUDA), "f32", "f16" or "bf16" (CUDA only).
+    pub dtype: String,
+    /// Models kept loaded at once (least recently used is evicted first).
+    pub max_loaded_models: usize,
+    /// Memory budget of the loaded models, in MiB (estimated from their weights).
+    pub model_cache_mb: u64,
 }
 
 impl Default for Config {
@@ -72,6 +80,10 @@ impl Default for Config {
             max_input_pixels: 4096 * 4096,
             max_restarts: 5,
             restart_window_secs: 600.0,
+            device: "cpu".into(),
+            dtype: "auto".into(),
+            max_loaded_models: 2,
+            model_cache_mb: 16384,
         }
     }
 }
@@ -213,7 +225,56 @@ impl Config {
                 format!("must be 1..=64, got {}", self.max_samples),
             ));
         }
+        self.compute()?;
+        if !(1..=64).contains(&self.max_loaded_models) {
+            return Err(invalid(
+                "max_loaded_models",
+                format!("must be 1..=64, got {}", self.max_loaded_models),
+            ));
+        }
+        if self.model_cache_mb < 64 {
+            return Err(invalid(
+                "model_cache_mb",
+                format!("must be at least 64, got {}", self.model_cache_mb),
+            ));
+        }
         Ok(())
+    }
+
+    /// The device and weight dtype requested by `device` and `dtype`, checked for
+    /// combinations that cannot work (bf16 convolutions do not run on the CPU).
+    pub fn compute(&self) -> Result<ComputeSpec, ConfigError> {
+        let device = match self.device.trim().to_ascii_lowercase().as_str() {
+            "cpu" => DeviceSpec::Cpu,
+            "cuda" | "gpu" => DeviceSpec::Cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => DeviceSpec::Cuda(n),
+                _ => {
+                    return Err(invalid(
+                        "device",
+                        format!("expected cpu, cuda or cuda:N, got {:?}", self.device),
+                    ))
+                }
+            },
+        };
+        let dtype = match (self.dtype.trim().to_ascii_lowercase().as_str(), device) {
+            ("auto", DeviceSpec::Cpu) | ("f32", _) => DTypeSpec::F32,
+            ("auto", DeviceSpec::Cuda(_)) | ("f16", _) => DTypeSpec::F16,
+            ("bf16", DeviceSpec::Cuda(_)) => DTypeSpec::Bf16,
+            ("bf16", DeviceSpec::Cpu) => {
+                return Err(invalid(
+                    "dtype",
+                    "bf16 needs a CUDA device (bf16 convolutions do not run on the CPU)",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "dtype",
+                    format!("expected auto, f32, f16 or bf16, got {:?}", self.dtype),
+                ))
+            }
+        };
+        Ok(ComputeSpec { device, dtype })
     }
 
     /// The address to bind; `None` when `host` is invalid.
@@ -259,6 +320,38 @@ impl Config {
     }
     pub fn restart_window(&self) -> Duration {
         secs(self.restart_window_secs)
+    }
+}
+
+/// Which device models run on (validated from `Config::device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Weight precision (validated from `Config::dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DTypeSpec {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// Device and dtype together; turned into candle's types on the worker thread.
+/// The default is the CPU in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputeSpec {
+    pub device: DeviceSpec,
+    pub dtype: DTypeSpec,
+}
+
+impl Default for ComputeSpec {
+    fn default() -> Self {
+        ComputeSpec {
+            device: DeviceSpec::Cpu,
+            dtype: DTypeSpec::F32,
+        }
     }
 }
 

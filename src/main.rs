@@ -3,21 +3,38 @@
 //! place each. Never holds server logic.
 
 use clap::Parser;
-use runai::actors::dir_resolver::DirResolver;
-use runai::actors::gpu_worker::no_backend::no_backend_factory;
 use runai::cli::{serve, Cli, Command};
 use runai::config::Config;
+use runai::engine::factory::{runtime_options, sd_factory};
 use runai::engine::GeneratorFactory;
 use runai::messages::registry::ModelResolver;
+use runai::registry::Registry;
 
-/// The generator backend. Swap this for the real Stable Diffusion factory.
-fn generator_factory() -> GeneratorFactory {
-    no_backend_factory()
+/// The generator backend: Stable Diffusion on candle, on the configured device.
+fn generator_factory(config: &Config) -> GeneratorFactory {
+    // `validate()` already accepted these settings, so `compute()` cannot fail here.
+    let spec = config.compute().unwrap_or_default();
+    sd_factory(
+        spec,
+        config.max_loaded_models,
+        config.model_cache_mb.saturating_mul(1 << 20),
+    )
 }
 
-/// The model resolver. Swap this for the real registry.
+/// The model resolver: the registry over the configured model roots.
 fn model_resolver(config: &Config) -> Box<dyn ModelResolver> {
-    Box::new(DirResolver::new(config.model_roots()))
+    Box::new(Registry::new(&config.model_roots()))
+}
+
+/// Runs a tool subcommand, mapping its error to exit code 1.
+fn tool(name: &str, result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("runai {name}: {e:#}");
+            1
+        }
+    }
 }
 
 fn main() {
@@ -26,7 +43,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
-        None => serve::run(&cli.serve, generator_factory(), model_resolver),
+        None => serve::run(&cli.serve, generator_factory, model_resolver),
         Some(Command::Client(args)) => match runai::cli::client::run(args) {
             Ok(code) => code,
             Err(e) => {
@@ -34,6 +51,14 @@ fn main() {
                 1
             }
         },
+        Some(Command::Replay(args)) => tool(
+            "replay",
+            runai::cli::replay::run_with_loader(args, &|path| {
+                let opts = runtime_options(Default::default())?;
+                Ok(runai::registry::loader::load_model_parts(path, &opts)?)
+            }),
+        ),
+        Some(Command::Convert(args)) => tool("convert", runai::cli::convert::run(args)),
     };
     std::process::exit(code);
 }

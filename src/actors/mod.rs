@@ -6,5 +6,6 @@ pub mod dir_resolver;
 pub mod gpu_worker;
 pub mod listener;
 pub mod model_registry;
+pub mod registry_resolver;
 pub mod session;
 pub mod shutdown;

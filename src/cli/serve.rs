@@ -94,6 +94,18 @@ pub struct ServeArgs {
     /// Restart window in seconds [default: 600]
     #[arg(long, env = "RUNAI_RESTART_WINDOW", value_name = "SECS")]
     pub restart_window: Option<f64>,
+    /// Where models run: cpu, cuda or cuda:N (CUDA builds only) [default: cpu]
+    #[arg(long, env = "RUNAI_DEVICE")]
+    pub device: Option<String>,
+    /// Weight precision: auto (f32 on CPU, f16 on CUDA), f32, f16, bf16 [default: auto]
+    #[arg(long, env = "RUNAI_DTYPE")]
+    pub dtype: Option<String>,
+    /// Models kept loaded at once [default: 2]
+    #[arg(long, env = "RUNAI_MAX_LOADED_MODELS")]
+    pub max_loaded_models: Option<usize>,
+    /// Memory budget of loaded models in MiB [default: 16384]
+    #[arg(long, env = "RUNAI_MODEL_CACHE_MB")]
+    pub model_cache_mb: Option<u64>,
 }
 
 impl ServeArgs {
@@ -136,6 +148,10 @@ impl ServeArgs {
         set!(max_input_pixels, self.max_input_pixels);
         set!(max_restarts, self.max_restarts);
         set!(restart_window_secs, self.restart_window);
+        set!(device, self.device);
+        set!(dtype, self.dtype);
+        set!(max_loaded_models, self.max_loaded_models);
+        set!(model_cache_mb, self.model_cache_mb);
         c.validate()?;
         Ok(c)
     }
@@ -144,7 +160,7 @@ impl ServeArgs {
 /// Runs the server until it drains; returns the process exit code.
 pub fn run(
     args: &ServeArgs,
-    generator: GeneratorFactory,
+    generator_for: impl FnOnce(&Config) -> GeneratorFactory,
     resolver_for: impl FnOnce(&Config) -> Box<dyn ModelResolver>,
 ) -> i32 {
     let config = match args.to_config() {
@@ -160,6 +176,7 @@ pub fn run(
         }
     }
     let resolver = resolver_for(&config);
+    let generator = generator_for(&config);
     let system = actix::System::new();
     let handle = match system.block_on(app::start(config, generator, resolver)) {
         Ok(h) => h,

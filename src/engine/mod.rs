@@ -2,6 +2,7 @@
 //! The worker thread owns one `Box<dyn Generator>`; tests substitute a fake. Nothing here
 //! knows about actors or the wire.
 
+pub mod factory;
 pub mod sd;
 
 use crate::pipeline::params::{GenerateParams, GeneratedImage};

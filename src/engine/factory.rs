@@ -1,0 +1,39 @@
+//! Builds the real Stable Diffusion generator from the validated compute settings. The
+//! device is opened on the worker thread (inside the factory), so a missing GPU fails that
+//! thread's start, not the process's argument parsing.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+
+use super::sd::SdGenerator;
+use super::{Generator, GeneratorFactory};
+use crate::config::{ComputeSpec, DTypeSpec, DeviceSpec};
+use crate::pipeline::RuntimeOptions;
+
+/// Opens the device and maps the dtype; fails with a clear message on a CPU-only build asked
+/// for CUDA.
+pub fn runtime_options(spec: ComputeSpec) -> anyhow::Result<RuntimeOptions> {
+    let device = match spec.device {
+        DeviceSpec::Cpu => Device::Cpu,
+        DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open CUDA device {n}: {e} (a CUDA build needs `cargo build --release --features cuda`)"
+            )
+        })?,
+    };
+    let dtype = match spec.dtype {
+        DTypeSpec::F32 => DType::F32,
+        DTypeSpec::F16 => DType::F16,
+        DTypeSpec::Bf16 => DType::BF16,
+    };
+    Ok(RuntimeOptions { device, dtype })
+}
+
+/// The factory the GPU worker calls at start and after every crash.
+pub fn sd_factory(spec: ComputeSpec, max_models: usize, max_bytes: u64) -> GeneratorFactory {
+    Arc::new(move || {
+        let opts = runtime_options(spec)?;
+        Ok(Box::new(SdGenerator::new(opts, max_models, max_bytes)) as Box<dyn Generator>)
+    })
+}
