@@ -49,6 +49,14 @@ fn ids(t: &Tensor) -> Vec<u32> {
         .collect()
 }
 
+fn init_of(case: &runai::cli::replay::GoldenCase) -> Option<image::RgbImage> {
+    match &case.params.task {
+        runai::pipeline::params::Task::Img2Img { init, .. }
+        | runai::pipeline::params::Task::Inpaint { init, .. } => Some(init.clone()),
+        runai::pipeline::params::Task::Txt2Img => None,
+    }
+}
+
 #[test]
 fn components_match_golden_intermediates() {
     let opts = RuntimeOptions::default();
@@ -91,6 +99,25 @@ fn components_match_golden_intermediates() {
             }
             _ => 0.0,
         };
+        // 8-bit conversion of the reference float image reproduces the reference PNG.
+        let png = image::open(case.tensors_path.with_extension("png"))
+            .unwrap()
+            .to_rgb8();
+        let ours = runai::pipeline::images::unit_to_rgb(&g["image"]).unwrap();
+        assert_eq!(ours[0].as_raw(), png.as_raw(), "{id}: 8-bit conversion");
+        // Pixel preprocessing of the init image reproduces the reference tensor.
+        if let (Some(t), Some(init)) = (g.get("init_image_tensor"), init_of(&case)) {
+            let ours = runai::pipeline::images::rgb_to_tensor(&init, &Device::Cpu).unwrap();
+            assert_eq!(max_diff(&ours, t), 0.0, "{id}: init image tensor");
+        }
+        if let Some(mc) = g.get("mask_condition") {
+            if let runai::pipeline::params::Task::Inpaint { mask: Some(m), .. } = &case.params.task
+            {
+                let bin = runai::pipeline::images::binarize_mask(m);
+                let ours = Tensor::from_vec(bin, mc.dims(), &Device::Cpu).unwrap();
+                assert_eq!(max_diff(&ours, mc), 0.0, "{id}: mask condition");
+            }
+        }
         println!(
             "{id}: prompt_embeds {d_text:.3e} unet_out_0 {d_unet:.3e} vae_decode_out {d_vae:.3e} vae_posterior {d_enc:.3e}"
         );

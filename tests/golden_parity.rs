@@ -54,15 +54,32 @@ fn all_public_cases_match_golden() {
         let model = models
             .entry(case.model_dir.clone())
             .or_insert_with(|| StableDiffusion::load_folder(&case.model_dir, &opts).unwrap());
-        let trace = match replay_case(model, &case) {
-            Ok(t) => t,
+        let replay = match replay_case(model, &case) {
+            Ok(r) => r,
             Err(e) => {
                 println!("{id}: FAILED {e:#}");
                 failures.push(format!("{id}: {e:#}"));
                 continue;
             }
         };
+        let trace = &replay.trace;
         let golden = candle_core::safetensors::load(&case.tensors_path, &Device::Cpu).unwrap();
+        // The 8-bit output against the reference PNG: rounding may flip a level at most.
+        let png = image::open(case.tensors_path.with_extension("png"))
+            .unwrap()
+            .to_rgb8();
+        let ours = &replay.images[0];
+        assert_eq!(ours.dimensions(), png.dimensions(), "{id}: png size");
+        let png_diff = ours
+            .as_raw()
+            .iter()
+            .zip(png.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        if png_diff > 1 {
+            failures.push(format!("{id} png differs by {png_diff} levels"));
+        }
         let mut line = format!("{id}:");
         for (name, tol) in CHECKS {
             let (Some(ours), Some(theirs)) = (trace.get(name), golden.get(*name)) else {
@@ -77,7 +94,7 @@ fn all_public_cases_match_golden() {
         for name in ["prompt_embeds", "unet_out_0", "final_latents", "image"] {
             assert!(trace.get(name).is_some(), "{id}: {name} not traced");
         }
-        println!("{line}");
+        println!("{line} png {png_diff}");
     }
     assert!(failures.is_empty(), "parity failures: {failures:#?}");
 }

@@ -149,13 +149,23 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
             .to_rgb8())
     };
     let strength = case.get("strength").and_then(Value::as_f64).unwrap_or(1.0);
-    let task = match field(case, "task")?.as_str().unwrap_or_default() {
-        "txt2img" | "ancestral" => Task::Txt2Img,
+    // Task names beyond the public ones are inferred from the inputs the case supplies.
+    let has = |key: &str| case.get(key).is_some_and(|v| !v.is_null());
+    let task_name = match field(case, "task")?.as_str().unwrap_or_default() {
+        known @ ("txt2img" | "img2img" | "inpaint") => known,
+        "ancestral" => "txt2img",
+        "outpaint" => "inpaint",
+        _ if has("mask") => "inpaint",
+        _ if has("image") => "img2img",
+        _ => "txt2img",
+    };
+    let task = match task_name {
+        "txt2img" => Task::Txt2Img,
         "img2img" => Task::Img2Img {
             init: load_rgb("image")?,
             strength,
         },
-        "inpaint" | "outpaint" => {
+        "inpaint" => {
             let mask = match case.get("mask").and_then(Value::as_str) {
                 Some(m) => {
                     let p = root.join(m);
@@ -296,12 +306,18 @@ impl NoiseSource for RecordedNoise {
     }
 }
 
-/// Runs `case` on `model` with its recorded noise; returns the recorded intermediates.
-pub fn replay_case(model: &StableDiffusion, case: &GoldenCase) -> anyhow::Result<Trace> {
+/// What a replay produced: the recorded intermediates and the 8-bit images.
+pub struct Replay {
+    pub trace: Trace,
+    pub images: Vec<image::RgbImage>,
+}
+
+/// Runs `case` on `model` with its recorded noise.
+pub fn replay_case(model: &StableDiffusion, case: &GoldenCase) -> anyhow::Result<Replay> {
     let mut noise = RecordedNoise::from_case(case)?;
     let mut trace = Trace::new();
     let mut progress = |_: usize, _: usize| true;
-    model
+    let images = model
         .run_with_scheduler_config(
             &case.params,
             &case.scheduler_config,
@@ -310,7 +326,10 @@ pub fn replay_case(model: &StableDiffusion, case: &GoldenCase) -> anyhow::Result
             &mut progress,
         )
         .with_context(|| format!("replaying {}", case.id))?;
-    Ok(trace)
+    Ok(Replay {
+        trace,
+        images: images.into_iter().map(|g| g.image).collect(),
+    })
 }
 
 /// The CLI entry point, loading models from diffusers folders.
@@ -330,7 +349,7 @@ pub fn run_with_loader(
     let model_path = args.model.clone().unwrap_or_else(|| case.model_dir.clone());
     let parts = loader(&model_path)?;
     let model = StableDiffusion::from_parts(parts, &opts)?;
-    let trace = replay_case(&model, &case)?;
+    let trace = replay_case(&model, &case)?.trace;
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for name in OUTPUT_NAMES {
         if let Some(t) = trace.get(name) {

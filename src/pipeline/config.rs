@@ -256,7 +256,22 @@ impl UNetConfig {
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Structural consistency (list lengths, divisibility); the UNet builder relies on it.
+    pub fn check(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        let lists = [
+            self.down_cross_attn.len(),
+            self.up_cross_attn.len(),
+            self.layers_per_block.len(),
+            self.num_attention_heads.len(),
+            self.transformer_layers_per_block.len(),
+            self.cross_attention_dim.len(),
+        ];
+        if n == 0 || lists.iter().any(|&l| l != n) {
+            return Err(PipelineError::Config(
+                "unet config: per-block lists do not match block_out_channels".into(),
+            ));
+        }
         let g = self.norm_num_groups;
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             let heads = self.num_attention_heads.get(i).copied().unwrap_or(0);
@@ -313,16 +328,27 @@ impl VaeConfig {
             use_post_quant_conv: f.bool_or("use_post_quant_conv", true)?,
             block_out_channels,
         };
-        let g = cfg.norm_num_groups;
-        if g == 0 || cfg.block_out_channels.iter().any(|c| c % g != 0) {
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Structural consistency; the VAE builder relies on it.
+    pub fn check(&self) -> Result<()> {
+        let g = self.norm_num_groups;
+        if self.block_out_channels.is_empty()
+            || g == 0
+            || self.block_out_channels.iter().any(|c| c % g != 0)
+        {
             return Err(PipelineError::Config(
                 "vae config: channels not divisible by norm_num_groups".into(),
             ));
         }
-        if !(cfg.scaling_factor.is_finite() && cfg.scaling_factor > 0.0) {
-            return Err(f.bad("scaling_factor"));
+        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+            return Err(PipelineError::Config(
+                "vae config: scaling_factor must be positive".into(),
+            ));
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// Pixels per latent cell: 2^(number of blocks - 1), 8 for every SD VAE.

@@ -83,7 +83,8 @@ impl StableDiffusion {
         let shape = [n, lc, height / sf, width / sf];
         let dev = self.device.clone();
 
-        // Text embeddings: batch [uncond x n, cond x n] when guidance is on.
+        let started = std::time::Instant::now();
+        // Text embeddings: [uncond, cond] when guidance is on, else [cond].
         let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
         record(&mut trace, "prompt_embeds", &cond)?;
         let do_cfg = params.guidance_scale > 1.0;
@@ -199,6 +200,10 @@ impl StableDiffusion {
             }
         }
 
+        log::debug!(
+            "denoised {n} image(s) {width}x{height}, {total} steps in {:.2?}",
+            started.elapsed()
+        );
         record(&mut trace, "final_latents", &latents)?;
         let z = (&latents / self.vae_scaling_factor())?;
         let mut decoded = Vec::with_capacity(n);

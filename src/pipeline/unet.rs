@@ -128,6 +128,7 @@ pub struct UNet {
 
 impl UNet {
     pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+        cfg.check()?;
         let boc = &cfg.block_out_channels;
         let n = boc.len();
         let c0 = boc[0];

@@ -146,6 +146,7 @@ pub struct Vae {
 
 impl Vae {
     pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        cfg.check()?;
         let boc = &cfg.block_out_channels;
         let g = cfg.norm_num_groups;
         let n = boc.len();
