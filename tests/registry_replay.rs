@@ -68,14 +68,31 @@ fn check_model_file(model: &str, ext: &str) {
             println!("{id}: skipped, the folder cannot run it either: {e:#}");
             continue;
         }
-        let trace = match replay_case(&sd, &case) {
-            Ok(t) => t,
+        let replay = match replay_case(&sd, &case) {
+            Ok(r) => r,
             Err(e) => {
                 failures.push(format!("{id} [{ext}]: {e:#}"));
                 continue;
             }
         };
         replayed += 1;
+        // The 8-bit output against the reference PNG: rounding may flip a level at most.
+        let png = image::open(case.tensors_path.with_extension("png"))
+            .unwrap()
+            .to_rgb8();
+        let ours = &replay.images[0];
+        assert_eq!(ours.dimensions(), png.dimensions(), "{id}: png size");
+        let png_diff = ours
+            .as_raw()
+            .iter()
+            .zip(png.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        if png_diff > 1 {
+            failures.push(format!("{id} [{ext}] png differs by {png_diff} levels"));
+        }
+        let trace = &replay.trace;
         let golden = candle_core::safetensors::load(&case.tensors_path, &Device::Cpu).unwrap();
         let mut line = format!("{id} [{ext}]:");
         let mut compared = 0;
