@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::server_common::{test_config, JobReplies};
 
-/// A prompt that makes [`PanickyGenerator`] panic after its first step.
+/// A prompt that makes [`PanickyGenerator`] panic after its last step.
 pub const PANIC_PROMPT: &str = "PANIC";
 
 pub fn fixtures() -> PathBuf {
@@ -43,10 +43,14 @@ impl Generator for PanickyGenerator {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         if job.params.prompt == PANIC_PROMPT {
-            // Panics inside the model call (from the step callback), after step 0's progress.
+            // Panics inside the model call (from the step callback) after the last step's
+            // progress went out, like a model blowing up in the VAE.
             let mut wrapped = |step: usize, total: usize| -> bool {
-                let _ = progress(step, total);
-                panic!("generator asked to panic after step {step}")
+                let go_on = progress(step, total);
+                if step + 1 >= total {
+                    panic!("generator asked to panic after step {step}");
+                }
+                go_on
             };
             return self.inner.generate(job, &mut wrapped);
         }
