@@ -212,3 +212,38 @@ fn convert_over_the_wire_writes_a_folder_that_generates_the_same_image() {
     assert_done(&c.collect_job("end"), 1, 2);
     server.shutdown();
 }
+
+#[test]
+fn cli_convert_writes_a_folder_the_server_then_serves() {
+    let sf = SingleFileRoot::new();
+    let src = sf.path().join("v2/tiny-sd2.safetensors");
+    let dst = sf.path().join("v2/tiny-sd2-diffusers");
+    let run = |dst: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runai"))
+            .arg("convert")
+            .arg(&src)
+            .arg(dst)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runai convert runs")
+    };
+    let out = run(&dst);
+    assert!(out.status.success(), "{out:?}");
+    assert!(dst.join("model_index.json").is_file());
+    // Never overwrites: a second run fails and leaves the folder alone.
+    let again = run(&dst);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    assert!(dst.join("model_index.json").is_file());
+
+    let server = start_real_with(test_config(), real_factory(), &[sf.path().to_path_buf()]);
+    let mut c = Client::connect(server.local_addr);
+    c.send(&txt2img("file", "v2/tiny-sd2.safetensors", 3, 8, 64, 64));
+    c.send(&txt2img("folder", "v2/tiny-sd2-diffusers", 3, 8, 64, 64));
+    let file = c.collect_job("file");
+    let folder = c.collect_job("folder");
+    assert_done(&file, 1, 3);
+    assert_done(&folder, 1, 3);
+    assert_eq!(image_b64(&file, 0), image_b64(&folder, 0));
+    server.shutdown();
+}
