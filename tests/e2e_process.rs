@@ -42,8 +42,10 @@ fn spawn_runai() -> (Child, SocketAddr) {
                 .split("listening on ")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next());
-            if let (Some(addr), Some(tx)) = (addr, tx.take()) {
-                let _ = tx.send(addr.to_string());
+            if let Some(addr) = addr {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.to_string());
+                }
             }
         }
     });
