@@ -38,6 +38,7 @@ fn every_format_and_layout_is_listed_and_served() {
         ("v1/tiny-sd1.safetensors", "v1", "txt2img", "safetensors"),
         ("v1/tiny-sd1.ckpt", "v1", "txt2img", "ckpt"),
         ("v2/tiny-sd2.safetensors", "v2", "txt2img", "safetensors"),
+        ("v2/tiny-sd2.ckpt", "v2", "txt2img", "ckpt"),
         (
             "models/Stable-diffusion/tiny-sd1.ckpt",
             "v1",
@@ -52,34 +53,41 @@ fn every_format_and_layout_is_listed_and_served() {
         let path = PathBuf::from(m["path"].as_str().unwrap());
         assert!(path.is_absolute() && path.exists(), "{m}");
     }
-    assert_eq!(models["models"].as_array().unwrap().len(), 7, "{models}");
+    assert_eq!(models["models"].as_array().unwrap().len(), 8, "{models}");
 
-    // Each single file generates over the wire; the three copies of the SD1 weights agree
-    // with each other byte for byte whatever their container or folder.
-    let mut sd1 = Vec::new();
-    for (i, model) in [
-        "v1/tiny-sd1.safetensors",
-        "v1/tiny-sd1.ckpt",
-        "models/Stable-diffusion/tiny-sd1.ckpt",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let job = format!("sf{i}");
-        c.send(&txt2img(&job, model, 3, 11, 64, 64));
-        let r = c.collect_job(&job);
-        assert_done(&r, 1, 3);
-        assert_eq!(decode_png(&r.images[0]).dimensions(), (64, 64));
-        sd1.push(image_b64(&r, 0));
+    // Each single file generates over the wire, and every copy of the same weights gives the
+    // diffusers folder's image byte for byte, whatever its container, folder or spelling.
+    let sd2_abs = sf.path().join("v2/tiny-sd2.safetensors");
+    let groups = [
+        vec![
+            "tiny-sd1".to_string(),
+            "v1/tiny-sd1.safetensors".to_string(),
+            "v1/tiny-sd1.ckpt".to_string(),
+            "models/Stable-diffusion/tiny-sd1.ckpt".to_string(),
+        ],
+        vec![
+            "tiny-sd2".to_string(),
+            sd2_abs.to_string_lossy().into_owned(),
+            "v2/tiny-sd2.ckpt".to_string(),
+        ],
+    ];
+    let mut firsts = Vec::new();
+    for group in &groups {
+        let mut images = Vec::new();
+        for (i, model) in group.iter().enumerate() {
+            let job = format!("m{i}");
+            c.send(&txt2img(&job, model, 3, 11, 64, 64));
+            let r = c.collect_job(&job);
+            assert_done(&r, 1, 3);
+            assert_eq!(decode_png(&r.images[0]).dimensions(), (64, 64));
+            images.push(image_b64(&r, 0));
+        }
+        for (model, img) in group.iter().zip(&images) {
+            assert!(*img == images[0], "{model} differs from {}", group[0]);
+        }
+        firsts.push(images[0].clone());
     }
-    assert_eq!(sd1[0], sd1[1]);
-    assert_eq!(sd1[0], sd1[2]);
-    // An absolute path inside a root works like the relative name.
-    let abs = sf.path().join("v2/tiny-sd2.safetensors");
-    c.send(&txt2img("sd2", abs.to_str().unwrap(), 3, 11, 64, 64));
-    let r = c.collect_job("sd2");
-    assert_done(&r, 1, 3);
-    assert_eq!(decode_png(&r.images[0]).dimensions(), (64, 64));
+    assert_ne!(firsts[0], firsts[1], "SD1 and SD2 must differ");
     server.shutdown();
 }
 

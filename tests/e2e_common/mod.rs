@@ -184,7 +184,7 @@ impl SingleFileRoot {
         let src = fixtures().join("single_file");
         for (sub, stem, exts) in [
             ("v1", "tiny-sd1", &["safetensors", "ckpt"][..]),
-            ("v2", "tiny-sd2", &["safetensors"][..]),
+            ("v2", "tiny-sd2", &["safetensors", "ckpt"][..]),
             ("models/Stable-diffusion", "tiny-sd1", &["ckpt"][..]),
         ] {
             let to = dir.path().join(sub);
