@@ -28,7 +28,7 @@ fn panic_fails_only_its_job_and_queued_jobs_run_after_the_rebuild() {
 
     let mut a = Client::connect(addr);
     let mut c = Client::connect(addr);
-    let mut boom = txt2img("boom", "tiny-sd1", 12, 1, 64, 64);
+    let mut boom = txt2img("boom", "tiny-sd1", 40, 1, 64, 64);
     boom["options"]["txt2img_prompt"] = json!(PANIC_PROMPT);
     a.send(&boom);
     a.recv_until(|m| m["action"] == json!(4));
@@ -42,6 +42,8 @@ fn panic_fails_only_its_job_and_queued_jobs_run_after_the_rebuild() {
     assert_eq!(end["event"], json!("error"), "{end}");
     assert_eq!(end["code"], json!("internal"), "{end}");
     assert!(r.images.is_empty());
+    // It crashed after its last step's progress went out.
+    assert_eq!(r.progress.len(), 40);
 
     let b1 = b.collect_job("b1");
     let c1 = c.collect_job("c1");
