@@ -4,6 +4,7 @@
 //! its own thread (tests, embedding). Never parses flags or exits the process.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -40,9 +41,15 @@ pub enum AppError {
 pub struct AppHandle {
     pub local_addr: SocketAddr,
     shutdown: Addr<ShutdownActor>,
+    sessions: Arc<AtomicUsize>,
 }
 
 impl AppHandle {
+    /// Client sessions open right now (admitted connections not yet closed).
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
+
     /// Starts a graceful drain, exactly as SIGTERM does.
     pub fn shutdown(&self) {
         self.shutdown.do_send(BeginDrain {
@@ -124,8 +131,9 @@ pub async fn start(
         idle: config.idle(),
         drain_grace: config.drain_grace(),
         allow_remote_quit: config.allow_remote_quit,
-    })
-    .start();
+    });
+    let sessions = shutdown.sessions_gauge();
+    let shutdown = shutdown.start();
     let registry = ModelRegistryActor::start(resolver, config.default_model.clone());
     let worker_settings = WorkerSettings {
         packet_size: config.packet_size,
@@ -160,6 +168,7 @@ pub async fn start(
     Ok(AppHandle {
         local_addr,
         shutdown,
+        sessions,
     })
 }
 
@@ -185,6 +194,11 @@ impl ServerThread {
             .do_send(crate::actors::shutdown::RunOnSystem(Box::new(move || {
                 h.handle_signals()
             })));
+    }
+
+    /// Client sessions open right now.
+    pub fn open_sessions(&self) -> usize {
+        self.handle.open_sessions()
     }
 
     pub fn is_finished(&self) -> bool {

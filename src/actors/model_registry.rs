@@ -1,12 +1,15 @@
 //! `ModelRegistryActor`: runs a `ModelResolver` on its own thread (a one-thread
-//! `SyncArbiter`) so directory scans and file reads never block the async reactor, and
-//! substitutes the configured default model when a request names none. Never loads weights.
+//! `SyncArbiter`) so directory scans, file reads and `convert` never block the async
+//! reactor, and substitutes the configured default model when a request names none. Never
+//! loads weights into memory for generation.
 
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
-use crate::messages::registry::{ListModels, ModelResolver, ResolveError, ResolveModel};
+use crate::messages::registry::{
+    ConvertModel, ListModels, ModelResolver, ResolveError, ResolveModel,
+};
 use crate::registry::model::ResolvedModel;
 
 pub struct ModelRegistryActor {
@@ -61,6 +64,17 @@ impl Handler<ListModels> for ModelRegistryActor {
 
     fn handle(&mut self, _msg: ListModels, _ctx: &mut SyncContext<Self>) -> Self::Result {
         MessageResult(self.resolver.list())
+    }
+}
+
+impl Handler<ConvertModel> for ModelRegistryActor {
+    type Result = Result<ResolvedModel, ResolveError>;
+
+    // Converting runs here, on the registry's own thread: it is serialized with scans (a
+    // half-written folder is never identified concurrently), and resolves wait behind it
+    // rather than racing it.
+    fn handle(&mut self, msg: ConvertModel, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.resolver.convert(msg.requested.trim())
     }
 }
 

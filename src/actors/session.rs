@@ -23,7 +23,7 @@ use crate::actors::model_registry::ModelRegistryActor;
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
-use crate::messages::registry::{ListModels, ResolveModel};
+use crate::messages::registry::{ConvertModel, ListModels, ResolveModel};
 use crate::messages::session::{CloseSession, JobEvent};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
@@ -216,6 +216,33 @@ impl SessionActor {
         }));
     }
 
+    /// Runs on the registry's thread; `spawn` (not `wait`) so this session's other requests,
+    /// a cancel or a ping included, are not held up by a long conversion. Ends in one
+    /// Part 2 `done` or one `error`, never a legacy-looking message.
+    fn handle_convert(&mut self, job_id: Option<String>, model: String, ctx: &mut Context<Self>) {
+        let started = std::time::Instant::now();
+        let convert = self.registry.send(ConvertModel { requested: model });
+        ctx.spawn(convert.into_actor(self).map(move |res, act, ctx| {
+            let reqtype = Some("convert".to_string());
+            match res {
+                Ok(Ok(m)) => {
+                    let elapsed = started.elapsed().as_millis() as u64;
+                    let v = responses::converted(job_id.as_deref(), &m.name, elapsed);
+                    act.send_value(&v, ctx);
+                }
+                Ok(Err(e)) => {
+                    let err = RequestError::new(e.code(), e.to_string()).for_job(job_id, reqtype);
+                    act.send_error(&err, ctx);
+                }
+                Err(_) => {
+                    let err = RequestError::new(ErrorCode::Unavailable, "model registry is down")
+                        .for_job(job_id, reqtype);
+                    act.send_error(&err, ctx);
+                }
+            }
+        }));
+    }
+
     fn handle_control(&mut self, req: Request, ctx: &mut Context<Self>) {
         match req {
             Request::Generate(_) => {}
@@ -261,14 +288,7 @@ impl SessionActor {
                 }));
             }
             Request::Update => self.send_value(&responses::upgrade_complete(), ctx),
-            Request::Convert => {
-                let e = RequestError::new(
-                    ErrorCode::Unavailable,
-                    "convert is not offered over the wire; run `runai convert` on the server",
-                )
-                .for_job(None, Some("convert".to_string()));
-                self.send_error(&e, ctx);
-            }
+            Request::Convert { job_id, model } => self.handle_convert(job_id, model, ctx),
             Request::Auth { token } => {
                 let ok = match &self.settings.auth_token {
                     None => true,

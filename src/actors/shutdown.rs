@@ -4,6 +4,8 @@
 //! after its final message, then stop the actix system with the exit code. Never exits the
 //! process itself; `main` returns the code.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -43,6 +45,9 @@ pub struct ShutdownActor {
     listener: Option<Addr<ListenerActor>>,
     worker: Option<Addr<GpuWorkerActor>>,
     sessions: usize,
+    /// A read-only mirror of `sessions` for observers outside the actor system (tests,
+    /// embedders): readable from any thread without a message round trip.
+    sessions_gauge: Arc<AtomicUsize>,
     ever_connected: bool,
     idle_epoch: u64,
     phase: Phase,
@@ -57,12 +62,18 @@ impl ShutdownActor {
             listener: None,
             worker: None,
             sessions: 0,
+            sessions_gauge: Arc::new(AtomicUsize::new(0)),
             ever_connected: false,
             idle_epoch: 0,
             phase: Phase::Running,
             exit_code: 0,
             reason: String::new(),
         }
+    }
+
+    /// The open-session count, kept current by the actor.
+    pub fn sessions_gauge(&self) -> Arc<AtomicUsize> {
+        self.sessions_gauge.clone()
     }
 
     fn begin_drain(&mut self, reason: &str, exit_code: i32, force: bool, ctx: &mut Context<Self>) {
@@ -150,6 +161,7 @@ impl Handler<SessionOpened> for ShutdownActor {
 
     fn handle(&mut self, _msg: SessionOpened, _ctx: &mut Context<Self>) {
         self.sessions += 1;
+        self.sessions_gauge.store(self.sessions, Ordering::SeqCst);
         self.ever_connected = true;
         // Invalidates any pending idle timer.
         self.idle_epoch += 1;
@@ -161,6 +173,7 @@ impl Handler<SessionClosed> for ShutdownActor {
 
     fn handle(&mut self, _msg: SessionClosed, ctx: &mut Context<Self>) {
         self.sessions = self.sessions.saturating_sub(1);
+        self.sessions_gauge.store(self.sessions, Ordering::SeqCst);
         if self.sessions > 0 {
             return;
         }

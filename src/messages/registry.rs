@@ -1,7 +1,7 @@
 //! The model-resolution seam: the `ModelResolver` trait the `ModelRegistryActor` calls
-//! (implemented by the built-in `DirResolver` and by the real registry), its error kinds with
-//! their wire codes, and the registry actor's messages. Implementations may block on the
-//! file system: the actor runs them on its own thread, never on the async reactor.
+//! (implemented by the real registry, `crate::registry::Registry`), its error kinds with their
+//! wire codes, and the registry actor's messages. Implementations may block on the file
+//! system: the actor runs them on its own thread, never on the async reactor.
 
 use actix::Message;
 
@@ -37,6 +37,14 @@ pub trait ModelResolver: Send {
     fn resolve(&mut self, requested: &str) -> Result<ResolvedModel, ResolveError>;
     /// Every usable model under the roots.
     fn list(&mut self) -> Vec<ResolvedModel>;
+    /// Converts the single-file model `requested` into a diffusers folder beside it and
+    /// returns the new folder as a model. The only call that writes to disk; resolvers that
+    /// cannot convert keep this default.
+    fn convert(&mut self, requested: &str) -> Result<ResolvedModel, ResolveError> {
+        Err(ResolveError::Unavailable(format!(
+            "this server cannot convert {requested:?}"
+        )))
+    }
 }
 
 /// Resolve a requested model; empty means the configured default.
@@ -49,3 +57,10 @@ pub struct ResolveModel {
 #[derive(Message, Debug)]
 #[rtype(result = "Vec<ResolvedModel>")]
 pub struct ListModels;
+
+/// Convert a single-file model into a diffusers folder beside it (legacy `convert`).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ResolvedModel, ResolveError>")]
+pub struct ConvertModel {
+    pub requested: String,
+}

@@ -52,12 +52,21 @@ pub struct RawGenerate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Generate(RawGenerate),
-    Cancel { job_id: Option<String> },
+    Cancel {
+        job_id: Option<String>,
+    },
     Ping,
     Models,
     Update,
-    Convert,
-    Auth { token: String },
+    /// Convert a single-file checkpoint into a diffusers folder beside it.
+    Convert {
+        job_id: Option<String>,
+        /// The `.safetensors`/`.ckpt` file, named like a model (relative or absolute).
+        model: String,
+    },
+    Auth {
+        token: String,
+    },
 }
 
 /// Parses the envelope `{"action": ..., "options": {...}, "job_id": ...}`.
@@ -116,7 +125,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
         "ping" => Ok(Request::Ping),
         "models" => Ok(Request::Models),
         "update" => Ok(Request::Update),
-        "convert" => Ok(Request::Convert),
+        "convert" => parse_convert(&top, job_id),
         "auth" => match top.get("token") {
             Some(Value::String(t)) => Ok(Request::Auth { token: t.clone() }),
             _ => Err(RequestError::new(
@@ -132,6 +141,58 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
             )
         }
     }
+}
+
+/// The option keys naming the file to convert, in priority order (`model_path` is the key
+/// the plugin sends).
+pub const CONVERT_MODEL_KEYS: [&str; 2] = ["model_path", "model"];
+
+fn parse_convert(
+    top: &Map<String, Value>,
+    job_id: Option<String>,
+) -> Result<Request, RequestError> {
+    let reqtype = Some("convert".to_string());
+    let options = match top.get("options") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(other) => {
+            return Err(RequestError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "options: expected an object, got {}",
+                    super::lenient::short(other)
+                ),
+            )
+            .for_job(job_id, reqtype))
+        }
+    };
+    for key in CONVERT_MODEL_KEYS {
+        match options.and_then(|o| o.get(key)) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) if s.trim().is_empty() => continue,
+            Some(Value::String(s)) => {
+                return Ok(Request::Convert {
+                    job_id,
+                    model: s.trim().to_string(),
+                })
+            }
+            Some(other) => {
+                return Err(RequestError::new(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "{key}: expected a string, got {}",
+                        super::lenient::short(other)
+                    ),
+                )
+                .for_job(job_id, reqtype))
+            }
+        }
+    }
+    Err(RequestError::new(
+        ErrorCode::InvalidField,
+        "model_path: convert needs the .safetensors or .ckpt file to convert",
+    )
+    .for_job(job_id, reqtype))
 }
 
 fn parse_job_id(top: &Map<String, Value>) -> Result<Option<String>, RequestError> {
@@ -194,6 +255,35 @@ mod tests {
             parse_request(br#"{"action": "models"}"#).unwrap(),
             Request::Models
         );
+    }
+
+    #[test]
+    fn convert_names_its_file() {
+        assert_eq!(
+            parse_request(br#"{"action": "convert", "options": {"model_path": " v1/a.ckpt "}}"#)
+                .unwrap(),
+            Request::Convert {
+                job_id: None,
+                model: "v1/a.ckpt".into()
+            }
+        );
+        assert_eq!(
+            parse_request(
+                br#"{"action": "convert", "job_id": "c", "options": {"model": "b.safetensors"}}"#
+            )
+            .unwrap(),
+            Request::Convert {
+                job_id: Some("c".into()),
+                model: "b.safetensors".into()
+            }
+        );
+        let e = parse_request(br#"{"action": "convert", "job_id": "c"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert!(e.message.contains("model_path"));
+        assert_eq!(e.reqtype.as_deref(), Some("convert"));
+        let e =
+            parse_request(br#"{"action": "convert", "options": {"model_path": 3}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
     }
 
     #[test]

@@ -74,6 +74,19 @@ pub fn done(job_id: &str, reqtype: &str, images: usize, elapsed_ms: u64) -> Valu
     ])
 }
 
+/// The end of a `convert`: `model` is the new folder's model name (what `models` will list).
+pub fn converted(job_id: Option<&str>, model: &str, elapsed_ms: u64) -> Value {
+    let mut pairs = vec![("event", Value::from("done"))];
+    if let Some(j) = job_id {
+        pairs.push(("job_id", Value::from(j)));
+    }
+    pairs.push(("reqtype", Value::from("convert")));
+    pairs.push(("images", Value::from(0)));
+    pairs.push(("model", Value::from(model)));
+    pairs.push(("elapsed_ms", Value::from(elapsed_ms)));
+    obj(pairs)
+}
+
 pub fn error(code: ErrorCode, message: &str, job_id: Option<&str>, reqtype: Option<&str>) -> Value {
     let mut pairs = vec![
         ("event", Value::from("error")),

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use image::{Rgb, RgbImage};
-use runai::actors::dir_resolver::DirResolver;
 use runai::app::{spawn_server, ServerThread};
 use runai::config::Config;
 use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
 use runai::pipeline::params::{GeneratedImage, Task};
+use runai::registry::Registry;
 use serde_json::{json, Value};
 
 pub const PACKET: usize = 1024;
@@ -100,7 +100,7 @@ pub fn start_with(config: Config, step_delay: Duration) -> ServerThread {
     spawn_server(
         config,
         fake_factory(step_delay),
-        Box::new(DirResolver::new(roots)),
+        Box::new(Registry::new(&roots)),
     )
     .expect("server starts")
 }
