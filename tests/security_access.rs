@@ -203,7 +203,9 @@ fn bad_access_settings_exit_2_with_a_message() {
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     let cert = sec::self_signed(dir.path());
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    // (flags, environment, text the error must contain)
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--allow".into(), "10.0.0.0/33".into()],
             vec![],

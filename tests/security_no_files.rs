@@ -120,11 +120,17 @@ fn a_whole_session_writes_no_file() {
     let mut escape = txt2img("esc", PROMPT, 1, 7, 64);
     escape["options"]["txt2img_model"] = json!("../../../../etc");
     c.send(&escape);
-    assert_eq!(c.collect_job("esc").end.unwrap()["code"], json!("forbidden_path"));
+    assert_eq!(
+        c.collect_job("esc").end.unwrap()["code"],
+        json!("forbidden_path")
+    );
     let mut absolute = txt2img("abs", PROMPT, 1, 7, 64);
     absolute["options"]["txt2img_model"] = json!(home.path());
     c.send(&absolute);
-    assert_eq!(c.collect_job("abs").end.unwrap()["code"], json!("forbidden_path"));
+    assert_eq!(
+        c.collect_job("abs").end.unwrap()["code"],
+        json!("forbidden_path")
+    );
 
     // Quit from loopback: the server drains and exits 0.
     c.send_control(b'x');
@@ -143,12 +149,27 @@ fn a_whole_session_writes_no_file() {
     let log = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(0), "{log}");
 
-    assert!(is_empty(home.path()), "files in HOME: {:?}", listing(home.path()));
-    assert!(is_empty(cwd.path()), "files in the cwd: {:?}", listing(cwd.path()));
-    assert!(is_empty(tmp.path()), "files in TMPDIR: {:?}", listing(tmp.path()));
+    assert!(
+        is_empty(home.path()),
+        "files in HOME: {:?}",
+        listing(home.path())
+    );
+    assert!(
+        is_empty(cwd.path()),
+        "files in the cwd: {:?}",
+        listing(cwd.path())
+    );
+    assert!(
+        is_empty(tmp.path()),
+        "files in TMPDIR: {:?}",
+        listing(tmp.path())
+    );
     assert_eq!(listing(&models), before, "the model root changed");
     assert!(!log.contains(TOKEN), "the token was logged:\n{log}");
-    assert!(!log.contains(PROMPT), "the prompt was logged at info:\n{log}");
+    assert!(
+        !log.contains(PROMPT),
+        "the prompt was logged at info:\n{log}"
+    );
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(!stdout.contains(TOKEN));

@@ -27,6 +27,15 @@ pub struct ClientArgs {
     /// Seconds to wait for any reply
     #[arg(long, default_value_t = 600.0)]
     pub wait: f64,
+    #[command(flatten)]
+    pub access: Box<ClientAccess>,
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+/// How to get into a server that has a token or TLS (boxed: keeps the command enum small).
+#[derive(Debug, Args)]
+pub struct ClientAccess {
     /// Token of a server started with --token (sent as the first message)
     #[arg(
         long,
@@ -41,8 +50,6 @@ pub struct ClientArgs {
     /// Name to check the server certificate against [default: --host]
     #[arg(long, value_name = "NAME")]
     pub tls_name: Option<String>,
-    #[command(subcommand)]
-    pub command: ClientCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,11 +149,11 @@ fn generate_request(action: &str, g: &GenArgs) -> anyhow::Result<Value> {
 pub fn run(args: ClientArgs) -> anyhow::Result<i32> {
     let addr = format!("{}:{}", args.host, args.port);
     let wait = Duration::try_from_secs_f64(args.wait).unwrap_or(Duration::from_secs(600));
-    let mut c = match &args.tls_ca {
+    let mut c = match &args.access.tls_ca {
         None => WireClient::connect(&addr, args.packet_size, wait),
         Some(ca) => {
             let config = crate::net::tls::client_config(ca)?;
-            let name = args.tls_name.as_deref().unwrap_or(&args.host);
+            let name = args.access.tls_name.as_deref().unwrap_or(&args.host);
             WireClient::connect_tls(&addr, args.packet_size, wait, config, name)
         }
     }
@@ -155,7 +162,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<i32> {
     if hello.get("versions").is_none() {
         bail!("unexpected first message: {hello}");
     }
-    if let Some(token) = args.token.as_ref().filter(|t| !t.is_empty()) {
+    if let Some(token) = args.access.token.as_ref().filter(|t| !t.is_empty()) {
         c.send(&json!({"action": "auth", "token": token.expose()}))?;
         let reply = c
             .recv()?
