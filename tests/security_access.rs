@@ -270,3 +270,42 @@ fn bad_access_settings_exit_2_with_a_message() {
         assert!(err.contains(expect), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn help_shows_the_access_flags_but_never_the_token_value() {
+    let out = runai()
+        .arg("--help")
+        .env("RUNAI_TOKEN", "leak-check-7f3a")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--allow",
+        "RUNAI_ALLOW",
+        "--token",
+        "RUNAI_TOKEN",
+        "--tls-cert",
+        "--tls-key",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        !text.contains("leak-check-7f3a"),
+        "--help printed the token"
+    );
+    let out = runai()
+        .args(["client", "--help"])
+        .env("RUNAI_TOKEN", "leak-check-7f3a")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--tls-ca") && text.contains("--token"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("leak-check-7f3a"),
+        "client --help printed the token"
+    );
+}
