@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::GeneratorFactory;
 use crate::messages::registry::ModelResolver;
 use crate::messages::shutdown::{AttachActors, BeginDrain};
-use crate::net::allow::exposure_warning;
+use crate::net::allow::{cleartext_warning, exposure_warning};
 use crate::net::tls::{server_acceptor, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +187,15 @@ pub async fn start(
             format!("{} allow rule(s)", access.allow.rules().len())
         }
     );
-    if let Some(w) = exposure_warning(local_addr.ip(), &access.allow) {
+    let warnings = [
+        exposure_warning(local_addr.ip(), &access.allow),
+        cleartext_warning(
+            local_addr.ip(),
+            access.tls.is_some(),
+            !config.token.is_empty(),
+        ),
+    ];
+    for w in warnings.into_iter().flatten() {
         log::warn!("{w}");
     }
     Ok(AppHandle {

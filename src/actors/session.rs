@@ -1,9 +1,11 @@
-//! `SessionActor`: one per connection. A reader task assembles packets and parses and
-//! validates requests off the reactor (`spawn_blocking`), in order; the actor resolves the
-//! model, submits jobs, answers control requests, and queues every reply for a writer task
-//! that writes packet by packet. Bounded in every direction: message size, mid-message read
-//! timeout, outgoing bytes and write timeout. Bad input never ends the session. Never
-//! touches candle, never logs prompts or image data.
+//! `SessionActor`: one per connection, over plain TCP or TLS (handshake first, bounded; see
+//! `net::transport`), behind the token gate when one is configured. A reader task assembles
+//! packets and parses and validates requests off the reactor (`spawn_blocking`), in order;
+//! the actor resolves the model, submits jobs, answers control requests, and queues every
+//! reply for a writer task that writes packet by packet. Bounded in every direction: message
+//! size (smaller before authentication), mid-message read timeout, outgoing bytes and write
+//! timeout. Bad input never ends the session. Never touches candle, never logs prompts,
+//! image data or the token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -155,6 +155,19 @@ pub fn exposure_warning(bind: IpAddr, allow: &AllowList) -> Option<String> {
     ))
 }
 
+/// The warning to log when a token is sent in clear text over the network: a non-loopback
+/// bind with a token but without TLS lets anyone on the path read the token and the images.
+pub fn cleartext_warning(bind: IpAddr, tls: bool, token: bool) -> Option<String> {
+    if canonical(bind).is_loopback() || tls || !token {
+        return None;
+    }
+    Some(
+        "the token and all traffic cross the network in clear text; add --tls-cert and \
+         --tls-key"
+            .to_string(),
+    )
+}
+
 /// Loopback for both families, mapped addresses included.
 pub fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()
@@ -230,6 +243,15 @@ mod tests {
             " 10.0.0.0/8 ".parse::<Cidr>().unwrap().to_string(),
             "10.0.0.0/8"
         );
+    }
+
+    #[test]
+    fn cleartext_warning_only_for_a_token_without_tls_beyond_loopback() {
+        assert!(cleartext_warning(ip("0.0.0.0"), false, true).is_some());
+        assert!(cleartext_warning(ip("0.0.0.0"), true, true).is_none());
+        assert!(cleartext_warning(ip("0.0.0.0"), false, false).is_none());
+        assert!(cleartext_warning(ip("127.0.0.1"), false, true).is_none());
+        assert!(cleartext_warning(ip("::ffff:127.0.0.1"), false, true).is_none());
     }
 
     #[test]
