@@ -11,12 +11,15 @@ Examples:
     python3 examples/client.py img2img --image in.png --strength 0.6 --out shot
     python3 examples/client.py inpaint --image in.png --mask mask.png --out shot
     python3 examples/client.py cancel      # sends the 'c' control packet
+    RUNAI_TOKEN=... python3 examples/client.py --host 192.168.1.5 --tls --cafile cert.pem ping
 The returned PNGs are saved as <out>-<n>.png. Nothing else is written.
 """
 import argparse
 import base64
 import json
+import os
 import socket
+import ssl
 import sys
 
 PACKET = 1024
@@ -105,12 +108,26 @@ def main():
     p.add_argument("--image")
     p.add_argument("--mask")
     p.add_argument("--out", default="runai-out")
+    p.add_argument("--token", default=os.environ.get("RUNAI_TOKEN", ""),
+                   help="token of a server started with --token (default: $RUNAI_TOKEN)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--cafile", help="PEM certificate (or CA) to trust for --tls; "
+                   "default: the system's trusted CAs")
+    p.add_argument("--tls-name", help="name to check the certificate against (default: --host)")
     args = p.parse_args()
 
     sock = socket.create_connection((args.host, args.port))
+    if args.tls or args.cafile:
+        ctx = ssl.create_default_context(cafile=args.cafile)
+        sock = ctx.wrap_socket(sock, server_hostname=args.tls_name or args.host)
     hello = recv_message(sock)
     if not hello or "versions" not in hello:
         sys.exit(f"unexpected greeting: {hello!r}")
+    if args.token:
+        send_message(sock, {"action": "auth", "token": args.token})
+        reply = recv_message(sock)
+        if not reply or reply.get("event") != "auth":
+            sys.exit(f"authentication failed: {json.dumps(reply)}")
 
     if args.command == "cancel":
         sock.sendall(b"c" * PACKET)

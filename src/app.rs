@@ -12,7 +12,7 @@ use actix::prelude::*;
 use tokio::net::TcpListener;
 
 use crate::actors::gpu_worker::{GpuWorkerActor, WorkerSettings};
-use crate::actors::listener::ListenerActor;
+use crate::actors::listener::{AccessPolicy, ListenerActor};
 use crate::actors::model_registry::ModelRegistryActor;
 use crate::actors::session::SessionSettings;
 use crate::actors::shutdown::{ShutdownActor, ShutdownSettings};
@@ -20,11 +20,15 @@ use crate::config::{Config, ConfigError};
 use crate::engine::GeneratorFactory;
 use crate::messages::registry::ModelResolver;
 use crate::messages::shutdown::{AttachActors, BeginDrain};
+use crate::net::allow::{cleartext_warning, exposure_warning};
+use crate::net::tls::{server_acceptor, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -114,6 +118,14 @@ pub async fn start(
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad host"),
     })?;
     let addr = SocketAddr::new(ip, config.port);
+    // Certificates are read before binding, so a bad file never leaves a half-started server.
+    let access = AccessPolicy {
+        allow: config.allow_list()?,
+        tls: match config.tls_files()? {
+            Some((cert, key)) => Some(server_acceptor(&cert, &key)?),
+            None => None,
+        },
+    };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Bind {
@@ -152,7 +164,7 @@ pub async fn start(
         write_timeout: config.write_timeout(),
         max_outgoing_bytes: config.max_outgoing_bytes,
         limits: config.limits(),
-        auth_token: (!config.auth_token.is_empty()).then(|| config.auth_token.clone()),
+        token: (!config.token.is_empty()).then(|| config.token.clone()),
     });
     let listener = ListenerActor::new(
         listener,
@@ -161,10 +173,39 @@ pub async fn start(
         worker.clone(),
         registry,
         shutdown.clone(),
+        access.clone(),
     )
     .start();
     shutdown.do_send(AttachActors { listener, worker });
-    log::info!("listening on {local_addr}");
+    log::info!(
+        "listening on {local_addr} ({}, {}, {})",
+        if access.tls.is_some() {
+            "TLS"
+        } else {
+            "plain TCP"
+        },
+        if config.token.is_empty() {
+            "no token"
+        } else {
+            "token required"
+        },
+        if access.allow.is_open() {
+            "no allow-list".to_string()
+        } else {
+            format!("{} allow rule(s)", access.allow.rules().len())
+        }
+    );
+    let warnings = [
+        exposure_warning(local_addr.ip(), &access.allow),
+        cleartext_warning(
+            local_addr.ip(),
+            access.tls.is_some(),
+            !config.token.is_empty(),
+        ),
+    ];
+    for w in warnings.into_iter().flatten() {
+        log::warn!("{w}");
+    }
     Ok(AppHandle {
         local_addr,
         shutdown,

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::allow::AllowList;
+use crate::net::secret::Secret;
 use crate::protocol::validate::Limits;
 
 /// Every setting of the server. Field names are the config file keys.
@@ -36,8 +38,15 @@ pub struct Config {
     pub max_outgoing_bytes: usize,
     pub allow_remote_quit: bool,
     /// Shared secret clients must send first (`{"action": "auth", "token": ...}`);
-    /// empty = no authentication.
-    pub auth_token: String,
+    /// empty = no authentication. Never printed (`Secret`).
+    #[serde(alias = "auth_token")]
+    pub token: Secret,
+    /// Peers allowed to connect (CIDRs or addresses); empty = anyone who can reach `host`.
+    pub allow: Vec<String>,
+    /// PEM certificate chain; with `tls_key`, connections must speak TLS. Empty = plain TCP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
     pub max_steps: usize,
     pub max_pixels: u64,
     pub max_samples: usize,
@@ -73,7 +82,10 @@ impl Default for Config {
             write_timeout_secs: 60.0,
             max_outgoing_bytes: 256 * 1024 * 1024,
             allow_remote_quit: false,
-            auth_token: String::new(),
+            token: Secret::default(),
+            allow: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
             max_steps: 150,
             max_pixels: 2048 * 2048,
             max_samples: 8,
@@ -145,6 +157,8 @@ impl Config {
                 format!("{:?} is not an IP address or \"localhost\"", self.host),
             ));
         }
+        self.allow_list()?;
+        self.tls_files()?;
         if !(16..=1 << 20).contains(&self.packet_size) {
             return Err(invalid(
                 "packet_size",
@@ -284,6 +298,29 @@ impl Config {
             return Some(IpAddr::from([127, 0, 0, 1]));
         }
         h.parse().ok()
+    }
+
+    /// The parsed allow-list (empty = open).
+    pub fn allow_list(&self) -> Result<AllowList, ConfigError> {
+        AllowList::parse(&self.allow).map_err(|e| invalid("allow", e.to_string()))
+    }
+
+    /// Certificate and key paths (`~` expanded) when TLS is on; both or neither must be set.
+    pub fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        match (self.tls_cert.trim(), self.tls_key.trim()) {
+            ("", "") => Ok(None),
+            (cert, key) if !cert.is_empty() && !key.is_empty() => {
+                Ok(Some((expand_home(cert), expand_home(key))))
+            }
+            ("", _) => Err(invalid(
+                "tls_cert",
+                "tls_key is set, so tls_cert is needed too",
+            )),
+            _ => Err(invalid(
+                "tls_key",
+                "tls_cert is set, so tls_key is needed too",
+            )),
+        }
     }
 
     /// Model roots with `~` expanded.
@@ -451,6 +488,51 @@ mod tests {
         for (c, key) in cases {
             assert!(c.validate().unwrap_err().to_string().contains(key), "{key}");
         }
+    }
+
+    #[test]
+    fn access_settings_are_checked() {
+        let bad_allow = Config {
+            allow: vec!["10.0.0.0/8".into(), "10.0.0.0/40".into()],
+            ..Config::default()
+        };
+        let e = bad_allow.validate().unwrap_err().to_string();
+        assert!(e.contains("allow") && e.contains("10.0.0.0/40"), "{e}");
+        let half_tls = Config {
+            tls_cert: "/x/cert.pem".into(),
+            ..Config::default()
+        };
+        assert!(half_tls
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tls_key"));
+        let key_only = Config {
+            tls_key: "/x/key.pem".into(),
+            ..Config::default()
+        };
+        assert!(key_only
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tls_cert"));
+        let both = Config {
+            tls_cert: "/x/cert.pem".into(),
+            tls_key: "/x/key.pem".into(),
+            allow: vec!["192.168.1.0/24".into()],
+            ..Config::default()
+        };
+        both.validate().unwrap();
+        assert!(both.tls_files().unwrap().is_some());
+    }
+
+    #[test]
+    fn token_key_and_its_old_name_parse_and_never_print() {
+        let c = Config::from_toml_str("token = \"abc123\"", Path::new("x")).unwrap();
+        assert!(c.token.matches("abc123"));
+        let old = Config::from_toml_str("auth_token = \"abc123\"", Path::new("x")).unwrap();
+        assert!(old.token.matches("abc123"));
+        assert!(!format!("{c:?}").contains("abc123"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`registry`]: model discovery, version detection, single-file checkpoint conversion.
 //! - [`messages`]: typed actor messages, grouped by the actor that handles them.
 //! - [`actors`]: the actix actors (listener, session, GPU worker, model registry, shutdown).
+//! - [`net`]: access control: allow-list, token secret, TLS set-up, session transport.
 //! - [`config`]: typed configuration (file < env < CLI) validated at start-up.
 //! - [`app`]: wiring: starts the actors in order and returns a handle.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod messages;
+pub mod net;
 pub mod pipeline;
 pub mod protocol;
 pub mod registry;

@@ -242,7 +242,7 @@ fn stalled_mid_message_client_is_dropped() {
 #[test]
 fn auth_token_required_when_configured() {
     let mut config = test_config();
-    config.auth_token = "s3cret".into();
+    config.token = "s3cret".into();
     let server = start_with(config, STEP);
     // Anything before auth: unauthorized, then the connection closes.
     let mut c = Client::connect(server.local_addr);

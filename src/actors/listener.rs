@@ -1,7 +1,8 @@
-//! `ListenerActor`: accepts TCP connections, enforces `max_client_connections` (extra
-//! connections get a `busy` error and are closed at once, existing sessions are untouched),
-//! starts one `SessionActor` per connection and keeps their addresses for the drain. Never
-//! reads client data itself.
+//! `ListenerActor`: accepts TCP connections, closes those from peers outside the allow-list
+//! before a byte is read or written, enforces `max_client_connections` (extra connections get
+//! a `busy` error and are closed at once, existing sessions are untouched), starts one
+//! `SessionActor` per connection (over TLS when configured) and keeps their addresses for the
+//! drain. Never reads client data itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +19,22 @@ use crate::messages::listener::{Accepted, CloseAllSessions, SessionEnded, StopAc
 use crate::messages::session::CloseSession;
 use crate::messages::shutdown::{SessionClosed, SessionOpened};
 use crate::messages::SessionId;
+use crate::net::allow::AllowList;
+use crate::net::transport::Incoming;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::{frame_json, responses};
 
+/// Who may connect and how: checked per connection by the listener.
+#[derive(Clone, Default)]
+pub struct AccessPolicy {
+    pub allow: AllowList,
+    /// When set, every connection must complete a TLS handshake first.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 pub struct ListenerActor {
     listener: Option<TcpListener>,
+    access: AccessPolicy,
     accept_task: Option<actix_rt::task::JoinHandle<()>>,
     max_connections: usize,
     settings: Arc<SessionSettings>,
@@ -42,9 +54,11 @@ impl ListenerActor {
         worker: Addr<GpuWorkerActor>,
         registry: Addr<ModelRegistryActor>,
         shutdown: Addr<ShutdownActor>,
+        access: AccessPolicy,
     ) -> Self {
         ListenerActor {
             listener: Some(listener),
+            access,
             accept_task: None,
             max_connections,
             settings,
@@ -66,10 +80,17 @@ impl Actor for ListenerActor {
             return;
         };
         let me = ctx.address();
+        let allow = self.access.allow.clone();
         self.accept_task = Some(actix_rt::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        if !allow.permits(peer.ip()) {
+                            // Dropped unread and unanswered: not even the greeting.
+                            log::info!("refused connection from {peer}: not in the allow-list");
+                            drop(stream);
+                            continue;
+                        }
                         if me.send(Accepted { stream, peer }).await.is_err() {
                             return;
                         }
@@ -102,6 +123,10 @@ impl Handler<Accepted> for ListenerActor {
                 self.sessions.len(),
                 self.max_connections
             );
+            if self.access.tls.is_some() {
+                // A clear-text `busy` would be garbage to a TLS client; just close.
+                return;
+            }
             let text = if self.accepting {
                 format!(
                     "too many connections (limit {}); try again later",
@@ -134,10 +159,17 @@ impl Handler<Accepted> for ListenerActor {
         let id = self.next_session;
         self.next_session += 1;
         log::info!("session {id}: client {} connected", msg.peer);
+        let conn = match &self.access.tls {
+            Some(acceptor) => Incoming::Tls {
+                stream: msg.stream,
+                acceptor: acceptor.clone(),
+            },
+            None => Incoming::Plain(msg.stream),
+        };
         let session = SessionActor::new(
             id,
             msg.peer,
-            msg.stream,
+            conn,
             self.settings.clone(),
             self.worker.clone(),
             self.registry.clone(),

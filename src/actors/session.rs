@@ -1,9 +1,11 @@
-//! `SessionActor`: one per connection. A reader task assembles packets and parses and
-//! validates requests off the reactor (`spawn_blocking`), in order; the actor resolves the
-//! model, submits jobs, answers control requests, and queues every reply for a writer task
-//! that writes packet by packet. Bounded in every direction: message size, mid-message read
-//! timeout, outgoing bytes and write timeout. Bad input never ends the session. Never
-//! touches candle, never logs prompts or image data.
+//! `SessionActor`: one per connection, over plain TCP or TLS (handshake first, bounded; see
+//! `net::transport`), behind the token gate when one is configured. A reader task assembles
+//! packets and parses and validates requests off the reactor (`spawn_blocking`), in order;
+//! the actor resolves the model, submits jobs, answers control requests, and queues every
+//! reply for a writer task that writes packet by packet. Bounded in every direction: message
+//! size (smaller before authentication), mid-message read timeout, outgoing bytes and write
+//! timeout. Bad input never ends the session. Never touches candle, never logs prompts,
+//! image data or the token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,9 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::actors::gpu_worker::GpuWorkerActor;
@@ -28,6 +28,8 @@ use crate::messages::session::{CloseSession, JobEvent};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
 use crate::messages::SessionId;
+use crate::net::secret::Secret;
+use crate::net::transport::{tls_handshake, Incoming, QuickAck};
 use crate::protocol::assembler::{Assembler, Frame};
 use crate::protocol::error::{ErrorCode, RequestError};
 use crate::protocol::request::{parse_request, Request};
@@ -44,9 +46,16 @@ pub struct SessionSettings {
     pub write_timeout: Duration,
     pub max_outgoing_bytes: usize,
     pub limits: Limits,
-    /// When set, the first message must be `auth` with this token.
-    pub auth_token: Option<String>,
+    /// When set, the first message must be `auth` with this token, within `read_timeout`.
+    pub token: Option<Secret>,
 }
+
+/// Largest first message before authentication: `auth` is tiny, and an unauthenticated peer
+/// must not make the server buffer `max_message_bytes`.
+const PRE_AUTH_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Longest a TLS handshake may take (it holds a connection slot meanwhile).
+const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the reader task hands the actor, in arrival order.
 #[derive(Message)]
@@ -71,7 +80,7 @@ pub struct SessionActor {
     id: SessionId,
     peer: SocketAddr,
     settings: Arc<SessionSettings>,
-    stream: Option<TcpStream>,
+    conn: Option<Incoming>,
     out: Option<mpsc::UnboundedSender<Vec<u8>>>,
     queued_bytes: Arc<AtomicUsize>,
     reader: Option<actix_rt::task::JoinHandle<()>>,
@@ -89,7 +98,7 @@ impl SessionActor {
     pub fn new(
         id: SessionId,
         peer: SocketAddr,
-        stream: TcpStream,
+        conn: Incoming,
         settings: Arc<SessionSettings>,
         worker: Addr<GpuWorkerActor>,
         registry: Addr<ModelRegistryActor>,
@@ -100,7 +109,7 @@ impl SessionActor {
             id,
             peer,
             settings,
-            stream: Some(stream),
+            conn: Some(conn),
             out: None,
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             reader: None,
@@ -290,9 +299,9 @@ impl SessionActor {
             Request::Update => self.send_value(&responses::upgrade_complete(), ctx),
             Request::Convert { job_id, model } => self.handle_convert(job_id, model, ctx),
             Request::Auth { token } => {
-                let ok = match &self.settings.auth_token {
+                let ok = match &self.settings.token {
                     None => true,
-                    Some(expected) => token_matches(expected, &token),
+                    Some(expected) => expected.matches(&token),
                 };
                 if ok {
                     self.authorized = true;
@@ -306,12 +315,6 @@ impl SessionActor {
             }
         }
     }
-}
-
-/// Constant-time comparison, so response timing does not reveal the token.
-fn token_matches(expected: &str, given: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
 fn version_name(v: crate::registry::model::ModelVersion) -> &'static str {
@@ -340,12 +343,51 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(stream) = self.stream.take() else {
-            ctx.stop();
-            return;
-        };
-        self.authorized = self.settings.auth_token.is_none();
-        let (rd, wr) = stream.into_split();
+        self.authorized = self.settings.token.is_none();
+        match self.conn.take() {
+            None => ctx.stop(),
+            Some(Incoming::Plain(stream)) => {
+                let (rd, wr) = stream.into_split();
+                self.begin(rd, wr, ctx);
+            }
+            Some(Incoming::Tls { stream, acceptor }) => {
+                let limit = self.settings.read_timeout.min(TLS_HANDSHAKE_LIMIT);
+                let handshake = tls_handshake(stream, acceptor, self.peer, limit);
+                // `wait`: nothing else (not even a drain's `closing`) is handled before the
+                // stream exists; the limit bounds that.
+                ctx.wait(handshake.into_actor(self).map(|res, act, ctx| match res {
+                    Ok(tls) => {
+                        let (rd, wr) = tokio::io::split(tls);
+                        act.begin(rd, wr, ctx);
+                    }
+                    Err(e) => {
+                        log::info!("session {}: {e}", act.id);
+                        ctx.stop();
+                    }
+                }));
+            }
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+        self.worker.do_send(SessionGone { session: self.id });
+        self.listener.do_send(SessionEnded { session: self.id });
+    }
+}
+
+impl SessionActor {
+    /// Starts the reader and writer over an established transport and greets the client.
+    fn begin<R, W>(&mut self, rd: R, wr: W, ctx: &mut Context<Self>)
+    where
+        R: AsyncRead + QuickAck + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         self.out = Some(tx);
         let me = ctx.address();
@@ -358,17 +400,19 @@ impl Actor for SessionActor {
         )));
         self.reader = Some(actix_rt::spawn(read_loop(rd, self.settings.clone(), me)));
         self.send_value(&responses::versions(RUNAI_VERSION), ctx);
-    }
-
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(r) = self.reader.take() {
-            r.abort();
+        if !self.authorized {
+            // A peer that never authenticates must not hold a connection slot forever.
+            ctx.run_later(self.settings.read_timeout, |act, ctx| {
+                if !act.authorized && act.out.is_some() {
+                    log::info!(
+                        "session {}: no auth within {:?}",
+                        act.id,
+                        act.settings.read_timeout
+                    );
+                    act.refuse_unauthorized(ctx);
+                }
+            });
         }
-        if let Some(w) = self.writer.take() {
-            w.abort();
-        }
-        self.worker.do_send(SessionGone { session: self.id });
-        self.listener.do_send(SessionEnded { session: self.id });
     }
 }
 
@@ -446,12 +490,25 @@ impl Handler<WriterEnded> for SessionActor {
     }
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, settings: Arc<SessionSettings>, me: Addr<SessionActor>) {
-    let mut asm = Assembler::new(settings.packet_size, settings.max_message_bytes);
-    let mut buf = vec![0u8; 64 * 1024];
+async fn read_loop<R>(mut rd: R, settings: Arc<SessionSettings>, me: Addr<SessionActor>)
+where
+    R: AsyncRead + QuickAck + Unpin,
+{
+    // Until the first frame is handled (the `auth` when a token is required) only a small
+    // message is buffered; the actor closes the session if that frame was not a valid auth.
+    let mut pre_auth = settings.token.is_some();
+    let first_limit = if pre_auth {
+        PRE_AUTH_MESSAGE_BYTES.min(settings.max_message_bytes)
+    } else {
+        settings.max_message_bytes
+    };
+    let mut asm = Assembler::new(settings.packet_size, first_limit);
+    // A read never exceeds this buffer, so a message following the auth in the same read
+    // stays under the pre-auth limit until the limit is raised.
+    let mut buf = vec![0u8; PRE_AUTH_MESSAGE_BYTES];
     let mut frames = Vec::new();
     loop {
-        quick_ack(&rd);
+        rd.quick_ack();
         let read = if asm.is_idle() {
             rd.read(&mut buf).await
         } else {
@@ -499,25 +556,22 @@ async fn read_loop(mut rd: OwnedReadHalf, settings: Arc<SessionSettings>, me: Ad
             if me.send(inbound).await.is_err() {
                 return;
             }
+            if pre_auth {
+                pre_auth = false;
+                asm.set_max_message(settings.max_message_bytes);
+            }
         }
         if pushed.is_err() {
-            let _ = me.send(Inbound::TooLarge(settings.max_message_bytes)).await;
+            let limit = if pre_auth {
+                first_limit
+            } else {
+                settings.max_message_bytes
+            };
+            let _ = me.send(Inbound::TooLarge(limit)).await;
             return;
         }
     }
 }
-
-/// Clients (the plugin included) write a message as a data packet followed by a separate
-/// EOM packet; with Nagle on their side the EOM waits for our ACK, which delayed ACK holds
-/// back ~40 ms. Acking at once removes that stall. Linux resets the flag, so set it per read.
-#[cfg(target_os = "linux")]
-fn quick_ack(rd: &OwnedReadHalf) {
-    let stream: &TcpStream = rd.as_ref();
-    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
-}
-
-#[cfg(not(target_os = "linux"))]
-fn quick_ack(_rd: &OwnedReadHalf) {}
 
 fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Inbound {
     match parse_request(bytes) {
@@ -532,8 +586,8 @@ fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Inbound {
     }
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     settings: Arc<SessionSettings>,
     queued: Arc<AtomicUsize>,

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use super::wire_client::WireClient;
+use crate::net::secret::Secret;
 use crate::protocol::codec::QUIT_BYTE;
 
 #[derive(Debug, Args)]
@@ -26,8 +27,29 @@ pub struct ClientArgs {
     /// Seconds to wait for any reply
     #[arg(long, default_value_t = 600.0)]
     pub wait: f64,
+    #[command(flatten)]
+    pub access: Box<ClientAccess>,
     #[command(subcommand)]
     pub command: ClientCommand,
+}
+
+/// How to get into a server that has a token or TLS (boxed: keeps the command enum small).
+#[derive(Debug, Args)]
+pub struct ClientAccess {
+    /// Token of a server started with --token (sent as the first message)
+    #[arg(
+        long,
+        env = "RUNAI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<Secret>,
+    /// Speak TLS, trusting the server certificate (or its CA) in this PEM file
+    #[arg(long, env = "RUNAI_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name to check the server certificate against [default: --host]
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,11 +149,28 @@ fn generate_request(action: &str, g: &GenArgs) -> anyhow::Result<Value> {
 pub fn run(args: ClientArgs) -> anyhow::Result<i32> {
     let addr = format!("{}:{}", args.host, args.port);
     let wait = Duration::try_from_secs_f64(args.wait).unwrap_or(Duration::from_secs(600));
-    let mut c = WireClient::connect(&addr, args.packet_size, wait)
-        .with_context(|| format!("connecting to {addr}"))?;
+    let mut c = match &args.access.tls_ca {
+        None => WireClient::connect(&addr, args.packet_size, wait),
+        Some(ca) => {
+            let config = crate::net::tls::client_config(ca)?;
+            let name = args.access.tls_name.as_deref().unwrap_or(&args.host);
+            WireClient::connect_tls(&addr, args.packet_size, wait, config, name)
+        }
+    }
+    .with_context(|| format!("connecting to {addr}"))?;
     let hello = c.recv()?.context("server closed the connection")?;
     if hello.get("versions").is_none() {
         bail!("unexpected first message: {hello}");
+    }
+    if let Some(token) = args.access.token.as_ref().filter(|t| !t.is_empty()) {
+        c.send(&json!({"action": "auth", "token": token.expose()}))?;
+        let reply = c
+            .recv()?
+            .context("server closed the connection during auth")?;
+        if reply.get("event").and_then(Value::as_str) != Some("auth") {
+            eprintln!("error: {reply}");
+            return Ok(1);
+        }
     }
     let (request, action) = match &args.command {
         ClientCommand::Ping => (json!({"action": "ping"}), "ping"),

@@ -10,6 +10,7 @@ use crate::app;
 use crate::config::Config;
 use crate::engine::GeneratorFactory;
 use crate::messages::registry::ModelResolver;
+use crate::net::secret::Secret;
 
 /// Exit code for invalid flags or configuration values (clap uses 2 as well).
 pub const EXIT_BAD_CONFIG: i32 = 2;
@@ -73,9 +74,31 @@ pub struct ServeArgs {
     /// Honour the quit packet from non-loopback clients
     #[arg(long, env = "RUNAI_ALLOW_REMOTE_QUIT")]
     pub allow_remote_quit: bool,
-    /// Require this token as each client's first message (prefer the environment variable)
-    #[arg(long, env = "RUNAI_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    /// Require this token as each client's first message, {"action": "auth", "token": ...}
+    /// (prefer the environment variable: flags show in the process list)
+    #[arg(
+        long,
+        alias = "auth-token",
+        env = "RUNAI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<Secret>,
+    /// Only these peers may connect (CIDRs or addresses, comma-separated, e.g.
+    /// 192.168.1.0/24,::1); others are closed before a byte is exchanged [default: anyone]
+    #[arg(
+        long,
+        env = "RUNAI_ALLOW",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub allow: Vec<String>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, env = "RUNAI_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "RUNAI_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<String>,
     /// Most denoising steps a request may ask for [default: 150]
     #[arg(long, env = "RUNAI_MAX_STEPS")]
     pub max_steps: Option<usize>,
@@ -141,7 +164,12 @@ impl ServeArgs {
         if self.allow_remote_quit {
             c.allow_remote_quit = true;
         }
-        set!(auth_token, self.auth_token);
+        set!(token, self.token);
+        if !self.allow.is_empty() {
+            c.allow = self.allow.clone();
+        }
+        set!(tls_cert, self.tls_cert);
+        set!(tls_key, self.tls_key);
         set!(max_steps, self.max_steps);
         set!(max_pixels, self.max_pixels);
         set!(max_samples, self.max_samples);
@@ -180,6 +208,10 @@ pub fn run(
     let system = actix::System::new();
     let handle = match system.block_on(app::start(config, generator, resolver)) {
         Ok(h) => h,
+        Err(e @ (app::AppError::Config(_) | app::AppError::Tls(_))) => {
+            eprintln!("runai: {e}");
+            return EXIT_BAD_CONFIG;
+        }
         Err(e) => {
             eprintln!("runai: {e}");
             return 1;
@@ -230,6 +262,38 @@ mod tests {
         assert_eq!(c.idle_secs, 0.5);
         assert_eq!(c.default_model, "tiny");
         assert_eq!(c.packet_size, 1024);
+    }
+
+    #[test]
+    fn access_flags() {
+        let t = T::try_parse_from([
+            "runai",
+            "--allow",
+            "192.168.1.0/24, 10.0.0.7",
+            "--token",
+            "tok",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        let c = t.a.to_config().unwrap();
+        assert_eq!(c.allow, ["192.168.1.0/24", " 10.0.0.7"]);
+        assert!(c.allow_list().unwrap().permits("10.0.0.7".parse().unwrap()));
+        assert!(c.token.matches("tok"));
+        assert!(!format!("{:?} {c:?}", t.a).contains("tok\""));
+        let old = T::try_parse_from(["runai", "--auth-token", "tok2"]).unwrap();
+        assert!(old.a.to_config().unwrap().token.matches("tok2"));
+        let bad = T::try_parse_from(["runai", "--allow", "10.0.0.0/99"]).unwrap();
+        assert!(bad.a.to_config().unwrap_err().to_string().contains("allow"));
+        let half = T::try_parse_from(["runai", "--tls-cert", "/c.pem"]).unwrap();
+        assert!(half
+            .a
+            .to_config()
+            .unwrap_err()
+            .to_string()
+            .contains("tls_key"));
     }
 
     #[test]

@@ -1,27 +1,59 @@
 //! A small blocking RunAI client over `std::net`, framing exactly like the plugin: packets
 //! of `packet_size`, only the last one NUL-padded, then an all-zero packet; replies are read
-//! one packet at a time. Used by `runai client`; never used by the server.
+//! one packet at a time, over plain TCP or TLS (rustls). Used by `runai client`; never used
+//! by the server.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use serde_json::Value;
 
 use crate::protocol::codec::{control_packet, frame_message};
 
+/// A byte stream the client can talk over (TCP, or TLS over TCP).
+trait Transport: Read + Write + Send {}
+impl<T: Read + Write + Send> Transport for T {}
+
 pub struct WireClient {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     packet_size: usize,
 }
 
 impl WireClient {
     pub fn connect(addr: &str, packet_size: usize, timeout: Duration) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
         Ok(WireClient {
-            stream,
+            stream: Box::new(tcp(addr, timeout)?),
+            packet_size: packet_size.max(1),
+        })
+    }
+
+    /// Connects and negotiates TLS, checking the server certificate against `config`'s
+    /// roots for `server_name` (a DNS name or an IP address).
+    pub fn connect_tls(
+        addr: &str,
+        packet_size: usize,
+        timeout: Duration,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> io::Result<Self> {
+        let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{server_name:?} is not a valid TLS server name"),
+            )
+        })?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp(addr, timeout)?);
+        // Handshake now, so a certificate problem is reported as such, not as a read error.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(WireClient {
+            stream: Box::new(tls),
             packet_size: packet_size.max(1),
         })
     }
@@ -64,4 +96,11 @@ impl WireClient {
             message.extend_from_slice(packet.get(start..end).unwrap_or(&[]));
         }
     }
+}
+
+fn tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
 }
