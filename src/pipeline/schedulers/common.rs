@@ -5,7 +5,7 @@
 use candle_core::{Error, Result, Tensor};
 
 use super::config::{Common, SchedulerConfig, Spacing};
-use super::SchedulerError;
+use super::{NoiseSource, SchedulerError};
 
 /// `torch.linspace(start, end, steps, dtype=float32)` on CPU: the two halves are computed
 /// from opposite ends so both endpoints are exact, and torch's compiled kernel fuses the
@@ -307,6 +307,30 @@ pub(crate) fn mul(t: &Tensor, c: f32) -> Result<Tensor> {
 pub(crate) fn div(t: &Tensor, c: f32) -> Result<Tensor> {
     let s = Tensor::new(c, t.device())?.to_dtype(t.dtype())?;
     t.broadcast_div(&s)
+}
+
+/// `sum_k w_k * t_k` in order (None for no terms), each term rounded like torch's
+/// scalar-times-tensor.
+pub(crate) fn weighted_sum<'a>(
+    terms: impl IntoIterator<Item = (f32, &'a Tensor)>,
+) -> Result<Option<Tensor>> {
+    let mut acc: Option<Tensor> = None;
+    for (w, t) in terms {
+        let term = mul(t, w)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    Ok(acc)
+}
+
+/// A standard-normal draw shaped, placed and typed like `like` (the step noise of the
+/// stochastic schedulers).
+pub(crate) fn randn_like(noise: &mut dyn NoiseSource, like: &Tensor) -> Result<Tensor> {
+    noise
+        .randn(like.dims(), like.device())?
+        .to_dtype(like.dtype())
 }
 
 /// Tracks diffusers' `_step_index` / `_begin_index` for the stateful schedulers.

@@ -62,6 +62,16 @@ impl SchedulerConfig {
     }
 }
 
+/// `clip_sample` / `clip_sample_range` as the clamp bound of the predicted x0 (None: no
+/// clamp); `default` is the class's `clip_sample` default.
+pub(crate) fn clip_range(cfg: &SchedulerConfig, default: bool) -> Option<f32> {
+    if cfg.clip_sample.unwrap_or(default) {
+        Some(cfg.clip_sample_range.unwrap_or(1.0) as f32)
+    } else {
+        None
+    }
+}
+
 /// What the UNet predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictionType {

@@ -3,15 +3,15 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, div, mul, Missing, StepIndex};
+use super::bookkeeping::impl_scheduler;
+use super::common::{div, mul};
 use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::sigmas::{add_noise_sigma, scale_input, x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
+use super::{NoiseSource, SchedulerError};
 
 pub struct Euler {
     c: Common,
     s: SigmaSchedule,
-    idx: StepIndex,
 }
 
 impl Euler {
@@ -48,50 +48,19 @@ impl Euler {
                 sigma_bounds: true,
             },
         )?;
-        Ok(Euler {
-            c,
-            s,
-            idx: StepIndex::default(),
-        })
-    }
-}
-
-impl Scheduler for Euler {
-    fn timesteps(&self) -> &[f64] {
-        &self.s.timesteps
+        Ok(Euler { c, s })
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        self.s.init_noise_sigma
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, index: usize) {
-        self.idx.begin = Some(index);
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Error)?;
-        scale_input(sample, at(&self.s.sigmas, i, "sigmas")?)
-    }
-
-    fn step(
+    fn update(
         &mut self,
         model_output: &Tensor,
         timestep: f64,
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Error)?;
-        let sigma = at(&self.s.sigmas, i, "sigmas")?;
-        let sigma_next = at(&self.s.sigmas, i + 1, "sigmas")?;
+        let i = self.s.index(timestep)?;
+        let sigma = self.s.sigma(i)?;
+        let sigma_next = self.s.sigma(i + 1)?;
         if sigma <= 0.0 {
             return Err(Error::Msg("euler step at sigma 0".into()));
         }
@@ -101,14 +70,9 @@ impl Scheduler for Euler {
         let derivative = div(&(sample - x0)?, sigma_hat)?;
         let dt = sigma_next - sigma_hat;
         let prev = (sample + mul(&derivative, dt)?)?;
-        self.idx.step = Some(i + 1);
+        self.s.advance(i);
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .for_add_noise(&self.s.timesteps, timestep, Missing::Error)?;
-        add_noise_sigma(original, noise, at(&self.s.sigmas, i, "sigmas")?)
-    }
 }
+
+impl_scheduler!(Euler, s, order = 1);

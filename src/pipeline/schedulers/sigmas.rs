@@ -1,21 +1,40 @@
-//! The sigma-space schedule shared by Euler, Euler ancestral, Heun and LMS: float32
-//! timesteps (fractional for linspace spacing), interpolated sigmas, optional Karras ramp,
-//! and the sigma-to-x0 conversions. Holds no per-run state.
+//! The sigma-space schedule shared by Euler, Euler ancestral, Heun, LMS, DPM-Solver++ and
+//! UniPC: timesteps, float32 sigmas, the step / begin index diffusers tracks, and the
+//! bookkeeping answers (input scaling, forward diffusion) that follow from a sigma. Builds
+//! the k-diffusion schedule (fractional float32 timesteps, interpolated sigmas, optional
+//! Karras ramp) and the sigma-to-x0 conversion. Its only per-run state is the step index.
 
 use candle_core::{Result, Tensor};
 
+use super::bookkeeping::Bookkeeping;
 use super::common::{
-    div, float_timesteps, karras_sigmas, log_sigmas, mul, np_interp, sigma_to_t, train_sigmas,
+    at, div, float_timesteps, karras_sigmas, log_sigmas, mul, np_interp, sigma_to_t, train_sigmas,
+    Missing, StepIndex,
 };
 use super::config::{Common, PredictionType, SchedulerConfig, Spacing};
+use super::multistep::add_noise_vp;
 use super::SchedulerError;
 
-/// Inference timesteps and their float32 sigmas (`sigmas.len() == timesteps.len() + 1`).
+/// How the sigmas parameterize the noisy sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// k-diffusion (Euler, Heun, LMS): `x = x0 + sigma * eps`; the UNet input is scaled by
+    /// 1/sqrt(sigma^2 + 1) and a timestep outside the schedule is an error.
+    Ve,
+    /// Multistep solvers (DPM-Solver++, UniPC): `x = alpha * x0 + sigma_t * eps`; the UNet
+    /// input is unscaled and a timestep outside the schedule means the last step.
+    Vp,
+}
+
+/// Inference timesteps and their float32 sigmas (`sigmas.len() == timesteps.len() + 1`),
+/// plus diffusers' `_step_index` / `_begin_index`.
 #[derive(Debug, Clone)]
 pub(crate) struct SigmaSchedule {
     pub timesteps: Vec<f64>,
     pub sigmas: Vec<f32>,
     pub init_noise_sigma: f64,
+    form: Form,
+    idx: StepIndex,
 }
 
 /// Which optional set_timesteps features a class has.
@@ -83,16 +102,86 @@ impl SigmaSchedule {
                 "the scheduler config gives non-finite sigmas".into(),
             ));
         }
-        Ok(SigmaSchedule {
+        Ok(SigmaSchedule::from_parts(
             timesteps,
             sigmas,
             init_noise_sigma,
-        })
+            Form::Ve,
+        ))
+    }
+
+    /// A schedule from already computed tables, at its first step.
+    pub fn from_parts(
+        timesteps: Vec<f64>,
+        sigmas: Vec<f32>,
+        init_noise_sigma: f64,
+        form: Form,
+    ) -> Self {
+        SigmaSchedule {
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+            form,
+            idx: StepIndex::default(),
+        }
+    }
+
+    fn missing(&self) -> Missing {
+        match self.form {
+            Form::Ve => Missing::Error,
+            Form::Vp => Missing::Last,
+        }
+    }
+
+    /// The index into `timesteps` / `sigmas` the next `step` at `timestep` uses.
+    pub fn index(&self, timestep: f64) -> Result<usize> {
+        self.idx.current(&self.timesteps, timestep, self.missing())
+    }
+
+    pub fn sigma(&self, i: usize) -> Result<f32> {
+        at(&self.sigmas, i, "sigmas")
+    }
+
+    /// Records that the step at index `i` is done.
+    pub fn advance(&mut self, i: usize) {
+        self.idx.step = Some(i + 1);
+    }
+}
+
+impl Bookkeeping for SigmaSchedule {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_noise_sigma
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        self.idx.begin = Some(index);
+    }
+
+    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
+        match self.form {
+            Form::Ve => scale_input(sample, self.sigma(self.index(timestep)?)?),
+            Form::Vp => Ok(sample.clone()),
+        }
+    }
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        let i = self
+            .idx
+            .for_add_noise(&self.timesteps, timestep, self.missing())?;
+        let sigma = self.sigma(i)?;
+        match self.form {
+            Form::Ve => original + mul(noise, sigma)?,
+            Form::Vp => add_noise_vp(original, noise, sigma),
+        }
     }
 }
 
 /// `sample / sqrt(sigma^2 + 1)` (the k-diffusion input scaling).
-pub(crate) fn scale_input(sample: &Tensor, sigma: f32) -> Result<Tensor> {
+fn scale_input(sample: &Tensor, sigma: f32) -> Result<Tensor> {
     div(sample, (sigma * sigma + 1.0).sqrt())
 }
 
@@ -111,9 +200,4 @@ pub(crate) fn x0_from_sigma(
         }
         PredictionType::Sample => Ok(model_output.clone()),
     }
-}
-
-/// `original + noise * sigma`.
-pub(crate) fn add_noise_sigma(original: &Tensor, noise: &Tensor, sigma: f32) -> Result<Tensor> {
-    original + mul(noise, sigma)?
 }
