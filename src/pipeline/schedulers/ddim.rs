@@ -8,6 +8,10 @@ use super::common::{at, div, integer_timesteps, mul, train_index};
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::{NoiseSource, Scheduler, SchedulerError};
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Leading, ZeroSnr::Rescale).with_thresholding();
+
 pub struct Ddim {
     c: Common,
     final_alpha_cumprod: f32,
@@ -66,17 +70,7 @@ impl Ddim {
         num_inference_steps: usize,
         eta: f64,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Leading,
-                zero_snr: ZeroSnr::Rescale,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         if !eta.is_finite() || eta < 0.0 {
             return Err(SchedulerError::InvalidConfig(format!(
                 "eta must be finite and >= 0, got {eta}"

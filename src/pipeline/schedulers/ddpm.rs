@@ -19,6 +19,10 @@ enum Variance {
     Large,
 }
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Leading, ZeroSnr::Rescale).with_thresholding();
+
 pub struct Ddpm {
     c: Common,
     clip_sample: Option<f32>,
@@ -44,17 +48,7 @@ impl Ddpm {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Leading,
-                zero_snr: ZeroSnr::Rescale,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         let variance = match cfg.variance_type.as_deref() {
             None | Some("fixed_small") => Variance::Small,
             Some("fixed_small_log") => Variance::SmallLog,

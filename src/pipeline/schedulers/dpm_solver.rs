@@ -17,6 +17,10 @@ enum SolverType {
     Heun,
 }
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
+
 pub struct DpmSolverMultistep {
     c: Common,
     s: SigmaSchedule,
@@ -34,17 +38,7 @@ impl DpmSolverMultistep {
         num_inference_steps: usize,
         karras: bool,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         match cfg.algorithm_type.as_deref() {
             None | Some("dpmsolver++") => {}
             Some(other) => return Err(SchedulerError::unsupported("algorithm_type", other)),

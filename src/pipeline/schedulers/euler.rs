@@ -9,6 +9,16 @@ use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, SchedulerError};
 
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: true,
+    final_sigmas_type: true,
+    sigma_bounds: true,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
+
 pub struct Euler {
     c: Common,
     s: SigmaSchedule,
@@ -19,17 +29,7 @@ impl Euler {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         match cfg.interpolation_type.as_deref() {
             None | Some("linear") => {}
             Some(other) => return Err(SchedulerError::unsupported("interpolation_type", other)),
@@ -38,16 +38,7 @@ impl Euler {
             None | Some("discrete") => {}
             Some(other) => return Err(SchedulerError::unsupported("timestep_type", other)),
         }
-        let s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: true,
-                final_sigmas_type: true,
-                sigma_bounds: true,
-            },
-        )?;
+        let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         Ok(Euler { c, s })
     }
 

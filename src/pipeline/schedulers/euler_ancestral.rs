@@ -10,6 +10,16 @@ use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, SchedulerError};
 
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: false,
+    final_sigmas_type: false,
+    sigma_bounds: false,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
+
 pub struct EulerAncestral {
     c: Common,
     s: SigmaSchedule,
@@ -20,27 +30,8 @@ impl EulerAncestral {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        let s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: false,
-                final_sigmas_type: false,
-                sigma_bounds: false,
-            },
-        )?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
+        let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         Ok(EulerAncestral { c, s })
     }
 

@@ -17,6 +17,17 @@ struct FirstHalf {
     sample: Tensor,
 }
 
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: true,
+    final_sigmas_type: false,
+    sigma_bounds: false,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored).with_betas(0.00085, 0.012);
+
 pub struct Heun {
     c: Common,
     clip_sample: Option<f32>,
@@ -29,27 +40,8 @@ impl Heun {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.00085,
-                beta_end: 0.012,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::Ignored,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        let mut s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: true,
-                final_sigmas_type: false,
-                sigma_bounds: false,
-            },
-        )?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
+        let mut s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         // [s0, s1, s1, s2, s2, ..., 0] and [t0, t1, t1, t2, t2, ...].
         let n = s.sigmas.len();
         let mut sigmas = vec![s.sigmas[0]];

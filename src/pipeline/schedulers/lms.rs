@@ -13,6 +13,16 @@ use super::{NoiseSource, SchedulerError};
 
 const LMS_ORDER: usize = 4;
 
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: true,
+    final_sigmas_type: false,
+    sigma_bounds: false,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored);
+
 pub struct Lms {
     c: Common,
     s: SigmaSchedule,
@@ -24,27 +34,8 @@ impl Lms {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::Ignored,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        let s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: true,
-                final_sigmas_type: false,
-                sigma_bounds: false,
-            },
-        )?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
+        let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         Ok(Lms {
             c,
             s,

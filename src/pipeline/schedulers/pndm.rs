@@ -10,6 +10,9 @@ use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spac
 use super::ddim::add_noise_alphas;
 use super::{NoiseSource, Scheduler, SchedulerError};
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Leading, ZeroSnr::Ignored);
+
 pub struct Pndm {
     c: Common,
     final_alpha_cumprod: f32,
@@ -29,17 +32,7 @@ impl Pndm {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Leading,
-                zero_snr: ZeroSnr::Ignored,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         if c.prediction_type == PredictionType::Sample {
             return Err(SchedulerError::unsupported("prediction_type", "sample"));
         }

@@ -18,6 +18,10 @@ enum Variant {
     Bh2,
 }
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
+
 pub struct UniPc {
     c: Common,
     s: SigmaSchedule,
@@ -103,17 +107,7 @@ impl UniPc {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         if cfg.predict_x0 == Some(false) {
             return Err(SchedulerError::unsupported("predict_x0", "false"));
         }
