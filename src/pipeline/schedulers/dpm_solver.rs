@@ -6,8 +6,10 @@ use candle_core::{Error, Result, Tensor};
 
 use super::bookkeeping::impl_scheduler;
 use super::common::mul;
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::multistep::{alpha_sigma, data_prediction, lambda, multistep_schedule, History};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
+use super::multistep::{
+    alpha_sigma, data_prediction, lambda, multistep_schedule, solver_order, History,
+};
 use super::sigmas::SigmaSchedule;
 use super::{NoiseSource, SchedulerError};
 
@@ -22,7 +24,7 @@ const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
 
 pub struct DpmSolverMultistep {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
     solver_order: usize,
     solver_type: SolverType,
@@ -48,13 +50,7 @@ impl DpmSolverMultistep {
             Some("heun") => SolverType::Heun,
             Some(other) => return Err(SchedulerError::unsupported("solver_type", other)),
         };
-        let solver_order = cfg.solver_order.unwrap_or(2);
-        if !(1..=2).contains(&solver_order) {
-            return Err(SchedulerError::unsupported(
-                "solver_order",
-                &solver_order.to_string(),
-            ));
-        }
+        let solver_order = solver_order(cfg, 2)?;
         if let Some(v) = &cfg.variance_type {
             return Err(SchedulerError::unsupported("variance_type", v));
         }
@@ -68,7 +64,7 @@ impl DpmSolverMultistep {
         let s = multistep_schedule(&c, cfg, num_inference_steps, karras, false)?;
         let final_zero = matches!(cfg.final_sigmas_type.as_deref(), None | Some("zero"));
         Ok(DpmSolverMultistep {
-            c,
+            prediction: c.prediction_type,
             s,
             solver_order,
             solver_type,
@@ -121,12 +117,7 @@ impl DpmSolverMultistep {
             && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
         // diffusers' lower_order_second only matters for order 3, which we do not build.
 
-        let x0 = data_prediction(
-            self.c.prediction_type,
-            model_output,
-            sample,
-            self.s.sigma(i)?,
-        )?;
+        let x0 = data_prediction(self.prediction, model_output, sample, self.s.sigma(i)?)?;
         self.history.push(x0.clone());
 
         let prev =

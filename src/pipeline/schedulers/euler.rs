@@ -5,7 +5,7 @@ use candle_core::{Error, Result, Tensor};
 
 use super::bookkeeping::impl_scheduler;
 use super::common::{div, mul};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, SchedulerError};
 
@@ -20,7 +20,7 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
 
 pub struct Euler {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
 }
 
@@ -39,7 +39,10 @@ impl Euler {
             Some(other) => return Err(SchedulerError::unsupported("timestep_type", other)),
         }
         let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
-        Ok(Euler { c, s })
+        Ok(Euler {
+            prediction: c.prediction_type,
+            s,
+        })
     }
 
     fn update(
@@ -57,7 +60,7 @@ impl Euler {
         }
         // s_churn = 0 makes gamma 0, so sigma_hat == sigma.
         let sigma_hat = sigma;
-        let x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma_hat)?;
+        let x0 = x0_from_sigma(self.prediction, model_output, sample, sigma_hat)?;
         let derivative = div(&(sample - x0)?, sigma_hat)?;
         let dt = sigma_next - sigma_hat;
         let prev = (sample + mul(&derivative, dt)?)?;

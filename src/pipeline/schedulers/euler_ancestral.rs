@@ -6,7 +6,7 @@ use candle_core::{Error, Result, Tensor};
 
 use super::bookkeeping::impl_scheduler;
 use super::common::{div, mul, randn_like};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, SchedulerError};
 
@@ -21,7 +21,7 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
 
 pub struct EulerAncestral {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
 }
 
@@ -32,7 +32,10 @@ impl EulerAncestral {
     ) -> std::result::Result<Self, SchedulerError> {
         let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
-        Ok(EulerAncestral { c, s })
+        Ok(EulerAncestral {
+            prediction: c.prediction_type,
+            s,
+        })
     }
 
     fn update(
@@ -48,7 +51,7 @@ impl EulerAncestral {
         if sigma <= 0.0 {
             return Err(Error::Msg("euler ancestral step at sigma 0".into()));
         }
-        let x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma)?;
+        let x0 = x0_from_sigma(self.prediction, model_output, sample, sigma)?;
         let sigma_from = sigma;
         let to2 = sigma_to * sigma_to;
         let from2 = sigma_from * sigma_from;

@@ -6,7 +6,9 @@ use candle_core::{Error, Result, Tensor};
 
 use super::bookkeeping::impl_scheduler;
 use super::common::{div, mul};
-use super::config::{clip_range, ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
+use super::config::{
+    clip_range, ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr,
+};
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, SchedulerError};
 
@@ -29,7 +31,7 @@ const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored).with_betas(0.00085, 0.012);
 
 pub struct Heun {
-    c: Common,
+    prediction: PredictionType,
     clip_sample: Option<f32>,
     s: SigmaSchedule,
     first: Option<FirstHalf>,
@@ -58,7 +60,7 @@ impl Heun {
         s.sigmas = sigmas;
         s.timesteps = timesteps;
         Ok(Heun {
-            c,
+            prediction: c.prediction_type,
             clip_sample: clip_range(cfg, false),
             s,
             first: None,
@@ -67,7 +69,7 @@ impl Heun {
 
     /// dx/dsigma at `sigma` from the (optionally clipped) x0 prediction.
     fn derivative(&self, model_output: &Tensor, sample: &Tensor, sigma: f32) -> Result<Tensor> {
-        let mut x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma)?;
+        let mut x0 = x0_from_sigma(self.prediction, model_output, sample, sigma)?;
         if let Some(r) = self.clip_sample {
             x0 = x0.clamp(-r, r)?;
         }

@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 
 use super::bookkeeping::impl_scheduler;
 use super::common::{div, weighted_sum};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::quadrature::integrate;
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
 use super::{NoiseSource, SchedulerError};
@@ -24,7 +24,7 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored);
 
 pub struct Lms {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
     derivatives: Vec<Tensor>,
 }
@@ -37,7 +37,7 @@ impl Lms {
         let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         Ok(Lms {
-            c,
+            prediction: c.prediction_type,
             s,
             derivatives: Vec::new(),
         })
@@ -73,7 +73,7 @@ impl Lms {
         let i = self.s.index(timestep)?;
         let sigma = self.s.sigma(i)?;
         self.s.sigma(i + 1)?;
-        let x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma)?;
+        let x0 = x0_from_sigma(self.prediction, model_output, sample, sigma)?;
         let derivative = div(&(sample - x0)?, sigma)?;
         self.derivatives.push(derivative);
         if self.derivatives.len() > LMS_ORDER {

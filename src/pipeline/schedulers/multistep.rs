@@ -83,6 +83,21 @@ pub(crate) fn multistep_schedule(
     Ok(SigmaSchedule::from_parts(timesteps, sigmas, 1.0, Form::Vp))
 }
 
+/// `solver_order` (default 2), of which we implement 1 through `max`.
+pub(crate) fn solver_order(
+    cfg: &SchedulerConfig,
+    max: usize,
+) -> std::result::Result<usize, SchedulerError> {
+    let order = cfg.solver_order.unwrap_or(2);
+    if !(1..=max).contains(&order) {
+        return Err(SchedulerError::unsupported(
+            "solver_order",
+            &order.to_string(),
+        ));
+    }
+    Ok(order)
+}
+
 /// diffusers' `model_outputs` (the last `solver_order` data predictions, oldest first) and
 /// `lower_order_nums` (how many steps have warmed the history up, capped at the order).
 #[derive(Debug, Clone)]

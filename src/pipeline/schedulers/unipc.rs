@@ -7,8 +7,10 @@ use candle_core::{Error, Result, Tensor};
 
 use super::bookkeeping::impl_scheduler;
 use super::common::{div, mul, weighted_sum};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::multistep::{alpha_sigma, data_prediction, lambda, multistep_schedule, History};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
+use super::multistep::{
+    alpha_sigma, data_prediction, lambda, multistep_schedule, solver_order, History,
+};
 use super::sigmas::SigmaSchedule;
 use super::{NoiseSource, SchedulerError};
 
@@ -23,7 +25,7 @@ const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
 
 pub struct UniPc {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
     solver_order: usize,
     variant: Variant,
@@ -116,17 +118,11 @@ impl UniPc {
             Some("bh1") => Variant::Bh1,
             Some(other) => return Err(SchedulerError::unsupported("solver_type", other)),
         };
-        let solver_order = cfg.solver_order.unwrap_or(2);
-        if !(1..=3).contains(&solver_order) {
-            return Err(SchedulerError::unsupported(
-                "solver_order",
-                &solver_order.to_string(),
-            ));
-        }
+        let solver_order = solver_order(cfg, 3)?;
         let karras = cfg.use_karras_sigmas == Some(true);
         let s = multistep_schedule(&c, cfg, num_inference_steps, karras, true)?;
         Ok(UniPc {
-            c,
+            prediction: c.prediction_type,
             s,
             solver_order,
             variant,
@@ -236,12 +232,7 @@ impl UniPc {
                 "unipc step index {i} past the schedule"
             )));
         }
-        let x0 = data_prediction(
-            self.c.prediction_type,
-            model_output,
-            sample,
-            self.s.sigma(i)?,
-        )?;
+        let x0 = data_prediction(self.prediction, model_output, sample, self.s.sigma(i)?)?;
         let use_corrector = i > 0 && !self.disable_corrector.contains(&(i - 1));
         let sample = match (&self.last_sample, use_corrector) {
             (Some(last), true) => self.corrector(i, &x0, last, self.this_order)?,
