@@ -9,7 +9,7 @@ use super::common::{
     div, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp, sigma_to_t, train_sigmas,
 };
 use super::config::{Common, PredictionType, SchedulerConfig};
-use super::sigmas::{Form, SigmaSchedule};
+use super::sigmas::{karras_bounds, reject_flags, Form, SigmaSchedule};
 use super::SchedulerError;
 
 /// The solvers' sigma schedule: `timesteps.len() + 1` float32 sigmas, the last being the
@@ -21,17 +21,13 @@ pub(crate) fn multistep_schedule(
     karras: bool,
     sigma_bounds: bool,
 ) -> std::result::Result<SigmaSchedule, SchedulerError> {
-    for (key, v) in [
+    reject_flags(&[
         ("use_exponential_sigmas", cfg.use_exponential_sigmas),
         ("use_beta_sigmas", cfg.use_beta_sigmas),
         ("use_lu_lambdas", cfg.use_lu_lambdas),
         ("use_flow_sigmas", cfg.use_flow_sigmas),
         ("use_dynamic_shifting", cfg.use_dynamic_shifting),
-    ] {
-        if v == Some(true) {
-            return Err(SchedulerError::unsupported(key, "true"));
-        }
-    }
+    ])?;
     let train = train_sigmas(&c.alphas_cumprod);
     let final_zero = match cfg.final_sigmas_type.as_deref() {
         None | Some("zero") => true,
@@ -41,11 +37,7 @@ pub(crate) fn multistep_schedule(
     let (timesteps, mut sigmas) = if karras {
         let logs = log_sigmas(&train);
         // Only classes with sigma_min/sigma_max config keys (UniPC) read them.
-        let (cfg_min, cfg_max) = if sigma_bounds {
-            (cfg.sigma_min, cfg.sigma_max)
-        } else {
-            (None, None)
-        };
+        let (cfg_min, cfg_max) = karras_bounds(cfg, sigma_bounds);
         let sigma_min = cfg_min.unwrap_or(train[0] as f64);
         let sigma_max = cfg_max.unwrap_or(train[train.len() - 1] as f64);
         let ks = karras_sigmas(sigma_min, sigma_max, count);
@@ -64,23 +56,13 @@ pub(crate) fn multistep_schedule(
     } else {
         let ts = multistep_timesteps(c, count);
         let mut sig: Vec<f32> = ts.iter().map(|t| np_interp(*t, &train) as f32).collect();
-        let last = if final_zero {
-            0.0
-        } else {
-            let a = c.alphas_cumprod[0];
-            ((1.0f32 - a) / a).sqrt()
-        };
+        let last = if final_zero { 0.0 } else { train[0] };
         sig.push(last);
         (ts, sig)
     };
     super::check_train_range(&timesteps, c.num_train_timesteps)?;
-    if sigmas.iter().any(|s| !s.is_finite()) {
-        return Err(SchedulerError::InvalidConfig(
-            "the scheduler config gives non-finite sigmas".into(),
-        ));
-    }
     sigmas.shrink_to_fit();
-    Ok(SigmaSchedule::from_parts(timesteps, sigmas, 1.0, Form::Vp))
+    SigmaSchedule::from_parts(timesteps, sigmas, 1.0, Form::Vp)
 }
 
 /// `solver_order` (default 2), of which we implement 1 through `max`.

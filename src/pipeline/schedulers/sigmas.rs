@@ -54,26 +54,17 @@ impl SigmaSchedule {
         count: usize,
         opts: &SigmaOptions,
     ) -> std::result::Result<Self, SchedulerError> {
-        if cfg.use_exponential_sigmas == Some(true) {
-            return Err(SchedulerError::unsupported(
-                "use_exponential_sigmas",
-                "true",
-            ));
-        }
-        if cfg.use_beta_sigmas == Some(true) {
-            return Err(SchedulerError::unsupported("use_beta_sigmas", "true"));
-        }
+        reject_flags(&[
+            ("use_exponential_sigmas", cfg.use_exponential_sigmas),
+            ("use_beta_sigmas", cfg.use_beta_sigmas),
+        ])?;
         let train = train_sigmas(&c.alphas_cumprod);
         let mut timesteps = float_timesteps(c, count);
         let mut sigmas: Vec<f64> = timesteps.iter().map(|t| np_interp(*t, &train)).collect();
         if opts.karras && cfg.use_karras_sigmas == Some(true) {
             let first = sigmas.first().copied().unwrap_or(0.0);
             let last = sigmas.last().copied().unwrap_or(0.0);
-            let (cfg_min, cfg_max) = if opts.sigma_bounds {
-                (cfg.sigma_min, cfg.sigma_max)
-            } else {
-                (None, None)
-            };
+            let (cfg_min, cfg_max) = karras_bounds(cfg, opts.sigma_bounds);
             sigmas = karras_sigmas(cfg_min.unwrap_or(last), cfg_max.unwrap_or(first), count);
             let logs = log_sigmas(&train);
             timesteps = sigmas
@@ -84,10 +75,7 @@ impl SigmaSchedule {
         let last = match cfg.final_sigmas_type.as_deref() {
             _ if !opts.final_sigmas_type => 0.0f32,
             None | Some("zero") => 0.0f32,
-            Some("sigma_min") => {
-                let a = c.alphas_cumprod[0];
-                ((1.0f32 - a) / a).sqrt()
-            }
+            Some("sigma_min") => train[0],
             Some(other) => return Err(SchedulerError::unsupported("final_sigmas_type", other)),
         };
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
@@ -97,33 +85,29 @@ impl SigmaSchedule {
             Spacing::Linspace | Spacing::Trailing => max,
             Spacing::Leading => (max * max + 1.0).sqrt(),
         } as f64;
-        if sigmas.iter().any(|s| !s.is_finite()) {
-            return Err(SchedulerError::InvalidConfig(
-                "the scheduler config gives non-finite sigmas".into(),
-            ));
-        }
-        Ok(SigmaSchedule::from_parts(
-            timesteps,
-            sigmas,
-            init_noise_sigma,
-            Form::Ve,
-        ))
+        SigmaSchedule::from_parts(timesteps, sigmas, init_noise_sigma, Form::Ve)
     }
 
-    /// A schedule from already computed tables, at its first step.
+    /// A schedule from already computed tables, at its first step; non-finite sigmas (a
+    /// config whose alphas_cumprod reach 0) are an error.
     pub fn from_parts(
         timesteps: Vec<f64>,
         sigmas: Vec<f32>,
         init_noise_sigma: f64,
         form: Form,
-    ) -> Self {
-        SigmaSchedule {
+    ) -> std::result::Result<Self, SchedulerError> {
+        if sigmas.iter().any(|s| !s.is_finite()) {
+            return Err(SchedulerError::InvalidConfig(
+                "the scheduler config gives non-finite sigmas".into(),
+            ));
+        }
+        Ok(SigmaSchedule {
             timesteps,
             sigmas,
             init_noise_sigma,
             form,
             idx: StepIndex::default(),
-        }
+        })
     }
 
     fn missing(&self) -> Missing {
@@ -177,6 +161,25 @@ impl Bookkeeping for SigmaSchedule {
             Form::Ve => original + mul(noise, sigma)?,
             Form::Vp => add_noise_vp(original, noise, sigma),
         }
+    }
+}
+
+/// Rejects the sigma options a class accepts but we do not implement, when set to true.
+pub(crate) fn reject_flags(
+    flags: &[(&'static str, Option<bool>)],
+) -> std::result::Result<(), SchedulerError> {
+    match flags.iter().find(|(_, v)| *v == Some(true)) {
+        Some((key, _)) => Err(SchedulerError::unsupported(key, "true")),
+        None => Ok(()),
+    }
+}
+
+/// The config's `sigma_min` / `sigma_max` for the Karras ramp, if the class reads them.
+pub(crate) fn karras_bounds(cfg: &SchedulerConfig, read: bool) -> (Option<f64>, Option<f64>) {
+    if read {
+        (cfg.sigma_min, cfg.sigma_max)
+    } else {
+        (None, None)
     }
 }
 
