@@ -16,10 +16,37 @@ pub(crate) trait Bookkeeping {
 }
 
 /// `impl Scheduler for $ty`: bookkeeping delegated to the [`Bookkeeping`] field `$field`,
-/// `step` to the type's inherent `fn update(&mut self, model_output, timestep, sample,
-/// noise)`.
+/// `step` to the type's inherent `update`. A `deterministic` scheduler's
+/// `fn update(&mut self, model_output, timestep, sample)` cannot reach the noise source; a
+/// `stochastic` one's `update` takes it as a fourth argument.
 macro_rules! impl_scheduler {
-    ($ty:ty, $field:ident, order = $order:expr) => {
+    ($ty:ty, $field:ident, order = $order:expr, deterministic) => {
+        impl_scheduler!(@with_step $ty, $field, $order,
+            fn step(
+                &mut self,
+                model_output: &candle_core::Tensor,
+                timestep: f64,
+                sample: &candle_core::Tensor,
+                _noise: &mut dyn $crate::pipeline::noise::NoiseSource,
+            ) -> candle_core::Result<candle_core::Tensor> {
+                self.update(model_output, timestep, sample)
+            }
+        );
+    };
+    ($ty:ty, $field:ident, order = $order:expr, stochastic) => {
+        impl_scheduler!(@with_step $ty, $field, $order,
+            fn step(
+                &mut self,
+                model_output: &candle_core::Tensor,
+                timestep: f64,
+                sample: &candle_core::Tensor,
+                noise: &mut dyn $crate::pipeline::noise::NoiseSource,
+            ) -> candle_core::Result<candle_core::Tensor> {
+                self.update(model_output, timestep, sample, noise)
+            }
+        );
+    };
+    (@with_step $ty:ty, $field:ident, $order:expr, $($step:tt)*) => {
         impl $crate::pipeline::schedulers::Scheduler for $ty {
             fn timesteps(&self) -> &[f64] {
                 $crate::pipeline::schedulers::bookkeeping::Bookkeeping::timesteps(&self.$field)
@@ -54,15 +81,7 @@ macro_rules! impl_scheduler {
                 )
             }
 
-            fn step(
-                &mut self,
-                model_output: &candle_core::Tensor,
-                timestep: f64,
-                sample: &candle_core::Tensor,
-                noise: &mut dyn $crate::pipeline::noise::NoiseSource,
-            ) -> candle_core::Result<candle_core::Tensor> {
-                self.update(model_output, timestep, sample, noise)
-            }
+            $($step)*
 
             fn add_noise(
                 &self,

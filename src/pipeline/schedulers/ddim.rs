@@ -85,4 +85,4 @@ impl Ddim {
     }
 }
 
-impl_scheduler!(Ddim, a, order = 1);
+impl_scheduler!(Ddim, a, order = 1, stochastic);

@@ -132,4 +132,4 @@ impl Ddpm {
     }
 }
 
-impl_scheduler!(Ddpm, a, order = 1);
+impl_scheduler!(Ddpm, a, order = 1, stochastic);

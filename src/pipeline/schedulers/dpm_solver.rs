@@ -11,7 +11,7 @@ use super::multistep::{
     alpha_sigma, data_prediction, lambda, multistep_schedule, solver_order, History,
 };
 use super::sigmas::SigmaSchedule;
-use super::{NoiseSource, SchedulerError};
+use super::SchedulerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SolverType {
@@ -104,13 +104,7 @@ impl DpmSolverMultistep {
         }
     }
 
-    fn update(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         let i = self.s.index(timestep)?;
         let n = self.s.timesteps.len();
         let lower_order_final = i + 1 == n
@@ -132,4 +126,4 @@ impl DpmSolverMultistep {
     }
 }
 
-impl_scheduler!(DpmSolverMultistep, s, order = 1);
+impl_scheduler!(DpmSolverMultistep, s, order = 1, deterministic);

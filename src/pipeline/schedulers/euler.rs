@@ -7,7 +7,7 @@ use super::bookkeeping::impl_scheduler;
 use super::common::{div, mul};
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, SchedulerError};
+use super::SchedulerError;
 
 /// The optional sigma features the diffusers class reads.
 const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
@@ -45,13 +45,7 @@ impl Euler {
         })
     }
 
-    fn update(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         let i = self.s.index(timestep)?;
         let sigma = self.s.sigma(i)?;
         let sigma_next = self.s.sigma(i + 1)?;
@@ -69,4 +63,4 @@ impl Euler {
     }
 }
 
-impl_scheduler!(Euler, s, order = 1);
+impl_scheduler!(Euler, s, order = 1, deterministic);

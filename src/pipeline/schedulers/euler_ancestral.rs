@@ -67,4 +67,4 @@ impl EulerAncestral {
     }
 }
 
-impl_scheduler!(EulerAncestral, s, order = 1);
+impl_scheduler!(EulerAncestral, s, order = 1, stochastic);

@@ -10,7 +10,7 @@ use super::config::{
     clip_range, ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr,
 };
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, SchedulerError};
+use super::SchedulerError;
 
 /// The state kept between the two halves of a Heun step.
 struct FirstHalf {
@@ -76,13 +76,7 @@ impl Heun {
         div(&(sample - x0)?, sigma)
     }
 
-    fn update(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         let i = self.s.index(timestep)?;
         let prev = match self.first.take() {
             None => {
@@ -116,4 +110,4 @@ impl Heun {
     }
 }
 
-impl_scheduler!(Heun, s, order = 2);
+impl_scheduler!(Heun, s, order = 2, deterministic);

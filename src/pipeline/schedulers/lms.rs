@@ -9,7 +9,7 @@ use super::common::{div, weighted_sum};
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::quadrature::integrate;
 use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, SchedulerError};
+use super::SchedulerError;
 
 const LMS_ORDER: usize = 4;
 
@@ -63,13 +63,7 @@ impl Lms {
         Ok(integrate(basis, sig(t)?, sig(t + 1)?))
     }
 
-    fn update(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         let i = self.s.index(timestep)?;
         let sigma = self.s.sigma(i)?;
         self.s.sigma(i + 1)?;
@@ -95,4 +89,4 @@ impl Lms {
     }
 }
 
-impl_scheduler!(Lms, s, order = 1);
+impl_scheduler!(Lms, s, order = 1, deterministic);

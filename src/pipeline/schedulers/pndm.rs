@@ -9,7 +9,7 @@ use super::alphas::{predict_eps, AlphaSchedule, Transition};
 use super::bookkeeping::impl_scheduler;
 use super::common::{at, div, integer_timesteps, mul};
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
-use super::{NoiseSource, SchedulerError};
+use super::SchedulerError;
 
 /// The diffusers class defaults of the shared config keys.
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Leading, ZeroSnr::Ignored);
@@ -156,13 +156,7 @@ impl Pndm {
         mul(sample, sample_coeff)? - rhs
     }
 
-    fn update(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         if self.counter < self.prk_len {
             return self.step_prk(model_output, timestep, sample);
         }
@@ -216,4 +210,4 @@ impl Pndm {
     }
 }
 
-impl_scheduler!(Pndm, a, order = 1);
+impl_scheduler!(Pndm, a, order = 1, deterministic);

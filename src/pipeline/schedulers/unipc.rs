@@ -12,7 +12,7 @@ use super::multistep::{
     alpha_sigma, data_prediction, lambda, multistep_schedule, solver_order, History,
 };
 use super::sigmas::SigmaSchedule;
-use super::{NoiseSource, SchedulerError};
+use super::SchedulerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -218,13 +218,7 @@ impl UniPc {
         x_t_ - mul(&corr, alpha_t * k.b_h)?
     }
 
-    fn update(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         let i = self.s.index(timestep)?;
         let n = self.s.timesteps.len();
         if i >= n {
@@ -254,4 +248,4 @@ impl UniPc {
     }
 }
 
-impl_scheduler!(UniPc, s, order = 1);
+impl_scheduler!(UniPc, s, order = 1, deterministic);
