@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 
 use super::bookkeeping::Bookkeeping;
 use super::common::{at, div, mul, train_index};
-use super::config::{Common, PredictionType};
+use super::config::{Common, PredictionType, SchedulerConfig};
 use super::SchedulerError;
 
 #[derive(Debug, Clone)]
@@ -98,6 +98,16 @@ impl Bookkeeping for AlphaSchedule {
         let sqrt_a = a.sqrt();
         let sqrt_1ma = (1.0f32 - a).sqrt();
         mul(original, sqrt_a)? + mul(noise, sqrt_1ma)?
+    }
+}
+
+/// `set_alpha_to_one` (class default `default`): the last step lands on alpha_prod 1, or
+/// else on alphas_cumprod[0].
+pub(crate) fn final_alpha_cumprod(cfg: &SchedulerConfig, c: &Common, default: bool) -> f32 {
+    if cfg.set_alpha_to_one.unwrap_or(default) {
+        1.0
+    } else {
+        c.alphas_cumprod[0]
     }
 }
 

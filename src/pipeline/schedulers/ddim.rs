@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::alphas::{predict_x0_eps, AlphaSchedule, Transition};
+use super::alphas::{final_alpha_cumprod, predict_x0_eps, AlphaSchedule, Transition};
 use super::bookkeeping::impl_scheduler;
 use super::common::{integer_timesteps, mul, randn_like};
 use super::config::{
@@ -35,11 +35,7 @@ impl Ddim {
                 "eta must be finite and >= 0, got {eta}"
             )));
         }
-        let final_alpha_cumprod = if cfg.set_alpha_to_one.unwrap_or(true) {
-            1.0
-        } else {
-            c.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = final_alpha_cumprod(cfg, &c, true);
         let timesteps = integer_timesteps(&c, num_inference_steps);
         let a = AlphaSchedule::new(&c, timesteps, final_alpha_cumprod, num_inference_steps)?;
         Ok(Ddim {

@@ -5,7 +5,7 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::alphas::{predict_eps, AlphaSchedule, Transition};
+use super::alphas::{final_alpha_cumprod, predict_eps, AlphaSchedule, Transition};
 use super::bookkeeping::impl_scheduler;
 use super::common::{at, div, integer_timesteps, mul};
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
@@ -35,11 +35,7 @@ impl Pndm {
         if c.prediction_type == PredictionType::Sample {
             return Err(SchedulerError::unsupported("prediction_type", "sample"));
         }
-        let final_alpha_cumprod = if cfg.set_alpha_to_one.unwrap_or(false) {
-            1.0
-        } else {
-            c.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = final_alpha_cumprod(cfg, &c, false);
         let mut asc = integer_timesteps(&c, num_inference_steps);
         asc.reverse();
         let n = asc.len();
