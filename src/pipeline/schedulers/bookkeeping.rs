@@ -20,33 +20,15 @@ pub(crate) trait Bookkeeping {
 /// `fn update(&mut self, model_output, timestep, sample)` cannot reach the noise source; a
 /// `stochastic` one's `update` takes it as a fourth argument.
 macro_rules! impl_scheduler {
-    ($ty:ty, $field:ident, order = $order:expr, deterministic) => {
-        impl_scheduler!(@with_step $ty, $field, $order,
-            fn step(
-                &mut self,
-                model_output: &candle_core::Tensor,
-                timestep: f64,
-                sample: &candle_core::Tensor,
-                _noise: &mut dyn $crate::pipeline::noise::NoiseSource,
-            ) -> candle_core::Result<candle_core::Tensor> {
-                self.update(model_output, timestep, sample)
-            }
-        );
+    // `step`'s body; its parameter names are passed in so they resolve despite hygiene.
+    (@update deterministic, $s:ident, $out:ident, $t:ident, $x:ident, $noise:ident) => {{
+        let _ = $noise;
+        $s.update($out, $t, $x)
+    }};
+    (@update stochastic, $s:ident, $out:ident, $t:ident, $x:ident, $noise:ident) => {
+        $s.update($out, $t, $x, $noise)
     };
-    ($ty:ty, $field:ident, order = $order:expr, stochastic) => {
-        impl_scheduler!(@with_step $ty, $field, $order,
-            fn step(
-                &mut self,
-                model_output: &candle_core::Tensor,
-                timestep: f64,
-                sample: &candle_core::Tensor,
-                noise: &mut dyn $crate::pipeline::noise::NoiseSource,
-            ) -> candle_core::Result<candle_core::Tensor> {
-                self.update(model_output, timestep, sample, noise)
-            }
-        );
-    };
-    (@with_step $ty:ty, $field:ident, $order:expr, $($step:tt)*) => {
+    ($ty:ty, $field:ident, order = $order:expr, $kind:ident) => {
         impl $crate::pipeline::schedulers::Scheduler for $ty {
             fn timesteps(&self) -> &[f64] {
                 $crate::pipeline::schedulers::bookkeeping::Bookkeeping::timesteps(&self.$field)
@@ -81,7 +63,15 @@ macro_rules! impl_scheduler {
                 )
             }
 
-            $($step)*
+            fn step(
+                &mut self,
+                model_output: &candle_core::Tensor,
+                timestep: f64,
+                sample: &candle_core::Tensor,
+                noise: &mut dyn $crate::pipeline::noise::NoiseSource,
+            ) -> candle_core::Result<candle_core::Tensor> {
+                impl_scheduler!(@update $kind, self, model_output, timestep, sample, noise)
+            }
 
             fn add_noise(
                 &self,
