@@ -1,30 +1,15 @@
 //! Acceptance: every public golden case replayed end to end with its recorded noise (the
 //! supplied inputs) must match the reference within the issue's tolerances.
 
+mod fixture_common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
-use runai::cli::replay::{load_case, read_json, replay_case};
+use candle_core::Device;
+use fixture_common::{case_ids, compare_traced, manifest, png_diff};
+use runai::cli::replay::{load_case, replay_case};
 use runai::pipeline::{RuntimeOptions, StableDiffusion};
-
-fn manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifest.json")
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 /// (name, tolerance) pairs from the issue; the other traced tensors are reported only.
 const CHECKS: &[(&str, f32)] = &[
@@ -38,13 +23,7 @@ const CHECKS: &[(&str, f32)] = &[
 
 #[test]
 fn all_public_cases_match_golden() {
-    let doc = read_json(&manifest()).unwrap();
-    let ids: Vec<String> = doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = case_ids("");
     assert!(ids.len() >= 25, "expected the 25 public cases");
     let opts = RuntimeOptions::default();
     let mut models: HashMap<PathBuf, StableDiffusion> = HashMap::new();
@@ -65,32 +44,12 @@ fn all_public_cases_match_golden() {
         let trace = &replay.trace;
         let golden = candle_core::safetensors::load(&case.tensors_path, &Device::Cpu).unwrap();
         // The 8-bit output against the reference PNG: rounding may flip a level at most.
-        let png = image::open(case.tensors_path.with_extension("png"))
-            .unwrap()
-            .to_rgb8();
-        let ours = &replay.images[0];
-        assert_eq!(ours.dimensions(), png.dimensions(), "{id}: png size");
-        let png_diff = ours
-            .as_raw()
-            .iter()
-            .zip(png.as_raw())
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap_or(0);
+        let png_diff = png_diff(id, &replay.images[0], &case);
         if png_diff > 1 {
             failures.push(format!("{id} png differs by {png_diff} levels"));
         }
         let mut line = format!("{id}:");
-        for (name, tol) in CHECKS {
-            let (Some(ours), Some(theirs)) = (trace.get(name), golden.get(*name)) else {
-                continue;
-            };
-            let d = max_diff(ours, theirs);
-            line.push_str(&format!(" {name} {d:.2e}"));
-            if d.is_nan() || d > *tol {
-                failures.push(format!("{id} {name} {d:e} > {tol:e}"));
-            }
-        }
+        compare_traced(id, trace, &golden, CHECKS, &mut line, &mut failures);
         for name in ["prompt_embeds", "unet_out_0", "final_latents", "image"] {
             assert!(trace.get(name).is_some(), "{id}: {name} not traced");
         }

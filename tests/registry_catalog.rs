@@ -3,70 +3,20 @@
 //! `models/Stable-diffusion`: listing, identification from weights (not paths), unsupported
 //! architectures, unreadable files, path confinement, and models dropped in without a restart.
 
+mod fixture_common;
+
 use std::collections::HashMap;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use fixture_common::{fixtures, link, seed_root};
 use runai::registry::model::{ModelFormat, ModelKind, ModelVersion, Prediction, ResolvedModel};
 use runai::registry::{Registry, ResolveError};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn link(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    symlink(src, dst).unwrap();
-}
 
 fn copy(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     std::fs::copy(src, dst).unwrap();
-}
-
-/// The layout the original RunAI README prescribes.
-fn seed_root() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let r = dir.path();
-    let f = fixtures();
-    link(
-        &f.join("models/tiny-sd1"),
-        &r.join("runwayml/stable-diffusion-v1-5"),
-    );
-    link(
-        &f.join("models/tiny-inpaint"),
-        &r.join("runwayml/stable-diffusion-inpainting"),
-    );
-    link(
-        &f.join("models/tiny-sd2"),
-        &r.join("stabilityai/stable-diffusion-2-1-base"),
-    );
-    link(
-        &f.join("single_file/tiny-sd1.safetensors"),
-        &r.join("v1/tiny-sd1.safetensors"),
-    );
-    link(
-        &f.join("single_file/tiny-sd1.yaml"),
-        &r.join("v1/tiny-sd1.yaml"),
-    );
-    link(
-        &f.join("single_file/tiny-sd1.ckpt"),
-        &r.join("v1/tiny-sd1.ckpt"),
-    );
-    link(
-        &f.join("single_file/tiny-sd2.ckpt"),
-        &r.join("v2/tiny-sd2.ckpt"),
-    );
-    link(
-        &f.join("single_file/tiny-sd2.yaml"),
-        &r.join("v2/tiny-sd2.yaml"),
-    );
-    link(
-        &f.join("single_file/tiny-sd2.safetensors"),
-        &r.join("v2/tiny-sd2.safetensors"),
-    );
-    dir
 }
 
 fn by_name(models: &[ResolvedModel]) -> HashMap<String, ResolvedModel> {

@@ -4,51 +4,15 @@
 //! switching back to a cached model does not reload it, eviction follows LRU, and memory is
 //! given back (RSS over 20 alternating switches with a one-model cache, printed for the record).
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+mod fixture_common;
 
+use fixture_common::{fixtures, seed_root};
 use runai::engine::sd::SdGenerator;
 use runai::engine::{GenerateError, GenerateJob, Generator};
 use runai::pipeline::params::{GenerateParams, GeneratedImage, SchedulerKind, Task};
 use runai::pipeline::RuntimeOptions;
 use runai::registry::model::ResolvedModel;
 use runai::registry::Registry;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn link(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    symlink(src, dst).unwrap();
-}
-
-fn seed_root() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let r = dir.path();
-    let f = fixtures();
-    link(
-        &f.join("models/tiny-sd1"),
-        &r.join("runwayml/stable-diffusion-v1-5"),
-    );
-    link(
-        &f.join("models/tiny-inpaint"),
-        &r.join("runwayml/stable-diffusion-inpainting"),
-    );
-    link(
-        &f.join("models/tiny-sd2"),
-        &r.join("stabilityai/stable-diffusion-2-1-base"),
-    );
-    for (v, m) in [("v1", "tiny-sd1"), ("v2", "tiny-sd2")] {
-        for ext in ["safetensors", "ckpt", "yaml"] {
-            link(
-                &f.join(format!("single_file/{m}.{ext}")),
-                &r.join(format!("{v}/{m}.{ext}")),
-            );
-        }
-    }
-    dir
-}
 
 fn params(task: Task) -> GenerateParams {
     GenerateParams {

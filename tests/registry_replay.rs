@@ -3,30 +3,15 @@
 //! runai), matches the reference within the pipeline issue's tolerances; and `runai replay
 //! --model FILE` (through `run_with_loader` + the registry's loader) writes the same tensors.
 
-use std::path::{Path, PathBuf};
+mod fixture_common;
 
-use candle_core::{DType, Device, Tensor};
-use runai::cli::replay::{load_case, read_json, replay_case, run_with_loader, ReplayArgs};
+use std::path::Path;
+
+use candle_core::Device;
+use fixture_common::{case_ids, compare_traced, fixtures, manifest, max_diff, png_diff};
+use runai::cli::replay::{load_case, replay_case, run_with_loader, ReplayArgs};
 use runai::pipeline::{RuntimeOptions, StableDiffusion};
 use runai::registry::loader::load_model_parts;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 /// The pipeline issue's tolerances.
 const CHECKS: &[(&str, f32)] = &[
@@ -37,17 +22,6 @@ const CHECKS: &[(&str, f32)] = &[
     ("image", 2e-3),
 ];
 
-fn case_ids(model: &str) -> Vec<String> {
-    let doc = read_json(&fixtures().join("manifest.json")).unwrap();
-    doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .filter(|id| id.starts_with(&format!("{model}/")))
-        .collect()
-}
-
 fn check_model_file(model: &str, ext: &str) {
     let path = fixtures()
         .join("single_file")
@@ -56,12 +30,12 @@ fn check_model_file(model: &str, ext: &str) {
     let sd = StableDiffusion::from_parts(load_model_parts(&path, &opts).unwrap(), &opts).unwrap();
     let folder =
         StableDiffusion::load_folder(&fixtures().join("models").join(model), &opts).unwrap();
-    let ids = case_ids(model);
+    let ids = case_ids(&format!("{model}/"));
     assert!(ids.len() >= 10, "{model}: {} cases", ids.len());
     let mut failures = Vec::new();
     let mut replayed = 0;
     for id in &ids {
-        let case = load_case(&fixtures().join("manifest.json"), id).unwrap();
+        let case = load_case(&manifest(), id).unwrap();
         // Parity is relative to the diffusers folder: a case the pipeline cannot run on the
         // folder either (e.g. a scheduler not implemented yet) is reported and skipped.
         if let Err(e) = replay_case(&folder, &case) {
@@ -77,36 +51,15 @@ fn check_model_file(model: &str, ext: &str) {
         };
         replayed += 1;
         // The 8-bit output against the reference PNG: rounding may flip a level at most.
-        let png = image::open(case.tensors_path.with_extension("png"))
-            .unwrap()
-            .to_rgb8();
-        let ours = &replay.images[0];
-        assert_eq!(ours.dimensions(), png.dimensions(), "{id}: png size");
-        let png_diff = ours
-            .as_raw()
-            .iter()
-            .zip(png.as_raw())
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap_or(0);
+        let png_diff = png_diff(id, &replay.images[0], &case);
         if png_diff > 1 {
             failures.push(format!("{id} [{ext}] png differs by {png_diff} levels"));
         }
         let trace = &replay.trace;
         let golden = candle_core::safetensors::load(&case.tensors_path, &Device::Cpu).unwrap();
-        let mut line = format!("{id} [{ext}]:");
-        let mut compared = 0;
-        for (name, tol) in CHECKS {
-            let (Some(ours), Some(theirs)) = (trace.get(name), golden.get(*name)) else {
-                continue;
-            };
-            let d = max_diff(ours, theirs);
-            compared += 1;
-            line.push_str(&format!(" {name} {d:.2e}"));
-            if d.is_nan() || d > *tol {
-                failures.push(format!("{id} [{ext}] {name} {d:e} > {tol:e}"));
-            }
-        }
+        let label = format!("{id} [{ext}]");
+        let mut line = format!("{label}:");
+        let compared = compare_traced(&label, trace, &golden, CHECKS, &mut line, &mut failures);
         assert!(compared >= 4, "{id}: only {compared} tensors compared");
         println!("{line}");
     }
@@ -146,7 +99,7 @@ fn replay_tool_accepts_a_single_file_model() {
     ] {
         let out = out_dir.path().join(format!("{model}.{ext}.safetensors"));
         let args = ReplayArgs {
-            manifest: fixtures().join("manifest.json"),
+            manifest: manifest(),
             case: case.to_string(),
             model: Some(
                 fixtures()
@@ -158,7 +111,7 @@ fn replay_tool_accepts_a_single_file_model() {
         let opts = RuntimeOptions::default();
         run_with_loader(args, &|p: &Path| Ok(load_model_parts(p, &opts)?)).unwrap();
         let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-        let golden_case = load_case(&fixtures().join("manifest.json"), case).unwrap();
+        let golden_case = load_case(&manifest(), case).unwrap();
         let golden =
             candle_core::safetensors::load(&golden_case.tensors_path, &Device::Cpu).unwrap();
         for (name, tol) in CHECKS {

@@ -3,19 +3,17 @@
 //! is compared with what diffusers produced. Also hand-derived checks for DDPM and the
 //! timestep spacings. Reads fixtures only; never writes anything.
 
+mod fixture_common;
+
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Device, Tensor};
+use fixture_common::fixtures;
 use runai::pipeline::noise::NoiseSource;
 use runai::pipeline::params::SchedulerKind;
 use runai::pipeline::schedulers::{build, SchedulerError};
 use serde_json::{json, Value};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn manifest() -> Value {
     let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();

@@ -5,7 +5,7 @@
 use candle_core::{Error, Result, Tensor};
 
 use super::config::{Common, SchedulerConfig, Spacing};
-use super::SchedulerError;
+use super::{NoiseSource, SchedulerError};
 
 /// `torch.linspace(start, end, steps, dtype=float32)` on CPU: the two halves are computed
 /// from opposite ends so both endpoints are exact, and torch's compiled kernel fuses the
@@ -178,14 +178,28 @@ fn np_arange_down(start: f64, step: f64, count: usize) -> Vec<f64> {
     (0..len).map(|i| start + i as f64 * -step).collect()
 }
 
+/// "linspace" spacing before rounding: `num` points from n_train - 1 down to 0.
+fn linspace_down(n_train: usize, num: usize) -> impl Iterator<Item = f64> {
+    np_linspace(0.0, (n_train - 1) as f64, num)
+        .into_iter()
+        .rev()
+}
+
+/// "trailing" spacing: `count` integer timesteps from n_train - 1 down by n_train / count.
+fn trailing(n_train: usize, count: usize) -> Vec<f64> {
+    let ratio = n_train as f64 / count as f64;
+    np_arange_down(n_train as f64, ratio, count)
+        .into_iter()
+        .map(|t| t.round_ties_even() - 1.0)
+        .collect()
+}
+
 /// Integer-valued spacing used by DDIM, DDPM and PNDM (descending; `count` timesteps).
 /// PNDM wants the ascending list, so it reverses this.
 pub(crate) fn integer_timesteps(c: &Common, count: usize) -> Vec<f64> {
     let n_train = c.num_train_timesteps;
     match c.spacing {
-        Spacing::Linspace => np_linspace(0.0, (n_train - 1) as f64, count)
-            .into_iter()
-            .rev()
+        Spacing::Linspace => linspace_down(n_train, count)
             .map(f64::round_ties_even)
             .collect(),
         Spacing::Leading => {
@@ -195,13 +209,7 @@ pub(crate) fn integer_timesteps(c: &Common, count: usize) -> Vec<f64> {
                 .map(|i| (i * ratio).saturating_add(c.steps_offset) as f64)
                 .collect()
         }
-        Spacing::Trailing => {
-            let ratio = n_train as f64 / count as f64;
-            np_arange_down(n_train as f64, ratio, count)
-                .into_iter()
-                .map(|t| t.round_ties_even() - 1.0)
-                .collect()
-        }
+        Spacing::Trailing => trailing(n_train, count),
     }
 }
 
@@ -209,10 +217,7 @@ pub(crate) fn integer_timesteps(c: &Common, count: usize) -> Vec<f64> {
 pub(crate) fn float_timesteps(c: &Common, count: usize) -> Vec<f64> {
     let n_train = c.num_train_timesteps;
     let raw: Vec<f64> = match c.spacing {
-        Spacing::Linspace => np_linspace(0.0, (n_train - 1) as f64, count)
-            .into_iter()
-            .rev()
-            .collect(),
+        Spacing::Linspace => linspace_down(n_train, count).collect(),
         Spacing::Leading => {
             let ratio = n_train / count;
             (0..count)
@@ -220,13 +225,7 @@ pub(crate) fn float_timesteps(c: &Common, count: usize) -> Vec<f64> {
                 .map(|i| (i * ratio) as f64 + c.steps_offset as f64)
                 .collect()
         }
-        Spacing::Trailing => {
-            let ratio = n_train as f64 / count as f64;
-            np_arange_down(n_train as f64, ratio, count)
-                .into_iter()
-                .map(|t| t.round_ties_even() - 1.0)
-                .collect()
-        }
+        Spacing::Trailing => trailing(n_train, count),
     };
     raw.into_iter().map(|t| t as f32 as f64).collect()
 }
@@ -237,9 +236,7 @@ pub(crate) fn multistep_timesteps(c: &Common, count: usize) -> Vec<f64> {
     let n_train = c.num_train_timesteps;
     match c.spacing {
         Spacing::Linspace => {
-            let mut v: Vec<f64> = np_linspace(0.0, (n_train - 1) as f64, count + 1)
-                .into_iter()
-                .rev()
+            let mut v: Vec<f64> = linspace_down(n_train, count + 1)
                 .map(f64::round_ties_even)
                 .collect();
             v.pop();
@@ -252,13 +249,7 @@ pub(crate) fn multistep_timesteps(c: &Common, count: usize) -> Vec<f64> {
                 .map(|i| (i * ratio).saturating_add(c.steps_offset) as f64)
                 .collect()
         }
-        Spacing::Trailing => {
-            let ratio = n_train as f64 / count as f64;
-            np_arange_down(n_train as f64, ratio, count)
-                .into_iter()
-                .map(|t| t.round_ties_even() - 1.0)
-                .collect()
-        }
+        Spacing::Trailing => trailing(n_train, count),
     }
 }
 
@@ -307,6 +298,30 @@ pub(crate) fn mul(t: &Tensor, c: f32) -> Result<Tensor> {
 pub(crate) fn div(t: &Tensor, c: f32) -> Result<Tensor> {
     let s = Tensor::new(c, t.device())?.to_dtype(t.dtype())?;
     t.broadcast_div(&s)
+}
+
+/// `sum_k w_k * t_k` in order (None for no terms), each term rounded like torch's
+/// scalar-times-tensor.
+pub(crate) fn weighted_sum<'a>(
+    terms: impl IntoIterator<Item = (f32, &'a Tensor)>,
+) -> Result<Option<Tensor>> {
+    let mut acc: Option<Tensor> = None;
+    for (w, t) in terms {
+        let term = mul(t, w)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    Ok(acc)
+}
+
+/// A standard-normal draw shaped, placed and typed like `like` (the step noise of the
+/// stochastic schedulers).
+pub(crate) fn randn_like(noise: &mut dyn NoiseSource, like: &Tensor) -> Result<Tensor> {
+    noise
+        .randn(like.dims(), like.device())?
+        .to_dtype(like.dtype())
 }
 
 /// Tracks diffusers' `_step_index` / `_begin_index` for the stateful schedulers.

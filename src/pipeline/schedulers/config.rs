@@ -62,6 +62,16 @@ impl SchedulerConfig {
     }
 }
 
+/// `clip_sample` / `clip_sample_range` as the clamp bound of the predicted x0 (None: no
+/// clamp); `default` is the class's `clip_sample` default.
+pub(crate) fn clip_range(cfg: &SchedulerConfig, default: bool) -> Option<f32> {
+    if cfg.clip_sample.unwrap_or(default) {
+        Some(cfg.clip_sample_range.unwrap_or(1.0) as f32)
+    } else {
+        None
+    }
+}
+
 /// What the UNet predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictionType {
@@ -137,7 +147,48 @@ pub(crate) struct ClassDefaults {
     pub thresholding: bool,
 }
 
+impl ClassDefaults {
+    /// Linear betas from 0.0001 to 0.02 and no `thresholding` key (most classes).
+    pub(crate) const fn new(spacing: Spacing, zero_snr: ZeroSnr) -> Self {
+        ClassDefaults {
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            spacing,
+            zero_snr,
+            thresholding: false,
+        }
+    }
+
+    /// The class has a `thresholding` key.
+    pub(crate) const fn with_thresholding(self) -> Self {
+        ClassDefaults {
+            thresholding: true,
+            ..self
+        }
+    }
+
+    /// The class defaults to other `beta_start` / `beta_end` values.
+    pub(crate) const fn with_betas(self, beta_start: f64, beta_end: f64) -> Self {
+        ClassDefaults {
+            beta_start,
+            beta_end,
+            ..self
+        }
+    }
+}
+
 impl Common {
+    /// [`Common::resolve`], then checks `num_inference_steps` against the training range.
+    pub(crate) fn for_steps(
+        cfg: &SchedulerConfig,
+        defaults: &ClassDefaults,
+        num_inference_steps: usize,
+    ) -> Result<Self, SchedulerError> {
+        let c = Common::resolve(cfg, defaults)?;
+        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        Ok(c)
+    }
+
     pub(crate) fn resolve(
         cfg: &SchedulerConfig,
         defaults: &ClassDefaults,

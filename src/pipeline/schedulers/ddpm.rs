@@ -4,10 +4,13 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, integer_timesteps, mul, train_index};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::ddim::{add_noise_alphas, x0_and_eps};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::alphas::{predict_x0_eps, AlphaSchedule, Transition};
+use super::bookkeeping::impl_scheduler;
+use super::common::{integer_timesteps, mul, randn_like};
+use super::config::{
+    clip_range, ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr,
+};
+use super::{NoiseSource, SchedulerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variance {
@@ -19,11 +22,15 @@ enum Variance {
     Large,
 }
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Leading, ZeroSnr::Rescale).with_thresholding();
+
 pub struct Ddpm {
-    c: Common,
+    prediction: PredictionType,
+    a: AlphaSchedule,
     clip_sample: Option<f32>,
     variance: Variance,
-    timesteps: Vec<f64>,
 }
 
 /// The step coefficients of one DDPM transition t -> prev_t (all float32).
@@ -44,58 +51,47 @@ impl Ddpm {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Leading,
-                zero_snr: ZeroSnr::Rescale,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         let variance = match cfg.variance_type.as_deref() {
             None | Some("fixed_small") => Variance::Small,
             Some("fixed_small_log") => Variance::SmallLog,
             Some("fixed_large") => Variance::Large,
             Some(other) => return Err(SchedulerError::unsupported("variance_type", other)),
         };
-        let clip_sample = if cfg.clip_sample.unwrap_or(true) {
-            Some(cfg.clip_sample_range.unwrap_or(1.0) as f32)
-        } else {
-            None
-        };
         let timesteps = integer_timesteps(&c, num_inference_steps);
-        super::check_train_range(&timesteps, c.num_train_timesteps)?;
+        // The last step lands on alpha_prod 1 (diffusers' `self.one`).
+        let a = AlphaSchedule::new(&c, timesteps, 1.0, num_inference_steps)?;
         Ok(Ddpm {
-            c,
-            clip_sample,
+            prediction: c.prediction_type,
+            a,
+            clip_sample: clip_range(cfg, true),
             variance,
-            timesteps,
         })
     }
 
     /// The coefficients `step` uses at `timestep` (exposed for tests and diagnostics).
     pub fn coefficients(&self, timestep: f64) -> Result<DdpmCoefficients> {
-        let t = train_index(timestep, self.c.num_train_timesteps)?;
+        let t = self.a.train_index(timestep)?;
         let pos = self
+            .a
             .timesteps
             .iter()
             .position(|x| *x == timestep)
             .ok_or_else(|| Error::Msg(format!("timestep {timestep} is not in the schedule")))?;
-        let ac = &self.c.alphas_cumprod;
-        let alpha_prod_t = at(ac, t, "alphas_cumprod")?;
-        let alpha_prod_t_prev = match self.timesteps.get(pos + 1) {
-            Some(prev) => at(ac, train_index(*prev, ac.len())?, "alphas_cumprod")?,
-            None => 1.0,
+        // diffusers' previous_timestep: the next listed timestep, -1 after the last.
+        let prev_t = match self.a.timesteps.get(pos + 1) {
+            Some(prev) => self.a.train_index(*prev)? as i64,
+            None => -1,
         };
-        let beta_prod_t = 1.0f32 - alpha_prod_t;
-        let beta_prod_t_prev = 1.0f32 - alpha_prod_t_prev;
+        let Transition {
+            alpha_prod_t,
+            alpha_prod_t_prev,
+            beta_prod_t,
+            beta_prod_t_prev,
+        } = self.a.transition(t as i64, prev_t)?;
         let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
         let current_beta_t = 1.0f32 - current_alpha_t;
-        let variance =
-            ((1.0f32 - alpha_prod_t_prev) / (1.0f32 - alpha_prod_t) * current_beta_t).max(1e-20);
+        let variance = (beta_prod_t_prev / beta_prod_t * current_beta_t).max(1e-20);
         let noise_std = if t == 0 {
             0.0
         } else {
@@ -113,28 +109,8 @@ impl Ddpm {
             noise_std,
         })
     }
-}
 
-impl Scheduler for Ddpm {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _index: usize) {}
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
-    fn step(
+    fn update(
         &mut self,
         model_output: &Tensor,
         timestep: f64,
@@ -142,22 +118,18 @@ impl Scheduler for Ddpm {
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
         let k = self.coefficients(timestep)?;
-        let (mut x0, _) = x0_and_eps(self.c.prediction_type, model_output, sample, k.alpha_prod_t)?;
+        let (mut x0, _) = predict_x0_eps(self.prediction, model_output, sample, k.alpha_prod_t)?;
         if let Some(r) = self.clip_sample {
             x0 = x0.clamp(-r, r)?;
         }
         let prev =
             (mul(&x0, k.pred_original_sample_coeff)? + mul(sample, k.current_sample_coeff)?)?;
         if timestep > 0.0 {
-            let z = noise
-                .randn(model_output.dims(), model_output.device())?
-                .to_dtype(model_output.dtype())?;
+            let z = randn_like(noise, model_output)?;
             return prev + mul(&z, k.noise_std)?;
         }
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        add_noise_alphas(&self.c.alphas_cumprod, original, noise, timestep)
-    }
 }
+
+impl_scheduler!(Ddpm, a, order = 1, stochastic);

@@ -4,10 +4,14 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::multistep::{add_noise_vp, alpha_sigma, data_prediction, lambda, MultistepSchedule};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::bookkeeping::impl_scheduler;
+use super::common::mul;
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
+use super::multistep::{
+    alpha_sigma, data_prediction, lambda, multistep_schedule, solver_order, History,
+};
+use super::sigmas::SigmaSchedule;
+use super::SchedulerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SolverType {
@@ -15,18 +19,19 @@ enum SolverType {
     Heun,
 }
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
+
 pub struct DpmSolverMultistep {
-    c: Common,
-    s: MultistepSchedule,
+    prediction: PredictionType,
+    s: SigmaSchedule,
     solver_order: usize,
     solver_type: SolverType,
     lower_order_final: bool,
     euler_at_final: bool,
     final_zero: bool,
-    idx: StepIndex,
-    /// Data predictions of the last `solver_order` steps, oldest first.
-    model_outputs: Vec<Option<Tensor>>,
-    lower_order_nums: usize,
+    history: History,
 }
 
 impl DpmSolverMultistep {
@@ -35,17 +40,7 @@ impl DpmSolverMultistep {
         num_inference_steps: usize,
         karras: bool,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         match cfg.algorithm_type.as_deref() {
             None | Some("dpmsolver++") => {}
             Some(other) => return Err(SchedulerError::unsupported("algorithm_type", other)),
@@ -55,13 +50,7 @@ impl DpmSolverMultistep {
             Some("heun") => SolverType::Heun,
             Some(other) => return Err(SchedulerError::unsupported("solver_type", other)),
         };
-        let solver_order = cfg.solver_order.unwrap_or(2);
-        if !(1..=2).contains(&solver_order) {
-            return Err(SchedulerError::unsupported(
-                "solver_order",
-                &solver_order.to_string(),
-            ));
-        }
+        let solver_order = solver_order(cfg, 2)?;
         if let Some(v) = &cfg.variance_type {
             return Err(SchedulerError::unsupported("variance_type", v));
         }
@@ -72,29 +61,23 @@ impl DpmSolverMultistep {
             ));
         }
         let karras = karras || cfg.use_karras_sigmas == Some(true);
-        let s = MultistepSchedule::new(&c, cfg, num_inference_steps, karras, false)?;
+        let s = multistep_schedule(&c, cfg, num_inference_steps, karras, false)?;
         let final_zero = matches!(cfg.final_sigmas_type.as_deref(), None | Some("zero"));
         Ok(DpmSolverMultistep {
-            c,
+            prediction: c.prediction_type,
             s,
             solver_order,
             solver_type,
             lower_order_final: cfg.lower_order_final.unwrap_or(true),
             euler_at_final: cfg.euler_at_final.unwrap_or(false),
             final_zero,
-            idx: StepIndex::default(),
-            model_outputs: vec![None; solver_order],
-            lower_order_nums: 0,
+            history: History::new(solver_order),
         })
     }
 
-    fn sigma(&self, i: usize) -> Result<f32> {
-        at(&self.s.sigmas, i, "sigmas")
-    }
-
     fn first_order(&self, i: usize, x0: &Tensor, sample: &Tensor) -> Result<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i + 1)?);
-        let (alpha_s, sigma_s) = alpha_sigma(self.sigma(i)?);
+        let (alpha_t, sigma_t) = alpha_sigma(self.s.sigma(i + 1)?);
+        let (alpha_s, sigma_s) = alpha_sigma(self.s.sigma(i)?);
         let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
         mul(sample, sigma_t / sigma_s)? - mul(x0, alpha_t * ((-h).exp() - 1.0))?
     }
@@ -103,9 +86,9 @@ impl DpmSolverMultistep {
         if i == 0 {
             return Err(Error::Msg("second-order step needs a previous step".into()));
         }
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i + 1)?);
-        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigma(i)?);
-        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigma(i - 1)?);
+        let (alpha_t, sigma_t) = alpha_sigma(self.s.sigma(i + 1)?);
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.s.sigma(i)?);
+        let (alpha_s1, sigma_s1) = alpha_sigma(self.s.sigma(i - 1)?);
         let lambda_t = lambda(alpha_t, sigma_t);
         let lambda_s0 = lambda(alpha_s0, sigma_s0);
         let lambda_s1 = lambda(alpha_s1, sigma_s1);
@@ -120,69 +103,27 @@ impl DpmSolverMultistep {
             SolverType::Heun => base + mul(&d1, alpha_t * (em1 / h + 1.0))?,
         }
     }
-}
 
-impl Scheduler for DpmSolverMultistep {
-    fn timesteps(&self) -> &[f64] {
-        &self.s.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, index: usize) {
-        self.idx.begin = Some(index);
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Last)?;
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
+        let i = self.s.index(timestep)?;
         let n = self.s.timesteps.len();
         let lower_order_final = i + 1 == n
             && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
         // diffusers' lower_order_second only matters for order 3, which we do not build.
 
-        let x0 = data_prediction(self.c.prediction_type, model_output, sample, self.sigma(i)?)?;
-        self.model_outputs.remove(0);
-        self.model_outputs.push(Some(x0.clone()));
+        let x0 = data_prediction(self.prediction, model_output, sample, self.s.sigma(i)?)?;
+        self.history.push(x0.clone());
 
-        let prev = if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
-            self.first_order(i, &x0, sample)?
-        } else {
-            let m1 = self
-                .model_outputs
-                .first()
-                .and_then(|m| m.as_ref())
-                .ok_or_else(|| Error::Msg("dpm-solver history is empty".into()))?;
-            self.second_order(i, &x0, m1, sample)?
-        };
-        if self.lower_order_nums < self.solver_order {
-            self.lower_order_nums += 1;
-        }
-        self.idx.step = Some(i + 1);
+        let prev =
+            if self.solver_order == 1 || self.history.lower_order_nums < 1 || lower_order_final {
+                self.first_order(i, &x0, sample)?
+            } else {
+                self.second_order(i, &x0, self.history.get(1)?, sample)?
+            };
+        self.history.warm_up();
+        self.s.advance(i);
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .for_add_noise(&self.s.timesteps, timestep, Missing::Last)?;
-        add_noise_vp(original, noise, self.sigma(i)?)
-    }
 }
+
+impl_scheduler!(DpmSolverMultistep, s, order = 1, deterministic);

@@ -4,15 +4,25 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::sigmas::{add_noise_sigma, scale_input, x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::bookkeeping::impl_scheduler;
+use super::common::{div, mul, randn_like};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
+use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
+use super::{NoiseSource, SchedulerError};
+
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: false,
+    final_sigmas_type: false,
+    sigma_bounds: false,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
 
 pub struct EulerAncestral {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
-    idx: StepIndex,
 }
 
 impl EulerAncestral {
@@ -20,75 +30,28 @@ impl EulerAncestral {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        let s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: false,
-                final_sigmas_type: false,
-                sigma_bounds: false,
-            },
-        )?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
+        let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         Ok(EulerAncestral {
-            c,
+            prediction: c.prediction_type,
             s,
-            idx: StepIndex::default(),
         })
     }
-}
 
-impl Scheduler for EulerAncestral {
-    fn timesteps(&self) -> &[f64] {
-        &self.s.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.s.init_noise_sigma
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, index: usize) {
-        self.idx.begin = Some(index);
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Error)?;
-        scale_input(sample, at(&self.s.sigmas, i, "sigmas")?)
-    }
-
-    fn step(
+    fn update(
         &mut self,
         model_output: &Tensor,
         timestep: f64,
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Error)?;
-        let sigma = at(&self.s.sigmas, i, "sigmas")?;
-        let sigma_to = at(&self.s.sigmas, i + 1, "sigmas")?;
+        let i = self.s.index(timestep)?;
+        let sigma = self.s.sigma(i)?;
+        let sigma_to = self.s.sigma(i + 1)?;
         if sigma <= 0.0 {
             return Err(Error::Msg("euler ancestral step at sigma 0".into()));
         }
-        let x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma)?;
+        let x0 = x0_from_sigma(self.prediction, model_output, sample, sigma)?;
         let sigma_from = sigma;
         let to2 = sigma_to * sigma_to;
         let from2 = sigma_from * sigma_from;
@@ -97,18 +60,11 @@ impl Scheduler for EulerAncestral {
         let derivative = div(&(sample - x0)?, sigma)?;
         let dt = sigma_down - sigma;
         let prev = (sample + mul(&derivative, dt)?)?;
-        let z = noise
-            .randn(model_output.dims(), model_output.device())?
-            .to_dtype(model_output.dtype())?;
+        let z = randn_like(noise, model_output)?;
         let prev = (prev + mul(&z, sigma_up)?)?;
-        self.idx.step = Some(i + 1);
+        self.s.advance(i);
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .for_add_noise(&self.s.timesteps, timestep, Missing::Error)?;
-        add_noise_sigma(original, noise, at(&self.s.sigmas, i, "sigmas")?)
-    }
 }
+
+impl_scheduler!(EulerAncestral, s, order = 1, stochastic);

@@ -4,10 +4,13 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::sigmas::{add_noise_sigma, scale_input, x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::bookkeeping::impl_scheduler;
+use super::common::{div, mul};
+use super::config::{
+    clip_range, ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr,
+};
+use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
+use super::SchedulerError;
 
 /// The state kept between the two halves of a Heun step.
 struct FirstHalf {
@@ -16,13 +19,21 @@ struct FirstHalf {
     sample: Tensor,
 }
 
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: true,
+    final_sigmas_type: false,
+    sigma_bounds: false,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored).with_betas(0.00085, 0.012);
+
 pub struct Heun {
-    c: Common,
+    prediction: PredictionType,
     clip_sample: Option<f32>,
-    timesteps: Vec<f64>,
-    sigmas: Vec<f32>,
-    init_noise_sigma: f64,
-    idx: StepIndex,
+    s: SigmaSchedule,
     first: Option<FirstHalf>,
 }
 
@@ -31,27 +42,8 @@ impl Heun {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.00085,
-                beta_end: 0.012,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::Ignored,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        let s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: true,
-                final_sigmas_type: false,
-                sigma_bounds: false,
-            },
-        )?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
+        let mut s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         // [s0, s1, s1, s2, s2, ..., 0] and [t0, t1, t1, t2, t2, ...].
         let n = s.sigmas.len();
         let mut sigmas = vec![s.sigmas[0]];
@@ -65,69 +57,35 @@ impl Heun {
             timesteps.push(*t);
             timesteps.push(*t);
         }
-        let clip_sample = if cfg.clip_sample.unwrap_or(false) {
-            Some(cfg.clip_sample_range.unwrap_or(1.0) as f32)
-        } else {
-            None
-        };
+        s.sigmas = sigmas;
+        s.timesteps = timesteps;
         Ok(Heun {
-            c,
-            clip_sample,
-            timesteps,
-            sigmas,
-            init_noise_sigma: s.init_noise_sigma,
-            idx: StepIndex::default(),
+            prediction: c.prediction_type,
+            clip_sample: clip_range(cfg, false),
+            s,
             first: None,
         })
     }
-}
 
-impl Scheduler for Heun {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+    /// dx/dsigma at `sigma` from the (optionally clipped) x0 prediction.
+    fn derivative(&self, model_output: &Tensor, sample: &Tensor, sigma: f32) -> Result<Tensor> {
+        let mut x0 = x0_from_sigma(self.prediction, model_output, sample, sigma)?;
+        if let Some(r) = self.clip_sample {
+            x0 = x0.clamp(-r, r)?;
+        }
+        div(&(sample - x0)?, sigma)
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn order(&self) -> usize {
-        2
-    }
-
-    fn set_begin_index(&mut self, index: usize) {
-        self.idx.begin = Some(index);
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.timesteps, timestep, Missing::Error)?;
-        scale_input(sample, at(&self.sigmas, i, "sigmas")?)
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.timesteps, timestep, Missing::Error)?;
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
+        let i = self.s.index(timestep)?;
         let prev = match self.first.take() {
             None => {
-                let sigma = at(&self.sigmas, i, "sigmas")?;
-                let sigma_next = at(&self.sigmas, i + 1, "sigmas")?;
+                let sigma = self.s.sigma(i)?;
+                let sigma_next = self.s.sigma(i + 1)?;
                 if sigma <= 0.0 {
                     return Err(Error::Msg("heun step at sigma 0".into()));
                 }
-                let mut x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma)?;
-                if let Some(r) = self.clip_sample {
-                    x0 = x0.clamp(-r, r)?;
-                }
-                let derivative = div(&(sample - x0)?, sigma)?;
+                let derivative = self.derivative(model_output, sample, sigma)?;
                 let dt = sigma_next - sigma;
                 let prev = (sample + mul(&derivative, dt)?)?;
                 self.first = Some(FirstHalf {
@@ -138,28 +96,18 @@ impl Scheduler for Heun {
                 prev
             }
             Some(first) => {
-                let sigma_next = at(&self.sigmas, i, "sigmas")?;
+                let sigma_next = self.s.sigma(i)?;
                 if i == 0 || sigma_next <= 0.0 {
                     return Err(Error::Msg("heun correction at sigma 0".into()));
                 }
-                let mut x0 =
-                    x0_from_sigma(self.c.prediction_type, model_output, sample, sigma_next)?;
-                if let Some(r) = self.clip_sample {
-                    x0 = x0.clamp(-r, r)?;
-                }
-                let derivative = div(&(sample - x0)?, sigma_next)?;
+                let derivative = self.derivative(model_output, sample, sigma_next)?;
                 let derivative = ((first.derivative + derivative)? / 2.0)?;
                 (first.sample + mul(&derivative, first.dt)?)?
             }
         };
-        self.idx.step = Some(i + 1);
+        self.s.advance(i);
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .for_add_noise(&self.timesteps, timestep, Missing::Error)?;
-        add_noise_sigma(original, noise, at(&self.sigmas, i, "sigmas")?)
-    }
 }
+
+impl_scheduler!(Heun, s, order = 2, deterministic);

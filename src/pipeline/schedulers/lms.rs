@@ -4,18 +4,28 @@
 
 use candle_core::{Result, Tensor};
 
-use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
+use super::bookkeeping::impl_scheduler;
+use super::common::{div, weighted_sum};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
 use super::quadrature::integrate;
-use super::sigmas::{add_noise_sigma, scale_input, x0_from_sigma, SigmaOptions, SigmaSchedule};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::sigmas::{x0_from_sigma, SigmaOptions, SigmaSchedule};
+use super::SchedulerError;
 
 const LMS_ORDER: usize = 4;
 
+/// The optional sigma features the diffusers class reads.
+const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
+    karras: true,
+    final_sigmas_type: false,
+    sigma_bounds: false,
+};
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored);
+
 pub struct Lms {
-    c: Common,
+    prediction: PredictionType,
     s: SigmaSchedule,
-    idx: StepIndex,
     derivatives: Vec<Tensor>,
 }
 
@@ -24,31 +34,11 @@ impl Lms {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::Ignored,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
-        let s = SigmaSchedule::new(
-            &c,
-            cfg,
-            num_inference_steps,
-            &SigmaOptions {
-                karras: true,
-                final_sigmas_type: false,
-                sigma_bounds: false,
-            },
-        )?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
+        let s = SigmaSchedule::new(&c, cfg, num_inference_steps, &SIGMA_OPTIONS)?;
         Ok(Lms {
-            c,
+            prediction: c.prediction_type,
             s,
-            idx: StepIndex::default(),
             derivatives: Vec::new(),
         })
     }
@@ -56,7 +46,7 @@ impl Lms {
     /// Integral over [sigma_t, sigma_{t+1}] of the Lagrange basis polynomial of
     /// `current` among the last `order` sigmas.
     fn coefficient(&self, order: usize, t: usize, current: usize) -> Result<f64> {
-        let sig = |i: usize| -> Result<f64> { Ok(at(&self.s.sigmas, i, "sigmas")? as f64) };
+        let sig = |i: usize| -> Result<f64> { Ok(self.s.sigma(i)? as f64) };
         let mut nodes = Vec::with_capacity(order);
         for k in 0..order {
             nodes.push(sig(t - k)?);
@@ -72,45 +62,12 @@ impl Lms {
         };
         Ok(integrate(basis, sig(t)?, sig(t + 1)?))
     }
-}
 
-impl Scheduler for Lms {
-    fn timesteps(&self) -> &[f64] {
-        &self.s.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.s.init_noise_sigma
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, index: usize) {
-        self.idx.begin = Some(index);
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Error)?;
-        scale_input(sample, at(&self.s.sigmas, i, "sigmas")?)
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Error)?;
-        let sigma = at(&self.s.sigmas, i, "sigmas")?;
-        at(&self.s.sigmas, i + 1, "sigmas")?;
-        let x0 = x0_from_sigma(self.c.prediction_type, model_output, sample, sigma)?;
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
+        let i = self.s.index(timestep)?;
+        let sigma = self.s.sigma(i)?;
+        self.s.sigma(i + 1)?;
+        let x0 = x0_from_sigma(self.prediction, model_output, sample, sigma)?;
         let derivative = div(&(sample - x0)?, sigma)?;
         self.derivatives.push(derivative);
         if self.derivatives.len() > LMS_ORDER {
@@ -119,26 +76,17 @@ impl Scheduler for Lms {
         // As in diffusers, the order follows the step index; mid-schedule starts (img2img)
         // pair the first coefficients with the few derivatives available.
         let order = (i + 1).min(LMS_ORDER);
-        let mut prev = sample.clone();
-        let mut sum: Option<Tensor> = None;
-        for (current, d) in (0..order).zip(self.derivatives.iter().rev()) {
-            let term = mul(d, self.coefficient(order, i, current)? as f32)?;
-            sum = Some(match sum {
-                None => term,
-                Some(s) => (s + term)?,
-            });
+        let mut weights = Vec::with_capacity(order);
+        for current in 0..order.min(self.derivatives.len()) {
+            weights.push(self.coefficient(order, i, current)? as f32);
         }
-        if let Some(s) = sum {
-            prev = (prev + s)?;
-        }
-        self.idx.step = Some(i + 1);
+        let prev = match weighted_sum(weights.into_iter().zip(self.derivatives.iter().rev()))? {
+            Some(sum) => (sample + sum)?,
+            None => sample.clone(),
+        };
+        self.s.advance(i);
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .for_add_noise(&self.s.timesteps, timestep, Missing::Error)?;
-        add_noise_sigma(original, noise, at(&self.s.sigmas, i, "sigmas")?)
-    }
 }
+
+impl_scheduler!(Lms, s, order = 1, deterministic);

@@ -20,6 +20,8 @@ use candle_core::{Result, Tensor};
 use super::noise::NoiseSource;
 use super::params::SchedulerKind;
 
+mod alphas;
+mod bookkeeping;
 mod common;
 pub mod config;
 pub mod ddim;

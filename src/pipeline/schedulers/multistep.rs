@@ -1,90 +1,121 @@
-//! Schedule and conversions shared by the multistep solvers (DPM-Solver++ and UniPC):
-//! integer timesteps, float32 sigmas (optionally the Karras ramp), the VP alpha/sigma of
-//! a sigma, and the data (x0) prediction. Holds no per-run state.
+//! What the multistep solvers (DPM-Solver++ and UniPC) share: their schedule (integer
+//! timesteps, float32 sigmas, optionally the Karras ramp), the history of data
+//! predictions, the VP alpha/sigma of a sigma, and the data (x0) prediction. Never computes
+//! a solver update.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Error, Result, Tensor};
 
 use super::common::{
     div, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp, sigma_to_t, train_sigmas,
 };
 use super::config::{Common, PredictionType, SchedulerConfig};
+use super::sigmas::{karras_bounds, reject_flags, Form, SigmaSchedule};
 use super::SchedulerError;
 
-#[derive(Debug, Clone)]
-pub(crate) struct MultistepSchedule {
-    pub timesteps: Vec<f64>,
-    /// `timesteps.len() + 1` float32 sigmas; the last is the final sigma.
-    pub sigmas: Vec<f32>,
+/// The solvers' sigma schedule: `timesteps.len() + 1` float32 sigmas, the last being the
+/// final sigma; VP form, so the initial noise is unscaled.
+pub(crate) fn multistep_schedule(
+    c: &Common,
+    cfg: &SchedulerConfig,
+    count: usize,
+    karras: bool,
+    sigma_bounds: bool,
+) -> std::result::Result<SigmaSchedule, SchedulerError> {
+    reject_flags(&[
+        ("use_exponential_sigmas", cfg.use_exponential_sigmas),
+        ("use_beta_sigmas", cfg.use_beta_sigmas),
+        ("use_lu_lambdas", cfg.use_lu_lambdas),
+        ("use_flow_sigmas", cfg.use_flow_sigmas),
+        ("use_dynamic_shifting", cfg.use_dynamic_shifting),
+    ])?;
+    let train = train_sigmas(&c.alphas_cumprod);
+    let final_zero = match cfg.final_sigmas_type.as_deref() {
+        None | Some("zero") => true,
+        Some("sigma_min") => false,
+        Some(other) => return Err(SchedulerError::unsupported("final_sigmas_type", other)),
+    };
+    let (timesteps, mut sigmas) = if karras {
+        let logs = log_sigmas(&train);
+        // Only classes with sigma_min/sigma_max config keys (UniPC) read them.
+        let (cfg_min, cfg_max) = karras_bounds(cfg, sigma_bounds);
+        let sigma_min = cfg_min.unwrap_or(train[0] as f64);
+        let sigma_max = cfg_max.unwrap_or(train[train.len() - 1] as f64);
+        let ks = karras_sigmas(sigma_min, sigma_max, count);
+        let ts: Vec<f64> = ks
+            .iter()
+            .map(|s| sigma_to_t(*s, &logs).round_ties_even())
+            .collect();
+        let last = if final_zero {
+            0.0
+        } else {
+            ks.last().copied().unwrap_or(0.0) as f32
+        };
+        let mut sig: Vec<f32> = ks.into_iter().map(|s| s as f32).collect();
+        sig.push(last);
+        (ts, sig)
+    } else {
+        let ts = multistep_timesteps(c, count);
+        let mut sig: Vec<f32> = ts.iter().map(|t| np_interp(*t, &train) as f32).collect();
+        let last = if final_zero { 0.0 } else { train[0] };
+        sig.push(last);
+        (ts, sig)
+    };
+    super::check_train_range(&timesteps, c.num_train_timesteps)?;
+    sigmas.shrink_to_fit();
+    SigmaSchedule::from_parts(timesteps, sigmas, 1.0, Form::Vp)
 }
 
-impl MultistepSchedule {
-    pub fn new(
-        c: &Common,
-        cfg: &SchedulerConfig,
-        count: usize,
-        karras: bool,
-        sigma_bounds: bool,
-    ) -> std::result::Result<Self, SchedulerError> {
-        for (key, v) in [
-            ("use_exponential_sigmas", cfg.use_exponential_sigmas),
-            ("use_beta_sigmas", cfg.use_beta_sigmas),
-            ("use_lu_lambdas", cfg.use_lu_lambdas),
-            ("use_flow_sigmas", cfg.use_flow_sigmas),
-            ("use_dynamic_shifting", cfg.use_dynamic_shifting),
-        ] {
-            if v == Some(true) {
-                return Err(SchedulerError::unsupported(key, "true"));
-            }
+/// `solver_order` (default 2), of which we implement 1 through `max`.
+pub(crate) fn solver_order(
+    cfg: &SchedulerConfig,
+    max: usize,
+) -> std::result::Result<usize, SchedulerError> {
+    let order = cfg.solver_order.unwrap_or(2);
+    if !(1..=max).contains(&order) {
+        return Err(SchedulerError::unsupported(
+            "solver_order",
+            &order.to_string(),
+        ));
+    }
+    Ok(order)
+}
+
+/// diffusers' `model_outputs` (the last `solver_order` data predictions, oldest first) and
+/// `lower_order_nums` (how many steps have warmed the history up, capped at the order).
+#[derive(Debug, Clone)]
+pub(crate) struct History {
+    outputs: Vec<Option<Tensor>>,
+    pub lower_order_nums: usize,
+}
+
+impl History {
+    pub fn new(solver_order: usize) -> Self {
+        History {
+            outputs: vec![None; solver_order],
+            lower_order_nums: 0,
         }
-        let train = train_sigmas(&c.alphas_cumprod);
-        let final_zero = match cfg.final_sigmas_type.as_deref() {
-            None | Some("zero") => true,
-            Some("sigma_min") => false,
-            Some(other) => return Err(SchedulerError::unsupported("final_sigmas_type", other)),
-        };
-        let (timesteps, mut sigmas) = if karras {
-            let logs = log_sigmas(&train);
-            // Only classes with sigma_min/sigma_max config keys (UniPC) read them.
-            let (cfg_min, cfg_max) = if sigma_bounds {
-                (cfg.sigma_min, cfg.sigma_max)
-            } else {
-                (None, None)
-            };
-            let sigma_min = cfg_min.unwrap_or(train[0] as f64);
-            let sigma_max = cfg_max.unwrap_or(train[train.len() - 1] as f64);
-            let ks = karras_sigmas(sigma_min, sigma_max, count);
-            let ts: Vec<f64> = ks
-                .iter()
-                .map(|s| sigma_to_t(*s, &logs).round_ties_even())
-                .collect();
-            let last = if final_zero {
-                0.0
-            } else {
-                ks.last().copied().unwrap_or(0.0) as f32
-            };
-            let mut sig: Vec<f32> = ks.into_iter().map(|s| s as f32).collect();
-            sig.push(last);
-            (ts, sig)
-        } else {
-            let ts = multistep_timesteps(c, count);
-            let mut sig: Vec<f32> = ts.iter().map(|t| np_interp(*t, &train) as f32).collect();
-            let last = if final_zero {
-                0.0
-            } else {
-                let a = c.alphas_cumprod[0];
-                ((1.0f32 - a) / a).sqrt()
-            };
-            sig.push(last);
-            (ts, sig)
-        };
-        super::check_train_range(&timesteps, c.num_train_timesteps)?;
-        if sigmas.iter().any(|s| !s.is_finite()) {
-            return Err(SchedulerError::InvalidConfig(
-                "the scheduler config gives non-finite sigmas".into(),
-            ));
+    }
+
+    /// Shifts the newest data prediction in, dropping the oldest.
+    pub fn push(&mut self, x0: Tensor) {
+        self.outputs.remove(0);
+        self.outputs.push(Some(x0));
+    }
+
+    /// The k-th most recent stored data prediction (k = 0: newest).
+    pub fn get(&self, k: usize) -> Result<&Tensor> {
+        let n = self.outputs.len();
+        self.outputs
+            .get(n.wrapping_sub(k + 1))
+            .and_then(|m| m.as_ref())
+            .ok_or_else(|| Error::Msg("multistep solver history is too short".into()))
+    }
+
+    /// Counts a finished step towards the warm-up.
+    pub fn warm_up(&mut self) {
+        if self.lower_order_nums < self.outputs.len() {
+            self.lower_order_nums += 1;
         }
-        sigmas.shrink_to_fit();
-        Ok(MultistepSchedule { timesteps, sigmas })
     }
 }
 

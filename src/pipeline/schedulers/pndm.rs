@@ -5,16 +5,18 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, div, integer_timesteps, mul, train_index};
+use super::alphas::{final_alpha_cumprod, predict_eps, AlphaSchedule, Transition};
+use super::bookkeeping::impl_scheduler;
+use super::common::{at, div, integer_timesteps, mul};
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
-use super::ddim::add_noise_alphas;
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::SchedulerError;
+
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Leading, ZeroSnr::Ignored);
 
 pub struct Pndm {
-    c: Common,
-    final_alpha_cumprod: f32,
-    num_inference_steps: usize,
-    timesteps: Vec<f64>,
+    prediction: PredictionType,
+    a: AlphaSchedule,
     /// Number of leading Runge-Kutta timesteps (0 with skip_prk_steps).
     prk_len: usize,
     ets: Vec<Tensor>,
@@ -29,25 +31,11 @@ impl Pndm {
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Leading,
-                zero_snr: ZeroSnr::Ignored,
-                thresholding: false,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         if c.prediction_type == PredictionType::Sample {
             return Err(SchedulerError::unsupported("prediction_type", "sample"));
         }
-        let final_alpha_cumprod = if cfg.set_alpha_to_one.unwrap_or(false) {
-            1.0
-        } else {
-            c.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = final_alpha_cumprod(cfg, &c, false);
         let mut asc = integer_timesteps(&c, num_inference_steps);
         asc.reverse();
         let n = asc.len();
@@ -82,12 +70,10 @@ impl Pndm {
                 "PNDM with the Runge-Kutta warm-up (skip_prk_steps false) needs 2+ steps".into(),
             ));
         }
-        super::check_train_range(&timesteps, c.num_train_timesteps)?;
+        let a = AlphaSchedule::new(&c, timesteps, final_alpha_cumprod, num_inference_steps)?;
         Ok(Pndm {
-            c,
-            final_alpha_cumprod,
-            num_inference_steps,
-            timesteps,
+            prediction: c.prediction_type,
+            a,
             prk_len,
             ets: Vec::new(),
             counter: 0,
@@ -103,15 +89,13 @@ impl Pndm {
         timestep: f64,
         sample: &Tensor,
     ) -> Result<Tensor> {
-        let n_train = self.c.num_train_timesteps;
         let diff_to_prev = if self.counter % 2 == 1 {
             0
         } else {
-            (n_train / self.num_inference_steps / 2) as i64
+            (self.a.step_ratio / 2) as i64
         };
-        let t_in = train_index(timestep, n_train)? as i64;
-        let prev_t = t_in - diff_to_prev;
-        let t = at(&self.timesteps, self.counter / 4 * 4, "timesteps")? as i64;
+        let prev_t = self.a.train_index(timestep)? as i64 - diff_to_prev;
+        let t = at(&self.a.timesteps, self.counter / 4 * 4, "timesteps")? as i64;
         let add = |acc: Option<Tensor>, term: Tensor| -> Result<Tensor> {
             match acc {
                 None => Ok(term),
@@ -148,24 +132,16 @@ impl Pndm {
         prev_t: i64,
         model_output: &Tensor,
     ) -> Result<Tensor> {
-        let ac = &self.c.alphas_cumprod;
         if t < 0 {
             return Err(Error::Msg(format!("pndm timestep {t} is negative")));
         }
-        let alpha_prod_t = at(ac, t as usize, "alphas_cumprod")?;
-        let alpha_prod_t_prev = if prev_t >= 0 {
-            at(ac, prev_t as usize, "alphas_cumprod")?
-        } else {
-            self.final_alpha_cumprod
-        };
-        let beta_prod_t = 1.0f32 - alpha_prod_t;
-        let beta_prod_t_prev = 1.0f32 - alpha_prod_t_prev;
-        let model_output = match self.c.prediction_type {
-            PredictionType::VPrediction => {
-                (mul(model_output, alpha_prod_t.sqrt())? + mul(sample, beta_prod_t.sqrt())?)?
-            }
-            _ => model_output.clone(),
-        };
+        let Transition {
+            alpha_prod_t,
+            alpha_prod_t_prev,
+            beta_prod_t,
+            beta_prod_t_prev,
+        } = self.a.transition(t, prev_t)?;
+        let model_output = predict_eps(self.prediction, model_output, sample, alpha_prod_t)?;
         let sample_coeff = (alpha_prod_t_prev / alpha_prod_t).sqrt();
         let denom = alpha_prod_t * beta_prod_t_prev.sqrt()
             + (alpha_prod_t * beta_prod_t * alpha_prod_t_prev).sqrt();
@@ -175,34 +151,8 @@ impl Pndm {
         )?;
         mul(sample, sample_coeff)? - rhs
     }
-}
 
-impl Scheduler for Pndm {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _index: usize) {}
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
         if self.counter < self.prk_len {
             return self.step_prk(model_output, timestep, sample);
         }
@@ -211,8 +161,8 @@ impl Scheduler for Pndm {
                 "pndm: the Runge-Kutta warm-up did not run before PLMS".into(),
             ));
         }
-        let ratio = (self.c.num_train_timesteps / self.num_inference_steps) as i64;
-        let mut t = train_index(timestep, self.c.num_train_timesteps)? as i64;
+        let ratio = self.a.step_ratio as i64;
+        let mut t = self.a.train_index(timestep)? as i64;
         let mut prev_t = t - ratio;
         if self.counter != 1 {
             if self.ets.len() > 3 {
@@ -254,8 +204,6 @@ impl Scheduler for Pndm {
         self.counter += 1;
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        add_noise_alphas(&self.c.alphas_cumprod, original, noise, timestep)
-    }
 }
+
+impl_scheduler!(Pndm, a, order = 1, deterministic);

@@ -1,21 +1,40 @@
-//! The sigma-space schedule shared by Euler, Euler ancestral, Heun and LMS: float32
-//! timesteps (fractional for linspace spacing), interpolated sigmas, optional Karras ramp,
-//! and the sigma-to-x0 conversions. Holds no per-run state.
+//! The sigma-space schedule shared by Euler, Euler ancestral, Heun, LMS, DPM-Solver++ and
+//! UniPC: timesteps, float32 sigmas, the step / begin index diffusers tracks, and the
+//! bookkeeping answers (input scaling, forward diffusion) that follow from a sigma. Builds
+//! the k-diffusion schedule (fractional float32 timesteps, interpolated sigmas, optional
+//! Karras ramp) and the sigma-to-x0 conversion. Its only per-run state is the step index.
 
 use candle_core::{Result, Tensor};
 
+use super::bookkeeping::Bookkeeping;
 use super::common::{
-    div, float_timesteps, karras_sigmas, log_sigmas, mul, np_interp, sigma_to_t, train_sigmas,
+    at, div, float_timesteps, karras_sigmas, log_sigmas, mul, np_interp, sigma_to_t, train_sigmas,
+    Missing, StepIndex,
 };
 use super::config::{Common, PredictionType, SchedulerConfig, Spacing};
+use super::multistep::add_noise_vp;
 use super::SchedulerError;
 
-/// Inference timesteps and their float32 sigmas (`sigmas.len() == timesteps.len() + 1`).
+/// How the sigmas parameterize the noisy sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// k-diffusion (Euler, Heun, LMS): `x = x0 + sigma * eps`; the UNet input is scaled by
+    /// 1/sqrt(sigma^2 + 1) and a timestep outside the schedule is an error.
+    Ve,
+    /// Multistep solvers (DPM-Solver++, UniPC): `x = alpha * x0 + sigma_t * eps`; the UNet
+    /// input is unscaled and a timestep outside the schedule means the last step.
+    Vp,
+}
+
+/// Inference timesteps and their float32 sigmas (`sigmas.len() == timesteps.len() + 1`),
+/// plus diffusers' `_step_index` / `_begin_index`.
 #[derive(Debug, Clone)]
 pub(crate) struct SigmaSchedule {
     pub timesteps: Vec<f64>,
     pub sigmas: Vec<f32>,
     pub init_noise_sigma: f64,
+    form: Form,
+    idx: StepIndex,
 }
 
 /// Which optional set_timesteps features a class has.
@@ -35,26 +54,17 @@ impl SigmaSchedule {
         count: usize,
         opts: &SigmaOptions,
     ) -> std::result::Result<Self, SchedulerError> {
-        if cfg.use_exponential_sigmas == Some(true) {
-            return Err(SchedulerError::unsupported(
-                "use_exponential_sigmas",
-                "true",
-            ));
-        }
-        if cfg.use_beta_sigmas == Some(true) {
-            return Err(SchedulerError::unsupported("use_beta_sigmas", "true"));
-        }
+        reject_flags(&[
+            ("use_exponential_sigmas", cfg.use_exponential_sigmas),
+            ("use_beta_sigmas", cfg.use_beta_sigmas),
+        ])?;
         let train = train_sigmas(&c.alphas_cumprod);
         let mut timesteps = float_timesteps(c, count);
         let mut sigmas: Vec<f64> = timesteps.iter().map(|t| np_interp(*t, &train)).collect();
         if opts.karras && cfg.use_karras_sigmas == Some(true) {
             let first = sigmas.first().copied().unwrap_or(0.0);
             let last = sigmas.last().copied().unwrap_or(0.0);
-            let (cfg_min, cfg_max) = if opts.sigma_bounds {
-                (cfg.sigma_min, cfg.sigma_max)
-            } else {
-                (None, None)
-            };
+            let (cfg_min, cfg_max) = karras_bounds(cfg, opts.sigma_bounds);
             sigmas = karras_sigmas(cfg_min.unwrap_or(last), cfg_max.unwrap_or(first), count);
             let logs = log_sigmas(&train);
             timesteps = sigmas
@@ -65,10 +75,7 @@ impl SigmaSchedule {
         let last = match cfg.final_sigmas_type.as_deref() {
             _ if !opts.final_sigmas_type => 0.0f32,
             None | Some("zero") => 0.0f32,
-            Some("sigma_min") => {
-                let a = c.alphas_cumprod[0];
-                ((1.0f32 - a) / a).sqrt()
-            }
+            Some("sigma_min") => train[0],
             Some(other) => return Err(SchedulerError::unsupported("final_sigmas_type", other)),
         };
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
@@ -78,6 +85,17 @@ impl SigmaSchedule {
             Spacing::Linspace | Spacing::Trailing => max,
             Spacing::Leading => (max * max + 1.0).sqrt(),
         } as f64;
+        SigmaSchedule::from_parts(timesteps, sigmas, init_noise_sigma, Form::Ve)
+    }
+
+    /// A schedule from already computed tables, at its first step; non-finite sigmas (a
+    /// config whose alphas_cumprod reach 0) are an error.
+    pub fn from_parts(
+        timesteps: Vec<f64>,
+        sigmas: Vec<f32>,
+        init_noise_sigma: f64,
+        form: Form,
+    ) -> std::result::Result<Self, SchedulerError> {
         if sigmas.iter().any(|s| !s.is_finite()) {
             return Err(SchedulerError::InvalidConfig(
                 "the scheduler config gives non-finite sigmas".into(),
@@ -87,12 +105,86 @@ impl SigmaSchedule {
             timesteps,
             sigmas,
             init_noise_sigma,
+            form,
+            idx: StepIndex::default(),
         })
+    }
+
+    fn missing(&self) -> Missing {
+        match self.form {
+            Form::Ve => Missing::Error,
+            Form::Vp => Missing::Last,
+        }
+    }
+
+    /// The index into `timesteps` / `sigmas` the next `step` at `timestep` uses.
+    pub fn index(&self, timestep: f64) -> Result<usize> {
+        self.idx.current(&self.timesteps, timestep, self.missing())
+    }
+
+    pub fn sigma(&self, i: usize) -> Result<f32> {
+        at(&self.sigmas, i, "sigmas")
+    }
+
+    /// Records that the step at index `i` is done.
+    pub fn advance(&mut self, i: usize) {
+        self.idx.step = Some(i + 1);
+    }
+}
+
+impl Bookkeeping for SigmaSchedule {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_noise_sigma
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        self.idx.begin = Some(index);
+    }
+
+    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
+        match self.form {
+            Form::Ve => scale_input(sample, self.sigma(self.index(timestep)?)?),
+            Form::Vp => Ok(sample.clone()),
+        }
+    }
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        let i = self
+            .idx
+            .for_add_noise(&self.timesteps, timestep, self.missing())?;
+        let sigma = self.sigma(i)?;
+        match self.form {
+            Form::Ve => original + mul(noise, sigma)?,
+            Form::Vp => add_noise_vp(original, noise, sigma),
+        }
+    }
+}
+
+/// Rejects the sigma options a class accepts but we do not implement, when set to true.
+pub(crate) fn reject_flags(
+    flags: &[(&'static str, Option<bool>)],
+) -> std::result::Result<(), SchedulerError> {
+    match flags.iter().find(|(_, v)| *v == Some(true)) {
+        Some((key, _)) => Err(SchedulerError::unsupported(key, "true")),
+        None => Ok(()),
+    }
+}
+
+/// The config's `sigma_min` / `sigma_max` for the Karras ramp, if the class reads them.
+pub(crate) fn karras_bounds(cfg: &SchedulerConfig, read: bool) -> (Option<f64>, Option<f64>) {
+    if read {
+        (cfg.sigma_min, cfg.sigma_max)
+    } else {
+        (None, None)
     }
 }
 
 /// `sample / sqrt(sigma^2 + 1)` (the k-diffusion input scaling).
-pub(crate) fn scale_input(sample: &Tensor, sigma: f32) -> Result<Tensor> {
+fn scale_input(sample: &Tensor, sigma: f32) -> Result<Tensor> {
     div(sample, (sigma * sigma + 1.0).sqrt())
 }
 
@@ -111,9 +203,4 @@ pub(crate) fn x0_from_sigma(
         }
         PredictionType::Sample => Ok(model_output.clone()),
     }
-}
-
-/// `original + noise * sigma`.
-pub(crate) fn add_noise_sigma(original: &Tensor, noise: &Tensor, sigma: f32) -> Result<Tensor> {
-    original + mul(noise, sigma)?
 }

@@ -5,10 +5,14 @@
 
 use candle_core::{Error, Result, Tensor};
 
-use super::common::{at, div, mul, Missing, StepIndex};
-use super::config::{ClassDefaults, Common, SchedulerConfig, Spacing, ZeroSnr};
-use super::multistep::{add_noise_vp, alpha_sigma, data_prediction, lambda, MultistepSchedule};
-use super::{NoiseSource, Scheduler, SchedulerError};
+use super::bookkeeping::impl_scheduler;
+use super::common::{div, mul, weighted_sum};
+use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, Spacing, ZeroSnr};
+use super::multistep::{
+    alpha_sigma, data_prediction, lambda, multistep_schedule, solver_order, History,
+};
+use super::sigmas::SigmaSchedule;
+use super::SchedulerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -16,17 +20,18 @@ enum Variant {
     Bh2,
 }
 
+/// The diffusers class defaults of the shared config keys.
+const DEFAULTS: ClassDefaults =
+    ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
+
 pub struct UniPc {
-    c: Common,
-    s: MultistepSchedule,
+    prediction: PredictionType,
+    s: SigmaSchedule,
     solver_order: usize,
     variant: Variant,
     lower_order_final: bool,
     disable_corrector: Vec<usize>,
-    idx: StepIndex,
-    /// Data predictions of the last `solver_order` steps, oldest first.
-    model_outputs: Vec<Option<Tensor>>,
-    lower_order_nums: usize,
+    history: History,
     last_sample: Option<Tensor>,
     this_order: usize,
 }
@@ -99,35 +104,12 @@ fn coeffs(h: f32, rks: &[f32], order: usize, variant: Variant) -> Coeffs {
     Coeffs { h_phi_1, b_h, r, b }
 }
 
-/// sum_k w[k] * d[k]
-fn weighted_sum(w: &[f32], d: &[Tensor]) -> Result<Option<Tensor>> {
-    let mut acc: Option<Tensor> = None;
-    for (wk, dk) in w.iter().zip(d) {
-        let term = mul(dk, *wk)?;
-        acc = Some(match acc {
-            None => term,
-            Some(a) => (a + term)?,
-        });
-    }
-    Ok(acc)
-}
-
 impl UniPc {
     pub fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
-        let c = Common::resolve(
-            cfg,
-            &ClassDefaults {
-                beta_start: 0.0001,
-                beta_end: 0.02,
-                spacing: Spacing::Linspace,
-                zero_snr: ZeroSnr::RescaleClampLast,
-                thresholding: true,
-            },
-        )?;
-        super::check_steps(num_inference_steps, c.num_train_timesteps)?;
+        let c = Common::for_steps(cfg, &DEFAULTS, num_inference_steps)?;
         if cfg.predict_x0 == Some(false) {
             return Err(SchedulerError::unsupported("predict_x0", "false"));
         }
@@ -136,52 +118,31 @@ impl UniPc {
             Some("bh1") => Variant::Bh1,
             Some(other) => return Err(SchedulerError::unsupported("solver_type", other)),
         };
-        let solver_order = cfg.solver_order.unwrap_or(2);
-        if !(1..=3).contains(&solver_order) {
-            return Err(SchedulerError::unsupported(
-                "solver_order",
-                &solver_order.to_string(),
-            ));
-        }
+        let solver_order = solver_order(cfg, 3)?;
         let karras = cfg.use_karras_sigmas == Some(true);
-        let s = MultistepSchedule::new(&c, cfg, num_inference_steps, karras, true)?;
+        let s = multistep_schedule(&c, cfg, num_inference_steps, karras, true)?;
         Ok(UniPc {
-            c,
+            prediction: c.prediction_type,
             s,
             solver_order,
             variant,
             lower_order_final: cfg.lower_order_final.unwrap_or(true),
             disable_corrector: cfg.disable_corrector.clone().unwrap_or_default(),
-            idx: StepIndex::default(),
-            model_outputs: vec![None; solver_order],
-            lower_order_nums: 0,
+            history: History::new(solver_order),
             last_sample: None,
             this_order: 1,
         })
     }
 
-    fn sigma(&self, i: usize) -> Result<f32> {
-        at(&self.s.sigmas, i, "sigmas")
-    }
-
     fn lambda_at(&self, i: usize) -> Result<f32> {
-        let (a, s) = alpha_sigma(self.sigma(i)?);
+        let (a, s) = alpha_sigma(self.s.sigma(i)?);
         Ok(lambda(a, s))
-    }
-
-    /// The k-th most recent stored data prediction (k = 0: newest).
-    fn history(&self, k: usize) -> Result<&Tensor> {
-        let n = self.model_outputs.len();
-        self.model_outputs
-            .get(n.wrapping_sub(k + 1))
-            .and_then(|m| m.as_ref())
-            .ok_or_else(|| Error::Msg("unipc history is too short".into()))
     }
 
     /// Differences to older predictions (at indices `s0 - k`), scaled by their log-SNR
     /// ratio to the step size `h`.
     fn differences(&self, s0: usize, order: usize, h: f32) -> Result<(Vec<f32>, Vec<Tensor>)> {
-        let m0 = self.history(0)?;
+        let m0 = self.history.get(0)?;
         let lambda_s0 = self.lambda_at(s0)?;
         let mut rks = Vec::new();
         let mut d1s = Vec::new();
@@ -189,7 +150,7 @@ impl UniPc {
             let si = s0
                 .checked_sub(k)
                 .ok_or_else(|| Error::Msg("unipc step index underflow".into()))?;
-            let mi = self.history(k)?;
+            let mi = self.history.get(k)?;
             let rk = (self.lambda_at(si)? - lambda_s0) / h;
             rks.push(rk);
             d1s.push(div(&(mi - m0)?, rk)?);
@@ -199,9 +160,9 @@ impl UniPc {
     }
 
     fn predictor(&self, i: usize, x: &Tensor, order: usize) -> Result<Tensor> {
-        let m0 = self.history(0)?;
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i + 1)?);
-        let (_, sigma_s0) = alpha_sigma(self.sigma(i)?);
+        let m0 = self.history.get(0)?;
+        let (alpha_t, sigma_t) = alpha_sigma(self.s.sigma(i + 1)?);
+        let (_, sigma_s0) = alpha_sigma(self.s.sigma(i)?);
         let h = lambda(alpha_t, sigma_t) - self.lambda_at(i)?;
         let (rks, d1s) = self.differences(i, order, h)?;
         let k = coeffs(h, &rks, order, self.variant);
@@ -218,7 +179,7 @@ impl UniPc {
                 .collect();
             solve(r, k.b[..order - 1].to_vec())?
         };
-        match weighted_sum(&rhos_p, &d1s)? {
+        match weighted_sum(rhos_p.iter().copied().zip(&d1s))? {
             Some(res) => x_t_ - mul(&res, alpha_t * k.b_h)?,
             None => Ok(x_t_),
         }
@@ -234,9 +195,9 @@ impl UniPc {
         if i == 0 {
             return Err(Error::Msg("unipc corrector at the first step".into()));
         }
-        let m0 = self.history(0)?;
-        let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i)?);
-        let (_, sigma_s0) = alpha_sigma(self.sigma(i - 1)?);
+        let m0 = self.history.get(0)?;
+        let (alpha_t, sigma_t) = alpha_sigma(self.s.sigma(i)?);
+        let (_, sigma_s0) = alpha_sigma(self.s.sigma(i - 1)?);
         let h = lambda(alpha_t, sigma_t) - self.lambda_at(i - 1)?;
         let (rks, d1s) = self.differences(i - 1, order, h)?;
         let k = coeffs(h, &rks, order, self.variant);
@@ -251,78 +212,40 @@ impl UniPc {
             .ok_or_else(|| Error::Msg("unipc: empty corrector weights".into()))?;
         let d1_t = (model_t - m0)?;
         let mut corr = mul(&d1_t, last)?;
-        if let Some(res) = weighted_sum(&rhos_c[..rhos_c.len() - 1], &d1s)? {
+        if let Some(res) = weighted_sum(rhos_c[..rhos_c.len() - 1].iter().copied().zip(&d1s))? {
             corr = (res + corr)?;
         }
         x_t_ - mul(&corr, alpha_t * k.b_h)?
     }
-}
 
-impl Scheduler for UniPc {
-    fn timesteps(&self) -> &[f64] {
-        &self.s.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, index: usize) {
-        self.idx.begin = Some(index);
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: f64,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        let i = self
-            .idx
-            .current(&self.s.timesteps, timestep, Missing::Last)?;
+    fn update(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<Tensor> {
+        let i = self.s.index(timestep)?;
         let n = self.s.timesteps.len();
         if i >= n {
             return Err(Error::Msg(format!(
                 "unipc step index {i} past the schedule"
             )));
         }
-        let x0 = data_prediction(self.c.prediction_type, model_output, sample, self.sigma(i)?)?;
+        let x0 = data_prediction(self.prediction, model_output, sample, self.s.sigma(i)?)?;
         let use_corrector = i > 0 && !self.disable_corrector.contains(&(i - 1));
         let sample = match (&self.last_sample, use_corrector) {
             (Some(last), true) => self.corrector(i, &x0, last, self.this_order)?,
             _ => sample.clone(),
         };
-        self.model_outputs.remove(0);
-        self.model_outputs.push(Some(x0));
+        self.history.push(x0);
         let mut order = if self.lower_order_final {
             self.solver_order.min(n - i)
         } else {
             self.solver_order
         };
-        order = order.min(self.lower_order_nums + 1);
+        order = order.min(self.history.lower_order_nums + 1);
         self.this_order = order;
         let prev = self.predictor(i, &sample, order)?;
         self.last_sample = Some(sample);
-        if self.lower_order_nums < self.solver_order {
-            self.lower_order_nums += 1;
-        }
-        self.idx.step = Some(i + 1);
+        self.history.warm_up();
+        self.s.advance(i);
         Ok(prev)
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        let i = self
-            .idx
-            .for_add_noise(&self.s.timesteps, timestep, Missing::Last)?;
-        add_noise_vp(original, noise, self.sigma(i)?)
-    }
 }
+
+impl_scheduler!(UniPc, s, order = 1, deterministic);
