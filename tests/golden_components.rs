@@ -2,6 +2,10 @@
 //! encoder (ids and embeddings), one UNet call, one VAE decode, one VAE encode. Golden
 //! tensors are used only as inputs to one component and as the reference to compare with.
 
+mod fixture_common;
+
+use fixture_common::max_diff;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -21,20 +25,6 @@ fn case_ids() -> Vec<String> {
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn ids(t: &Tensor) -> Vec<u32> {

@@ -1,7 +1,9 @@
 //! Behaviour of the generator on the tiny fixture models: determinism, per-image seeds in a
 //! batch, size validation, non-square sizes, every task, cancellation, guidance and clip_skip.
 
-use std::path::{Path, PathBuf};
+mod fixture_common;
+
+use fixture_common::fixtures;
 
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
@@ -9,10 +11,6 @@ use runai::pipeline::noise::SeededNoise;
 use runai::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use runai::pipeline::trace::Trace;
 use runai::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn model(name: &str) -> StableDiffusion {
     StableDiffusion::load_folder(

@@ -1,17 +1,17 @@
 //! Loading diffusers folders: weight-file selection (plain, fp16 variant, PyTorch pickle),
 //! missing files, and config validation. Works on temporary copies of the fixtures.
 
-use std::path::{Path, PathBuf};
+mod fixture_common;
+
+use fixture_common::fixtures;
+
+use std::path::Path;
 
 use candle_core::DType;
 use runai::pipeline::config::{UNetConfig, VaeConfig};
 use runai::pipeline::loader::{component_weights, load_diffusers_folder};
 use runai::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use runai::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn copy_dir(src: &Path, dst: &Path, rename: &dyn Fn(&str) -> String) {
     std::fs::create_dir_all(dst).unwrap();

@@ -1,13 +1,11 @@
 //! Tokenizer loading: `tokenizer.json` and `vocab.json` + `merges.txt` must tokenize every
 //! fixture prompt identically and as diffusers does (SD1 and SD2 pad conventions, truncation).
 
-use std::path::{Path, PathBuf};
+mod fixture_common;
+
+use fixture_common::fixtures;
 
 use runai::pipeline::tokenizer::{from_vocab_merges, load_tokenizer_dir, prompt_ids};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 struct Case {
     prompt: String,

@@ -2,7 +2,11 @@
 //! folder's exactly, which the registry identifies like the original and the pipeline loads
 //! into the same images. It never overwrites, and leaves nothing behind when it fails.
 
-use std::path::{Path, PathBuf};
+mod fixture_common;
+
+use fixture_common::fixtures;
+
+use std::path::Path;
 
 use candle_core::{DType, Device};
 use runai::pipeline::params::{GenerateParams, SchedulerKind, Task};
@@ -10,10 +14,6 @@ use runai::pipeline::{RuntimeOptions, StableDiffusion};
 use runai::registry::convert::{convert_single_file, default_destination, ConvertError};
 use runai::registry::identify::identify_diffusers;
 use runai::registry::model::{ModelKind, ModelVersion, Prediction};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn assert_same_weights(ours: &Path, theirs: &Path) {
     let a = candle_core::safetensors::load(ours, &Device::Cpu).unwrap();

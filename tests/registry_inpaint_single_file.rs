@@ -3,8 +3,12 @@
 //! identified as `inpaint`, converts back to exactly the folder's tensors, and inpaints the
 //! same image as the folder.
 
+mod fixture_common;
+
+use fixture_common::fixtures;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use runai::engine::sd::SdGenerator;
@@ -15,10 +19,6 @@ use runai::registry::ldm_keys::Transform;
 use runai::registry::model::{ModelFormat, ModelKind, ModelVersion};
 use runai::registry::single_file::{Component, SingleFile};
 use runai::registry::Registry;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 /// Writes the inpaint folder's weights under LDM names, using the SD1 fixture's key map
 /// backwards (diffusers name -> LDM name), plus the SD1 file's DDPM buffers.

@@ -3,17 +3,16 @@
 //! tensor of the same name, and the key sets are identical. Also checks the synthesized
 //! configs against the folders' configs and the embedded tokenizer against the fixture cases.
 
+mod fixture_common;
+
+use fixture_common::fixtures;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use runai::registry::model::{ModelFormat, ModelKind, ModelVersion, Prediction};
 use runai::registry::single_file::{Component, SingleFile};
 use runai::registry::tokenizer::{embedded_tokenizer, with_pad_convention};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn folder_tensors(model: &str, file: &str) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(
