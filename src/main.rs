@@ -20,6 +20,17 @@ fn model_resolver(config: &Config) -> Box<dyn ModelResolver> {
     Box::new(DirResolver::new(config.model_roots()))
 }
 
+/// Exit code of a one-shot tool subcommand, printing its error chain.
+fn tool_exit(name: &str, result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("runai {name}: {e:#}");
+            1
+        }
+    }
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -34,6 +45,9 @@ fn main() {
                 1
             }
         },
+        Some(Command::Replay(args)) => tool_exit("replay", runai::cli::replay::run(args)),
+        Some(Command::Convert(args)) => tool_exit("convert", runai::cli::convert::run(args)),
+        Some(Command::Bench(args)) => tool_exit("bench", runai::cli::bench::run(args)),
     };
     std::process::exit(code);
 }
