@@ -23,7 +23,13 @@ if [ ${#PHASES[@]} -eq 0 ]; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
-BENCH_TOOL=${BENCH_TOOL:-$here/../../shared/tools/bench_diffusers.py}
+if [ -z "${BENCH_TOOL:-}" ]; then
+    # ../shared next to the main checkout, or two levels up from a worktree under wt/.
+    for cand in "$here/../../shared/tools/bench_diffusers.py" "$here/../../../shared/tools/bench_diffusers.py"; do
+        if [ -f "$cand" ]; then BENCH_TOOL=$cand; break; fi
+    done
+fi
+: "${BENCH_TOOL:?bench_diffusers.py not found: set BENCH_TOOL}"
 RUNAI=${RUNAI:-$here/../target/release/runai}
 REPEATS=${REPEATS:-3}
 # The reference tool looks for its tokenizer next to itself unless told.
