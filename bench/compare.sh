@@ -50,7 +50,7 @@ run_one() { # impl phase
         echo "$impl $phase: no RESULT line" >&2
         return 1
     fi
-    printf '{"impl": "%s", "phase": "%s", "started": "%s", "loadavg_before": %s, "loadavg_after": %s, "result": %s}\n' \
+    printf '{"impl": "%s", "phase": "%s", "finished": "%s", "loadavg_before": %s, "loadavg_after": %s, "result": %s}\n' \
         "$impl" "$phase" "$(date -u +%FT%TZ)" "$before" "$after" "${line#RESULT }" >>"$OUT"
     echo "$impl $phase ${line#RESULT }" >&2
 }

@@ -5,9 +5,10 @@ Reads only the file given; prints to stdout."""
 import json
 import sys
 
-GFLOP = {"text_encode": 26.6, "unet_256": 360.0, "unet_512": 1607.0, "vae_decode_256": 622.0,
-         "txt2img_256_ddim10": 26.6 + 3600.0 + 622.0,
-         "txt2img_512_ddim50": 26.6 + 50 * 1607.0 + 4 * 622.0}
+# torch FlopCounterMode on the diffusers SD1.5 modules (see BENCHMARKS.md).
+GFLOP = {"text_encode": 26.6, "unet_256": 360.2, "unet_512": 1606.5, "vae_decode_256": 622.2,
+         "vae_decode_512": 2514.5, "txt2img_256_ddim10": 26.6 + 3602.0 + 622.2,
+         "txt2img_512_ddim50": 26.6 + 50 * 1606.5 + 2514.5}
 
 
 def main(path):
@@ -25,9 +26,9 @@ def main(path):
         # The last run of a phase wins (re-runs replace earlier ones).
         rows[ph][r["impl"]] = r
     print("| phase | runai median s | diffusers median s | runai / diffusers | runai GFLOP/s "
-          "| diffusers GFLOP/s | load s (runai / diffusers) | peak RSS MB (runai / diffusers) "
-          "| load avg (runai / diffusers) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| diffusers GFLOP/s | best of N s (runai / diffusers) | load s (runai / diffusers) "
+          "| peak RSS MB (runai / diffusers) | load avg before (runai / diffusers) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for ph in order:
         a, b = rows[ph].get("runai"), rows[ph].get("diffusers")
         def med(x):
@@ -41,9 +42,10 @@ def main(path):
         gb = g / mb if g and mb else None
         load = f"{fmt(a and a['result']['load_s'], '{:.2f}')} / {fmt(b and b['result']['load_s'], '{:.2f}')}"
         rss = f"{fmt(a and a['result']['peak_rss_mb'], '{:.0f}')} / {fmt(b and b['result']['peak_rss_mb'], '{:.0f}')}"
+        best = f"{fmt(a and min(a['result']['times_s']))} / {fmt(b and min(b['result']['times_s']))}"
         la = f"{fmt(a and a['loadavg_before'], '{:.1f}')} / {fmt(b and b['loadavg_before'], '{:.1f}')}"
         print(f"| {ph} | {fmt(ma)} | {fmt(mb)} | {fmt(ratio, '{:.2f}x')} | {fmt(ga, '{:.0f}')} "
-              f"| {fmt(gb, '{:.0f}')} | {load} | {rss} | {la} |")
+              f"| {fmt(gb, '{:.0f}')} | {best} | {load} | {rss} | {la} |")
     print()
     for ph in order:
         for impl in ("runai", "diffusers"):
@@ -51,7 +53,7 @@ def main(path):
             if r:
                 threads = r["result"].get("threads", r["result"].get("torch_threads"))
                 print(f"- {ph} {impl}: runs {r['result']['times_s']} s, threads {threads}, "
-                      f"started {r['started']}")
+                      f"finished {r.get('finished', r.get('started'))}")
 
 
 if __name__ == "__main__":

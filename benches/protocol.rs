@@ -51,7 +51,7 @@ fn test_image(size: u32) -> RgbImage {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
-        let n = (state & 0x1F) as u32;
+        let n = state & 0x1F;
         let r = (x * 255 / size + n) as u8;
         let g = (y * 255 / size + n) as u8;
         let b = ((x + y) * 127 / size + n) as u8;
