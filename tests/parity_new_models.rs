@@ -1,8 +1,9 @@
 //! Acceptance "as a new user would": replays every case of a manifest made by
 //! `tools/make_parity_cases.py` (tiny models, sizes, prompts, step counts and schedulers unlike
 //! the committed fixtures) and asserts the issue's tolerances against diffusers. The generated
-//! set (~65 MB, mostly the CLIP token embeddings of three text encoders) is too large to commit, so this test is ignored
-//! by default and never generates anything itself; run it by hand:
+//! set (~65 MB, mostly the CLIP token embeddings of three text encoders) is too large to
+//! commit, so this test is ignored by default and never generates anything itself; run it by
+//! hand:
 //!
 //! ```text
 //! /work/bench-venv/bin/python tools/make_parity_cases.py /tmp/parity-extra
