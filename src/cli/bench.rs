@@ -137,6 +137,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let measured = measure(&args.model, args.phase, args.repeats, &opts)?;
     let times = measured.times;
     let median = median(&times);
+    // Milliseconds as the reference prints them on CPU; GPU phases take a few ms, so keep
+    // microseconds there.
+    let digits = if device.is_cpu() { 3 } else { 6 };
     let gflop = args.phase.gflop();
     let result = json!({
         "phase": args.phase.name(),
@@ -144,10 +147,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "threads": candle_core::utils::get_num_threads(),
         "device": args.device,
         "dtype": format!("{dtype:?}").to_lowercase(),
-        "load_s": round3(measured.load_s),
+        "load_s": round_to(measured.load_s, 3),
         "what": measured.what,
-        "times_s": times.iter().map(|t| round3(*t)).collect::<Vec<_>>(),
-        "median_s": round3(median),
+        "times_s": times.iter().map(|t| round_to(*t, digits)).collect::<Vec<_>>(),
+        "median_s": round_to(median, digits),
         "gflop": gflop,
         "gflop_per_s": (gflop / median * 10.0).round() / 10.0,
         "peak_rss_mb": peak_rss_mb().map(f64::round),
@@ -344,8 +347,9 @@ fn median(times: &[f64]) -> f64 {
     }
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+fn round_to(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
 }
 
 /// Peak resident set size of this process (`VmHWM`), the figure `ru_maxrss` reports.
