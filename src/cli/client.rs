@@ -198,9 +198,15 @@ pub fn run(args: ClientArgs) -> anyhow::Result<i32> {
         };
         if let Some(img) = msg.get("image").and_then(Value::as_str) {
             let png = base64::engine::general_purpose::STANDARD.decode(img)?;
-            let path = format!("{}-{saved}.png", out_prefix.as_deref().unwrap_or("runai-out"));
+            let path = format!(
+                "{}-{saved}.png",
+                out_prefix.as_deref().unwrap_or("runai-out")
+            );
             std::fs::write(&path, png).with_context(|| format!("writing {path}"))?;
-            println!("saved {path} (seed {})", msg.get("seed").cloned().unwrap_or(Value::Null));
+            println!(
+                "saved {path} (seed {})",
+                msg.get("seed").cloned().unwrap_or(Value::Null)
+            );
             saved += 1;
             continue;
         }

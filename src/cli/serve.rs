@@ -34,7 +34,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNAI_PACKET_SIZE")]
     pub packet_size: Option<usize>,
     /// Model root; repeat (or separate with ':') for more [default: ~/stablediffusion]
-    #[arg(long, env = "RUNAI_MODEL_BASE_PATH", value_delimiter = ':', value_name = "DIR")]
+    #[arg(
+        long,
+        env = "RUNAI_MODEL_BASE_PATH",
+        value_delimiter = ':',
+        value_name = "DIR"
+    )]
     pub model_base_path: Vec<String>,
     /// Default model, used when a request names none (folder under a model root)
     #[arg(long = "model", env = "RUNAI_MODEL", value_name = "MODEL")]
@@ -236,8 +241,18 @@ mod tests {
     #[test]
     fn flags_override_defaults() {
         let t = T::try_parse_from([
-            "runai", "--port", "6001", "--timeout", "--model-base-path", "/a:/b",
-            "--model-base-path", "/c", "--idle", "0.5", "--model", "tiny",
+            "runai",
+            "--port",
+            "6001",
+            "--timeout",
+            "--model-base-path",
+            "/a:/b",
+            "--model-base-path",
+            "/c",
+            "--idle",
+            "0.5",
+            "--model",
+            "tiny",
         ])
         .unwrap();
         let c = t.a.to_config().unwrap();
@@ -284,7 +299,12 @@ mod tests {
     #[test]
     fn invalid_value_is_a_config_error() {
         let t = T::try_parse_from(["runai", "--packet-size", "0"]).unwrap();
-        assert!(t.a.to_config().unwrap_err().to_string().contains("packet_size"));
+        assert!(t
+            .a
+            .to_config()
+            .unwrap_err()
+            .to_string()
+            .contains("packet_size"));
         assert!(T::try_parse_from(["runai", "--port", "70000"]).is_err());
     }
 }

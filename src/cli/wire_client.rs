@@ -69,7 +69,8 @@ impl WireClient {
 
     /// Sends a control packet (`b'c'` cancel, `b'x'` quit).
     pub fn send_control(&mut self, byte: u8) -> io::Result<()> {
-        self.stream.write_all(&control_packet(byte, self.packet_size))
+        self.stream
+            .write_all(&control_packet(byte, self.packet_size))
     }
 
     /// Reads one message; `Ok(None)` when the server closed the connection.
