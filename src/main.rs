@@ -59,6 +59,7 @@ fn main() {
             }),
         ),
         Some(Command::Convert(args)) => tool("convert", runai::cli::convert::run(args)),
+        Some(Command::Bench(args)) => tool("bench", runai::cli::bench::run(args)),
     };
     std::process::exit(code);
 }

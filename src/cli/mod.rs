@@ -3,6 +3,7 @@
 //! Other tools (replay, convert, bench) plug in as further subcommands. Never starts actors
 //! itself: `serve` hands a validated config to `app`.
 
+pub mod bench;
 pub mod client;
 pub mod convert;
 pub mod replay;
@@ -33,4 +34,6 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Write a diffusers folder from a single-file (.safetensors/.ckpt) checkpoint.
     Convert(convert::ConvertArgs),
+    /// Time one phase (text encode, UNet step, VAE decode, txt2img) and print a RESULT line.
+    Bench(bench::BenchArgs),
 }

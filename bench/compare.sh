@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs the CPU comparison of issue #6: for every phase, the reference tool
+# (bench_diffusers.py _phase) and `runai bench` one after the other, in alternating order, on
+# the same model folder, and appends both RESULT lines (with the load average around each run)
+# to a JSON-lines file that bench/table.py turns into the BENCHMARKS.md table.
+# Never writes anywhere but OUT; never builds (build runai with `cargo build --release` first).
+#
+# usage: bench/compare.sh MODEL_DIR OUT.jsonl [PHASE...]
+#   env: SD_TOKENIZER_DIR (default MODEL_DIR/tokenizer), PYTHON (a venv with tools/requirements-reference.txt), BENCH_TOOL (bench_diffusers.py),
+#        RUNAI (the release binary), REPEATS (timed runs after 1 warm-up, default 3)
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 MODEL_DIR OUT.jsonl [PHASE...]" >&2
+    exit 2
+fi
+MODEL=$1
+OUT=$2
+shift 2
+PHASES=("$@")
+if [ ${#PHASES[@]} -eq 0 ]; then
+    PHASES=(text_encode unet_256 vae_decode_256 unet_512 txt2img_256_ddim10)
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-python3}
+if [ -z "${BENCH_TOOL:-}" ]; then
+    # ../shared next to the main checkout, or two levels up from a worktree under wt/.
+    for cand in "$here/../../shared/tools/bench_diffusers.py" "$here/../../../shared/tools/bench_diffusers.py"; do
+        if [ -f "$cand" ]; then BENCH_TOOL=$cand; break; fi
+    done
+fi
+: "${BENCH_TOOL:?bench_diffusers.py not found: set BENCH_TOOL}"
+RUNAI=${RUNAI:-$here/../target/release/runai}
+REPEATS=${REPEATS:-3}
+# The reference tool looks for its tokenizer next to itself unless told.
+export SD_TOKENIZER_DIR=${SD_TOKENIZER_DIR:-$MODEL/tokenizer}
+
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+
+run_one() { # impl phase
+    local impl=$1 phase=$2 line before after
+    before=$(loadavg)
+    if [ "$impl" = diffusers ]; then
+        line=$("$PYTHON" "$BENCH_TOOL" _phase "$MODEL" "$phase" "$REPEATS" | grep '^RESULT ' | tail -1)
+    else
+        line=$("$RUNAI" bench --model "$MODEL" --phase "$phase" --repeats "$REPEATS" | grep '^RESULT ' | tail -1)
+    fi
+    after=$(loadavg)
+    if [ -z "$line" ]; then
+        echo "$impl $phase: no RESULT line" >&2
+        return 1
+    fi
+    printf '{"impl": "%s", "phase": "%s", "finished": "%s", "loadavg_before": %s, "loadavg_after": %s, "result": %s}\n' \
+        "$impl" "$phase" "$(date -u +%FT%TZ)" "$before" "$after" "${line#RESULT }" >>"$OUT"
+    echo "$impl $phase ${line#RESULT }" >&2
+}
+
+i=0
+for phase in "${PHASES[@]}"; do
+    # Alternate who goes first, so neither side always runs on a warmer page cache.
+    if [ $((i % 2)) -eq 0 ]; then
+        run_one diffusers "$phase"
+        run_one runai "$phase"
+    else
+        run_one runai "$phase"
+        run_one diffusers "$phase"
+    fi
+    i=$((i + 1))
+done

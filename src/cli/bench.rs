@@ -1,0 +1,410 @@
+//! `runai bench`: times one phase of Stable Diffusion (text encode, one UNet step, VAE decode,
+//! a whole txt2img) on a diffusers folder exactly as `tools/bench_diffusers.py _phase` does
+//! (same shapes, batch 2 for the UNet, 1 warm-up, N timed runs) and prints one
+//! `RESULT {json}` line, so both implementations can be compared side by side.
+//! Measures only: never writes files, never changes the model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde_json::json;
+
+use crate::pipeline::clip::ClipTextTransformer;
+use crate::pipeline::config::{ClipConfig, UNetConfig, VaeConfig};
+use crate::pipeline::loader::{component_weights, read_json};
+use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
+use crate::pipeline::tokenizer::{load_tokenizer_dir, prompt_ids};
+use crate::pipeline::unet::UNet;
+use crate::pipeline::vae::Vae;
+use crate::pipeline::{RuntimeOptions, StableDiffusion};
+
+/// Prompt pair of the reference tool (`PROMPT`, `NEG`).
+const PROMPT: &str = "a red fox in the snow";
+const NEG: &str = "blurry";
+/// The timestep the reference tool feeds to its single UNet call.
+const UNET_TIMESTEP: f64 = 500.0;
+/// SD1.x text encoder output width, the UNet's cross-attention context width (fallback when
+/// the config does not say).
+const CONTEXT_DIM: usize = 768;
+const TOKENS: usize = 77;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// CLIP text encoder, batch 2 (negative + prompt) x 77 tokens.
+    #[value(name = "text_encode")]
+    TextEncode,
+    /// One UNet call, batch 2 (CFG), 32x32 latents.
+    #[value(name = "unet_256")]
+    Unet256,
+    /// One UNet call, batch 2 (CFG), 64x64 latents.
+    #[value(name = "unet_512")]
+    Unet512,
+    /// VAE decode 1x4x32x32 -> 1x3x256x256.
+    #[value(name = "vae_decode_256")]
+    VaeDecode256,
+    /// VAE decode 1x4x64x64 -> 1x3x512x512 (the GPU comparison of bench/gpu.sh).
+    #[value(name = "vae_decode_512")]
+    VaeDecode512,
+    /// Whole pipeline: 256x256, 10 DDIM steps, CFG 7.5, to 8-bit RGB.
+    #[value(name = "txt2img_256_ddim10")]
+    Txt2Img256Ddim10,
+    /// Whole pipeline: 512x512, 50 DDIM steps, CFG 7.5 (the GPU comparison of bench/gpu.sh).
+    #[value(name = "txt2img_512_ddim50")]
+    Txt2Img512Ddim50,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::TextEncode => "text_encode",
+            Phase::Unet256 => "unet_256",
+            Phase::Unet512 => "unet_512",
+            Phase::VaeDecode256 => "vae_decode_256",
+            Phase::VaeDecode512 => "vae_decode_512",
+            Phase::Txt2Img256Ddim10 => "txt2img_256_ddim10",
+            Phase::Txt2Img512Ddim50 => "txt2img_512_ddim50",
+        }
+    }
+
+    /// Forward-pass cost of one run of the phase on the SD1.5 architecture, in GFLOP
+    /// (multiply-add = 2 FLOP), as torch's FlopCounterMode counts the diffusers modules
+    /// (convolutions and matmuls; norms and softmax not counted); the txt2img figures add
+    /// their parts (text encodes, steps x one UNet call, one decode).
+    fn gflop(self) -> f64 {
+        const TEXT: f64 = 26.6;
+        const UNET_256: f64 = 360.2;
+        const UNET_512: f64 = 1606.5;
+        const VAE_256: f64 = 622.2;
+        const VAE_512: f64 = 2514.5;
+        match self {
+            Phase::TextEncode => TEXT,
+            Phase::Unet256 => UNET_256,
+            Phase::Unet512 => UNET_512,
+            Phase::VaeDecode256 => VAE_256,
+            Phase::VaeDecode512 => VAE_512,
+            Phase::Txt2Img256Ddim10 => TEXT + 10.0 * UNET_256 + VAE_256,
+            Phase::Txt2Img512Ddim50 => TEXT + 50.0 * UNET_512 + VAE_512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDType {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// What to time.
+    #[arg(long, value_enum)]
+    pub phase: Phase,
+    /// Timed runs after the one untimed warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// `cpu` or `cuda:N` (`cuda` = `cuda:0`; needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weight dtype of UNet and text encoder (the SD VAE always runs in f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: BenchDType,
+}
+
+/// Runs one phase and prints its `RESULT` line on stdout.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let device = parse_device(&args.device)?;
+    let dtype = match args.dtype {
+        BenchDType::F32 => DType::F32,
+        BenchDType::F16 => DType::F16,
+        BenchDType::Bf16 => DType::BF16,
+    };
+    let opts = RuntimeOptions {
+        device: device.clone(),
+        dtype,
+    };
+    let measured = measure(&args.model, args.phase, args.repeats, &opts)?;
+    let times = measured.times;
+    let median = median(&times);
+    let gflop = args.phase.gflop();
+    let result = json!({
+        "phase": args.phase.name(),
+        "impl": "runai",
+        "threads": candle_core::utils::get_num_threads(),
+        "device": args.device,
+        "dtype": format!("{dtype:?}").to_lowercase(),
+        "load_s": round3(measured.load_s),
+        "what": measured.what,
+        "times_s": times.iter().map(|t| round3(*t)).collect::<Vec<_>>(),
+        "median_s": round3(median),
+        "gflop": gflop,
+        "gflop_per_s": (gflop / median * 10.0).round() / 10.0,
+        "peak_rss_mb": peak_rss_mb().map(f64::round),
+    });
+    println!("RESULT {result}");
+    Ok(())
+}
+
+struct Measured {
+    load_s: f64,
+    what: String,
+    times: Vec<f64>,
+}
+
+fn measure(
+    model: &Path,
+    phase: Phase,
+    repeats: usize,
+    opts: &RuntimeOptions,
+) -> anyhow::Result<Measured> {
+    let t0 = Instant::now();
+    let dev = &opts.device;
+    // Each arm loads only what the reference loads for that phase, so load_s and peak RSS
+    // compare like with like.
+    match phase {
+        Phase::TextEncode => {
+            let cfg = ClipConfig::from_json(&read_json(&model.join("text_encoder/config.json"))?)?;
+            let vb = component_weights(&model.join("text_encoder"), opts.dtype, opts)?;
+            let te = ClipTextTransformer::new(vb, &cfg)?;
+            let (tok, pad) = load_tokenizer_dir(&model.join("tokenizer"))?;
+            let mut ids = prompt_ids(&tok, NEG, pad)?;
+            ids.extend(prompt_ids(&tok, PROMPT, pad)?);
+            let ids = Tensor::from_vec(ids, (2, TOKENS), dev)?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let times = time_runs(repeats, dev, || {
+                te.forward(&ids, None)?;
+                Ok(())
+            })?;
+            Ok(Measured {
+                load_s,
+                what: "CLIP text encoder, batch 2 (uncond+cond) x 77 tokens".into(),
+                times,
+            })
+        }
+        Phase::Unet256 | Phase::Unet512 => {
+            let size = if phase == Phase::Unet256 { 256 } else { 512 };
+            let cfg = UNetConfig::from_json(&read_json(&model.join("unet/config.json"))?)?;
+            let vb = component_weights(&model.join("unet"), opts.dtype, opts)?;
+            let unet = UNet::new(vb, &cfg)?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let l = size / 8;
+            let x = randn(&mut rng, &[2, cfg.in_channels, l, l], dev)?;
+            // SD1.x: 768; taken from the config so any SD-architecture folder works.
+            let ctx_dim = cfg
+                .cross_attention_dim
+                .first()
+                .copied()
+                .unwrap_or(CONTEXT_DIM);
+            let ctx = randn(&mut rng, &[2, TOKENS, ctx_dim], dev)?;
+            let times = time_runs(repeats, dev, || {
+                unet.forward(&x, UNET_TIMESTEP, &ctx)?;
+                Ok(())
+            })?;
+            Ok(Measured {
+                load_s,
+                what: format!(
+                    "one UNet step, batch 2 (CFG), latents {l}x{l} (image {size}x{size})"
+                ),
+                times,
+            })
+        }
+        Phase::VaeDecode256 | Phase::VaeDecode512 => {
+            let size = if phase == Phase::VaeDecode256 {
+                256
+            } else {
+                512
+            };
+            let cfg = VaeConfig::from_json(&read_json(&model.join("vae/config.json"))?)?;
+            let vae_dtype = if cfg.force_upcast {
+                DType::F32
+            } else {
+                opts.dtype
+            };
+            let vb = component_weights(&model.join("vae"), vae_dtype, opts)?;
+            let vae = Vae::new(vb, &cfg)?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let l = size / 8;
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let z = randn(&mut rng, &[1, cfg.latent_channels, l, l], dev)?;
+            let z = (z / cfg.scaling_factor)?.to_dtype(vae_dtype)?;
+            let times = time_runs(repeats, dev, || {
+                vae.decode(&z)?;
+                Ok(())
+            })?;
+            Ok(Measured {
+                load_s,
+                what: format!("VAE decode 1x4x{l}x{l} -> 1x3x{size}x{size}"),
+                times,
+            })
+        }
+        Phase::Txt2Img256Ddim10 | Phase::Txt2Img512Ddim50 => {
+            let (size, steps) = if phase == Phase::Txt2Img256Ddim10 {
+                (256, 10)
+            } else {
+                (512, 50)
+            };
+            let sd = StableDiffusion::load_folder(model, opts)?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let params = GenerateParams {
+                task: Task::Txt2Img,
+                prompt: PROMPT.into(),
+                negative_prompt: NEG.into(),
+                steps,
+                guidance_scale: 7.5,
+                seed: 0,
+                width: Some(size),
+                height: Some(size),
+                n_samples: 1,
+                scheduler: SchedulerKind::Ddim,
+                eta: 0.0,
+                clip_skip: None,
+            };
+            let times = time_runs(repeats, dev, || {
+                let images = sd.generate(&params, &mut |_, _| true)?;
+                if images.len() != 1 {
+                    bail!("expected one image, got {}", images.len());
+                }
+                Ok(())
+            })?;
+            Ok(Measured {
+                load_s,
+                what: format!(
+                    "StableDiffusion::generate {size}x{size}, {steps} DDIM steps, CFG 7.5, to 8-bit RGB"
+                ),
+                times,
+            })
+        }
+    }
+}
+
+/// One untimed warm-up (allocator growth, GPU kernel loading), then `repeats` timed runs.
+/// The device is synchronized inside the timed region, so queued GPU work is counted.
+fn time_runs(
+    repeats: usize,
+    dev: &Device,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
+    f()?;
+    dev.synchronize()?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+/// Standard-normal f32 inputs from a fixed seed. Values do not change the cost; a fixed seed
+/// keeps runs repeatable.
+fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dev: &Device) -> anyhow::Result<Tensor> {
+    let n = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+    Ok(Tensor::from_vec(data, shape, dev)?)
+}
+
+fn parse_device(s: &str) -> anyhow::Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .with_context(|| format!("bad device `{s}`: expected cpu, cuda or cuda:N"))?,
+        None => bail!("bad device `{s}`: expected cpu, cuda or cuda:N"),
+    };
+    Device::new_cuda(ordinal).with_context(|| format!("opening {s} (built with --features cuda?)"))
+}
+
+/// The median as Python's `statistics.median` (mean of the two middle values when even).
+fn median(times: &[f64]) -> f64 {
+    let mut v = times.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Peak resident set size of this process (`VmHWM`), the figure `ru_maxrss` reports.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_matches_python() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        assert!(parse_device("gpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+    }
+
+    #[test]
+    fn txt2img_flops_add_up() {
+        let t = Phase::Txt2Img256Ddim10.gflop();
+        assert!((t - (26.6 + 3602.0 + 622.2)).abs() < 1e-9);
+    }
+
+    /// Every phase runs end to end on the committed tiny SD1 fixture (same code path as the
+    /// full-size model, tiny shapes) and yields one timing per repeat.
+    #[test]
+    fn phases_run_on_tiny_fixture() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-sd1");
+        for phase in [
+            Phase::TextEncode,
+            Phase::Unet256,
+            Phase::VaeDecode256,
+            Phase::Txt2Img256Ddim10,
+        ] {
+            let m = measure(&model, phase, 2, &RuntimeOptions::default()).unwrap();
+            assert_eq!(m.times.len(), 2, "{phase:?}");
+            assert!(m.times.iter().all(|t| *t > 0.0), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn missing_model_is_an_error() {
+        let r = measure(
+            Path::new("/nonexistent/model"),
+            Phase::Unet256,
+            1,
+            &RuntimeOptions::default(),
+        );
+        assert!(r.is_err());
+    }
+}
