@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use image::{Rgb, RgbImage};
-use runai::actors::dir_resolver::DirResolver;
 use runai::app::spawn_server;
 use runai::config::Config;
 use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
@@ -21,6 +20,7 @@ use runai::pipeline::params::GeneratedImage;
 use runai::protocol::assembler::{Assembler, Frame};
 use runai::protocol::codec::frame_message;
 use runai::protocol::DEFAULT_PACKET_SIZE;
+use runai::registry::Registry;
 use serde_json::{json, Value};
 
 /// Paints the requested size in one colour after reporting every step; no model, no sleep.
@@ -94,7 +94,7 @@ fn round_trip(c: &mut Criterion) {
     let roots = config.model_roots();
     let factory: GeneratorFactory =
         Arc::new(|| Ok(Box::new(InstantGenerator) as Box<dyn Generator>));
-    let server = spawn_server(config, factory, Box::new(DirResolver::new(roots))).expect("starts");
+    let server = spawn_server(config, factory, Box::new(Registry::new(&roots))).expect("starts");
     let stream = TcpStream::connect(server.local_addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     stream
