@@ -37,7 +37,27 @@ fn tool(name: &str, result: anyhow::Result<()>) -> i32 {
     }
 }
 
+/// Keeps freed memory in the process. Inference allocates and frees activation buffers of
+/// tens of MB for every op; by default glibc serves those with mmap and unmaps them on free, so
+/// every op pays page faults and kernel zeroing again (~18% of UNet time in our CPU profile).
+/// 32 MiB is the largest mmap threshold glibc accepts; the trim threshold stops it from
+/// handing the heap top back after each step. No effect on results, only on speed and RSS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes glibc malloc parameters; it runs before any other thread
+    // exists and a rejected value (return 0) just leaves the default in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() {
+    tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();

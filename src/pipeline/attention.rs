@@ -5,11 +5,11 @@
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{
-    conv2d, group_norm, layer_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear,
-    VarBuilder,
+    conv2d, layer_norm, linear, linear_no_bias, Conv2d, LayerNorm, Linear, VarBuilder,
 };
 
 use super::error::Result;
+use super::norm::{fused_group_norm, FusedGroupNorm};
 
 /// Upper bound on one attention score block, in f32 elements (256 MiB), so large images do
 /// not allocate batch*heads*tokens^2 at once.
@@ -187,7 +187,7 @@ pub struct Transformer2DConfig {
 }
 
 pub struct Transformer2D {
-    norm: GroupNorm,
+    norm: FusedGroupNorm,
     proj_in: Projection,
     blocks: Vec<BasicTransformerBlock>,
     proj_out: Projection,
@@ -198,7 +198,7 @@ impl Transformer2D {
         let c = cfg.channels;
         let head_dim = c / cfg.heads.max(1);
         let inner = cfg.heads * head_dim;
-        let norm = group_norm(cfg.norm_groups, c, 1e-6, vb.pp("norm"))?;
+        let norm = fused_group_norm(cfg.norm_groups, c, 1e-6, vb.pp("norm"))?;
         let (proj_in, proj_out) = if cfg.use_linear_projection {
             (
                 Projection::Linear(linear(c, inner, vb.pp("proj_in"))?),

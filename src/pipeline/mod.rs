@@ -11,13 +11,16 @@ pub mod loader;
 pub mod model;
 pub mod model_parts;
 pub mod noise;
+pub mod norm;
 pub mod options;
 pub mod params;
+pub mod resnet;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod trace;
 pub mod unet;
 pub mod vae;
+pub mod vae_blocks;
 
 pub use error::PipelineError;
 pub use model::StableDiffusion;

@@ -1,16 +1,18 @@
 //! UNet2DConditionModel (SD1/SD2 family) assembled from the diffusers config: time embedding,
 //! down blocks (with or without cross-attention), mid block, up blocks with skip connections.
-//! Reuses candle's ResnetBlock2D and timestep embedding (numerically identical to diffusers);
-//! attention is ours (see attention.rs). Never allocates noise or touches schedulers.
+//! Reuses candle's timestep embedding (numerically identical to diffusers); ResNet blocks (fused
+//! GroupNorm+SiLU on CPU, resnet.rs) and attention (attention.rs) are ours. Never allocates
+//! noise or touches schedulers.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 
 use super::attention::{Transformer2D, Transformer2DConfig};
 use super::config::UNetConfig;
 use super::error::{PipelineError, Result};
+use super::norm::{fused_group_norm, FusedGroupNorm};
+use super::resnet::{ResnetBlock2D, ResnetConfig};
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
@@ -29,16 +31,14 @@ fn resnet(
     cfg: &UNetConfig,
     scale: f64,
 ) -> Result<ResnetBlock2D> {
-    let rc = ResnetBlock2DConfig {
-        out_channels: Some(cout),
+    let rc = ResnetConfig {
+        out_channels: cout,
         temb_channels: Some(temb),
         groups: cfg.norm_num_groups,
-        groups_out: None,
         eps: cfg.norm_eps,
-        use_in_shortcut: None,
         output_scale_factor: scale,
     };
-    Ok(ResnetBlock2D::new(vb, cin, rc)?)
+    ResnetBlock2D::new(vb, cin, rc)
 }
 
 struct DownBlock {
@@ -120,7 +120,7 @@ pub struct UNet {
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
-    conv_norm_out: GroupNorm,
+    conv_norm_out: FusedGroupNorm,
     conv_out: Conv2d,
     pub config: UNetConfig,
     dtype: DType,
@@ -248,7 +248,7 @@ impl UNet {
             });
         }
 
-        let conv_norm_out = group_norm(
+        let conv_norm_out = fused_group_norm(
             cfg.norm_num_groups,
             c0,
             cfg.norm_eps,
@@ -312,8 +312,7 @@ impl UNet {
             };
             xs = block.forward(&xs, &temb, &context, &mut skips, size)?;
         }
-        let xs = self.conv_norm_out.forward(&xs)?;
-        let xs = candle_nn::ops::silu(&xs)?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         Ok(self.conv_out.forward(&xs)?)
     }
 }

@@ -5,15 +5,14 @@
 //! Never draws random numbers itself.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig, UpDecoderBlock2D, UpDecoderBlock2DConfig,
-};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
 use super::config::VaeConfig;
 use super::error::Result;
+use super::norm::{fused_group_norm, FusedGroupNorm};
+use super::resnet::{ResnetBlock2D, ResnetConfig};
+use super::vae_blocks::{DecoderBlock, EncoderBlock};
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
@@ -37,7 +36,7 @@ fn projection(vb: VarBuilder, c: usize) -> Result<Linear> {
 /// diffusers' VAE mid-block attention: GroupNorm, one head over all channels, residual.
 /// Query rows are processed in chunks so large images do not need tokens^2 memory at once.
 struct VaeAttention {
-    norm: GroupNorm,
+    norm: FusedGroupNorm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
@@ -53,7 +52,7 @@ impl VaeAttention {
             ("query", "key", "value", "proj_attn")
         };
         Ok(VaeAttention {
-            norm: group_norm(groups, c, 1e-6, vb.pp("group_norm"))?,
+            norm: fused_group_norm(groups, c, 1e-6, vb.pp("group_norm"))?,
             to_q: projection(vb.pp(q), c)?,
             to_k: projection(vb.pp(k), c)?,
             to_v: projection(vb.pp(v), c)?,
@@ -91,13 +90,11 @@ struct MidBlock {
 
 impl MidBlock {
     fn new(vb: VarBuilder, c: usize, groups: usize) -> Result<Self> {
-        let rc = ResnetBlock2DConfig {
-            out_channels: Some(c),
+        let rc = ResnetConfig {
+            out_channels: c,
             temb_channels: None,
             groups,
-            groups_out: None,
             eps: 1e-6,
-            use_in_shortcut: None,
             output_scale_factor: 1.0,
         };
         Ok(MidBlock {
@@ -110,23 +107,23 @@ impl MidBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = self.first.forward(xs, None)?;
         let xs = self.attention.forward(&xs)?;
-        Ok(self.second.forward(&xs, None)?)
+        self.second.forward(&xs, None)
     }
 }
 
 struct Encoder {
     conv_in: Conv2d,
-    down: Vec<DownEncoderBlock2D>,
+    down: Vec<EncoderBlock>,
     mid: MidBlock,
-    norm_out: GroupNorm,
+    norm_out: FusedGroupNorm,
     conv_out: Conv2d,
 }
 
 struct Decoder {
     conv_in: Conv2d,
     mid: MidBlock,
-    up: Vec<UpDecoderBlock2D>,
-    norm_out: GroupNorm,
+    up: Vec<DecoderBlock>,
+    norm_out: FusedGroupNorm,
     conv_out: Conv2d,
 }
 
@@ -159,26 +156,20 @@ impl Vae {
         for (i, &c) in boc.iter().enumerate() {
             let in_ch = out_ch;
             out_ch = c;
-            let bc = DownEncoderBlock2DConfig {
-                num_layers: cfg.layers_per_block,
-                resnet_eps: 1e-6,
-                resnet_groups: g,
-                output_scale_factor: 1.0,
-                add_downsample: i + 1 < n,
-                downsample_padding: 0,
-            };
-            down.push(DownEncoderBlock2D::new(
+            down.push(EncoderBlock::new(
                 evb.pp(format!("down_blocks.{i}")),
+                cfg.layers_per_block,
                 in_ch,
                 out_ch,
-                bc,
+                g,
+                i + 1 < n,
             )?);
         }
         let encoder = Encoder {
             conv_in: conv3(evb.pp("conv_in"), cfg.in_channels, boc[0])?,
             down,
             mid: MidBlock::new(evb.pp("mid_block"), last, g)?,
-            norm_out: group_norm(g, last, 1e-6, evb.pp("conv_norm_out"))?,
+            norm_out: fused_group_norm(g, last, 1e-6, evb.pp("conv_norm_out"))?,
             conv_out: conv3(evb.pp("conv_out"), last, 2 * lc)?,
         };
 
@@ -189,25 +180,20 @@ impl Vae {
         for (i, &c) in rev.iter().enumerate() {
             let in_ch = out_ch;
             out_ch = c;
-            let bc = UpDecoderBlock2DConfig {
-                num_layers: cfg.layers_per_block + 1,
-                resnet_eps: 1e-6,
-                resnet_groups: g,
-                output_scale_factor: 1.0,
-                add_upsample: i + 1 < n,
-            };
-            up.push(UpDecoderBlock2D::new(
+            up.push(DecoderBlock::new(
                 dvb.pp(format!("up_blocks.{i}")),
+                cfg.layers_per_block + 1,
                 in_ch,
                 out_ch,
-                bc,
+                g,
+                i + 1 < n,
             )?);
         }
         let decoder = Decoder {
             conv_in: conv3(dvb.pp("conv_in"), lc, last)?,
             mid: MidBlock::new(dvb.pp("mid_block"), last, g)?,
             up,
-            norm_out: group_norm(g, boc[0], 1e-6, dvb.pp("conv_norm_out"))?,
+            norm_out: fused_group_norm(g, boc[0], 1e-6, dvb.pp("conv_norm_out"))?,
             conv_out: conv3(dvb.pp("conv_out"), boc[0], cfg.out_channels)?,
         };
         let one = Conv2dConfig::default();
@@ -238,7 +224,7 @@ impl Vae {
             h = block.forward(&h)?;
         }
         h = e.mid.forward(&h)?;
-        h = candle_nn::ops::silu(&e.norm_out.forward(&h)?)?;
+        h = e.norm_out.forward_silu(&h)?;
         h = e.conv_out.forward(&h)?;
         if let Some(q) = &self.quant_conv {
             h = q.forward(&h)?;
@@ -262,7 +248,7 @@ impl Vae {
         for block in &d.up {
             h = block.forward(&h)?;
         }
-        h = candle_nn::ops::silu(&d.norm_out.forward(&h)?)?;
+        h = d.norm_out.forward_silu(&h)?;
         Ok(d.conv_out.forward(&h)?)
     }
 }

@@ -1,0 +1,191 @@
+//! GroupNorm with an optional fused SiLU: one statistics pass and one normalize+affine(+SiLU)
+//! pass over contiguous f32 NCHW data on the CPU, instead of candle_nn's chain of ~8
+//! elementwise ops (each a full-size allocation). Other devices, dtypes and layouts keep
+//! candle's implementation. Never changes what is computed beyond summation order.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_nn::{GroupNorm, VarBuilder};
+use rayon::prelude::*;
+
+use super::error::Result;
+
+/// A GroupNorm layer that can apply SiLU to its output in the same pass.
+#[derive(Debug)]
+pub struct FusedGroupNorm {
+    /// candle's layer, used whenever the fused CPU kernel does not apply.
+    fallback: GroupNorm,
+    /// Host copies of gamma/beta for the CPU kernel (present only for f32 CPU weights).
+    cpu: Option<CpuGroupNorm>,
+}
+
+/// The CPU kernel's parameters; `silu` is chosen per call.
+#[derive(Debug, Clone)]
+struct CpuGroupNorm {
+    groups: usize,
+    eps: f64,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+struct Op<'a> {
+    p: &'a CpuGroupNorm,
+    silu: bool,
+}
+
+/// Loads `weight` and `bias` of a GroupNorm over `channels` channels, like `candle_nn::group_norm`.
+pub fn fused_group_norm(
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    vb: VarBuilder,
+) -> Result<FusedGroupNorm> {
+    let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+    FusedGroupNorm::from_tensors(weight, bias, groups, eps)
+}
+
+impl FusedGroupNorm {
+    /// Wraps gamma/beta tensors of shape (channels,).
+    pub fn from_tensors(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> Result<Self> {
+        let channels = weight.elem_count();
+        let cpu = if matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32 {
+            Some(CpuGroupNorm {
+                groups,
+                eps,
+                weight: weight.to_vec1::<f32>()?,
+                bias: bias.to_vec1::<f32>()?,
+            })
+        } else {
+            None
+        };
+        let fallback = GroupNorm::new(weight, bias, channels, groups, eps)?;
+        Ok(FusedGroupNorm { fallback, cpu })
+    }
+
+    /// GroupNorm of `xs` (N, C, ...).
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, false)
+    }
+
+    /// SiLU(GroupNorm(`xs`)).
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, true)
+    }
+
+    fn run(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
+        match &self.cpu {
+            Some(p)
+                if matches!(xs.device(), Device::Cpu)
+                    && xs.dtype() == DType::F32
+                    && xs.rank() >= 2 =>
+            {
+                Ok(xs.apply_op1_no_bwd(&Op { p, silu })?)
+            }
+            _ => {
+                let ys = self.fallback.forward(xs)?;
+                Ok(if silu { candle_nn::ops::silu(&ys)? } else { ys })
+            }
+        }
+    }
+}
+
+impl CustomOp1 for Op<'_> {
+    fn name(&self) -> &'static str {
+        "fused-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("fused-group-norm: expected f32 storage");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fused-group-norm: expected a contiguous input");
+        };
+        let Some(src) = data.get(start..end) else {
+            candle_core::bail!("fused-group-norm: layout outside its storage");
+        };
+        let dims = layout.dims();
+        let Some(&c) = dims.get(1) else {
+            candle_core::bail!("fused-group-norm: expected (N, C, ...) input");
+        };
+        let spatial: usize = dims.iter().skip(2).product();
+        let groups = self.p.groups;
+        if groups == 0 || c % groups != 0 || self.p.weight.len() != c || self.p.bias.len() != c {
+            candle_core::bail!("fused-group-norm: {c} channels do not split into {groups} groups");
+        }
+        let group_len = (c / groups) * spatial;
+        let mut dst = vec![0f32; src.len()];
+        if group_len == 0 {
+            return Ok((CpuStorage::F32(dst), layout.shape().clone()));
+        }
+        let cpg = c / groups;
+        dst.par_chunks_mut(group_len)
+            .zip(src.par_chunks(group_len))
+            .enumerate()
+            .for_each(|(i, (out, inp))| {
+                let g = i % groups;
+                // f64 accumulation: at least as accurate as candle's f32 mean/var chain.
+                let mut sum = 0f64;
+                for &v in inp {
+                    sum += v as f64;
+                }
+                let mean = sum / group_len as f64;
+                let mut sq = 0f64;
+                for &v in inp {
+                    let d = v as f64 - mean;
+                    sq += d * d;
+                }
+                let inv_std = 1.0 / (sq / group_len as f64 + self.p.eps).sqrt();
+                for k in 0..cpg {
+                    let ch = g * cpg + k;
+                    let scale = (inv_std * self.p.weight[ch] as f64) as f32;
+                    let shift =
+                        (self.p.bias[ch] as f64 - mean * inv_std * self.p.weight[ch] as f64) as f32;
+                    let range = k * spatial..(k + 1) * spatial;
+                    let (o, x) = (&mut out[range.clone()], &inp[range]);
+                    if self.silu {
+                        for (o, &x) in o.iter_mut().zip(x) {
+                            let y = x * scale + shift;
+                            *o = y / (1.0 + (-y).exp());
+                        }
+                    } else {
+                        for (o, &x) in o.iter_mut().zip(x) {
+                            *o = x * scale + shift;
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused kernel matches candle's GroupNorm (+ SiLU) on random data.
+    #[test]
+    fn matches_candle_group_norm() -> Result<()> {
+        let dev = Device::Cpu;
+        let c = 8;
+        let weight = Tensor::randn(0f32, 1., c, &dev)?;
+        let bias = Tensor::randn(0f32, 1., c, &dev)?;
+        let ours = FusedGroupNorm::from_tensors(weight.clone(), bias.clone(), 4, 1e-6)?;
+        assert!(ours.cpu.is_some(), "the CPU f32 kernel must be selected");
+        let reference = GroupNorm::new(weight, bias, c, 4, 1e-6)?;
+        let xs = (Tensor::randn(0f32, 3., (2, c, 5, 7), &dev)? + 1.5)?;
+        let want = reference.forward(&xs)?;
+        let got = ours.forward(&xs)?;
+        let diff = (want.clone() - got)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "group norm diff {diff}");
+        let want = candle_nn::ops::silu(&want)?;
+        let got = ours.forward_silu(&xs)?;
+        let diff = (want - got)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "group norm + silu diff {diff}");
+        Ok(())
+    }
+}
