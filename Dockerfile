@@ -23,6 +23,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
 COPY assets ./assets
+# Cargo.toml declares the criterion benches: their sources must exist for any build.
+COPY benches ./benches
 RUN cargo build --release --locked --features cuda,cudnn && cp target/release/runai /usr/local/bin/runai
 
 # ---- runtime stage, CUDA ----------------------------------------------------------------
@@ -49,6 +51,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
 COPY assets ./assets
+COPY benches ./benches
 RUN cargo build --release --locked && cp target/release/runai /usr/local/bin/runai
 
 # ---- runtime stage, CPU -----------------------------------------------------------------

@@ -9,6 +9,7 @@ import configparser
 import pathlib
 import re
 import sys
+import tomllib
 
 import yaml
 
@@ -56,8 +57,21 @@ def dockerfile():
     check(re.search(r"^USER\s+runai", text, re.M) is not None, "Dockerfile runs as non-root user")
     check("HEALTHCHECK" in text and "ping" in text, "Dockerfile has a ping HEALTHCHECK")
     check("EXPOSE 50006" in text, "Dockerfile exposes 50006")
-    for src in re.findall(r"^COPY\s+(?!--from)(\S+)", text, re.M):
-        check((ROOT / src).exists(), f"Dockerfile COPY source exists: {src}")
+    copied = set()
+    for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.M):
+        for src in line.split()[:-1]:
+            copied.add(src.rstrip("/"))
+            check((ROOT / src).exists(), f"Dockerfile COPY source exists: {src}")
+    # Cargo refuses to build at all when a declared target's source is missing, so every
+    # declared bin/bench/test/example must be inside the build context the Dockerfile copies.
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    defaults = {"bin": "src/bin", "bench": "benches", "test": "tests", "example": "examples"}
+    for kind, folder in defaults.items():
+        for target in manifest.get(kind, []):
+            path = target.get("path", f"{folder}/{target['name']}.rs")
+            top = path.split("/")[0]
+            check(top in copied or path in copied,
+                  f"Dockerfile copies the source of {kind} target {target['name']} ({path})")
 
 
 def systemd():
