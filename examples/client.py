@@ -79,7 +79,11 @@ def generation_request(args):
         "pos_y": 0,
     }
     if a == "img2img":
-        options["img2img_strength"] = str(args.strength)
+        # The plugin's key; the server's default is 0.8 when it is absent.
+        options["img2img_strength"] = str(0.8 if args.strength is None else args.strength)
+    elif a == "inpaint" and args.strength is not None:
+        # Part 2 key: inpaint/outpaint strength (the server's default is 1.0, as diffusers').
+        options["inpaint_strength"] = str(args.strength)
     if a in ("img2img", "inpaint"):
         if not args.image:
             sys.exit(f"{a} needs --image")
@@ -104,7 +108,8 @@ def main():
     p.add_argument("--n-samples", type=int, default=1)
     p.add_argument("--scheduler", default="euler_a")
     p.add_argument("--model", default="")
-    p.add_argument("--strength", type=float, default=0.8)
+    p.add_argument("--strength", type=float, default=None,
+                   help="img2img (default 0.8) or inpaint (default 1.0) strength")
     p.add_argument("--image")
     p.add_argument("--mask")
     p.add_argument("--out", default="runai-out")
