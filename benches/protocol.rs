@@ -11,7 +11,8 @@ use runai::protocol::assembler::{Assembler, Frame};
 use runai::protocol::codec::frame_message;
 use runai::protocol::request::{parse_request, Request};
 use runai::protocol::responses;
-use runai::protocol::validate::{encode_png_base64, validate_generate, Limits};
+use runai::protocol::responses::encode_png_base64;
+use runai::protocol::validate::{validate_generate, Limits};
 use runai::protocol::{frame_json, DEFAULT_PACKET_SIZE};
 use serde_json::{json, Value};
 

@@ -456,13 +456,6 @@ fn png_header_size(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-/// Encodes an RGB image as a base64 PNG (8-bit RGB), as image messages carry it.
-pub fn encode_png_base64(img: &RgbImage) -> Result<String, image::ImageError> {
-    let mut png = Vec::new();
-    img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(png))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,7 +475,12 @@ mod tests {
     }
 
     fn png_b64(w: u32, h: u32) -> String {
-        encode_png_base64(&RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30]))).unwrap()
+        crate::protocol::responses::encode_png_base64(&RgbImage::from_pixel(
+            w,
+            h,
+            image::Rgb([10, 20, 30]),
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::GpuWorkerActor;
 use crate::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory};
 use crate::messages::session::JobEvent;
 use crate::protocol::error::ErrorCode;
-use crate::protocol::{frame_json, responses, validate::encode_png_base64};
+use crate::protocol::{frame_json, responses, responses::encode_png_base64};
 
 pub const THREAD_NAME: &str = "runai-gpu-worker";
 
