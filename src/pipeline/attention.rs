@@ -4,10 +4,9 @@
 //! approximation. Attention scores are always computed in f32.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{
-    conv2d, layer_norm, linear, linear_no_bias, Conv2d, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
+use super::conv::{conv2d, Conv2d};
 use super::error::Result;
 use super::norm::{fused_group_norm, FusedGroupNorm};
 

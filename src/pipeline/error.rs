@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub enum PipelineError {
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Weights(#[from] super::weights::WeightsError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

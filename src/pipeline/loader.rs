@@ -13,6 +13,7 @@ use super::error::{PipelineError, Result};
 use super::model_parts::ModelParts;
 use super::options::RuntimeOptions;
 use super::tokenizer::load_tokenizer_dir;
+use super::weights::SafetensorsFiles;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
@@ -99,11 +100,11 @@ pub fn component_weights(
     opts: &RuntimeOptions,
 ) -> Result<VarBuilder<'static>> {
     match weight_files(dir)? {
-        // SAFETY: the files are memory-mapped read-only; the model folder must not be
-        // modified while the model is loaded (as for every mmap-based loader).
-        WeightFiles::Safetensors(files) => {
-            Ok(unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, &opts.device)? })
-        }
+        WeightFiles::Safetensors(files) => Ok(VarBuilder::from_backend(
+            Box::new(SafetensorsFiles::open(&files)?),
+            dtype,
+            opts.device.clone(),
+        )),
         WeightFiles::Pickle(file) => {
             // Usually a bare state dict; some exports wrap it as {"state_dict": ...}.
             let mut pth = PthTensors::new(&file, None)?;

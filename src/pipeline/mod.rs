@@ -4,6 +4,8 @@
 pub mod attention;
 pub mod clip;
 pub mod config;
+pub mod conv;
+mod conv_cpu;
 pub mod error;
 pub mod generate;
 pub mod images;
@@ -21,6 +23,7 @@ pub mod trace;
 pub mod unet;
 pub mod vae;
 pub mod vae_blocks;
+pub mod weights;
 
 pub use error::PipelineError;
 pub use model::StableDiffusion;

@@ -4,7 +4,9 @@
 //! Never changes parameter names (checkpoints load unchanged).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+
+use super::conv::{conv2d, Conv2d};
 
 use super::error::Result;
 use super::norm::{fused_group_norm, FusedGroupNorm};

@@ -5,7 +5,9 @@
 //! noise or touches schedulers.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d, Conv2d};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 
 use super::attention::{Transformer2D, Transformer2DConfig};

@@ -5,7 +5,9 @@
 //! Never draws random numbers itself.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
+
+use super::conv::{conv2d, Conv2d};
 
 use super::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
 use super::config::VaeConfig;

@@ -3,7 +3,9 @@
 //! upsample + conv. Ours so their ResNet blocks use the fused GroupNorm. Never renames weights.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d, Conv2d};
 
 use super::error::Result;
 use super::resnet::{ResnetBlock2D, ResnetConfig};

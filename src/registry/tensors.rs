@@ -202,23 +202,24 @@ pub fn read_ckpt_index(path: &Path) -> Result<(TensorIndex, CkptLayout), Tensors
 
 /// Lazily loads tensors by their original (checkpoint) name.
 pub enum WeightSource {
-    Safetensors(candle_core::safetensors::MmapedSafetensors),
+    Safetensors(crate::pipeline::weights::SafetensorsFiles),
     Pickle(candle_core::pickle::PthTensors),
 }
 
 impl WeightSource {
-    /// Memory-maps a `.safetensors` file.
+    /// Opens a `.safetensors` file; tensors are read (positioned reads, no map) on demand.
     pub fn safetensors(path: &Path) -> Result<Self, TensorsError> {
-        // SAFETY: the map is read-only; runai never writes model files. Another process
-        // truncating the file while it is mapped is the administrator's error, as with any
-        // mmap-based loader (candle and diffusers do the same).
-        let st =
-            unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
-                TensorsError::BadSafetensors {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+        use crate::pipeline::weights::{SafetensorsFiles, WeightsError};
+        let st = SafetensorsFiles::open(&[path.to_owned()]).map_err(|e| match e {
+            WeightsError::Io { source, .. } => TensorsError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+            WeightsError::Header { reason, .. } => TensorsError::BadSafetensors {
+                path: path.display().to_string(),
+                reason,
+            },
+        })?;
         Ok(WeightSource::Safetensors(st))
     }
 
