@@ -8,17 +8,33 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv_cpu::{ConvGeometry, ConvOp};
+use super::conv_winograd::{WinogradOp, WinogradWeights};
 use super::error::Result;
 
 /// A convolution with candle's weight layout (c_out, c_in, k, k) and optional bias (c_out,).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Tensor,
+    kernel: Kernel,
     cfg: Conv2dConfig,
-    /// Host copy of the bias for the CPU kernel (a few KiB; the weight is never copied).
+    /// Host copy of the bias for the CPU kernels (a few KiB).
     host_bias: Option<Vec<f32>>,
-    fallback: candle_nn::Conv2d,
 }
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// candle's layer: other devices and dtypes (the weight is also what `Direct` reads).
+    Candle(candle_nn::Conv2d),
+    /// Our im2col lowering over the weight as stored.
+    Direct(Tensor),
+    /// 3x3 / stride 1 / padding 1 with pre-transformed weights; the original weight is dropped.
+    Winograd(WinogradWeights),
+}
+
+/// Output channels up to which a 3x3 stride-1 layer uses Winograd. Those layers run at the
+/// highest resolutions (UNet levels 0-1, every VAE layer), where the tile count keeps the 16
+/// gemms well shaped; the 1280-channel layers run on 4x4 to 16x16 latents and are bound by
+/// streaming their weights, which Winograd would make 16/9 larger.
+const WINOGRAD_MAX_OUT: usize = 640;
 
 /// Loads `weight` and `bias` like `candle_nn::conv2d`.
 pub fn conv2d(
@@ -43,27 +59,50 @@ pub fn conv2d(
 
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
+        Self::build(weight, bias, cfg, true)
+    }
+
+    /// `winograd: false` keeps the direct lowering for every shape (tests compare the two).
+    fn build(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        cfg: Conv2dConfig,
+        winograd: bool,
+    ) -> Result<Self> {
+        if !uses_cpu_kernel(&weight, &cfg) {
+            return Ok(Conv2d {
+                kernel: Kernel::Candle(candle_nn::Conv2d::new(weight, bias, cfg)),
+                cfg,
+                host_bias: None,
+            });
+        }
         let host_bias = match &bias {
-            Some(b) if uses_cpu_kernel(&weight, &cfg) => Some(b.to_vec1::<f32>()?),
-            _ => None,
+            Some(b) => Some(b.to_vec1::<f32>()?),
+            None => None,
         };
-        let fallback = candle_nn::Conv2d::new(weight.clone(), bias, cfg);
+        let (c_out, _, k, k2) = weight.dims4()?;
+        let wino_shape = k == 3 && k2 == 3 && cfg.stride == 1 && cfg.padding == 1;
+        let kernel = if winograd && wino_shape && c_out <= WINOGRAD_MAX_OUT {
+            Kernel::Winograd(WinogradWeights::new(&weight)?)
+        } else {
+            Kernel::Direct(weight)
+        };
         Ok(Conv2d {
-            weight,
+            kernel,
             cfg,
             host_bias,
-            fallback,
         })
     }
 }
 
-/// The CPU kernel handles plain convolutions (no groups, no dilation, square padding and
-/// stride, as every SD conv is) on contiguous f32 weights.
+/// The CPU kernels handle plain convolutions (no groups, no dilation, square kernel, padding
+/// and stride, as every SD conv is) on contiguous f32 weights.
 fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
     matches!(weight.device(), Device::Cpu)
         && weight.dtype() == DType::F32
         && weight.rank() == 4
         && weight.is_contiguous()
+        && weight.dim(2).ok() == weight.dim(3).ok()
         && cfg.groups == 1
         && cfg.dilation == 1
         && cfg.stride >= 1
@@ -71,27 +110,35 @@ fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let cpu_ok = uses_cpu_kernel(&self.weight, &self.cfg)
-            && matches!(xs.device(), Device::Cpu)
-            && xs.dtype() == DType::F32
-            && xs.rank() == 4;
-        if !cpu_ok {
-            return self.fallback.forward(xs);
+        if let Kernel::Candle(conv) = &self.kernel {
+            return conv.forward(xs);
         }
-        let (_, _, k, k2) = self.weight.dims4()?;
-        if k != k2 {
-            return self.fallback.forward(xs);
+        if !matches!(xs.device(), Device::Cpu) || xs.dtype() != DType::F32 || xs.rank() != 4 {
+            candle_core::bail!(
+                "conv: weights are prepared for 4-d f32 CPU inputs, got {:?} {:?} on {:?}",
+                xs.dims(),
+                xs.dtype(),
+                xs.device().location()
+            );
         }
         let xs = xs.contiguous()?;
-        let op = ConvOp {
-            geometry: ConvGeometry {
-                kernel: k,
-                stride: self.cfg.stride,
-                padding: self.cfg.padding,
-            },
-            bias: self.host_bias.as_deref(),
-        };
-        xs.apply_op2_no_bwd(&self.weight, &op)
+        let bias = self.host_bias.as_deref();
+        match &self.kernel {
+            Kernel::Winograd(weights) => xs.apply_op1_no_bwd(&WinogradOp { weights, bias }),
+            Kernel::Direct(weight) => {
+                let k = weight.dim(2)?;
+                let op = ConvOp {
+                    geometry: ConvGeometry {
+                        kernel: k,
+                        stride: self.cfg.stride,
+                        padding: self.cfg.padding,
+                    },
+                    bias,
+                };
+                xs.apply_op2_no_bwd(weight, &op)
+            }
+            Kernel::Candle(conv) => conv.forward(&xs),
+        }
     }
 }
 
@@ -110,16 +157,22 @@ mod tests {
             stride: s,
             ..Default::default()
         };
-        let ours = Conv2d::new(w.clone(), Some(bias.clone()), cfg).unwrap();
-        let theirs = candle_nn::Conv2d::new(w, Some(bias), cfg);
-        let a = ours.forward(&xs).unwrap();
+        let theirs = candle_nn::Conv2d::new(w.clone(), Some(bias.clone()), cfg);
         let e = theirs.forward(&xs).unwrap();
-        assert_eq!(
-            a.dims(),
-            e.dims(),
-            "shape b{b} c{cin}->{cout} {hw:?} k{k} s{s} p{p}"
-        );
-        let diff = (a - &e)
+        for winograd in [false, true] {
+            let ours = Conv2d::build(w.clone(), Some(bias.clone()), cfg, winograd).unwrap();
+            let a = ours.forward(&xs).unwrap();
+            compare(
+                &a,
+                &e,
+                &format!("b{b} c{cin}->{cout} {hw:?} k{k} s{s} p{p} wino {winograd}"),
+            );
+        }
+    }
+
+    fn compare(a: &Tensor, e: &Tensor, what: &str) {
+        assert_eq!(a.dims(), e.dims(), "shape {what}");
+        let diff: f32 = (a - e)
             .unwrap()
             .abs()
             .unwrap()
@@ -127,16 +180,20 @@ mod tests {
             .unwrap()
             .max(0)
             .unwrap()
-            .to_scalar::<f32>()
+            .to_scalar()
             .unwrap();
-        assert!(
-            diff < 1e-4,
-            "b{b} c{cin}->{cout} {hw:?} k{k} s{s} p{p}: max diff {diff}"
-        );
-        // The output must not be all zeros (a kernel that wrote nothing would still "match" a
-        // zero reference only by accident; the reference here is never zero).
-        let e0 = e.i(0).unwrap().abs().unwrap().sum_all().unwrap();
-        assert!(e0.to_scalar::<f32>().unwrap() > 0.0);
+        assert!(diff < 1e-4, "{what}: max diff {diff}");
+        // The reference is never all zeros, so a kernel that wrote nothing cannot pass.
+        let e0: f32 = e
+            .i(0)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(e0 > 0.0, "{what}: degenerate reference");
     }
 
     #[test]
@@ -155,6 +212,8 @@ mod tests {
         // Enough columns that the im2col matrix is split into row tiles.
         check(1, 64, 8, (96, 96), 3, 1, 1);
         check(2, 32, 8, (72, 72), 3, 2, 1);
+        // Winograd chunks of tiles that split one image and straddle two.
+        check(3, 128, 8, (50, 50), 3, 1, 1);
     }
 
     #[test]

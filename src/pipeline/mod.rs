@@ -6,6 +6,7 @@ pub mod clip;
 pub mod config;
 pub mod conv;
 mod conv_cpu;
+mod conv_winograd;
 pub mod error;
 pub mod generate;
 pub mod images;
