@@ -84,74 +84,135 @@ struct Grid {
     tw: usize,
 }
 
-impl Grid {
-    fn tiles_per_image(&self) -> usize {
-        self.th * self.tw
-    }
-}
-
-/// `V = B^T d B` of the 4x4 input patch whose top-left corner is (y0, x0) (may lie in the
-/// padding), written as `v[e * stride]` for the 16 positions e.
-fn input_tile(plane: &[f32], g: &Grid, y0: isize, x0: isize) -> [f32; 16] {
-    let mut d = [[0f32; 4]; 4];
-    for (r, row) in d.iter_mut().enumerate() {
+/// Input transform of one tile row of one channel: `V = B^T d B` for the `tw` tiles whose
+/// 4x4 patches start at input row `y0` (may lie in the padding), written as `out[e][tx]`.
+/// Works on whole rows so every loop runs over contiguous vectors (and vectorises): a padded
+/// copy of the four input rows, the row combination, then the column combination on the even
+/// and odd columns.
+fn input_row(plane: &[f32], g: &Grid, y0: isize, scratch: &mut RowScratch, out: &mut [&mut [f32]]) {
+    let tw = g.tw;
+    let width = 2 * tw + 2;
+    // d[r][x] = input[y0 + r][x - 1], zero outside the image.
+    for (r, row) in scratch.d.iter_mut().enumerate() {
+        let row = &mut row[..width];
+        row.fill(0.0);
         let y = y0 + r as isize;
-        if y < 0 || y >= g.h as isize {
-            continue;
-        }
-        let line = &plane[y as usize * g.w..(y as usize + 1) * g.w];
-        if x0 >= 0 && x0 + 4 <= g.w as isize {
-            row.copy_from_slice(&line[x0 as usize..x0 as usize + 4]);
-        } else {
-            for (c, v) in row.iter_mut().enumerate() {
-                let x = x0 + c as isize;
-                if x >= 0 && x < g.w as isize {
-                    *v = line[x as usize];
-                }
-            }
+        if y >= 0 && y < g.h as isize {
+            let line = &plane[y as usize * g.w..(y as usize + 1) * g.w];
+            row[1..1 + g.w].copy_from_slice(line);
         }
     }
-    // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3.
-    let mut t = [[0f32; 4]; 4];
-    for c in 0..4 {
-        t[0][c] = d[0][c] - d[2][c];
-        t[1][c] = d[1][c] + d[2][c];
-        t[2][c] = d[2][c] - d[1][c];
-        t[3][c] = d[1][c] - d[3][c];
+    // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3, over the whole padded width.
+    {
+        let [d0, d1, d2, d3] = &scratch.d;
+        let [t0, t1, t2, t3] = &mut scratch.t;
+        for j in 0..width {
+            t0[j] = d0[j] - d2[j];
+            t1[j] = d1[j] + d2[j];
+            t2[j] = d2[j] - d1[j];
+            t3[j] = d1[j] - d3[j];
+        }
     }
-    // (B^T d) B: the same combination over columns.
-    let mut v = [0f32; 16];
+    // Split each combined row into its even and odd columns.
     for r in 0..4 {
-        let x = t[r];
-        v[r * 4] = x[0] - x[2];
-        v[r * 4 + 1] = x[1] + x[2];
-        v[r * 4 + 2] = x[2] - x[1];
-        v[r * 4 + 3] = x[1] - x[3];
+        let pairs = scratch.t[r][..width].chunks_exact(2);
+        let (ev, od) = (
+            &mut scratch.even[r][..tw + 1],
+            &mut scratch.odd[r][..tw + 1],
+        );
+        for ((e, o), p) in ev.iter_mut().zip(od.iter_mut()).zip(pairs) {
+            *e = p[0];
+            *o = p[1];
+        }
     }
-    v
+    // (B^T d) B on tile tx's columns 2tx..2tx+3 = even[tx], odd[tx], even[tx+1], odd[tx+1].
+    for r in 0..4 {
+        let (ev, od) = (&scratch.even[r], &scratch.odd[r]);
+        let (e0, e1, o0, o1) = (&ev[..tw], &ev[1..tw + 1], &od[..tw], &od[1..tw + 1]);
+        let [v0, v1, v2, v3] = &mut out[4 * r..4 * r + 4] else {
+            return;
+        };
+        for ((v, a), b) in v0[..tw].iter_mut().zip(e0).zip(e1) {
+            *v = a - b;
+        }
+        for ((v, a), b) in v1[..tw].iter_mut().zip(o0).zip(e1) {
+            *v = a + b;
+        }
+        for ((v, a), b) in v2[..tw].iter_mut().zip(e1).zip(o0) {
+            *v = a - b;
+        }
+        for ((v, a), b) in v3[..tw].iter_mut().zip(o0).zip(o1) {
+            *v = a - b;
+        }
+    }
 }
 
-/// `Y = A^T M A`: the 2x2 output tile from the 16 gemm results of one tile.
-fn output_tile(m: &[f32; 16]) -> [f32; 4] {
-    // A^T M: rows m0+m1+m2 and m1-m2-m3.
-    let mut t = [[0f32; 4]; 2];
+/// Per-task buffers of `input_row`, sized for one tile row.
+struct RowScratch {
+    d: [Vec<f32>; 4],
+    t: [Vec<f32>; 4],
+    even: [Vec<f32>; 4],
+    odd: [Vec<f32>; 4],
+}
+
+impl RowScratch {
+    fn new(tw: usize) -> Self {
+        let v = |n: usize| [vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
+        RowScratch {
+            d: v(2 * tw + 2),
+            t: v(2 * tw + 2),
+            even: v(tw + 1),
+            odd: v(tw + 1),
+        }
+    }
+}
+
+/// Output transform of one tile row of one channel: `Y = A^T M A` from the 16 gemm rows
+/// `m[e][tx]`, plus bias, into output rows `2ty` and `2ty + 1` (cropped at the image edge).
+fn output_row(
+    m: &[&[f32]; 16],
+    g: &Grid,
+    ty: usize,
+    add: f32,
+    t: &mut [Vec<f32>; 8],
+    dst: &mut [f32],
+) {
+    let tw = g.tw;
+    // A^T M: row 0 = m0+m1+m2, row 1 = m1-m2-m3 (per column c of the 4x4 tile).
     for c in 0..4 {
-        t[0][c] = m[c] + m[4 + c] + m[8 + c];
-        t[1][c] = m[4 + c] - m[8 + c] - m[12 + c];
+        let (m0, m1, m2, m3) = (
+            &m[c][..tw],
+            &m[4 + c][..tw],
+            &m[8 + c][..tw],
+            &m[12 + c][..tw],
+        );
+        let (lo, hi) = t.split_at_mut(4);
+        let (a, b) = (&mut lo[c][..tw], &mut hi[c][..tw]);
+        for (((a, x0), x1), x2) in a.iter_mut().zip(m0).zip(m1).zip(m2) {
+            *a = x0 + x1 + x2;
+        }
+        for (((b, x1), x2), x3) in b.iter_mut().zip(m1).zip(m2).zip(m3) {
+            *b = x1 - x2 - x3;
+        }
     }
-    [
-        t[0][0] + t[0][1] + t[0][2],
-        t[0][1] - t[0][2] - t[0][3],
-        t[1][0] + t[1][1] + t[1][2],
-        t[1][1] - t[1][2] - t[1][3],
-    ]
-}
-
-/// Tile coordinates (image, tile row, tile column) of global tile index `t`.
-fn tile_at(g: &Grid, t: usize) -> (usize, usize, usize) {
-    let per = g.tiles_per_image();
-    let (b, r) = (t / per, t % per);
-    (b, r / g.tw, r % g.tw)
+    for dy in 0..2 {
+        let oy = 2 * ty + dy;
+        if oy >= g.h {
+            break;
+        }
+        let row = &mut dst[oy * g.w..(oy + 1) * g.w];
+        let (c0, c1, c2, c3) = (&t[4 * dy], &t[4 * dy + 1], &t[4 * dy + 2], &t[4 * dy + 3]);
+        let mut pairs = row.chunks_exact_mut(2);
+        for (tx, pair) in (&mut pairs).enumerate() {
+            pair[0] = c0[tx] + c1[tx] + c2[tx] + add;
+            pair[1] = c1[tx] - c2[tx] - c3[tx] + add;
+        }
+        // Odd width: the last tile contributes only its left column.
+        if let [last] = pairs.into_remainder() {
+            let tx = tw - 1;
+            *last = c0[tx] + c1[tx] + c2[tx] + add;
+        }
+    }
 }
 
 fn winograd(
@@ -163,17 +224,21 @@ fn winograd(
 ) -> candle_core::Result<Vec<f32>> {
     let plane = g.h * g.w;
     let mut out = vec![0f32; batch * g.c_out * plane];
-    let total = batch * g.tiles_per_image();
-    if total == 0 {
+    // Work in whole tile rows: global tile row gr = image * th + ty.
+    let total_rows = batch * g.th;
+    if total_rows == 0 || g.tw == 0 {
         return Ok(out);
     }
-    let chunk = (CHUNK_BYTES / (16 * 4 * g.c_in.max(g.c_out).max(1))).clamp(1, total);
-    let mut v = vec![0f32; 16 * g.c_in * chunk];
-    let mut m = vec![0f32; 16 * g.c_out * chunk];
-    let mut t0 = 0;
-    while t0 < total {
-        let nt = chunk.min(total - t0);
-        // Input transform, one task per input channel: v[e][ci][t].
+    let row_bytes = 16 * 4 * g.c_in.max(g.c_out).max(1) * g.tw;
+    let rows_per_chunk = (CHUNK_BYTES / row_bytes).clamp(1, total_rows);
+    let max_nt = rows_per_chunk * g.tw;
+    let mut v = vec![0f32; 16 * g.c_in * max_nt];
+    let mut m = vec![0f32; 16 * g.c_out * max_nt];
+    let mut r0 = 0;
+    while r0 < total_rows {
+        let rows = rows_per_chunk.min(total_rows - r0);
+        let nt = rows * g.tw;
+        // Input transform, one task per input channel: v[e][ci][(gr - r0) * tw + tx].
         let v_rows: Vec<&mut [f32]> = v[..16 * g.c_in * nt].chunks_mut(nt).collect();
         let mut by_channel: Vec<Vec<&mut [f32]>> = (0..g.c_in).map(|_| Vec::new()).collect();
         for (i, row) in v_rows.into_iter().enumerate() {
@@ -182,14 +247,16 @@ fn winograd(
         by_channel
             .par_iter_mut()
             .enumerate()
-            .for_each(|(ci, rows)| {
-                for i in 0..nt {
-                    let (b, ty, tx) = tile_at(g, t0 + i);
+            .for_each(|(ci, rows16)| {
+                let mut scratch = RowScratch::new(g.tw);
+                for k in 0..rows {
+                    let (b, ty) = ((r0 + k) / g.th, (r0 + k) % g.th);
                     let p = &input[(b * g.c_in + ci) * plane..(b * g.c_in + ci + 1) * plane];
-                    let tile = input_tile(p, g, 2 * ty as isize - 1, 2 * tx as isize - 1);
-                    for (e, row) in rows.iter_mut().enumerate() {
-                        row[i] = tile[e];
-                    }
+                    let mut outs: Vec<&mut [f32]> = rows16
+                        .iter_mut()
+                        .map(|r| &mut r[k * g.tw..(k + 1) * g.tw])
+                        .collect();
+                    input_row(p, g, 2 * ty as isize - 1, &mut scratch, &mut outs);
                 }
             });
         // 16 independent gemms M_e = U_e V_e, one task each.
@@ -212,33 +279,23 @@ fn winograd(
         let m_ref = &m;
         out.par_chunks_mut(plane).enumerate().for_each(|(bc, dst)| {
             let (b, co) = (bc / g.c_out, bc % g.c_out);
-            let first = b * g.tiles_per_image();
-            let lo = t0.max(first);
-            let hi = (t0 + nt).min(first + g.tiles_per_image());
+            let lo = r0.max(b * g.th);
+            let hi = (r0 + rows).min((b + 1) * g.th);
+            if lo >= hi {
+                return;
+            }
             let add = bias.map_or(0.0, |bv| bv[co]);
-            for t in lo..hi {
-                let i = t - t0;
-                let mut mt = [0f32; 16];
-                for (e, val) in mt.iter_mut().enumerate() {
-                    *val = m_ref[(e * g.c_out + co) * nt + i];
-                }
-                let y = output_tile(&mt);
-                let (_, ty, tx) = tile_at(g, t);
-                for dy in 0..2 {
-                    let oy = 2 * ty + dy;
-                    if oy >= g.h {
-                        break;
-                    }
-                    for dx in 0..2 {
-                        let ox = 2 * tx + dx;
-                        if ox < g.w {
-                            dst[oy * g.w + ox] = y[dy * 2 + dx] + add;
-                        }
-                    }
-                }
+            let mut t: [Vec<f32>; 8] = std::array::from_fn(|_| vec![0f32; g.tw]);
+            for gr in lo..hi {
+                let off = (gr - r0) * g.tw;
+                let ms: [&[f32]; 16] = std::array::from_fn(|e| {
+                    let base = (e * g.c_out + co) * nt + off;
+                    &m_ref[base..base + g.tw]
+                });
+                output_row(&ms, g, gr - b * g.th, add, &mut t, dst);
             }
         });
-        t0 += nt;
+        r0 += rows;
     }
     Ok(out)
 }
