@@ -89,6 +89,7 @@ struct Grid {
 /// Works on whole rows so every loop runs over contiguous vectors (and vectorises): a padded
 /// copy of the four input rows, the row combination, then the column combination on the even
 /// and odd columns.
+#[inline(never)] // kept out of line so profiles attribute its time
 fn input_row(plane: &[f32], g: &Grid, y0: isize, scratch: &mut RowScratch, out: &mut [&mut [f32]]) {
     let tw = g.tw;
     let width = 2 * tw + 2;
@@ -169,6 +170,7 @@ impl RowScratch {
 
 /// Output transform of one tile row of one channel: `Y = A^T M A` from the 16 gemm rows
 /// `m[e][tx]`, plus bias, into output rows `2ty` and `2ty + 1` (cropped at the image edge).
+#[inline(never)] // kept out of line so profiles attribute its time
 fn output_row(
     m: &[&[f32]; 16],
     g: &Grid,

@@ -92,6 +92,7 @@ impl FusedGroupNorm {
 /// Mean and (biased) variance of one group in a single pass: f64 sums of x and x^2 in eight
 /// independent lanes (so the loop vectorises), combined at the end. In f64 the E[x^2]-mean^2
 /// form loses nothing that matters for activations of SD's magnitudes.
+#[inline(never)] // kept out of line so profiles attribute its time
 fn group_stats(xs: &[f32]) -> (f64, f64) {
     const LANES: usize = 8;
     let mut sum = [0f64; LANES];
@@ -113,6 +114,21 @@ fn group_stats(xs: &[f32]) -> (f64, f64) {
     let n = xs.len().max(1) as f64;
     let mean = s / n;
     (mean, (q / n - mean * mean).max(0.0))
+}
+
+/// `out = x * scale + shift`, then SiLU when asked.
+#[inline(never)] // kept out of line so profiles attribute its time
+fn normalize(out: &mut [f32], xs: &[f32], scale: f32, shift: f32, silu: bool) {
+    if silu {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            let y = x * scale + shift;
+            *o = y / (1.0 + (-y).exp());
+        }
+    } else {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = x * scale + shift;
+        }
+    }
 }
 
 impl CustomOp1 for Op<'_> {
@@ -162,17 +178,13 @@ impl CustomOp1 for Op<'_> {
                     let shift =
                         (self.p.bias[ch] as f64 - mean * inv_std * self.p.weight[ch] as f64) as f32;
                     let range = k * spatial..(k + 1) * spatial;
-                    let (o, x) = (&mut out[range.clone()], &inp[range]);
-                    if self.silu {
-                        for (o, &x) in o.iter_mut().zip(x) {
-                            let y = x * scale + shift;
-                            *o = y / (1.0 + (-y).exp());
-                        }
-                    } else {
-                        for (o, &x) in o.iter_mut().zip(x) {
-                            *o = x * scale + shift;
-                        }
-                    }
+                    normalize(
+                        &mut out[range.clone()],
+                        &inp[range],
+                        scale,
+                        shift,
+                        self.silu,
+                    );
                 }
             });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
