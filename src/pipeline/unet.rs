@@ -22,7 +22,7 @@ fn conv3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv2
         stride,
         ..Default::default()
     };
-    Ok(conv2d(cin, cout, 3, cfg, vb)?)
+    conv2d(cin, cout, 3, cfg, vb)
 }
 
 fn resnet(

@@ -21,7 +21,7 @@ fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
         padding: 1,
         ..Default::default()
     };
-    Ok(conv2d(cin, cout, 3, cfg, vb)?)
+    conv2d(cin, cout, 3, cfg, vb)
 }
 
 /// Reads a q/k/v/out projection stored either as a linear weight `[c, c]` or as the 1x1
