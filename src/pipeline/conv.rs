@@ -108,6 +108,30 @@ fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
         && cfg.stride >= 1
 }
 
+impl Conv2d {
+    /// `forward(upsample_nearest2d(xs, 2h, 2w))`; the Winograd kernel reads the half-size
+    /// input directly instead of materialising the upsampled tensor.
+    pub fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.kernel {
+            Kernel::Winograd(weights)
+                if matches!(xs.device(), Device::Cpu)
+                    && xs.dtype() == DType::F32
+                    && xs.rank() == 4 =>
+            {
+                xs.contiguous()?.apply_op1_no_bwd(&WinogradOp {
+                    weights,
+                    bias: self.host_bias.as_deref(),
+                    upsample2x: true,
+                })
+            }
+            _ => {
+                let (_, _, h, w) = xs.dims4()?;
+                self.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
+            }
+        }
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         if let Kernel::Candle(conv) = &self.kernel {
@@ -124,7 +148,11 @@ impl Module for Conv2d {
         let xs = xs.contiguous()?;
         let bias = self.host_bias.as_deref();
         match &self.kernel {
-            Kernel::Winograd(weights) => xs.apply_op1_no_bwd(&WinogradOp { weights, bias }),
+            Kernel::Winograd(weights) => xs.apply_op1_no_bwd(&WinogradOp {
+                weights,
+                bias,
+                upsample2x: false,
+            }),
             Kernel::Direct(weight) => {
                 let k = weight.dim(2)?;
                 let op = ConvOp {
@@ -214,6 +242,33 @@ mod tests {
         check(2, 32, 8, (72, 72), 3, 2, 1);
         // Winograd chunks of tiles that split one image and straddle two.
         check(3, 128, 8, (50, 50), 3, 1, 1);
+    }
+
+    #[test]
+    fn fused_upsample_matches_upsample_then_conv() {
+        let dev = Device::Cpu;
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        for (cin, cout, h, w) in [(8, 6, 5, 7), (16, 16, 4, 4), (4, 8, 1, 3)] {
+            let xs = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 0.2, (cout, cin, 3, 3), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let up = xs.upsample_nearest2d(2 * h, 2 * w).unwrap();
+            let e = candle_nn::Conv2d::new(wt.clone(), Some(bias.clone()), cfg)
+                .forward(&up)
+                .unwrap();
+            for winograd in [false, true] {
+                let ours = Conv2d::build(wt.clone(), Some(bias.clone()), cfg, winograd).unwrap();
+                let a = ours.forward_upsampled_2x(&xs).unwrap();
+                compare(
+                    &a,
+                    &e,
+                    &format!("upsampled {cin}->{cout} {h}x{w} wino {winograd}"),
+                );
+            }
+        }
     }
 
     #[test]

@@ -71,6 +71,8 @@ fn transform_kernel(k: &[f32]) -> [f32; 16] {
 pub struct WinogradOp<'a> {
     pub weights: &'a WinogradWeights,
     pub bias: Option<&'a [f32]>,
+    /// Convolve the nearest-neighbour 2x upsampling of the input (read on the fly).
+    pub upsample2x: bool,
 }
 
 /// Geometry of one call: batch, channels, image size and tile grid.
@@ -78,10 +80,25 @@ pub struct WinogradOp<'a> {
 struct Grid {
     c_in: usize,
     c_out: usize,
+    /// Size of the convolution's input (and output), after any upsampling.
     h: usize,
     w: usize,
     th: usize,
     tw: usize,
+    /// The stored input is the nearest-neighbour half-size image: pixel (y, x) is read from
+    /// (y / 2, x / 2), so the 2x upsampled tensor is never materialised.
+    upsampled: bool,
+}
+
+impl Grid {
+    /// Elements of one stored input channel.
+    fn in_plane(&self) -> usize {
+        if self.upsampled {
+            (self.h / 2) * (self.w / 2)
+        } else {
+            self.h * self.w
+        }
+    }
 }
 
 /// Input transform of one tile row of one channel: `V = B^T d B` for the `tw` tiles whose
@@ -98,7 +115,17 @@ fn input_row(plane: &[f32], g: &Grid, y0: isize, scratch: &mut RowScratch, out: 
         let row = &mut row[..width];
         row.fill(0.0);
         let y = y0 + r as isize;
-        if y >= 0 && y < g.h as isize {
+        if y < 0 || y >= g.h as isize {
+            continue;
+        }
+        if g.upsampled {
+            let (sy, sw) = (y as usize / 2, g.w / 2);
+            let line = &plane[sy * sw..(sy + 1) * sw];
+            for (pair, &v) in row[1..1 + g.w].chunks_exact_mut(2).zip(line) {
+                pair[0] = v;
+                pair[1] = v;
+            }
+        } else {
             let line = &plane[y as usize * g.w..(y as usize + 1) * g.w];
             row[1..1 + g.w].copy_from_slice(line);
         }
@@ -225,6 +252,10 @@ fn winograd(
     bias: Option<&[f32]>,
 ) -> candle_core::Result<Vec<f32>> {
     let plane = g.h * g.w;
+    let in_plane = g.in_plane();
+    if input.len() != batch * g.c_in * in_plane {
+        candle_core::bail!("winograd: input length does not match its shape");
+    }
     let mut out = vec![0f32; batch * g.c_out * plane];
     // Work in whole tile rows: global tile row gr = image * th + ty.
     let total_rows = batch * g.th;
@@ -253,7 +284,7 @@ fn winograd(
                 let mut scratch = RowScratch::new(g.tw);
                 for k in 0..rows {
                     let (b, ty) = ((r0 + k) / g.th, (r0 + k) % g.th);
-                    let p = &input[(b * g.c_in + ci) * plane..(b * g.c_in + ci + 1) * plane];
+                    let p = &input[(b * g.c_in + ci) * in_plane..(b * g.c_in + ci + 1) * in_plane];
                     let mut outs: Vec<&mut [f32]> = rows16
                         .iter_mut()
                         .map(|r| &mut r[k * g.tw..(k + 1) * g.tw])
@@ -358,8 +389,13 @@ impl CustomOp1 for WinogradOp<'_> {
         let Some(input) = l.contiguous_offsets().and_then(|(a, b)| data.get(a..b)) else {
             candle_core::bail!("winograd: input must be contiguous");
         };
-        let &[batch, c_in, h, w] = l.dims() else {
+        let &[batch, c_in, sh, sw] = l.dims() else {
             candle_core::bail!("winograd: expected a 4-d input");
+        };
+        let (h, w) = if self.upsample2x {
+            (2 * sh, 2 * sw)
+        } else {
+            (sh, sw)
         };
         let wts = self.weights;
         if c_in != wts.c_in || self.bias.is_some_and(|b| b.len() != wts.c_out) {
@@ -376,6 +412,7 @@ impl CustomOp1 for WinogradOp<'_> {
             w,
             th: h.div_ceil(2),
             tw: w.div_ceil(2),
+            upsampled: self.upsample2x,
         };
         let out = winograd(&g, batch, input, wts, self.bias)?;
         Ok((CpuStorage::F32(out), Shape::from((batch, wts.c_out, h, w))))

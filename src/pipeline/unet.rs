@@ -102,7 +102,11 @@ impl UpBlock {
         if let Some(conv) = &self.upsample {
             let (_, _, h, w) = xs.dims4()?;
             let (th, tw) = upsample_size.unwrap_or((2 * h, 2 * w));
-            xs = conv.forward(&xs.upsample_nearest2d(th, tw)?)?;
+            xs = if (th, tw) == (2 * h, 2 * w) {
+                conv.forward_upsampled_2x(&xs)?
+            } else {
+                conv.forward(&xs.upsample_nearest2d(th, tw)?)?
+            };
         }
         Ok(xs)
     }

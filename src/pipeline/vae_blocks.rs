@@ -118,10 +118,7 @@ impl DecoderBlock {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = run(&self.resnets, xs)?;
         match &self.upsample {
-            Some(conv) => {
-                let (_, _, h, w) = xs.dims4()?;
-                Ok(conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?)
-            }
+            Some(conv) => Ok(conv.forward_upsampled_2x(&xs)?),
             None => Ok(xs),
         }
     }
