@@ -2,11 +2,13 @@
 //! Plain Rust; knows nothing of actors or the wire.
 
 pub mod attention;
+mod attention_cpu;
 pub mod clip;
 pub mod config;
 pub mod conv;
 mod conv_cpu;
 pub mod error;
+pub mod fast_math;
 pub mod generate;
 pub mod images;
 pub mod loader;
