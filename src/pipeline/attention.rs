@@ -1,11 +1,13 @@
 //! The UNet's Transformer2DModel (diffusers naming): GroupNorm, proj_in, BasicTransformerBlocks
 //! (self-attention, cross-attention, GEGLU feed-forward with exact erf GELU), proj_out,
 //! residual. Ours rather than candle's because candle's GEGLU uses the tanh GELU
-//! approximation. Attention scores are always computed in f32.
+//! approximation. Attention scores are always computed in f32; on the CPU in f32 attention and
+//! GEGLU run as fused kernels (`attention_cpu`), elsewhere as candle ops.
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
+use super::attention_cpu;
 use super::conv::{conv2d, Conv2d};
 use super::error::Result;
 use super::norm::{fused_group_norm, FusedGroupNorm};
@@ -86,10 +88,19 @@ impl Attention {
         let (b, t, _) = xs.dims3()?;
         let in_dtype = xs.dtype();
         let context = context.unwrap_or(xs);
-        let q = self.split_heads(&self.to_q.forward(xs)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
         let scale = (self.head_dim as f64).powf(-0.5);
+        let q = self.to_q.forward(xs)?;
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
+        if attention_cpu::supports(&[&q, &k, &v]) {
+            let out = attention_cpu::attention(&q, &k, &v, self.heads, scale)?;
+            return Ok(self.to_out.forward(&out)?);
+        }
+        let (q, k, v) = (
+            self.split_heads(&q)?,
+            self.split_heads(&k)?,
+            self.split_heads(&v)?,
+        );
         let kt = k.t()?.contiguous()?;
         let out = chunked_attention(&q, &kt, &v, scale, MAX_SCORE_ELEMENTS)?;
         let out = out
@@ -118,6 +129,9 @@ impl FeedForward {
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(xs)?;
+        if attention_cpu::supports(&[&h]) {
+            return Ok(self.proj_out.forward(&attention_cpu::geglu(&h)?)?);
+        }
         let parts = h.chunk(2, D::Minus1)?;
         let (value, gate) = match parts.as_slice() {
             [a, g] => (a, g),

@@ -2,12 +2,14 @@
 //! Plain Rust; knows nothing of actors or the wire.
 
 pub mod attention;
+mod attention_cpu;
 pub mod clip;
 pub mod config;
 pub mod conv;
 mod conv_cpu;
 mod conv_winograd;
 pub mod error;
+pub mod fast_math;
 pub mod generate;
 pub mod images;
 pub mod loader;

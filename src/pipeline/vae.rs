@@ -10,6 +10,7 @@ use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 use super::conv::{conv2d, Conv2d};
 
 use super::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
+use super::attention_cpu;
 use super::config::VaeConfig;
 use super::error::Result;
 use super::norm::{fused_group_norm, FusedGroupNorm};
@@ -71,12 +72,19 @@ impl VaeAttention {
             .reshape((b, c, h * w))?
             .transpose(1, 2)?
             .contiguous()?;
-        let f32 = |t: Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
-        let q = f32(self.to_q.forward(&tokens)?)?;
-        let kt = f32(self.to_k.forward(&tokens)?)?.t()?.contiguous()?;
-        let v = f32(self.to_v.forward(&tokens)?)?;
         let scale = (c as f64).powf(-0.5);
-        let out = chunked_attention(&q, &kt, &v, scale, MAX_SCORE_ELEMENTS)?;
+        let (q, k, v) = (
+            self.to_q.forward(&tokens)?,
+            self.to_k.forward(&tokens)?,
+            self.to_v.forward(&tokens)?,
+        );
+        let out = if attention_cpu::supports(&[&q, &k, &v]) {
+            attention_cpu::attention(&q, &k, &v, 1, scale)?
+        } else {
+            let f32 = |t: Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
+            let kt = f32(k)?.t()?.contiguous()?;
+            chunked_attention(&f32(q)?, &kt, &f32(v)?, scale, MAX_SCORE_ELEMENTS)?
+        };
         let out = self.to_out.forward(&out.to_dtype(in_dtype)?)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         Ok((out + xs)?)
