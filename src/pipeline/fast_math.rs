@@ -214,6 +214,14 @@ fn geglu_rows_impl<const FMA: bool>(src: &[f32], dst: &mut [f32], inner: usize) 
     }
 }
 
+#[inline(always)]
+fn affine_silu_impl<const FMA: bool>(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        let y = madd::<FMA>(x, scale, shift);
+        *o = y / (1.0 + exp_impl::<FMA>(-y));
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     // SAFETY (all three): callers check `avx2` and `fma` with is_x86_feature_detected! first;
@@ -233,6 +241,11 @@ mod x86 {
         for x in xs {
             *x = super::exp_impl::<true>(*x);
         }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+        super::affine_silu_impl::<true>(out, xs, scale, shift)
     }
 
     pub(super) fn has_avx2_fma() -> bool {
@@ -311,6 +324,22 @@ pub fn exp_slice_with(isa: Isa, xs: &mut [f32]) {
                 *x = exp_impl::<false>(*x);
             }
         }
+    }
+}
+
+/// `out[i] = silu(xs[i] * scale + shift)` (the normalise + affine + SiLU pass of GroupNorm);
+/// stops at the shorter slice.
+pub fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+    affine_silu_with(Isa::detect(), out, xs, scale, shift)
+}
+
+/// `affine_silu` on a chosen copy of the loop.
+pub fn affine_silu_with(isa: Isa, out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+    match isa.checked() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
+        Isa::Avx2Fma => unsafe { x86::affine_silu(out, xs, scale, shift) },
+        _ => affine_silu_impl::<false>(out, xs, scale, shift),
     }
 }
 
@@ -484,6 +513,29 @@ mod tests {
                     let want = (s as f64 - max).exp() / sum;
                     assert!((g as f64 - want).abs() <= 1e-6 * want + 1e-12, "{isa:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn affine_silu_matches_f64_on_both_copies() {
+        let xs: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.013).collect();
+        let (scale, shift) = (1.7f32, -0.3f32);
+        for isa in [Isa::Portable, Isa::detect()] {
+            let mut out = vec![0f32; xs.len()];
+            affine_silu_with(isa, &mut out, &xs, scale, shift);
+            for (&x, &o) in xs.iter().zip(&out) {
+                let y = x as f64 * scale as f64 + shift as f64;
+                let want = y / (1.0 + (-y).exp());
+                // y is formed in f32 (rounding of x*scale and of the sum, silu' <= 1.1), then the
+                // exp and division add a few ulp of the result.
+                let eps = f32::EPSILON as f64;
+                let y_err = 2.0 * eps * ((x * scale).abs() as f64 + shift.abs() as f64);
+                let tol = 1.1 * y_err + 4.0 * eps * want.abs();
+                assert!(
+                    (o as f64 - want).abs() <= tol,
+                    "{isa:?} x={x}: {o} vs {want}"
+                );
             }
         }
     }

@@ -8,6 +8,7 @@ use candle_nn::{GroupNorm, VarBuilder};
 use rayon::prelude::*;
 
 use super::error::Result;
+use super::fast_math;
 
 /// A GroupNorm layer that can apply SiLU to its output in the same pass.
 #[derive(Debug)]
@@ -120,10 +121,7 @@ fn group_stats(xs: &[f32]) -> (f64, f64) {
 #[inline(never)] // kept out of line so profiles attribute its time
 fn normalize(out: &mut [f32], xs: &[f32], scale: f32, shift: f32, silu: bool) {
     if silu {
-        for (o, &x) in out.iter_mut().zip(xs) {
-            let y = x * scale + shift;
-            *o = y / (1.0 + (-y).exp());
-        }
+        fast_math::affine_silu(out, xs, scale, shift);
     } else {
         for (o, &x) in out.iter_mut().zip(xs) {
             *o = x * scale + shift;
