@@ -3,16 +3,17 @@
 //! LayerNorm, and diffusers' `clip_skip`. candle's SD CLIP is not used: its GELU is the tanh
 //! approximation and its config is closed. Never pads or tokenizes: it takes ids.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{CpuStorage, DType, Device, Module, Storage, StorageRef, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 
+use super::clip_cpu::{self, Activation, Write};
 use super::config::{ClipActivation, ClipConfig};
 use super::error::{PipelineError, Result};
 
 struct ClipAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections stacked into one `[3 * hidden, hidden]` layer at load time: one
+    /// gemm instead of three; the separate weights are not kept.
+    qkv_proj: Linear,
     out_proj: Linear,
     heads: usize,
     head_dim: usize,
@@ -21,10 +22,19 @@ struct ClipAttention {
 impl ClipAttention {
     fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
         let h = cfg.hidden_size;
+        let parts = ["q_proj", "k_proj", "v_proj"]
+            .into_iter()
+            .map(|name| linear(h, h, vb.pp(name)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let weight = Tensor::cat(&parts.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
+        let bias = parts
+            .iter()
+            .map(|l| l.bias().cloned())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| PipelineError::Config("text encoder q/k/v without bias".into()))?;
+        let bias = Tensor::cat(&bias, 0)?;
         Ok(ClipAttention {
-            q_proj: linear(h, h, vb.pp("q_proj"))?,
-            k_proj: linear(h, h, vb.pp("k_proj"))?,
-            v_proj: linear(h, h, vb.pp("v_proj"))?,
+            qkv_proj: Linear::new(weight, Some(bias)),
             out_proj: linear(h, h, vb.pp("out_proj"))?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
@@ -42,9 +52,10 @@ impl ClipAttention {
     fn forward(&self, xs: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
         let (b, t, c) = xs.dims3()?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let q = self.split_heads(&self.q_proj.forward(xs)?)?;
-        let k = self.split_heads(&self.k_proj.forward(xs)?)?;
-        let v = self.split_heads(&self.v_proj.forward(xs)?)?;
+        let qkv = self.qkv_proj.forward(xs)?;
+        let q = self.split_heads(&qkv.narrow(D::Minus1, 0, c)?)?;
+        let k = self.split_heads(&qkv.narrow(D::Minus1, c, c)?)?;
+        let v = self.split_heads(&qkv.narrow(D::Minus1, 2 * c, c)?)?;
         // Softmax in f32 even for f16 weights: padded prompts produce large logits.
         let in_dtype = q.dtype();
         let q = q.to_dtype(DType::F32)?;
@@ -100,6 +111,54 @@ impl ClipLayer {
         })
     }
 
+    /// The same layer on host f32 buffers: `x [batch * seq, hidden]` is updated in place.
+    fn forward_host(
+        &self,
+        x: &mut [f32],
+        bufs: &mut HostBuffers,
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        let attn = &self.self_attn;
+        host_layer_norm(&self.layer_norm1, x, &mut bufs.normed)?;
+        let (w, b) = (
+            Host::of(attn.qkv_proj.weight())?,
+            host_bias(&attn.qkv_proj)?,
+        );
+        clip_cpu::linear(
+            &bufs.normed,
+            w.get()?,
+            b.get()?,
+            &mut bufs.qkv,
+            Write::Replace,
+        )?;
+        let (heads, head_dim) = (attn.heads, attn.head_dim);
+        clip_cpu::causal_attention(&bufs.qkv, batch, seq, heads, head_dim, &mut bufs.attn)?;
+        let (w, b) = (
+            Host::of(attn.out_proj.weight())?,
+            host_bias(&attn.out_proj)?,
+        );
+        clip_cpu::linear(&bufs.attn, w.get()?, b.get()?, x, Write::Accumulate)?;
+
+        host_layer_norm(&self.layer_norm2, x, &mut bufs.normed)?;
+        let (w, b) = (Host::of(self.mlp.fc1.weight())?, host_bias(&self.mlp.fc1)?);
+        clip_cpu::linear(
+            &bufs.normed,
+            w.get()?,
+            b.get()?,
+            &mut bufs.mid,
+            Write::NoBias,
+        )?;
+        let act = match self.mlp.act {
+            ClipActivation::QuickGelu => Activation::QuickGelu,
+            ClipActivation::Gelu => Activation::GeluErf,
+        };
+        clip_cpu::bias_activation(&mut bufs.mid, b.get()?, act)?;
+        let (w, b) = (Host::of(self.mlp.fc2.weight())?, host_bias(&self.mlp.fc2)?);
+        clip_cpu::linear(&bufs.mid, w.get()?, b.get()?, x, Write::Accumulate)?;
+        Ok(())
+    }
+
     fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let h = self
             .self_attn
@@ -118,6 +177,8 @@ pub struct ClipTextTransformer {
     final_layer_norm: LayerNorm,
     max_positions: usize,
     device: Device,
+    /// f32 weights in host memory: run the layers on the host kernels of clip_cpu.
+    host_f32: bool,
 }
 
 impl ClipTextTransformer {
@@ -145,6 +206,7 @@ impl ClipTextTransformer {
             final_layer_norm,
             max_positions: cfg.max_position_embeddings,
             device: vb.device().clone(),
+            host_f32: matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32,
         })
     }
 
@@ -175,12 +237,94 @@ impl ClipTextTransformer {
         let tok = self.token_embedding.forward(ids)?;
         let pos = self.position_embedding.forward(&positions)?;
         let mut xs = tok.broadcast_add(&pos)?;
+        let layers = &self.layers[..self.layers.len() - skip];
+        if self.host_f32 && xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+            return self.forward_host(&xs, layers);
+        }
         let mask = causal_mask(seq, &self.device)?;
-        for layer in &self.layers[..self.layers.len() - skip] {
+        for layer in layers {
             xs = layer.forward(&xs, &mask)?;
         }
         Ok(self.final_layer_norm.forward(&xs)?)
     }
+
+    /// `layers` then final_layer_norm on host buffers, reused from layer to layer.
+    fn forward_host(&self, xs: &Tensor, layers: &[ClipLayer]) -> Result<Tensor> {
+        let (batch, seq, hidden) = xs.dims3()?;
+        let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
+        let rows = batch * seq;
+        let inner = layers.first().map_or(0, |l| {
+            l.mlp.fc1.weight().dims().first().copied().unwrap_or(0)
+        });
+        let mut bufs = HostBuffers {
+            normed: vec![0f32; rows * hidden],
+            qkv: vec![0f32; rows * 3 * hidden],
+            attn: vec![0f32; rows * hidden],
+            mid: vec![0f32; rows * inner],
+        };
+        for layer in layers {
+            layer.forward_host(&mut x, &mut bufs, batch, seq)?;
+        }
+        host_layer_norm(&self.final_layer_norm, &x, &mut bufs.normed)?;
+        Ok(Tensor::from_vec(
+            bufs.normed,
+            (batch, seq, hidden),
+            &self.device,
+        )?)
+    }
+}
+
+/// Scratch activations of one host forward pass.
+struct HostBuffers {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    mid: Vec<f32>,
+}
+
+/// Read access to a contiguous host f32 tensor's values, without copying them.
+struct Host<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Host<'a> {
+    fn of(t: &'a Tensor) -> Result<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| PipelineError::Config("text encoder weight not contiguous".into()))?;
+        Ok(Host {
+            storage,
+            start,
+            end,
+        })
+    }
+
+    fn get(&self) -> Result<&[f32]> {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(v)) => v.get(self.start..self.end),
+            _ => None,
+        }
+        .ok_or_else(|| PipelineError::Config("text encoder weight not host f32".into()))
+    }
+}
+
+fn host_bias(l: &Linear) -> Result<Host<'_>> {
+    let b = l
+        .bias()
+        .ok_or_else(|| PipelineError::Config("text encoder linear layer without bias".into()))?;
+    Host::of(b)
+}
+
+fn host_layer_norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
+    let g = Host::of(ln.weight())?;
+    let b = ln
+        .bias()
+        .ok_or_else(|| PipelineError::Config("text encoder layer norm without bias".into()))?;
+    let b = Host::of(b)?;
+    Ok(clip_cpu::layer_norm(x, g.get()?, b.get()?, ln.eps(), out)?)
 }
 
 /// Additive mask `[seq, seq]`: -inf above the diagonal so a token only attends backwards.

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod clip;
+mod clip_cpu;
 pub mod config;
 pub mod conv;
 mod conv_cpu;
