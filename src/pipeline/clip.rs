@@ -20,7 +20,7 @@ struct ClipAttention {
 }
 
 impl ClipAttention {
-    fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+    fn new(vb: VarBuilder, cfg: &ClipConfig, host: bool) -> Result<Self> {
         let h = cfg.hidden_size;
         let parts = ["q_proj", "k_proj", "v_proj"]
             .into_iter()
@@ -34,8 +34,8 @@ impl ClipAttention {
             .ok_or_else(|| PipelineError::Config("text encoder q/k/v without bias".into()))?;
         let bias = Tensor::cat(&bias, 0)?;
         Ok(ClipAttention {
-            qkv_proj: Linear::new(weight, Some(bias)),
-            out_proj: linear(h, h, vb.pp("out_proj"))?,
+            qkv_proj: for_host(Linear::new(weight, Some(bias)), host)?,
+            out_proj: for_host(linear(h, h, vb.pp("out_proj"))?, host)?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
         })
@@ -97,15 +97,16 @@ struct ClipLayer {
 }
 
 impl ClipLayer {
-    fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+    fn new(vb: VarBuilder, cfg: &ClipConfig, host: bool) -> Result<Self> {
         let h = cfg.hidden_size;
+        let inter = cfg.intermediate_size;
         Ok(ClipLayer {
             layer_norm1: layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
-            self_attn: ClipAttention::new(vb.pp("self_attn"), cfg)?,
+            self_attn: ClipAttention::new(vb.pp("self_attn"), cfg, host)?,
             layer_norm2: layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
             mlp: ClipMlp {
-                fc1: linear(h, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
-                fc2: linear(cfg.intermediate_size, h, vb.pp("mlp.fc2"))?,
+                fc1: for_host(linear(h, inter, vb.pp("mlp.fc1"))?, host)?,
+                fc2: for_host(linear(inter, h, vb.pp("mlp.fc2"))?, host)?,
                 act: cfg.hidden_act,
             },
         })
@@ -121,41 +122,20 @@ impl ClipLayer {
     ) -> Result<()> {
         let attn = &self.self_attn;
         host_layer_norm(&self.layer_norm1, x, &mut bufs.normed)?;
-        let (w, b) = (
-            Host::of(attn.qkv_proj.weight())?,
-            host_bias(&attn.qkv_proj)?,
-        );
-        clip_cpu::linear(
-            &bufs.normed,
-            w.get()?,
-            b.get()?,
-            &mut bufs.qkv,
-            Write::Replace,
-        )?;
+        host_linear(&attn.qkv_proj, &bufs.normed, &mut bufs.qkv, Write::Replace)?;
         let (heads, head_dim) = (attn.heads, attn.head_dim);
         clip_cpu::causal_attention(&bufs.qkv, batch, seq, heads, head_dim, &mut bufs.attn)?;
-        let (w, b) = (
-            Host::of(attn.out_proj.weight())?,
-            host_bias(&attn.out_proj)?,
-        );
-        clip_cpu::linear(&bufs.attn, w.get()?, b.get()?, x, Write::Accumulate)?;
+        host_linear(&attn.out_proj, &bufs.attn, x, Write::Accumulate)?;
 
         host_layer_norm(&self.layer_norm2, x, &mut bufs.normed)?;
-        let (w, b) = (Host::of(self.mlp.fc1.weight())?, host_bias(&self.mlp.fc1)?);
-        clip_cpu::linear(
-            &bufs.normed,
-            w.get()?,
-            b.get()?,
-            &mut bufs.mid,
-            Write::NoBias,
-        )?;
+        host_linear(&self.mlp.fc1, &bufs.normed, &mut bufs.mid, Write::NoBias)?;
         let act = match self.mlp.act {
             ClipActivation::QuickGelu => Activation::QuickGelu,
             ClipActivation::Gelu => Activation::GeluErf,
         };
+        let b = host_bias(&self.mlp.fc1)?;
         clip_cpu::bias_activation(&mut bufs.mid, b.get()?, act)?;
-        let (w, b) = (Host::of(self.mlp.fc2.weight())?, host_bias(&self.mlp.fc2)?);
-        clip_cpu::linear(&bufs.mid, w.get()?, b.get()?, x, Write::Accumulate)?;
+        host_linear(&self.mlp.fc2, &bufs.mid, x, Write::Accumulate)?;
         Ok(())
     }
 
@@ -195,8 +175,9 @@ impl ClipTextTransformer {
         let token_embedding = embedding(cfg.vocab_size, h, emb.pp("token_embedding"))?;
         let position_embedding =
             embedding(cfg.max_position_embeddings, h, emb.pp("position_embedding"))?;
+        let host_f32 = matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| ClipLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg))
+            .map(|i| ClipLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg, host_f32))
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = layer_norm(h, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?;
         Ok(ClipTextTransformer {
@@ -206,7 +187,7 @@ impl ClipTextTransformer {
             final_layer_norm,
             max_positions: cfg.max_position_embeddings,
             device: vb.device().clone(),
-            host_f32: matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32,
+            host_f32,
         })
     }
 
@@ -274,6 +255,17 @@ impl ClipTextTransformer {
     }
 }
 
+/// For the host kernels, a linear layer's `[out, in]` weight is stored transposed (`[in, out]`
+/// row-major) and the layer keeps a transposed view of it, so candle's path still sees an
+/// `[out, in]` weight. The original layout is dropped: no extra memory.
+fn for_host(l: Linear, host: bool) -> Result<Linear> {
+    if !host {
+        return Ok(l);
+    }
+    let weight = l.weight().t()?.contiguous()?.t()?;
+    Ok(Linear::new(weight, l.bias().cloned()))
+}
+
 /// Scratch activations of one host forward pass.
 struct HostBuffers {
     normed: Vec<f32>,
@@ -318,6 +310,15 @@ fn host_bias(l: &Linear) -> Result<Host<'_>> {
     Host::of(b)
 }
 
+/// A linear layer prepared by `for_host` applied to `x` on the host.
+fn host_linear(l: &Linear, x: &[f32], out: &mut [f32], mode: Write) -> Result<()> {
+    // The transposed view of a `for_host` weight is the contiguous `[in, out]` storage.
+    let weight_t = l.weight().t()?;
+    let w = Host::of(&weight_t)?;
+    let b = host_bias(l)?;
+    Ok(clip_cpu::linear(x, w.get()?, b.get()?, out, mode)?)
+}
+
 fn host_layer_norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
     let g = Host::of(ln.weight())?;
     let b = ln
@@ -336,4 +337,49 @@ fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
         }
     }
     Ok(Tensor::from_vec(data, (seq, seq), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    fn config(act: ClipActivation) -> ClipConfig {
+        ClipConfig {
+            vocab_size: 100,
+            hidden_size: 48,
+            intermediate_size: 96,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            max_position_embeddings: 16,
+            layer_norm_eps: 1e-5,
+            hidden_act: act,
+        }
+    }
+
+    /// The host kernels and candle's op-by-op graph give the same embeddings, for both
+    /// activations, with and without clip_skip, for a batch of two different prompts.
+    #[test]
+    fn host_path_matches_candle_path() -> Result<()> {
+        for act in [ClipActivation::QuickGelu, ClipActivation::Gelu] {
+            let cfg = config(act);
+            let vars = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+            let host = ClipTextTransformer::new(vb.clone(), &cfg)?;
+            assert!(host.host_f32, "f32 CPU weights must take the host path");
+            // Same variables (the VarMap hands out the ones created above), candle's path.
+            let mut graph = ClipTextTransformer::new(vb, &cfg)?;
+            graph.host_f32 = false;
+            let ids: Vec<u32> = (0..2 * 11).map(|i| (i * 37 % 100) as u32).collect();
+            let ids = Tensor::from_vec(ids, (2, 11), &Device::Cpu)?;
+            for skip in [None, Some(1)] {
+                let a = host.forward(&ids, skip)?;
+                let b = graph.forward(&ids, skip)?;
+                assert_eq!(a.dims(), &[2, 11, 48]);
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-5, "host vs candle diff {d} ({skip:?})");
+            }
+        }
+        Ok(())
+    }
 }

@@ -13,13 +13,6 @@ type KResult<T> = candle_core::Result<T>;
 /// Elements per rayon task in the row-wise passes: small passes stay on one thread.
 const CHUNK_ELEMS: usize = 1 << 15;
 
-fn threads() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
 /// Whole rows per task so that a task is about CHUNK_ELEMS elements.
 fn rows_per_task(dim: usize) -> usize {
     (CHUNK_ELEMS / dim.max(1)).max(1)
@@ -121,22 +114,25 @@ pub enum Write {
     NoBias,
 }
 
-/// `x [rows, k]` times `weight [n, k]` (as PyTorch stores it) transposed, plus `bias [n]`.
+/// `x [rows, k]` times `weight_t [k, n]` (the layer's weight transposed once at load time, so
+/// that gemm streams it contiguously instead of gathering it element by element on every
+/// call), plus `bias [n]`. The output columns are split into one block per rayon task, each
+/// a single-threaded gemm: gemm's own threading leaves these small-m products on one core.
 pub fn linear(
     x: &[f32],
-    weight: &[f32],
+    weight_t: &[f32],
     bias: &[f32],
     out: &mut [f32],
     mode: Write,
 ) -> KResult<()> {
     let n = bias.len();
-    if n == 0 || weight.len() % n != 0 {
+    if n == 0 || weight_t.len() % n != 0 {
         bail!(
             "clip: linear weight of {} values for {n} outputs",
-            weight.len()
+            weight_t.len()
         );
     }
-    let k = weight.len() / n;
+    let k = weight_t.len() / n;
     if k == 0 || x.len() % k != 0 || out.len() != x.len() / k * n {
         bail!("clip: linear shapes do not match");
     }
@@ -148,31 +144,57 @@ pub fn linear(
         }),
         Write::NoBias => {}
     }
-    let lhs = View {
-        data: x,
-        offset: 0,
-        rs: k,
-        cs: 1,
-    };
-    let rhs = View {
-        data: weight,
-        offset: 0,
-        rs: 1,
-        cs: k,
-    };
-    matmul(
-        rows,
-        n,
-        k,
-        out,
-        n,
-        mode != Write::NoBias,
-        lhs,
-        rhs,
-        1.0,
-        threads(),
-    )
+    if rows == 0 {
+        return Ok(());
+    }
+    // Blocks of whole 16-column micro-panels, two per thread so a briefly busy core does not
+    // hold up the whole product.
+    let tasks = (2 * rayon::current_num_threads()).max(1);
+    let block = n.div_ceil(tasks).next_multiple_of(16);
+    let dst = SharedDst(out.as_mut_ptr());
+    (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+        let c0 = b * block;
+        let cols = block.min(n - c0);
+        let dst = &dst;
+        // SAFETY: out holds rows * n values and weight_t k * n, x rows * k (all checked above);
+        // this block reads weight_t columns c0..c0 + cols of every row and writes out columns
+        // c0..c0 + cols of every row, so its last element is at (rows - 1) * n + c0 + cols - 1
+        // < rows * n (and likewise for weight_t). Blocks cover disjoint column ranges, so no
+        // two tasks write the same element, and `out` is exclusively borrowed for the whole
+        // parallel region while x and weight_t are only read.
+        unsafe {
+            gemm(
+                rows,
+                cols,
+                k,
+                dst.0.add(c0),
+                1,
+                n as isize,
+                mode != Write::NoBias,
+                x.as_ptr(),
+                1,
+                k as isize,
+                weight_t.as_ptr().add(c0),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
+    Ok(())
 }
+
+/// The output pointer shared by the column blocks of `linear` (each writes its own columns).
+struct SharedDst(*mut f32);
+
+// SAFETY: only used inside `linear`, whose tasks write disjoint column ranges of one
+// exclusively borrowed buffer that outlives the parallel region.
+unsafe impl Sync for SharedDst {}
 
 /// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
 /// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
@@ -365,7 +387,7 @@ mod tests {
 
     #[test]
     fn linear_matches_candle_in_every_mode() -> candle_core::Result<()> {
-        let (rows, k, n) = (37, 48, 40);
+        let (rows, k, n) = (37, 48, 70);
         let x = randn(&[rows, k], 1.0)?;
         let w = randn(&[n, k], 0.2)?;
         let b = randn(&[n], 1.0)?;
@@ -373,7 +395,7 @@ mod tests {
         let want = candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
         let (xv, wv, bv) = (
             x.flatten_all()?.to_vec1::<f32>()?,
-            w.flatten_all()?.to_vec1::<f32>()?,
+            w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
             b.to_vec1::<f32>()?,
         );
         let mut out = vec![f32::NAN; rows * n];
