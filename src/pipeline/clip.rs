@@ -382,4 +382,26 @@ mod tests {
         }
         Ok(())
     }
+
+    /// A prompt's row of a batch-2 call equals encoding it alone (the generate path encodes
+    /// negative and positive prompts together).
+    #[test]
+    fn batched_rows_match_single_calls() -> Result<()> {
+        let cfg = config(ClipActivation::QuickGelu);
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let model = ClipTextTransformer::new(vb, &cfg)?;
+        let ids: Vec<u32> = (0..2 * 16).map(|i| (i * 53 % 100) as u32).collect();
+        let ids = Tensor::from_vec(ids, (2, 16), &Device::Cpu)?;
+        let both = model.forward(&ids, None)?;
+        for row in 0..2 {
+            let alone = model.forward(&ids.narrow(0, row, 1)?, None)?;
+            let d = (both.narrow(0, row, 1)? - alone)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(d < 1e-6, "row {row}: batched vs alone diff {d}");
+        }
+        Ok(())
+    }
 }
