@@ -262,8 +262,13 @@ fn for_host(l: Linear, host: bool) -> Result<Linear> {
     if !host {
         return Ok(l);
     }
-    let weight = l.weight().t()?.contiguous()?.t()?;
-    Ok(Linear::new(weight, l.bias().cloned()))
+    let (out_dim, in_dim) = l.weight().dims2()?;
+    let weight_t = {
+        let w = Host::of(l.weight())?;
+        clip_cpu::transpose(w.get()?, out_dim, in_dim)?
+    };
+    let weight_t = Tensor::from_vec(weight_t, (in_dim, out_dim), l.weight().device())?;
+    Ok(Linear::new(weight_t.t()?, l.bias().cloned()))
 }
 
 /// Scratch activations of one host forward pass.

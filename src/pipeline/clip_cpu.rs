@@ -196,6 +196,34 @@ struct SharedDst(*mut f32);
 // exclusively borrowed buffer that outlives the parallel region.
 unsafe impl Sync for SharedDst {}
 
+/// `src [rows, cols]` row-major transposed into a new `[cols, rows]` buffer, in 32 x 32 tiles
+/// (both sides stay in cache) and one rayon task per band of output rows.
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> KResult<Vec<f32>> {
+    if src.len() != rows * cols {
+        bail!("clip: transpose of {} values as {rows} x {cols}", src.len());
+    }
+    const TILE: usize = 32;
+    let mut dst = vec![0f32; src.len()];
+    if rows == 0 || cols == 0 {
+        return Ok(dst);
+    }
+    dst.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(band, out)| {
+            let c0 = band * TILE;
+            let band_cols = out.len() / rows;
+            for r0 in (0..rows).step_by(TILE) {
+                for c in 0..band_cols {
+                    let o = &mut out[c * rows + r0..c * rows + (r0 + TILE).min(rows)];
+                    for (i, v) in o.iter_mut().enumerate() {
+                        *v = src[(r0 + i) * cols + c0 + c];
+                    }
+                }
+            }
+        });
+    Ok(dst)
+}
+
 /// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
 /// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
 pub fn layer_norm(
@@ -415,6 +443,17 @@ mod tests {
 
         let mut short = vec![0f32; rows * n - 1];
         assert!(linear(&xv, &wv, &bv, &mut short, Write::Replace).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn transpose_matches_candle() -> candle_core::Result<()> {
+        for (rows, cols) in [(70, 45), (32, 64), (1, 5), (33, 1)] {
+            let t = randn(&[rows, cols], 1.0)?;
+            let got = transpose(&t.flatten_all()?.to_vec1()?, rows, cols)?;
+            let want = t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(got, want, "{rows} x {cols}");
+        }
         Ok(())
     }
 
