@@ -128,13 +128,12 @@ impl ClipLayer {
         host_linear(&attn.out_proj, &bufs.attn, x, Write::Accumulate)?;
 
         host_layer_norm(&self.layer_norm2, x, &mut bufs.normed)?;
-        host_linear(&self.mlp.fc1, &bufs.normed, &mut bufs.mid, Write::NoBias)?;
         let act = match self.mlp.act {
             ClipActivation::QuickGelu => Activation::QuickGelu,
             ClipActivation::Gelu => Activation::GeluErf,
         };
-        let b = host_bias(&self.mlp.fc1)?;
-        clip_cpu::bias_activation(&mut bufs.mid, b.get()?, act)?;
+        let mid = &mut bufs.mid;
+        host_linear(&self.mlp.fc1, &bufs.normed, mid, Write::Activate(act))?;
         host_linear(&self.mlp.fc2, &bufs.mid, x, Write::Accumulate)?;
         Ok(())
     }

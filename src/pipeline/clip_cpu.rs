@@ -104,20 +104,22 @@ fn matmul(
 }
 
 /// How a linear layer combines with what `out` already holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Write {
     /// `out = x W^T + b`.
     Replace,
     /// `out += x W^T + b` (a residual connection, in place).
     Accumulate,
-    /// `out = x W^T` without the bias, for a caller that adds it in its next pass.
-    NoBias,
+    /// `out = act(x W^T + b)`.
+    Activate(Activation),
 }
 
 /// `x [rows, k]` times `weight_t [k, n]` (the layer's weight transposed once at load time, so
 /// that gemm streams it contiguously instead of gathering it element by element on every
-/// call), plus `bias [n]`. The output columns are split into one block per rayon task, each
-/// a single-threaded gemm: gemm's own threading leaves these small-m products on one core.
+/// call), plus `bias [n]`. The output columns are split into blocks, one rayon task each doing
+/// the bias, a single-threaded gemm and the activation for its columns: one parallel region
+/// per layer (gemm's own threading leaves these small-m products on one core, and separate
+/// bias/activation passes would each add a fork/join).
 pub fn linear(
     x: &[f32],
     weight_t: &[f32],
@@ -137,19 +139,6 @@ pub fn linear(
         bail!("clip: linear shapes do not match");
     }
     let rows = x.len() / k;
-    let step = rows_per_task(n) * n;
-    match mode {
-        Write::Replace => out.par_chunks_mut(step).for_each(|rows| {
-            rows.chunks_exact_mut(n)
-                .for_each(|row| row.copy_from_slice(bias))
-        }),
-        Write::Accumulate => out.par_chunks_mut(step).for_each(|rows| {
-            for row in rows.chunks_exact_mut(n) {
-                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-            }
-        }),
-        Write::NoBias => {}
-    }
     if rows == 0 {
         return Ok(());
     }
@@ -161,13 +150,28 @@ pub fn linear(
     (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
         let c0 = b * block;
         let cols = block.min(n - c0);
+        let bias = &bias[c0..c0 + cols];
         let dst = &dst;
-        // SAFETY: out holds rows * n values and weight_t k * n, x rows * k (all checked above);
-        // this block reads weight_t columns c0..c0 + cols of every row and writes out columns
-        // c0..c0 + cols of every row, so its last element is at (rows - 1) * n + c0 + cols - 1
-        // < rows * n (and likewise for weight_t). Blocks cover disjoint column ranges, so no
-        // two tasks write the same element, and `out` is exclusively borrowed for the whole
-        // parallel region while x and weight_t are only read.
+        // SAFETY (here and for the row slices below): out holds rows * n values, weight_t
+        // k * n and x rows * k (all checked above). This block reads weight_t columns
+        // c0..c0 + cols of every row and touches out columns c0..c0 + cols of every row, so
+        // its last element is at (rows - 1) * n + c0 + cols - 1 < rows * n (likewise for
+        // weight_t). Blocks cover disjoint column ranges, so no two tasks touch the same
+        // element; `out` is exclusively borrowed for the whole parallel region while x and
+        // weight_t are only read; and within a task at most one row slice is alive at a time,
+        // never while gemm runs.
+        let for_rows = |f: &dyn Fn(&mut [f32])| {
+            for r in 0..rows {
+                f(unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * n + c0), cols) });
+            }
+        };
+        match mode {
+            Write::Replace => for_rows(&|row| row.copy_from_slice(bias)),
+            Write::Accumulate => for_rows(&|row| {
+                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            }),
+            Write::Activate(_) => {}
+        }
         unsafe {
             gemm(
                 rows,
@@ -176,7 +180,7 @@ pub fn linear(
                 dst.0.add(c0),
                 1,
                 n as isize,
-                mode != Write::NoBias,
+                !matches!(mode, Write::Activate(_)),
                 x.as_ptr(),
                 1,
                 k as isize,
@@ -191,14 +195,17 @@ pub fn linear(
                 Parallelism::None,
             );
         }
+        if let Write::Activate(act) = mode {
+            for_rows(&|row| bias_activation(row, bias, act));
+        }
     });
     Ok(())
 }
 
-/// The output pointer shared by the column blocks of `linear` (each writes its own columns).
+/// The output pointer shared by the column blocks of `linear` (each touches its own columns).
 struct SharedDst(*mut f32);
 
-// SAFETY: only used inside `linear`, whose tasks write disjoint column ranges of one
+// SAFETY: only used inside `linear`, whose tasks touch disjoint column ranges of one
 // exclusively borrowed buffer that outlives the parallel region.
 unsafe impl Sync for SharedDst {}
 
@@ -282,35 +289,24 @@ pub enum Activation {
     GeluErf,
 }
 
-/// `x = act(x + bias)` row by row, in place, for `x [rows, bias.len()]`.
-pub fn bias_activation(x: &mut [f32], bias: &[f32], act: Activation) -> KResult<()> {
-    let dim = bias.len();
-    if dim == 0 || x.len() % dim != 0 {
-        bail!("clip: activation shapes do not match");
+/// `row = act(row + bias)` in place (`row` and `bias` of the same length).
+fn bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
+    match act {
+        // Same form as candle's sigmoid, 1 / (1 + exp(-z)); branch-free so it vectorizes.
+        Activation::QuickGelu => {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let y = *v + b;
+                *v = y / (1.0 + exp(-1.702 * y));
+            }
+        }
+        Activation::GeluErf => {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let y = *v + b;
+                let erf = candle_core::cpu::erf::erf_f32(y * std::f32::consts::FRAC_1_SQRT_2);
+                *v = (erf + 1.0) * 0.5 * y;
+            }
+        }
     }
-    x.par_chunks_mut(rows_per_task(dim) * dim)
-        .for_each(|chunk| match act {
-            // Same form as candle's sigmoid, 1 / (1 + exp(-z)); branch-free so it vectorizes.
-            Activation::QuickGelu => {
-                for row in chunk.chunks_exact_mut(dim) {
-                    for (v, &b) in row.iter_mut().zip(bias) {
-                        let y = *v + b;
-                        *v = y / (1.0 + exp(-1.702 * y));
-                    }
-                }
-            }
-            Activation::GeluErf => {
-                for row in chunk.chunks_exact_mut(dim) {
-                    for (v, &b) in row.iter_mut().zip(bias) {
-                        let y = *v + b;
-                        let erf =
-                            candle_core::cpu::erf::erf_f32(y * std::f32::consts::FRAC_1_SQRT_2);
-                        *v = (erf + 1.0) * 0.5 * y;
-                    }
-                }
-            }
-        });
-    Ok(())
 }
 
 /// `e^x` for f32 within about 2 ulp, without branches or library calls so that loops over it
@@ -475,10 +471,17 @@ mod tests {
         let d = max_diff(&out, &(&res + &want)?.flatten_all()?.to_vec1()?);
         assert!(d < 1e-5, "accumulate diff {d}");
 
-        let mut out = vec![f32::NAN; rows * n];
-        linear(&xv, &wv, &bv, &mut out, Write::NoBias)?;
-        let d = max_diff(&out, &x.matmul(&w.t()?)?.flatten_all()?.to_vec1()?);
-        assert!(d < 1e-5, "no-bias diff {d}");
+        let y = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+        let quick = (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?;
+        for (act, want) in [
+            (Activation::QuickGelu, quick),
+            (Activation::GeluErf, y.gelu_erf()?),
+        ] {
+            let mut out = vec![f32::NAN; rows * n];
+            linear(&xv, &wv, &bv, &mut out, Write::Activate(act))?;
+            let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
+            assert!(d < 1e-5, "activation diff {d}");
+        }
 
         let mut short = vec![0f32; rows * n - 1];
         assert!(linear(&xv, &wv, &bv, &mut short, Write::Replace).is_err());
@@ -529,25 +532,6 @@ mod tests {
         )?;
         let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
         assert!(d < 1e-5, "layer norm diff {d}");
-        Ok(())
-    }
-
-    #[test]
-    fn activations_match_candle() -> candle_core::Result<()> {
-        let (rows, dim) = (20, 64);
-        let x = randn(&[rows, dim], 3.0)?;
-        let b = randn(&[dim], 1.0)?;
-        let y = x.broadcast_add(&b)?;
-        let quick = (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?;
-        for (act, want) in [
-            (Activation::QuickGelu, quick),
-            (Activation::GeluErf, y.gelu_erf()?),
-        ] {
-            let mut got = x.flatten_all()?.to_vec1::<f32>()?;
-            bias_activation(&mut got, &b.to_vec1()?, act)?;
-            let d = max_diff(&got, &want.flatten_all()?.to_vec1()?);
-            assert!(d < 1e-5, "activation diff {d}");
-        }
         Ok(())
     }
 
