@@ -13,8 +13,8 @@ use super::error::{PipelineError, Result};
 struct ClipAttention {
     /// q, k and v projections stacked into one `[3 * hidden, hidden]` layer at load time: one
     /// gemm instead of three; the separate weights are not kept.
-    qkv_proj: Linear,
-    out_proj: Linear,
+    qkv_proj: Dense,
+    out_proj: Dense,
     heads: usize,
     head_dim: usize,
 }
@@ -34,8 +34,8 @@ impl ClipAttention {
             .ok_or_else(|| PipelineError::Config("text encoder q/k/v without bias".into()))?;
         let bias = Tensor::cat(&bias, 0)?;
         Ok(ClipAttention {
-            qkv_proj: for_host(Linear::new(weight, Some(bias)), host)?,
-            out_proj: for_host(linear(h, h, vb.pp("out_proj"))?, host)?,
+            qkv_proj: Dense::new(Linear::new(weight, Some(bias)), host)?,
+            out_proj: Dense::new(linear(h, h, vb.pp("out_proj"))?, host)?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
         })
@@ -73,8 +73,8 @@ impl ClipAttention {
 }
 
 struct ClipMlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     act: ClipActivation,
 }
 
@@ -105,8 +105,8 @@ impl ClipLayer {
             self_attn: ClipAttention::new(vb.pp("self_attn"), cfg, host)?,
             layer_norm2: layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
             mlp: ClipMlp {
-                fc1: for_host(linear(h, inter, vb.pp("mlp.fc1"))?, host)?,
-                fc2: for_host(linear(inter, h, vb.pp("mlp.fc2"))?, host)?,
+                fc1: Dense::new(linear(h, inter, vb.pp("mlp.fc1"))?, host)?,
+                fc2: Dense::new(linear(inter, h, vb.pp("mlp.fc2"))?, host)?,
                 act: cfg.hidden_act,
             },
         })
@@ -122,10 +122,11 @@ impl ClipLayer {
     ) -> Result<()> {
         let attn = &self.self_attn;
         host_layer_norm(&self.layer_norm1, x, &mut bufs.normed)?;
-        host_linear(&attn.qkv_proj, &bufs.normed, &mut bufs.qkv, Write::Replace)?;
+        attn.qkv_proj
+            .host(&bufs.normed, &mut bufs.qkv, Write::Replace)?;
         let (heads, head_dim) = (attn.heads, attn.head_dim);
         clip_cpu::causal_attention(&bufs.qkv, batch, seq, heads, head_dim, &mut bufs.attn)?;
-        host_linear(&attn.out_proj, &bufs.attn, x, Write::Accumulate)?;
+        attn.out_proj.host(&bufs.attn, x, Write::Accumulate)?;
 
         host_layer_norm(&self.layer_norm2, x, &mut bufs.normed)?;
         let act = match self.mlp.act {
@@ -133,8 +134,8 @@ impl ClipLayer {
             ClipActivation::Gelu => Activation::GeluErf,
         };
         let mid = &mut bufs.mid;
-        host_linear(&self.mlp.fc1, &bufs.normed, mid, Write::Activate(act))?;
-        host_linear(&self.mlp.fc2, &bufs.mid, x, Write::Accumulate)?;
+        self.mlp.fc1.host(&bufs.normed, mid, Write::Activate(act))?;
+        self.mlp.fc2.host(&bufs.mid, x, Write::Accumulate)?;
         Ok(())
     }
 
@@ -164,6 +165,12 @@ impl ClipTextTransformer {
     /// `vb` points at the model root; weights live under `text_model.` as transformers and
     /// the Hub's SD repos name them. A root without that prefix is accepted too.
     pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        let host_f32 = matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32;
+        Self::build(vb, cfg, host_f32)
+    }
+
+    /// `new` with the choice of path made by the caller: `host_f32` requires f32 CPU weights.
+    fn build(vb: VarBuilder, cfg: &ClipConfig, host_f32: bool) -> Result<Self> {
         let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
             vb.pp("text_model")
         } else {
@@ -174,7 +181,6 @@ impl ClipTextTransformer {
         let token_embedding = embedding(cfg.vocab_size, h, emb.pp("token_embedding"))?;
         let position_embedding =
             embedding(cfg.max_position_embeddings, h, emb.pp("position_embedding"))?;
-        let host_f32 = matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| ClipLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg, host_f32))
             .collect::<Result<Vec<_>>>()?;
@@ -233,9 +239,7 @@ impl ClipTextTransformer {
         let (batch, seq, hidden) = xs.dims3()?;
         let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
         let rows = batch * seq;
-        let inner = layers.first().map_or(0, |l| {
-            l.mlp.fc1.weight().dims().first().copied().unwrap_or(0)
-        });
+        let inner = layers.first().map_or(0, |l| l.mlp.fc1.out_dim());
         let mut bufs = HostBuffers {
             normed: vec![0f32; rows * hidden],
             qkv: vec![0f32; rows * 3 * hidden],
@@ -254,20 +258,78 @@ impl ClipTextTransformer {
     }
 }
 
-/// For the host kernels, a linear layer's `[out, in]` weight is stored transposed (`[in, out]`
-/// row-major) and the layer keeps a transposed view of it, so candle's path still sees an
-/// `[out, in]` weight. The original layout is dropped: no extra memory.
-fn for_host(l: Linear, host: bool) -> Result<Linear> {
-    if !host {
-        return Ok(l);
+/// A linear layer: candle's, or with its weight rearranged once at load into the column
+/// blocks of `clip_cpu::block_columns` for the host kernels (the original layout is dropped,
+/// so this takes no extra memory).
+enum Dense {
+    Candle(Linear),
+    Host {
+        blocks: Tensor,
+        bias: Tensor,
+        out_dim: usize,
+        block: usize,
+    },
+}
+
+impl Dense {
+    fn new(l: Linear, host: bool) -> Result<Self> {
+        if !host {
+            return Ok(Dense::Candle(l));
+        }
+        let (out_dim, in_dim) = l.weight().dims2()?;
+        let bias = l.bias().cloned().ok_or_else(|| {
+            PipelineError::Config("text encoder linear layer without bias".into())
+        })?;
+        let block = clip_cpu::column_block(out_dim);
+        let blocks = {
+            let w = Host::of(l.weight())?;
+            clip_cpu::block_columns(w.get()?, out_dim, in_dim, block)?
+        };
+        let blocks = Tensor::from_vec(blocks, out_dim * in_dim, l.weight().device())?;
+        Ok(Dense::Host {
+            blocks,
+            bias,
+            out_dim,
+            block,
+        })
     }
-    let (out_dim, in_dim) = l.weight().dims2()?;
-    let weight_t = {
-        let w = Host::of(l.weight())?;
-        clip_cpu::transpose(w.get()?, out_dim, in_dim)?
-    };
-    let weight_t = Tensor::from_vec(weight_t, (in_dim, out_dim), l.weight().device())?;
-    Ok(Linear::new(weight_t.t()?, l.bias().cloned()))
+
+    fn out_dim(&self) -> usize {
+        match self {
+            Dense::Candle(l) => l.weight().dims().first().copied().unwrap_or(0),
+            Dense::Host { out_dim, .. } => *out_dim,
+        }
+    }
+
+    /// `out` (as `mode` says) from `x [rows, in]` with the host kernel.
+    fn host(&self, x: &[f32], out: &mut [f32], mode: Write) -> Result<()> {
+        let Dense::Host {
+            blocks,
+            bias,
+            block,
+            ..
+        } = self
+        else {
+            return Err(PipelineError::Config(
+                "text encoder layer not prepared for the host kernels".into(),
+            ));
+        };
+        let (w, b) = (Host::of(blocks)?, Host::of(bias)?);
+        Ok(clip_cpu::linear(x, w.get()?, *block, b.get()?, out, mode)?)
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Dense::Candle(l) => l.forward(xs),
+            // The encoder takes the host path whenever its weights are host f32, and its
+            // activations are then host f32 too.
+            Dense::Host { .. } => {
+                candle_core::bail!("text encoder: host-prepared layer on the candle path")
+            }
+        }
+    }
 }
 
 /// Scratch activations of one host forward pass.
@@ -305,22 +367,6 @@ impl<'a> Host<'a> {
         }
         .ok_or_else(|| PipelineError::Config("text encoder weight not host f32".into()))
     }
-}
-
-fn host_bias(l: &Linear) -> Result<Host<'_>> {
-    let b = l
-        .bias()
-        .ok_or_else(|| PipelineError::Config("text encoder linear layer without bias".into()))?;
-    Host::of(b)
-}
-
-/// A linear layer prepared by `for_host` applied to `x` on the host.
-fn host_linear(l: &Linear, x: &[f32], out: &mut [f32], mode: Write) -> Result<()> {
-    // The transposed view of a `for_host` weight is the contiguous `[in, out]` storage.
-    let weight_t = l.weight().t()?;
-    let w = Host::of(&weight_t)?;
-    let b = host_bias(l)?;
-    Ok(clip_cpu::linear(x, w.get()?, b.get()?, out, mode)?)
 }
 
 fn host_layer_norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
@@ -372,8 +418,7 @@ mod tests {
             let host = ClipTextTransformer::new(vb.clone(), &cfg)?;
             assert!(host.host_f32, "f32 CPU weights must take the host path");
             // Same variables (the VarMap hands out the ones created above), candle's path.
-            let mut graph = ClipTextTransformer::new(vb, &cfg)?;
-            graph.host_f32 = false;
+            let graph = ClipTextTransformer::build(vb, &cfg, false)?;
             let ids: Vec<u32> = (0..2 * 11).map(|i| (i * 37 % 100) as u32).collect();
             let ids = Tensor::from_vec(ids, (2, 11), &Device::Cpu)?;
             for skip in [None, Some(1)] {

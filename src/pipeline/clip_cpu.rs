@@ -114,27 +114,60 @@ pub enum Write {
     Activate(Activation),
 }
 
-/// `x [rows, k]` times `weight_t [k, n]` (the layer's weight transposed once at load time, so
-/// that gemm streams it contiguously instead of gathering it element by element on every
-/// call), plus `bias [n]`. The output columns are split into blocks, one rayon task each doing
-/// the bias, a single-threaded gemm and the activation for its columns: one parallel region
-/// per layer (gemm's own threading leaves these small-m products on one core, and separate
-/// bias/activation passes would each add a fork/join).
+/// Columns of output per block for a layer with `n` outputs: whole 16-column micro-panels,
+/// two blocks per thread so that a briefly busy core does not hold up the whole product.
+pub fn column_block(n: usize) -> usize {
+    let tasks = (2 * rayon::current_num_threads()).max(1);
+    n.div_ceil(tasks).next_multiple_of(16).max(16)
+}
+
+/// Rearranges a PyTorch `[n, k]` weight into column blocks for `linear`: block `b` (output
+/// columns `c0 = b * block` up to `c0 + cols`) is stored at `c0 * k` as `[k, cols]` row-major,
+/// so the task computing those columns streams one contiguous range of memory.
+pub fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResult<Vec<f32>> {
+    if weight.len() != n * k || block == 0 {
+        bail!(
+            "clip: cannot block a weight of {} values as {n} x {k}",
+            weight.len()
+        );
+    }
+    let mut out = vec![0f32; weight.len()];
+    out.par_chunks_mut(block * k)
+        .zip(weight.par_chunks(block * k))
+        .for_each(|(dst, src)| {
+            // src: `cols` rows of k (the block's outputs); dst: k rows of `cols`.
+            let cols = src.len() / k;
+            for (c, row) in src.chunks_exact(k).enumerate() {
+                for (kk, &v) in row.iter().enumerate() {
+                    dst[kk * cols + c] = v;
+                }
+            }
+        });
+    Ok(out)
+}
+
+/// `x [rows, k]` times the transposed weight, plus `bias [n]`, with the weight in the column
+/// blocks of `block_columns` (made once at load: gemm then streams each block contiguously
+/// instead of gathering the weight element by element on every call). One rayon task per
+/// block does the bias, a single-threaded gemm and the activation for its columns: one
+/// parallel region per layer (gemm's own threading leaves these small-m products on one
+/// core, and separate bias/activation passes would each add a fork/join).
 pub fn linear(
     x: &[f32],
-    weight_t: &[f32],
+    weight_blocks: &[f32],
+    block: usize,
     bias: &[f32],
     out: &mut [f32],
     mode: Write,
 ) -> KResult<()> {
     let n = bias.len();
-    if n == 0 || weight_t.len() % n != 0 {
+    if n == 0 || block == 0 || weight_blocks.len() % n != 0 {
         bail!(
             "clip: linear weight of {} values for {n} outputs",
-            weight_t.len()
+            weight_blocks.len()
         );
     }
-    let k = weight_t.len() / n;
+    let k = weight_blocks.len() / n;
     if k == 0 || x.len() % k != 0 || out.len() != x.len() / k * n {
         bail!("clip: linear shapes do not match");
     }
@@ -142,24 +175,20 @@ pub fn linear(
     if rows == 0 {
         return Ok(());
     }
-    // Blocks of whole 16-column micro-panels, two per thread so a briefly busy core does not
-    // hold up the whole product.
-    let tasks = (2 * rayon::current_num_threads()).max(1);
-    let block = n.div_ceil(tasks).next_multiple_of(16);
     let dst = SharedDst(out.as_mut_ptr());
     (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
         let c0 = b * block;
         let cols = block.min(n - c0);
         let bias = &bias[c0..c0 + cols];
         let dst = &dst;
-        // SAFETY (here and for the row slices below): out holds rows * n values, weight_t
-        // k * n and x rows * k (all checked above). This block reads weight_t columns
-        // c0..c0 + cols of every row and touches out columns c0..c0 + cols of every row, so
-        // its last element is at (rows - 1) * n + c0 + cols - 1 < rows * n (likewise for
-        // weight_t). Blocks cover disjoint column ranges, so no two tasks touch the same
-        // element; `out` is exclusively borrowed for the whole parallel region while x and
-        // weight_t are only read; and within a task at most one row slice is alive at a time,
-        // never while gemm runs.
+        // SAFETY (here and for the row slices below): out holds rows * n values, weight_blocks
+        // k * n and x rows * k (all checked above). This block reads weight_blocks
+        // c0 * k..(c0 + cols) * k (k rows of cols) and touches out columns c0..c0 + cols of
+        // every row, so its last element is at (rows - 1) * n + c0 + cols - 1 < rows * n.
+        // Blocks cover disjoint column ranges, so no two tasks touch the same element; `out`
+        // is exclusively borrowed for the whole parallel region while x and weight_blocks are
+        // only read; and within a task at most one row slice is alive at a time, never while
+        // gemm runs.
         let for_rows = |f: &dyn Fn(&mut [f32])| {
             for r in 0..rows {
                 f(unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * n + c0), cols) });
@@ -184,9 +213,9 @@ pub fn linear(
                 x.as_ptr(),
                 1,
                 k as isize,
-                weight_t.as_ptr().add(c0),
+                weight_blocks.as_ptr().add(c0 * k),
                 1,
-                n as isize,
+                cols as isize,
                 1.0,
                 1.0,
                 false,
@@ -208,34 +237,6 @@ struct SharedDst(*mut f32);
 // SAFETY: only used inside `linear`, whose tasks touch disjoint column ranges of one
 // exclusively borrowed buffer that outlives the parallel region.
 unsafe impl Sync for SharedDst {}
-
-/// `src [rows, cols]` row-major transposed into a new `[cols, rows]` buffer, in 32 x 32 tiles
-/// (both sides stay in cache) and one rayon task per band of output rows.
-pub fn transpose(src: &[f32], rows: usize, cols: usize) -> KResult<Vec<f32>> {
-    if src.len() != rows * cols {
-        bail!("clip: transpose of {} values as {rows} x {cols}", src.len());
-    }
-    const TILE: usize = 32;
-    let mut dst = vec![0f32; src.len()];
-    if rows == 0 || cols == 0 {
-        return Ok(dst);
-    }
-    dst.par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(band, out)| {
-            let c0 = band * TILE;
-            let band_cols = out.len() / rows;
-            for r0 in (0..rows).step_by(TILE) {
-                for c in 0..band_cols {
-                    let o = &mut out[c * rows + r0..c * rows + (r0 + TILE).min(rows)];
-                    for (i, v) in o.iter_mut().enumerate() {
-                        *v = src[(r0 + i) * cols + c0 + c];
-                    }
-                }
-            }
-        });
-    Ok(dst)
-}
 
 /// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
 /// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
@@ -458,16 +459,16 @@ mod tests {
         let want = candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
         let (xv, wv, bv) = (
             x.flatten_all()?.to_vec1::<f32>()?,
-            w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+            block_columns(&w.flatten_all()?.to_vec1::<f32>()?, n, k, 32)?,
             b.to_vec1::<f32>()?,
         );
         let mut out = vec![f32::NAN; rows * n];
-        linear(&xv, &wv, &bv, &mut out, Write::Replace)?;
+        linear(&xv, &wv, 32, &bv, &mut out, Write::Replace)?;
         let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
         assert!(d < 1e-5, "replace diff {d}");
 
         let mut out = res.flatten_all()?.to_vec1::<f32>()?;
-        linear(&xv, &wv, &bv, &mut out, Write::Accumulate)?;
+        linear(&xv, &wv, 32, &bv, &mut out, Write::Accumulate)?;
         let d = max_diff(&out, &(&res + &want)?.flatten_all()?.to_vec1()?);
         assert!(d < 1e-5, "accumulate diff {d}");
 
@@ -478,13 +479,13 @@ mod tests {
             (Activation::GeluErf, y.gelu_erf()?),
         ] {
             let mut out = vec![f32::NAN; rows * n];
-            linear(&xv, &wv, &bv, &mut out, Write::Activate(act))?;
+            linear(&xv, &wv, 32, &bv, &mut out, Write::Activate(act))?;
             let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
             assert!(d < 1e-5, "activation diff {d}");
         }
 
         let mut short = vec![0f32; rows * n - 1];
-        assert!(linear(&xv, &wv, &bv, &mut short, Write::Replace).is_err());
+        assert!(linear(&xv, &wv, 32, &bv, &mut short, Write::Replace).is_err());
         Ok(())
     }
 
@@ -505,12 +506,19 @@ mod tests {
     }
 
     #[test]
-    fn transpose_matches_candle() -> candle_core::Result<()> {
-        for (rows, cols) in [(70, 45), (32, 64), (1, 5), (33, 1)] {
-            let t = randn(&[rows, cols], 1.0)?;
-            let got = transpose(&t.flatten_all()?.to_vec1()?, rows, cols)?;
-            let want = t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            assert_eq!(got, want, "{rows} x {cols}");
+    fn block_columns_lays_out_transposed_blocks() -> candle_core::Result<()> {
+        let (n, k, block) = (40, 3, 16);
+        let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+        let b = block_columns(&w, n, k, block)?;
+        for c in 0..n {
+            let (c0, cols) = (c / block * block, block.min(n - c / block * block));
+            for kk in 0..k {
+                assert_eq!(
+                    b[c0 * k + kk * cols + (c - c0)],
+                    w[c * k + kk],
+                    "({c}, {kk})"
+                );
+            }
         }
         Ok(())
     }
