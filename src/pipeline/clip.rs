@@ -1,7 +1,10 @@
 //! Our CLIP text transformer (transformers' CLIPTextModel): token + position embeddings,
 //! pre-LayerNorm encoder layers with a causal mask, quick_gelu or exact erf GELU, final
 //! LayerNorm, and diffusers' `clip_skip`. candle's SD CLIP is not used: its GELU is the tanh
-//! approximation and its config is closed. Never pads or tokenizes: it takes ids.
+//! approximation and its config is closed. With f32 weights on the CPU the layers run on the
+//! host kernels of clip_cpu (fused QKV, bias/residual/activation inside the gemm tasks, one
+//! attention task per sequence and head); elsewhere on candle ops. Never pads or tokenizes:
+//! it takes ids.
 
 use candle_core::{CpuStorage, DType, Device, Module, Storage, StorageRef, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
