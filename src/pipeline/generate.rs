@@ -85,20 +85,29 @@ impl StableDiffusion {
 
         let started = std::time::Instant::now();
         // Text embeddings: [uncond, cond] when guidance is on, else [cond].
-        let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
-        record(&mut trace, "prompt_embeds", &cond)?;
         let do_cfg = params.guidance_scale > 1.0;
         // The UNet runs one image at a time ([uncond, cond] for that image): batching images
         // changes float summation order in the matmuls, and image i must be bit-identical
         // whether it is generated alone or in a batch.
-        let context = if do_cfg {
-            // diffusers applies clip_skip to the prompt only: the negative prompt always uses
-            // the last layer. Kept for parity with the reference pipelines.
-            let uncond = self.encode_prompt(&params.negative_prompt, None)?;
-            record(&mut trace, "negative_prompt_embeds", &uncond)?;
-            Tensor::cat(&[&uncond, &cond], 0)?
+        let context = if do_cfg && params.clip_skip.unwrap_or(0) == 0 {
+            // Both prompts use the last layer: one batch-2 encoder call (every row of it is
+            // computed on its own, so this only saves a second pass over the weights).
+            let both = self.encode_prompts(&[&params.negative_prompt, &params.prompt], None)?;
+            record(&mut trace, "prompt_embeds", &both.narrow(0, 1, 1)?)?;
+            record(&mut trace, "negative_prompt_embeds", &both.narrow(0, 0, 1)?)?;
+            both
         } else {
-            cond.clone()
+            let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
+            record(&mut trace, "prompt_embeds", &cond)?;
+            if do_cfg {
+                // diffusers applies clip_skip to the prompt only: the negative prompt always
+                // uses the last layer. Kept for parity with the reference pipelines.
+                let uncond = self.encode_prompt(&params.negative_prompt, None)?;
+                record(&mut trace, "negative_prompt_embeds", &uncond)?;
+                Tensor::cat(&[&uncond, &cond], 0)?
+            } else {
+                cond
+            }
         };
 
         let mut sched =

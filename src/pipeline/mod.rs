@@ -4,6 +4,7 @@
 pub mod attention;
 mod attention_cpu;
 pub mod clip;
+mod clip_cpu;
 pub mod config;
 pub mod conv;
 mod conv_cpu;

@@ -14,7 +14,7 @@ use super::error::{PipelineError, Result};
 use super::loader::load_diffusers_folder;
 use super::model_parts::ModelParts;
 use super::options::RuntimeOptions;
-use super::tokenizer::prompt_ids;
+use super::tokenizer::{prompt_ids, MAX_LENGTH};
 use super::unet::UNet;
 use super::vae::Vae;
 
@@ -102,6 +102,18 @@ impl StableDiffusion {
     pub fn encode_prompt(&self, prompt: &str, clip_skip: Option<usize>) -> Result<Tensor> {
         let ids = self.prompt_ids(prompt)?;
         self.encode_ids(&ids, clip_skip)
+    }
+
+    /// `[prompts.len(), 77, hidden]` embeddings of several prompts in one encoder call (one
+    /// batch instead of one pass per prompt; each row is computed independently).
+    pub fn encode_prompts(&self, prompts: &[&str], clip_skip: Option<usize>) -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(prompts.len() * MAX_LENGTH);
+        for prompt in prompts {
+            ids.extend(self.prompt_ids(prompt)?);
+        }
+        // prompt_ids always gives MAX_LENGTH ids; from_vec re-checks the total.
+        let ids = Tensor::from_vec(ids, (prompts.len(), MAX_LENGTH), &self.device)?;
+        self.text_encoder.forward(&ids, clip_skip)
     }
 
     /// Text embeddings of already tokenized ids.

@@ -1,0 +1,585 @@
+//! Host f32 kernels of the CLIP text encoder on contiguous row-major buffers: LayerNorm, linear
+//! layers with bias (and residual) folded into the gemm, causal multi-head attention straight
+//! from a fused QKV projection, and the two activations. clip.rs uses them instead of candle's
+//! op-by-op graph (one allocation and one fork/join per op) when everything is f32 on the CPU.
+//! Never reads or writes outside slices whose sizes are checked before each unsafe gemm call.
+
+use candle_core::bail;
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+type KResult<T> = candle_core::Result<T>;
+
+/// Elements per rayon task in the row-wise passes: small passes stay on one thread.
+const CHUNK_ELEMS: usize = 1 << 15;
+
+/// Whole rows per task so that a task is about CHUNK_ELEMS elements.
+fn rows_per_task(dim: usize) -> usize {
+    (CHUNK_ELEMS / dim.max(1)).max(1)
+}
+
+/// A strided read-only matrix view: element (r, c) is `data[offset + r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl View<'_> {
+    /// Whether every element of a `rows` x `cols` matrix lies inside `data`.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        (rows - 1)
+            .checked_mul(self.rs)
+            .and_then(|r| {
+                (cols - 1)
+                    .checked_mul(self.cs)
+                    .and_then(|c| r.checked_add(c))
+            })
+            .and_then(|last| last.checked_add(self.offset))
+            .is_some_and(|last| last < self.data.len())
+    }
+}
+
+/// `dst[m, n] (row-major, row stride dst_rs) = (dst if accumulate) + scale * lhs[m, k] * rhs[k, n]`.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    par: Parallelism,
+) -> KResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let dst_ok = dst_rs >= n && (m - 1) * dst_rs + n <= dst.len();
+    if !dst_ok || !lhs.covers(m, k) || !rhs.covers(k, n) {
+        bail!("clip: gemm operands smaller than their shapes");
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row.iter_mut().take(n).for_each(|v| *v = 0.0);
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at stride
+    // dst_rs >= n (so no two elements overlap), lhs/rhs through `covers`. dst is a unique
+    // borrow and lhs/rhs shared ones, so the written memory aliases neither input.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr().add(rhs.offset),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// How a linear layer combines with what `out` already holds.
+#[derive(Clone, Copy)]
+pub enum Write {
+    /// `out = x W^T + b`.
+    Replace,
+    /// `out += x W^T + b` (a residual connection, in place).
+    Accumulate,
+    /// `out = act(x W^T + b)`.
+    Activate(Activation),
+}
+
+/// Columns of output per block for a layer with `n` outputs: whole 16-column micro-panels,
+/// two blocks per thread so that a briefly busy core does not hold up the whole product.
+pub fn column_block(n: usize) -> usize {
+    let tasks = (2 * rayon::current_num_threads()).max(1);
+    n.div_ceil(tasks).next_multiple_of(16).max(16)
+}
+
+/// Rearranges a PyTorch `[n, k]` weight into column blocks for `linear`: block `b` (output
+/// columns `c0 = b * block` up to `c0 + cols`) is stored at `c0 * k` as `[k, cols]` row-major,
+/// so the task computing those columns streams one contiguous range of memory.
+pub fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResult<Vec<f32>> {
+    if weight.len() != n * k || block == 0 {
+        bail!(
+            "clip: cannot block a weight of {} values as {n} x {k}",
+            weight.len()
+        );
+    }
+    let mut out = vec![0f32; weight.len()];
+    out.par_chunks_mut(block * k)
+        .zip(weight.par_chunks(block * k))
+        .for_each(|(dst, src)| {
+            // src: `cols` rows of k (the block's outputs); dst: k rows of `cols`.
+            let cols = src.len() / k;
+            for (c, row) in src.chunks_exact(k).enumerate() {
+                for (kk, &v) in row.iter().enumerate() {
+                    dst[kk * cols + c] = v;
+                }
+            }
+        });
+    Ok(out)
+}
+
+/// `x [rows, k]` times the transposed weight, plus `bias [n]`, with the weight in the column
+/// blocks of `block_columns` (made once at load: gemm then streams each block contiguously
+/// instead of gathering the weight element by element on every call). One rayon task per
+/// block does the bias, a single-threaded gemm and the activation for its columns: one
+/// parallel region per layer (gemm's own threading leaves these small-m products on one
+/// core, and separate bias/activation passes would each add a fork/join).
+pub fn linear(
+    x: &[f32],
+    weight_blocks: &[f32],
+    block: usize,
+    bias: &[f32],
+    out: &mut [f32],
+    mode: Write,
+) -> KResult<()> {
+    let n = bias.len();
+    if n == 0 || block == 0 || weight_blocks.len() % n != 0 {
+        bail!(
+            "clip: linear weight of {} values for {n} outputs",
+            weight_blocks.len()
+        );
+    }
+    let k = weight_blocks.len() / n;
+    if k == 0 || x.len() % k != 0 || out.len() != x.len() / k * n {
+        bail!("clip: linear shapes do not match");
+    }
+    let rows = x.len() / k;
+    if rows == 0 {
+        return Ok(());
+    }
+    let dst = SharedDst(out.as_mut_ptr());
+    (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+        let c0 = b * block;
+        let cols = block.min(n - c0);
+        let bias = &bias[c0..c0 + cols];
+        let dst = &dst;
+        // SAFETY (here and for the row slices below): out holds rows * n values, weight_blocks
+        // k * n and x rows * k (all checked above). This block reads weight_blocks
+        // c0 * k..(c0 + cols) * k (k rows of cols) and touches out columns c0..c0 + cols of
+        // every row, so its last element is at (rows - 1) * n + c0 + cols - 1 < rows * n.
+        // Blocks cover disjoint column ranges, so no two tasks touch the same element; `out`
+        // is exclusively borrowed for the whole parallel region while x and weight_blocks are
+        // only read; and within a task at most one row slice is alive at a time, never while
+        // gemm runs.
+        let for_rows = |f: &dyn Fn(&mut [f32])| {
+            for r in 0..rows {
+                f(unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * n + c0), cols) });
+            }
+        };
+        match mode {
+            Write::Replace => for_rows(&|row| row.copy_from_slice(bias)),
+            Write::Accumulate => for_rows(&|row| {
+                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            }),
+            Write::Activate(_) => {}
+        }
+        unsafe {
+            gemm(
+                rows,
+                cols,
+                k,
+                dst.0.add(c0),
+                1,
+                n as isize,
+                !matches!(mode, Write::Activate(_)),
+                x.as_ptr(),
+                1,
+                k as isize,
+                weight_blocks.as_ptr().add(c0 * k),
+                1,
+                cols as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        if let Write::Activate(act) = mode {
+            for_rows(&|row| bias_activation(row, bias, act));
+        }
+    });
+    Ok(())
+}
+
+/// The output pointer shared by the column blocks of `linear` (each touches its own columns).
+struct SharedDst(*mut f32);
+
+// SAFETY: only used inside `linear`, whose tasks touch disjoint column ranges of one
+// exclusively borrowed buffer that outlives the parallel region.
+unsafe impl Sync for SharedDst {}
+
+/// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
+/// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
+pub fn layer_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    out: &mut [f32],
+) -> KResult<()> {
+    let dim = gamma.len();
+    if dim == 0 || beta.len() != dim || x.len() % dim != 0 || out.len() != x.len() {
+        bail!("clip: layer norm shapes do not match");
+    }
+    let step = rows_per_task(dim) * dim;
+    out.par_chunks_mut(step)
+        .zip(x.par_chunks(step))
+        .for_each(|(out, x)| {
+            for (o, x) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                let mean = lane_sum(x, |v| v) / dim as f32;
+                let var = lane_sum(x, |v| (v - mean) * (v - mean)) / dim as f32;
+                let inv = 1.0 / (var as f64 + eps).sqrt() as f32;
+                for (((o, &x), &g), &b) in o.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    *o = (x - mean) * inv * g + b;
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Sum of `f(v)` over `xs` in eight interleaved partial sums (vectorizable, and more accurate
+/// than one running sum).
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Which activation the MLP applies after its first linear layer.
+#[derive(Clone, Copy)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`.
+    QuickGelu,
+    /// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`.
+    GeluErf,
+}
+
+/// `row = act(row + bias)` in place (`row` and `bias` of the same length).
+fn bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
+    match act {
+        // Same form as candle's sigmoid, 1 / (1 + exp(-z)); branch-free so it vectorizes.
+        Activation::QuickGelu => {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let y = *v + b;
+                *v = y / (1.0 + exp(-1.702 * y));
+            }
+        }
+        Activation::GeluErf => {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let y = *v + b;
+                let erf = candle_core::cpu::erf::erf_f32(y * std::f32::consts::FRAC_1_SQRT_2);
+                *v = (erf + 1.0) * 0.5 * y;
+            }
+        }
+    }
+}
+
+/// `e^x` for f32 within about 2 ulp, without branches or library calls so that loops over it
+/// vectorize (libm's expf is a scalar call per element). Inputs are clamped to the finite
+/// range (-87.3..88.3): below it the result is ~1e-38 instead of a denormal or 0, which only matters
+/// for values that are then added to 1 or normalised away.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Cephes' expf polynomial for e^r on |r| <= ln(2) / 2.
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // 2^n from n's bits: the integer sits in the low mantissa bits of `shifted`.
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
+    er * scale
+}
+
+/// Causal self-attention of `qkv [batch * seq, 3 * heads * head_dim]` (q, k and v side by side,
+/// each split into heads) into `out [batch * seq, heads * head_dim]`: one task per (sequence,
+/// head), each softmaxing only the unmasked (j <= i) scores.
+pub fn causal_attention(
+    qkv: &[f32],
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) -> KResult<()> {
+    let inner = heads * head_dim;
+    let rows = batch * seq;
+    if qkv.len() != rows * 3 * inner || out.len() != rows * inner {
+        bail!("clip: attention shapes do not match");
+    }
+    if rows == 0 || inner == 0 {
+        return Ok(());
+    }
+    let scale = (head_dim as f32).powf(-0.5);
+    let per_head: Vec<Vec<f32>> = (0..batch * heads)
+        .into_par_iter()
+        .map(|task| -> KResult<Vec<f32>> {
+            let (b, h) = (task / heads, task % heads);
+            let base = b * seq * 3 * inner + h * head_dim;
+            let q = View {
+                data: qkv,
+                offset: base,
+                rs: 3 * inner,
+                cs: 1,
+            };
+            // k transposed: element (d, j) is key j's component d.
+            let kt = View {
+                data: qkv,
+                offset: base + inner,
+                rs: 1,
+                cs: 3 * inner,
+            };
+            let v = View {
+                data: qkv,
+                offset: base + 2 * inner,
+                rs: 3 * inner,
+                cs: 1,
+            };
+            let mut scores = vec![0f32; seq * seq];
+            let one = Parallelism::None;
+            matmul(
+                seq,
+                seq,
+                head_dim,
+                &mut scores,
+                seq,
+                false,
+                q,
+                kt,
+                scale,
+                one,
+            )?;
+            for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                let (keep, masked) = row.split_at_mut(i + 1);
+                let max = keep.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in keep.iter_mut() {
+                    *s = exp(*s - max);
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                keep.iter_mut().for_each(|s| *s *= inv);
+                masked.iter_mut().for_each(|s| *s = 0.0);
+            }
+            let probs = View {
+                data: &scores,
+                offset: 0,
+                rs: seq,
+                cs: 1,
+            };
+            let mut o = vec![0f32; seq * head_dim];
+            matmul(
+                seq, head_dim, seq, &mut o, head_dim, false, probs, v, 1.0, one,
+            )?;
+            Ok(o)
+        })
+        .collect::<KResult<_>>()?;
+    for (task, o) in per_head.iter().enumerate() {
+        let (b, h) = (task / heads, task % heads);
+        for (i, src) in o.chunks_exact(head_dim).enumerate() {
+            let at = (b * seq + i) * inner + h * head_dim;
+            out[at..at + head_dim].copy_from_slice(src);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module, Tensor, D};
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
+    fn randn(shape: &[usize], std: f64) -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, std as f32, shape, &Device::Cpu)
+    }
+
+    #[test]
+    fn linear_matches_candle_in_every_mode() -> candle_core::Result<()> {
+        let (rows, k, n) = (37, 48, 70);
+        let x = randn(&[rows, k], 1.0)?;
+        let w = randn(&[n, k], 0.2)?;
+        let b = randn(&[n], 1.0)?;
+        let res = randn(&[rows, n], 1.0)?;
+        let want = candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
+        let (xv, wv, bv) = (
+            x.flatten_all()?.to_vec1::<f32>()?,
+            block_columns(&w.flatten_all()?.to_vec1::<f32>()?, n, k, 32)?,
+            b.to_vec1::<f32>()?,
+        );
+        let mut out = vec![f32::NAN; rows * n];
+        linear(&xv, &wv, 32, &bv, &mut out, Write::Replace)?;
+        let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
+        assert!(d < 1e-5, "replace diff {d}");
+
+        let mut out = res.flatten_all()?.to_vec1::<f32>()?;
+        linear(&xv, &wv, 32, &bv, &mut out, Write::Accumulate)?;
+        let d = max_diff(&out, &(&res + &want)?.flatten_all()?.to_vec1()?);
+        assert!(d < 1e-5, "accumulate diff {d}");
+
+        let y = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+        let quick = (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?;
+        for (act, want) in [
+            (Activation::QuickGelu, quick),
+            (Activation::GeluErf, y.gelu_erf()?),
+        ] {
+            let mut out = vec![f32::NAN; rows * n];
+            linear(&xv, &wv, 32, &bv, &mut out, Write::Activate(act))?;
+            let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
+            assert!(d < 1e-5, "activation diff {d}");
+        }
+
+        let mut short = vec![0f32; rows * n - 1];
+        assert!(linear(&xv, &wv, 32, &bv, &mut short, Write::Replace).is_err());
+        Ok(())
+    }
+
+    /// The vectorizable exp against std's over the whole range it is used on.
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.013;
+        }
+        assert!(worst < 5e-7, "exp relative error {worst}");
+        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn block_columns_lays_out_transposed_blocks() -> candle_core::Result<()> {
+        let (n, k, block) = (40, 3, 16);
+        let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+        let b = block_columns(&w, n, k, block)?;
+        for c in 0..n {
+            let (c0, cols) = (c / block * block, block.min(n - c / block * block));
+            for kk in 0..k {
+                assert_eq!(
+                    b[c0 * k + kk * cols + (c - c0)],
+                    w[c * k + kk],
+                    "({c}, {kk})"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn layer_norm_matches_candle() -> candle_core::Result<()> {
+        let (rows, dim) = (300, 96);
+        let x = (randn(&[rows, dim], 3.0)? + 2.0)?;
+        let g = randn(&[dim], 1.0)?;
+        let b = randn(&[dim], 1.0)?;
+        let want = candle_nn::LayerNorm::new(g.clone(), b.clone(), 1e-5).forward(&x)?;
+        let mut out = vec![0f32; rows * dim];
+        layer_norm(
+            &x.flatten_all()?.to_vec1()?,
+            &g.to_vec1()?,
+            &b.to_vec1()?,
+            1e-5,
+            &mut out,
+        )?;
+        let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
+        assert!(d < 1e-5, "layer norm diff {d}");
+        Ok(())
+    }
+
+    /// Against the plain candle formulation: separate q/k/v, scores + additive causal mask,
+    /// softmax, weighted values, heads merged back.
+    #[test]
+    fn causal_attention_matches_candle() -> candle_core::Result<()> {
+        let (batch, seq, heads, hd) = (2, 13, 3, 8);
+        let inner = heads * hd;
+        let qkv = randn(&[batch, seq, 3 * inner], 2.0)?;
+        let split = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(D::Minus1, i * inner, inner)?
+                .reshape((batch, seq, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let mut mask = vec![0f32; seq * seq];
+        for i in 0..seq {
+            for j in i + 1..seq {
+                mask[i * seq + j] = f32::NEG_INFINITY;
+            }
+        }
+        let mask = Tensor::from_vec(mask, (seq, seq), &Device::Cpu)?;
+        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?.broadcast_add(&mask)?;
+        let want = candle_nn::ops::softmax_last_dim(&scores)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch * seq, inner))?;
+        let mut out = vec![f32::NAN; batch * seq * inner];
+        causal_attention(
+            &qkv.flatten_all()?.to_vec1()?,
+            batch,
+            seq,
+            heads,
+            hd,
+            &mut out,
+        )?;
+        let d = max_diff(&out, &want.flatten_all()?.to_vec1()?);
+        assert!(d < 1e-5, "attention diff {d}");
+        Ok(())
+    }
+}
