@@ -8,6 +8,8 @@ use candle_core::bail;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::fast_math;
+
 type KResult<T> = candle_core::Result<T>;
 
 /// Elements per rayon task in the row-wise passes: small passes stay on one thread.
@@ -297,46 +299,16 @@ fn bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
         Activation::QuickGelu => {
             for (v, &b) in row.iter_mut().zip(bias) {
                 let y = *v + b;
-                *v = y / (1.0 + exp(-1.702 * y));
+                *v = y / (1.0 + fast_math::exp(-1.702 * y));
             }
         }
         Activation::GeluErf => {
             for (v, &b) in row.iter_mut().zip(bias) {
                 let y = *v + b;
-                let erf = candle_core::cpu::erf::erf_f32(y * std::f32::consts::FRAC_1_SQRT_2);
-                *v = (erf + 1.0) * 0.5 * y;
+                *v = fast_math::gelu_erf(y);
             }
         }
     }
-}
-
-/// `e^x` for f32 within about 2 ulp, without branches or library calls so that loops over it
-/// vectorize (libm's expf is a scalar call per element). Inputs are clamped to the finite
-/// range (-87.3..88.3): below it the result is ~1e-38 instead of a denormal or 0, which only matters
-/// for values that are then added to 1 or normalised away.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.3);
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // Cephes' expf polynomial for e^r on |r| <= ln(2) / 2.
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let er = p * r * r + r + 1.0;
-    // 2^n from n's bits: the integer sits in the low mantissa bits of `shifted`.
-    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
-    er * scale
 }
 
 /// Causal self-attention of `qkv [batch * seq, 3 * heads * head_dim]` (q, k and v side by side,
@@ -399,14 +371,7 @@ pub fn causal_attention(
             )?;
             for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
                 let (keep, masked) = row.split_at_mut(i + 1);
-                let max = keep.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for s in keep.iter_mut() {
-                    *s = exp(*s - max);
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                keep.iter_mut().for_each(|s| *s *= inv);
+                fast_math::softmax_rows(keep, i + 1);
                 masked.iter_mut().for_each(|s| *s = 0.0);
             }
             let probs = View {
@@ -487,22 +452,6 @@ mod tests {
         let mut short = vec![0f32; rows * n - 1];
         assert!(linear(&xv, &wv, 32, &bv, &mut short, Write::Replace).is_err());
         Ok(())
-    }
-
-    /// The vectorizable exp against std's over the whole range it is used on.
-    #[test]
-    fn exp_is_accurate() {
-        let mut worst = 0f32;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (got, want) = (exp(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.013;
-        }
-        assert!(worst < 5e-7, "exp relative error {worst}");
-        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
-        assert!(exp(1000.0).is_finite());
-        assert_eq!(exp(0.0), 1.0);
     }
 
     #[test]
