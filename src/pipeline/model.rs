@@ -41,10 +41,24 @@ impl StableDiffusion {
         } else {
             opts.dtype
         };
-        let unet = UNet::new(parts.unet.set_dtype(opts.dtype), &unet_cfg)?;
-        let vae = Vae::new(parts.vae.set_dtype(vae_dtype), &vae_cfg)?;
-        let text_encoder =
-            ClipTextTransformer::new(parts.text_encoder.set_dtype(opts.dtype), &clip_cfg)?;
+        // The UNet (most of the bytes) is read and built on its own thread while the VAE and the
+        // text encoder load here: on a warm page cache loading is CPU-bound (copies, page
+        // faults, weight re-layouts), so this roughly halves the time to a ready model.
+        let (unet, vae, text_encoder) = std::thread::scope(|scope| {
+            let unet = std::thread::Builder::new()
+                .name("runai-load-unet".into())
+                .spawn_scoped(scope, || {
+                    UNet::new(parts.unet.set_dtype(opts.dtype), &unet_cfg)
+                })
+                .map_err(|e| PipelineError::Config(format!("cannot start a loader thread: {e}")))?;
+            let vae = Vae::new(parts.vae.set_dtype(vae_dtype), &vae_cfg);
+            let text_encoder =
+                ClipTextTransformer::new(parts.text_encoder.set_dtype(opts.dtype), &clip_cfg);
+            let unet = unet
+                .join()
+                .map_err(|_| PipelineError::Config("the UNet loader thread panicked".into()))?;
+            Ok::<_, PipelineError>((unet?, vae?, text_encoder?))
+        })?;
         if unet_cfg.out_channels != vae_cfg.latent_channels {
             return Err(PipelineError::Config(format!(
                 "unet predicts {} channels but the vae has {} latent channels",
