@@ -274,6 +274,7 @@ impl Transformer2D {
 #[cfg(test)]
 mod tests {
     use super::chunked_attention;
+    use crate::pipeline::test_util::max_abs_diff;
     use candle_core::{Device, Tensor};
 
     #[test]
@@ -285,16 +286,7 @@ mod tests {
         let whole = chunked_attention(&q, &kt, &v, 0.3, usize::MAX).unwrap();
         for max in [1, 100, 3 * 29 * 5, 3 * 29 * 36] {
             let parts = chunked_attention(&q, &kt, &v, 0.3, max).unwrap();
-            let d = (&whole - &parts)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&whole, &parts);
             assert!(d < 1e-6, "max {max}: {d}");
         }
         assert_eq!(whole.dims(), &[3, 37, 5]);

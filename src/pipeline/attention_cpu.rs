@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Shape
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::cpu_gemm::{contiguous_f32, matmul, View};
 use super::fast_math;
 
 /// Query rows per task when there is enough parallelism. gemm repacks k_h and v_h on every
@@ -78,19 +79,6 @@ struct Dims {
 impl Dims {
     fn width(&self) -> usize {
         self.heads * self.d
-    }
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("attention: {what} must be f32");
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("attention: {what} must be contiguous");
-    };
-    match data.get(start..end) {
-        Some(v) => Ok(v),
-        None => candle_core::bail!("attention: {what} layout outside its storage"),
     }
 }
 
@@ -184,39 +172,23 @@ fn head_block(
     let kv_off = b * d.s * w + h * d.d;
     // q block: m x d at row stride w; k_h^T: d x s with element (c, j) at j * w + c;
     // v_h: s x d at row stride w; out block: m x d at row stride w.
-    if extent(q_off, m, d.d, w, 1) > q.len()
-        || extent(kv_off, d.d, d.s, 1, w) > k.len()
-        || extent(kv_off, d.s, d.d, w, 1) > v.len()
-        || extent(q_off, m, d.d, w, 1) > out.len
-        || scores.len() < m * d.s
-    {
+    if extent(kv_off, d.s, d.d, w, 1) > v.len() || extent(q_off, m, d.d, w, 1) > out.len {
         candle_core::bail!("attention: task block outside its buffers");
     }
-    // SAFETY: every operand's accessed extent was checked against its buffer above; `scores`
-    // is this task's own scratch and is written only.
-    unsafe {
-        gemm(
-            m,
-            d.s,
-            d.d,
-            scores.as_mut_ptr(),
-            1,
-            d.s as isize,
-            false,
-            q.as_ptr().add(q_off),
-            1,
-            w as isize,
-            k.as_ptr().add(kv_off),
-            w as isize,
-            1,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    let q_block = View {
+        data: q,
+        offset: q_off,
+        rs: w,
+        cs: 1,
+    };
+    let k_t = View {
+        data: k,
+        offset: kv_off,
+        rs: 1,
+        cs: w,
+    };
+    let none = Parallelism::None;
+    matmul(m, d.s, d.d, scores, d.s, false, q_block, k_t, scale, none)?;
     fast_math::softmax_rows(scores, d.s);
     // SAFETY: extents checked above; this task is the only writer of rows r0..r0 + m of head
     // h's columns in batch item b (tasks partition (b, h, row block)), and nothing reads `out`
@@ -261,9 +233,9 @@ impl CustomOp3 for FusedAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let q = contiguous(s1, l1, "q")?;
-        let k = contiguous(s2, l2, "k")?;
-        let v = contiguous(s3, l3, "v")?;
+        let q = contiguous_f32(s1, l1, "attention: q")?;
+        let k = contiguous_f32(s2, l2, "attention: k")?;
+        let v = contiguous_f32(s3, l3, "attention: v")?;
         let (&[batch, t, w], &[kb, s, kw], &[vb, vs, vw]) = (l1.dims(), l2.dims(), l3.dims())
         else {
             candle_core::bail!("attention: expected 3-d q, k and v");
@@ -300,7 +272,7 @@ impl CustomOp1 for Geglu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous(s, l, "geglu input")?;
+        let src = contiguous_f32(s, l, "attention: geglu input")?;
         let mut dims = l.dims().to_vec();
         let Some(last) = dims.last_mut() else {
             candle_core::bail!("geglu: expected at least one dimension");
@@ -324,6 +296,7 @@ impl CustomOp1 for Geglu {
 mod tests {
     use super::*;
     use crate::pipeline::attention::chunked_attention;
+    use crate::pipeline::test_util::max_abs_diff;
     use candle_core::{Device, D};
 
     /// The existing candle path: split heads, chunked attention, merge heads.
@@ -350,19 +323,6 @@ mod tests {
             .unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
-
     #[test]
     fn matches_the_candle_path() {
         let dev = Device::Cpu;
@@ -384,7 +344,7 @@ mod tests {
             let want = reference(&q, &k, &v, heads, scale);
             let got = attention(&q, &k, &v, heads, scale).unwrap();
             assert_eq!(got.dims(), &[batch, t, w]);
-            let diff = max_diff(&want, &got);
+            let diff = max_abs_diff(&want, &got);
             assert!(diff < 2e-5, "{batch}x{t}x{s} heads {heads} d {d}: {diff}");
         }
     }
@@ -412,7 +372,7 @@ mod tests {
         let scaled = ((&want - &got).unwrap().abs().unwrap()
             / (want.abs().unwrap() + 1.0).unwrap())
         .unwrap();
-        let diff = max_diff(&scaled, &scaled.zeros_like().unwrap());
+        let diff = max_abs_diff(&scaled, &scaled.zeros_like().unwrap());
         assert!(diff < 1e-6, "geglu relative diff {diff}");
     }
 }

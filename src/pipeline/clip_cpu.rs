@@ -8,6 +8,7 @@ use candle_core::bail;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::cpu_gemm::{matmul, View};
 use super::fast_math;
 
 type KResult<T> = candle_core::Result<T>;
@@ -18,91 +19,6 @@ const CHUNK_ELEMS: usize = 1 << 15;
 /// Whole rows per task so that a task is about CHUNK_ELEMS elements.
 fn rows_per_task(dim: usize) -> usize {
     (CHUNK_ELEMS / dim.max(1)).max(1)
-}
-
-/// A strided read-only matrix view: element (r, c) is `data[offset + r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    offset: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl View<'_> {
-    /// Whether every element of a `rows` x `cols` matrix lies inside `data`.
-    fn covers(&self, rows: usize, cols: usize) -> bool {
-        if rows == 0 || cols == 0 {
-            return true;
-        }
-        (rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|r| {
-                (cols - 1)
-                    .checked_mul(self.cs)
-                    .and_then(|c| r.checked_add(c))
-            })
-            .and_then(|last| last.checked_add(self.offset))
-            .is_some_and(|last| last < self.data.len())
-    }
-}
-
-/// `dst[m, n] (row-major, row stride dst_rs) = (dst if accumulate) + scale * lhs[m, k] * rhs[k, n]`.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: View,
-    rhs: View,
-    scale: f32,
-    par: Parallelism,
-) -> KResult<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let dst_ok = dst_rs >= n && (m - 1) * dst_rs + n <= dst.len();
-    if !dst_ok || !lhs.covers(m, k) || !rhs.covers(k, n) {
-        bail!("clip: gemm operands smaller than their shapes");
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row.iter_mut().take(n).for_each(|v| *v = 0.0);
-            }
-        }
-        return Ok(());
-    }
-    // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at stride
-    // dst_rs >= n (so no two elements overlap), lhs/rhs through `covers`. dst is a unique
-    // borrow and lhs/rhs shared ones, so the written memory aliases neither input.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-    Ok(())
 }
 
 /// How a linear layer combines with what `out` already holds.

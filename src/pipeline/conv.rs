@@ -113,59 +113,57 @@ impl Conv2d {
     /// input directly instead of materialising the upsampled tensor.
     pub fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match &self.kernel {
-            Kernel::Winograd(weights)
-                if matches!(xs.device(), Device::Cpu)
-                    && xs.dtype() == DType::F32
-                    && xs.rank() == 4 =>
-            {
-                xs.contiguous()?.apply_op1_no_bwd(&WinogradOp {
-                    weights,
-                    bias: self.host_bias.as_deref(),
-                    upsample2x: true,
-                })
-            }
+            Kernel::Winograd(weights) => self.winograd(weights, xs, true),
             _ => {
                 let (_, _, h, w) = xs.dims4()?;
                 self.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
             }
         }
     }
+
+    fn winograd(
+        &self,
+        weights: &WinogradWeights,
+        xs: &Tensor,
+        upsample2x: bool,
+    ) -> candle_core::Result<Tensor> {
+        cpu_input(xs)?.apply_op1_no_bwd(&WinogradOp {
+            weights,
+            bias: self.host_bias.as_deref(),
+            upsample2x,
+        })
+    }
+}
+
+/// The contiguous 4-d f32 CPU input our kernels need (their weights were prepared for it).
+fn cpu_input(xs: &Tensor) -> candle_core::Result<Tensor> {
+    if !matches!(xs.device(), Device::Cpu) || xs.dtype() != DType::F32 || xs.rank() != 4 {
+        candle_core::bail!(
+            "conv: weights are prepared for 4-d f32 CPU inputs, got {:?} {:?} on {:?}",
+            xs.dims(),
+            xs.dtype(),
+            xs.device().location()
+        );
+    }
+    xs.contiguous()
 }
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        if let Kernel::Candle(conv) = &self.kernel {
-            return conv.forward(xs);
-        }
-        if !matches!(xs.device(), Device::Cpu) || xs.dtype() != DType::F32 || xs.rank() != 4 {
-            candle_core::bail!(
-                "conv: weights are prepared for 4-d f32 CPU inputs, got {:?} {:?} on {:?}",
-                xs.dims(),
-                xs.dtype(),
-                xs.device().location()
-            );
-        }
-        let xs = xs.contiguous()?;
-        let bias = self.host_bias.as_deref();
         match &self.kernel {
-            Kernel::Winograd(weights) => xs.apply_op1_no_bwd(&WinogradOp {
-                weights,
-                bias,
-                upsample2x: false,
-            }),
+            Kernel::Candle(conv) => conv.forward(xs),
+            Kernel::Winograd(weights) => self.winograd(weights, xs, false),
             Kernel::Direct(weight) => {
-                let k = weight.dim(2)?;
                 let op = ConvOp {
                     geometry: ConvGeometry {
-                        kernel: k,
+                        kernel: weight.dim(2)?,
                         stride: self.cfg.stride,
                         padding: self.cfg.padding,
                     },
-                    bias,
+                    bias: self.host_bias.as_deref(),
                 };
-                xs.apply_op2_no_bwd(weight, &op)
+                cpu_input(xs)?.apply_op2_no_bwd(weight, &op)
             }
-            Kernel::Candle(conv) => conv.forward(&xs),
         }
     }
 }
@@ -173,6 +171,7 @@ impl Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::test_util::max_abs_diff;
     use candle_core::IndexOp;
 
     fn check(b: usize, cin: usize, cout: usize, hw: (usize, usize), k: usize, s: usize, p: usize) {
@@ -200,16 +199,7 @@ mod tests {
 
     fn compare(a: &Tensor, e: &Tensor, what: &str) {
         assert_eq!(a.dims(), e.dims(), "shape {what}");
-        let diff: f32 = (a - e)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(a, e);
         assert!(diff < 1e-4, "{what}: max diff {diff}");
         // The reference is never all zeros, so a kernel that wrote nothing cannot pass.
         let e0: f32 = e
@@ -283,21 +273,17 @@ mod tests {
             padding: 1,
             ..Default::default()
         };
-        let a = Conv2d::new(w.clone(), None, cfg)
-            .unwrap()
+        let e = candle_nn::Conv2d::new(w.clone(), None, cfg)
             .forward(&xs)
             .unwrap();
-        let e = candle_nn::Conv2d::new(w, None, cfg).forward(&xs).unwrap();
-        let diff: f32 = (a - e)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(diff < 1e-4, "max diff {diff}");
+        for winograd in [false, true] {
+            let ours = Conv2d::build(w.clone(), None, cfg, winograd).unwrap();
+            let a = ours.forward(&xs).unwrap();
+            compare(
+                &a,
+                &e,
+                &format!("no bias, transposed input, wino {winograd}"),
+            );
+        }
     }
 }

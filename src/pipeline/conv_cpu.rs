@@ -5,8 +5,9 @@
 //! slices: every size is validated before the unsafe gemm calls.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use super::cpu_gemm::{self, all_threads, contiguous_f32, View};
 
 /// Square kernel, stride and zero padding of a convolution.
 #[derive(Debug, Clone, Copy)]
@@ -63,15 +64,8 @@ fn out_len(size: usize, g: ConvGeometry) -> Option<usize> {
         .map(|span| span / g.stride + 1)
 }
 
-fn threads() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
-/// `dst[m, n] (row stride dst_rs) = dst (when accumulate) + lhs[m, k] (row-major) * rhs[k, n]
-/// (row stride rhs_rs)`. Sizes are checked here so the unsafe call cannot go out of bounds.
+/// `dst[m, n] (row stride dst_rs) = dst (when accumulate) + weight[m, k] * rhs[k, n] (row
+/// stride rhs_rs)`, on every thread of the pool.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     m: usize,
@@ -80,45 +74,23 @@ fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
     accumulate: bool,
-    lhs: &[f32],
+    weight: &[f32],
     rhs: &[f32],
     rhs_rs: usize,
 ) -> candle_core::Result<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let dst_need = (m - 1) * dst_rs + n;
-    let rhs_need = if k == 0 { 0 } else { (k - 1) * rhs_rs + n };
-    if dst.len() < dst_need || lhs.len() < m * k || rhs.len() < rhs_need || dst_rs < n {
-        candle_core::bail!("conv: gemm operands smaller than their shapes");
-    }
-    // SAFETY: dst covers rows 0..m at stride dst_rs with n columns, lhs is m x k row-major and
-    // rhs covers k rows at stride rhs_rs with n columns: all checked above. The three slices
-    // are distinct borrows, so they do not alias.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads(),
-        );
-    }
-    Ok(())
+    let (lhs, rhs) = (View::rows(weight, k), View::rows(rhs, rhs_rs));
+    cpu_gemm::matmul(
+        m,
+        n,
+        k,
+        dst,
+        dst_rs,
+        accumulate,
+        lhs,
+        rhs,
+        1.0,
+        all_threads(),
+    )
 }
 
 /// Writes rows `row0..row0 + rows` of the im2col matrix of one image into `col`
@@ -275,19 +247,6 @@ fn conv_folded(
     Ok(out)
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("conv: {what} must be f32");
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("conv: {what} must be contiguous");
-    };
-    match data.get(start..end) {
-        Some(v) => Ok(v),
-        None => candle_core::bail!("conv: {what} layout outside its storage"),
-    }
-}
-
 impl CustomOp2 for ConvOp<'_> {
     fn name(&self) -> &'static str {
         "runai-conv2d"
@@ -300,8 +259,8 @@ impl CustomOp2 for ConvOp<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = contiguous(s1, l1, "input")?;
-        let weight = contiguous(s2, l2, "weight")?;
+        let input = contiguous_f32(s1, l1, "conv: input")?;
+        let weight = contiguous_f32(s2, l2, "conv: weight")?;
         let g = self.geometry;
         let (&[batch, c_in, h, w], &[c_out, wc_in, kh, kw]) = (l1.dims(), l2.dims()) else {
             candle_core::bail!("conv: expected 4-d input and weight");

@@ -6,8 +6,10 @@
 //! convolution only by rounding.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::cpu_gemm::{contiguous_f32, matmul, View};
 
 /// Target size of the transformed-input buffer of one chunk of tiles.
 const CHUNK_BYTES: usize = 8 << 20;
@@ -271,17 +273,14 @@ fn winograd(
     while r0 < total_rows {
         let rows = rows_per_chunk.min(total_rows - r0);
         let nt = rows * g.tw;
-        // Input transform, one task per input channel: v[e][ci][(gr - r0) * tw + tx].
-        let v_rows: Vec<&mut [f32]> = v[..16 * g.c_in * nt].chunks_mut(nt).collect();
-        let mut by_channel: Vec<Vec<&mut [f32]>> = (0..g.c_in).map(|_| Vec::new()).collect();
-        for (i, row) in v_rows.into_iter().enumerate() {
-            by_channel[i % g.c_in].push(row);
-        }
-        by_channel
-            .par_iter_mut()
+        // Input transform, one task per input channel, each writing its own contiguous block
+        // v[ci][e][(gr - r0) * tw + tx] (16 rows of nt).
+        v[..16 * g.c_in * nt]
+            .par_chunks_mut(16 * nt)
             .enumerate()
-            .for_each(|(ci, rows16)| {
+            .for_each(|(ci, block)| {
                 let mut scratch = RowScratch::new(g.tw);
+                let mut rows16: Vec<&mut [f32]> = block.chunks_mut(nt).collect();
                 for k in 0..rows {
                     let (b, ty) = ((r0 + k) / g.th, (r0 + k) % g.th);
                     let p = &input[(b * g.c_in + ci) * in_plane..(b * g.c_in + ci + 1) * in_plane];
@@ -299,13 +298,26 @@ fn winograd(
             .par_chunks_mut(g.c_out * nt)
             .enumerate()
             .try_for_each(|(e, dst)| {
+                let lhs = View::rows(&u[e * pairs..(e + 1) * pairs], g.c_in);
+                // V_e: c_in rows of nt, 16 * nt apart in the channel-major buffer.
+                let rhs = View {
+                    data: &v_ref[..16 * g.c_in * nt],
+                    offset: e * nt,
+                    rs: 16 * nt,
+                    cs: 1,
+                };
+                // Single-threaded: the 16 products already run in parallel.
                 matmul(
                     g.c_out,
                     nt,
                     g.c_in,
                     dst,
-                    &u[e * pairs..(e + 1) * pairs],
-                    &v_ref[e * g.c_in * nt..(e + 1) * g.c_in * nt],
+                    nt,
+                    false,
+                    lhs,
+                    rhs,
+                    1.0,
+                    Parallelism::None,
                 )
             })?;
         // Output transform, one task per (image, output channel) plane.
@@ -333,62 +345,13 @@ fn winograd(
     Ok(out)
 }
 
-/// `dst[m, n] = lhs[m, k] * rhs[k, n]`, all row-major and contiguous, single-threaded (the
-/// caller runs 16 of them in parallel).
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: &[f32],
-) -> candle_core::Result<()> {
-    if dst.len() != m * n || lhs.len() != m * k || rhs.len() != k * n {
-        candle_core::bail!("winograd: gemm operands do not match their shapes");
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    // SAFETY: the three slices are distinct and exactly m*n, m*k and k*n long (checked above),
-    // addressed row-major with unit column stride.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
-    Ok(())
-}
-
 impl CustomOp1 for WinogradOp<'_> {
     fn name(&self) -> &'static str {
         "runai-winograd-conv3x3"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("winograd: input must be f32");
-        };
-        let Some(input) = l.contiguous_offsets().and_then(|(a, b)| data.get(a..b)) else {
-            candle_core::bail!("winograd: input must be contiguous");
-        };
+        let input = contiguous_f32(s, l, "winograd: input")?;
         let &[batch, c_in, sh, sw] = l.dims() else {
             candle_core::bail!("winograd: expected a 4-d input");
         };

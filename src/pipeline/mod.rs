@@ -9,6 +9,7 @@ pub mod config;
 pub mod conv;
 mod conv_cpu;
 mod conv_winograd;
+mod cpu_gemm;
 pub mod error;
 pub mod fast_math;
 pub mod generate;
@@ -28,6 +29,9 @@ pub mod unet;
 pub mod vae;
 pub mod vae_blocks;
 pub mod weights;
+
+#[cfg(test)]
+mod test_util;
 
 pub use error::PipelineError;
 pub use model::StableDiffusion;

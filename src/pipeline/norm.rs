@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, T
 use candle_nn::{GroupNorm, VarBuilder};
 use rayon::prelude::*;
 
+use super::cpu_gemm::contiguous_f32;
 use super::error::Result;
 use super::fast_math;
 
@@ -139,15 +140,7 @@ impl CustomOp1 for Op<'_> {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("fused-group-norm: expected f32 storage");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("fused-group-norm: expected a contiguous input");
-        };
-        let Some(src) = data.get(start..end) else {
-            candle_core::bail!("fused-group-norm: layout outside its storage");
-        };
+        let src = contiguous_f32(storage, layout, "fused-group-norm: input")?;
         let dims = layout.dims();
         let Some(&c) = dims.get(1) else {
             candle_core::bail!("fused-group-norm: expected (N, C, ...) input");

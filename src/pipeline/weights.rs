@@ -149,6 +149,23 @@ impl SafetensorsFiles {
     }
 }
 
+/// `tensor` if it has the shape a module asked for, else candle's shape-mismatch error (what
+/// every `SimpleBackend::get` must check).
+pub(crate) fn expect_shape(
+    tensor: Tensor,
+    expected: Shape,
+    name: &str,
+) -> candle_core::Result<Tensor> {
+    if tensor.shape() != &expected {
+        return Err(candle_core::Error::UnexpectedShape {
+            msg: format!("shape mismatch for {name}"),
+            expected,
+            got: tensor.shape().clone(),
+        });
+    }
+    Ok(tensor)
+}
+
 impl SimpleBackend for SafetensorsFiles {
     fn get(
         &self,
@@ -158,15 +175,7 @@ impl SimpleBackend for SafetensorsFiles {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.get_unchecked(name, dtype, dev)?;
-        if tensor.shape() != &s {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: tensor.shape().clone(),
-            });
-        }
-        Ok(tensor)
+        expect_shape(self.get_unchecked(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -196,26 +205,19 @@ mod tests {
         let theirs = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.unwrap();
         let names: Vec<String> = theirs.tensors().into_iter().map(|(n, _)| n).collect();
         assert!(names.len() > 10);
+        let values = |t: Tensor| -> Vec<f32> {
+            let t = t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .unwrap();
+            t.to_vec1().unwrap()
+        };
         for name in names {
             let a = ours.load(&name, &Device::Cpu).unwrap();
             let b = theirs.load(&name, &Device::Cpu).unwrap();
             assert_eq!(a.shape(), b.shape(), "{name}");
             assert_eq!(a.dtype(), b.dtype(), "{name}");
-            let a: Vec<f32> = a
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let b: Vec<f32> = b
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert_eq!(a, b, "{name}");
+            assert_eq!(values(a), values(b), "{name}");
         }
     }
 
