@@ -7,7 +7,9 @@
 #
 # usage: bench/compare.sh MODEL_DIR OUT.jsonl [PHASE...]
 #   env: SD_TOKENIZER_DIR (default MODEL_DIR/tokenizer), PYTHON (a venv with tools/requirements-reference.txt), BENCH_TOOL (bench_diffusers.py),
-#        RUNAI (the release binary), REPEATS (timed runs after 1 warm-up, default 3)
+#        RUNAI (the release binary), REPEATS (timed runs after 1 warm-up, default 3),
+#        REFERENCE (another reference command, called as `REFERENCE MODEL PHASE REPEATS`),
+#        RUNAI_ARGS (extra `runai bench` arguments, e.g. `--device cuda:0 --dtype f16`)
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -23,13 +25,20 @@ if [ ${#PHASES[@]} -eq 0 ]; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
-if [ -z "${BENCH_TOOL:-}" ]; then
-    # ../shared next to the main checkout, or two levels up from a worktree under wt/.
-    for cand in "$here/../../shared/tools/bench_diffusers.py" "$here/../../../shared/tools/bench_diffusers.py"; do
-        if [ -f "$cand" ]; then BENCH_TOOL=$cand; break; fi
-    done
+if [ -n "${REFERENCE:-}" ]; then
+    # Another reference command (bench/gpu.sh passes diffusers_gpu.py); words split on spaces.
+    read -r -a REF <<<"$REFERENCE"
+else
+    if [ -z "${BENCH_TOOL:-}" ]; then
+        # ../shared next to the main checkout, or two levels up from a worktree under wt/.
+        for cand in "$here/../../shared/tools/bench_diffusers.py" "$here/../../../shared/tools/bench_diffusers.py"; do
+            if [ -f "$cand" ]; then BENCH_TOOL=$cand; break; fi
+        done
+    fi
+    : "${BENCH_TOOL:?bench_diffusers.py not found: set BENCH_TOOL}"
+    REF=("$PYTHON" "$BENCH_TOOL" _phase)
 fi
-: "${BENCH_TOOL:?bench_diffusers.py not found: set BENCH_TOOL}"
+read -r -a RUNAI_EXTRA <<<"${RUNAI_ARGS:-}"
 RUNAI=${RUNAI:-$here/../target/release/runai}
 REPEATS=${REPEATS:-3}
 # The reference tool looks for its tokenizer next to itself unless told.
@@ -41,9 +50,10 @@ run_one() { # impl phase
     local impl=$1 phase=$2 line before after
     before=$(loadavg)
     if [ "$impl" = diffusers ]; then
-        line=$("$PYTHON" "$BENCH_TOOL" _phase "$MODEL" "$phase" "$REPEATS" | grep '^RESULT ' | tail -1)
+        line=$("${REF[@]}" "$MODEL" "$phase" "$REPEATS" | grep '^RESULT ' | tail -1)
     else
-        line=$("$RUNAI" bench --model "$MODEL" --phase "$phase" --repeats "$REPEATS" | grep '^RESULT ' | tail -1)
+        line=$("$RUNAI" bench --model "$MODEL" --phase "$phase" --repeats "$REPEATS" \
+            "${RUNAI_EXTRA[@]}" | grep '^RESULT ' | tail -1)
     fi
     after=$(loadavg)
     if [ -z "$line" ]; then

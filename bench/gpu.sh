@@ -42,34 +42,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 "$PYTHON" -c 'import torch; assert torch.cuda.is_available(), "torch has no CUDA"; print("torch", torch.__version__, torch.version.cuda)' >&2
 
-run_one() { # impl phase
-    local impl=$1 phase=$2 line before after
-    before=$(cut -d' ' -f1 /proc/loadavg)
-    if [ "$impl" = diffusers ]; then
-        line=$("$PYTHON" "$here/diffusers_gpu.py" "$MODEL" "$phase" "$REPEATS" | grep '^RESULT ' | tail -1)
-    else
-        line=$("$RUNAI" bench --model "$MODEL" --phase "$phase" --repeats "$REPEATS" \
-            --device cuda:0 --dtype f16 | grep '^RESULT ' | tail -1)
-    fi
-    after=$(cut -d' ' -f1 /proc/loadavg)
-    if [ -z "$line" ]; then
-        echo "$impl $phase: no RESULT line" >&2
-        return 1
-    fi
-    printf '{"impl": "%s", "phase": "%s", "finished": "%s", "loadavg_before": %s, "loadavg_after": %s, "result": %s}\n' \
-        "$impl" "$phase" "$(date -u +%FT%TZ)" "$before" "$after" "${line#RESULT }" >>"$OUT"
-    echo "$impl $phase ${line#RESULT }" >&2
-}
-
-i=0
-for phase in "${PHASES[@]}"; do
-    if [ $((i % 2)) -eq 0 ]; then
-        run_one diffusers "$phase"
-        run_one runai "$phase"
-    else
-        run_one runai "$phase"
-        run_one diffusers "$phase"
-    fi
-    i=$((i + 1))
-done
+# The same alternation and output as the CPU comparison, with the GPU tools.
+REFERENCE="$PYTHON $here/diffusers_gpu.py" RUNAI="$RUNAI" RUNAI_ARGS="--device cuda:0 --dtype f16" \
+    REPEATS="$REPEATS" "$here/compare.sh" "$MODEL" "$OUT" "${PHASES[@]}"
 python3 "$here/table.py" "$OUT"
