@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::io::AsyncWriteExt;
+use runai_wire::aligned::{aligned_split, PacketWrite};
 use tokio::net::TcpListener;
 
 use crate::actors::gpu_worker::GpuWorkerActor;
@@ -139,20 +139,17 @@ impl Handler<Accepted> for ListenerActor {
                 &responses::error(ErrorCode::Busy, &text, None, None),
                 self.settings.packet_size,
             );
-            let mut stream = msg.stream;
             let ps = self.settings.packet_size;
+            let (_rd, mut out) = aligned_split(msg.stream, ps);
             actix_rt::spawn(async move {
-                for chunk in bytes.chunks(ps) {
-                    if stream.write_all(chunk).await.is_err() {
-                        return;
-                    }
+                if out.write_packets(&bytes, ps).await.is_ok() {
+                    let _ = out.finish().await;
                 }
-                let _ = stream.shutdown().await;
             });
             return;
         }
-        // Each packet is its own write; without Nagle delays the plugin sees whole packets
-        // promptly (a 1 KiB EOM behind a 1 KiB data packet would otherwise wait for an ACK).
+        // Nagle off: each packet is its own write; a 1 KiB EOM behind a 1 KiB data packet
+        // would otherwise wait for an ACK. (TLS connections need it as much as plain ones.)
         if let Err(e) = msg.stream.set_nodelay(true) {
             log::debug!("set_nodelay failed for {}: {e}", msg.peer);
         }

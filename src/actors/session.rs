@@ -2,7 +2,8 @@
 //! `net::transport`), behind the token gate when one is configured. A reader task assembles
 //! packets and parses and validates requests off the reactor (`spawn_blocking`), in order;
 //! the actor resolves the model, submits jobs, answers control requests, and queues every
-//! reply for a writer task that writes packet by packet. Bounded in every direction: message
+//! reply for a writer task that writes packet by packet (over plain TCP with the aligned
+//! writer of `runai_wire::aligned`, so the plugin's `recv(1024)` sees every packet whole). Bounded in every direction: message
 //! size (smaller before authentication), mid-message read timeout, outgoing bytes and write
 //! timeout. Bad input never ends the session. Never touches candle, never logs prompts,
 //! image data or the token.
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use runai_wire::aligned::{aligned_split, PacketWrite, PlainPackets};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::actors::gpu_worker::GpuWorkerActor;
@@ -53,6 +55,9 @@ pub struct SessionSettings {
 /// Largest first message before authentication: `auth` is tiny, and an unauthenticated peer
 /// must not make the server buffer `max_message_bytes`.
 const PRE_AUTH_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Packets handed to the writer at a time; the write timeout applies to each run.
+const WRITE_RUN_PACKETS: usize = 64;
 
 /// Longest a TLS handshake may take (it holds a connection slot meanwhile).
 const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -347,7 +352,8 @@ impl Actor for SessionActor {
         match self.conn.take() {
             None => ctx.stop(),
             Some(Incoming::Plain(stream)) => {
-                let (rd, wr) = stream.into_split();
+                // The plugin reads with recv(packet_size): every packet must reach it whole.
+                let (rd, wr) = aligned_split(stream, self.settings.packet_size);
                 self.begin(rd, wr, ctx);
             }
             Some(Incoming::Tls { stream, acceptor }) => {
@@ -358,7 +364,7 @@ impl Actor for SessionActor {
                 ctx.wait(handshake.into_actor(self).map(|res, act, ctx| match res {
                     Ok(tls) => {
                         let (rd, wr) = tokio::io::split(tls);
-                        act.begin(rd, wr, ctx);
+                        act.begin(rd, PlainPackets(wr), ctx);
                     }
                     Err(e) => {
                         log::info!("session {}: {e}", act.id);
@@ -386,7 +392,7 @@ impl SessionActor {
     fn begin<R, W>(&mut self, rd: R, wr: W, ctx: &mut Context<Self>)
     where
         R: AsyncRead + QuickAck + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: PacketWrite + 'static,
     {
         let (tx, rx) = mpsc::unbounded_channel();
         self.out = Some(tx);
@@ -586,7 +592,7 @@ fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Inbound {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
+async fn write_loop<W: PacketWrite>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     settings: Arc<SessionSettings>,
@@ -595,9 +601,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     let ps = settings.packet_size;
     while let Some(bytes) = rx.recv().await {
-        // One write_all per packet: the plugin recognizes the EOM only as a whole recv.
-        for packet in bytes.chunks(ps) {
-            match tokio::time::timeout(settings.write_timeout, wr.write_all(packet)).await {
+        // Through the session's writer (aligned for plain TCP: the plugin recognizes the EOM
+        // only as a whole recv), in runs of packets so the timeout bounds each run's progress.
+        for run in bytes.chunks(ps * WRITE_RUN_PACKETS) {
+            match tokio::time::timeout(settings.write_timeout, wr.write_packets(run, ps)).await {
                 Ok(Ok(())) => {}
                 _ => {
                     me.do_send(WriterEnded { flushed: false });
@@ -607,6 +614,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         queued.fetch_sub(bytes.len(), Ordering::SeqCst);
     }
-    let _ = wr.shutdown().await;
+    let _ = wr.finish().await;
     me.do_send(WriterEnded { flushed: true });
 }

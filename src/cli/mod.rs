@@ -36,4 +36,7 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Time one phase (text encode, UNet step, VAE decode, txt2img) and print a RESULT line.
     Bench(bench::BenchArgs),
+    /// On a painter's machine: let the Krita plugin reach a remote server (TLS, token,
+    /// aligned packets). Also built alone, without the model code, as `runai-relay`.
+    Relay(runai_wire::relay::RelayArgs),
 }

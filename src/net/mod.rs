@@ -3,6 +3,8 @@
 //! a session talks over. Never reads or writes protocol messages and never logs secrets.
 
 pub mod allow;
-pub mod secret;
-pub mod tls;
+/// The shared token type lives in `runai-wire` too (the relay sends it).
+pub use runai_wire::secret;
+/// TLS set-up lives in the model-free `runai-wire` crate, shared with `runai relay`.
+pub use runai_wire::tls;
 pub mod transport;

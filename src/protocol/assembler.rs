@@ -3,6 +3,8 @@
 //! message size cap while reading, so an oversized message is refused without buffering it.
 //! Never panics on any input (proptest below).
 
+use crate::protocol::codec;
+
 /// What a client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -88,7 +90,7 @@ impl Assembler {
         packet: &[u8],
         out: &mut Vec<Frame>,
     ) -> Result<(), AssembleError> {
-        if packet.iter().all(|b| *b == 0) {
+        if codec::is_end_of_message(packet) {
             // End of message. An EOM with nothing before it carries no request: ignore it.
             if !self.message.is_empty() {
                 out.push(Frame::Message(std::mem::take(&mut self.message)));
@@ -96,17 +98,11 @@ impl Assembler {
             return Ok(());
         }
         if self.message.is_empty() {
-            if packet
-                .iter()
-                .all(|b| *b == crate::protocol::codec::CANCEL_BYTE)
-            {
+            if codec::is_control(packet, codec::CANCEL_BYTE) {
                 out.push(Frame::Cancel);
                 return Ok(());
             }
-            if packet
-                .iter()
-                .all(|b| *b == crate::protocol::codec::QUIT_BYTE)
-            {
+            if codec::is_control(packet, codec::QUIT_BYTE) {
                 out.push(Frame::Quit);
                 return Ok(());
             }

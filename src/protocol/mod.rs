@@ -3,7 +3,8 @@
 //! Never imports actix or candle and never does I/O: everything here is unit-testable.
 
 pub mod assembler;
-pub mod codec;
+/// Packet framing lives in the model-free `runai-wire` crate, shared with `runai relay`.
+pub use runai_wire::framing as codec;
 pub mod error;
 pub mod json;
 pub mod lenient;

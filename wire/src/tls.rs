@@ -1,7 +1,7 @@
 //! TLS set-up with rustls and its `ring` provider: the server side from a PEM certificate
 //! chain and private key (loaded once at start-up, so a bad file stops the server before it
-//! listens), and the client side trusting a PEM CA file (used by `runai client`). Never logs
-//! key material and never writes a file.
+//! listens), and the client side trusting a PEM CA file (used by `runai client` and
+//! `runai relay`). Never logs key material and never writes a file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

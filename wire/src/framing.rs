@@ -1,6 +1,7 @@
 //! Outgoing framing: turns one serialized message into whole packets (data packets, only the
-//! last one NUL-padded, then one all-zero end-of-message packet). Never merges or splits
-//! packets differently: the caller writes each `packet_size` chunk with one `write_all`.
+//! last one NUL-padded, then one all-zero end-of-message packet), and recognises whole
+//! packets on the way in. Never merges or splits packets differently: the caller hands each
+//! `packet_size` chunk to a [`crate::aligned::PacketWrite`].
 
 /// Cancel control packet byte (`packet_size` times `c`).
 pub const CANCEL_BYTE: u8 = b'c';
@@ -24,6 +25,16 @@ pub fn frame_message(payload: &[u8], packet_size: usize) -> Vec<u8> {
 /// A control packet (cancel or quit) as a client sends it.
 pub fn control_packet(byte: u8, packet_size: usize) -> Vec<u8> {
     vec![byte; packet_size]
+}
+
+/// Whether a whole packet is an end-of-message packet (all zeros).
+pub fn is_end_of_message(packet: &[u8]) -> bool {
+    packet.iter().all(|b| *b == 0)
+}
+
+/// Whether a whole packet is the control packet made of `byte` (cancel or quit).
+pub fn is_control(packet: &[u8], byte: u8) -> bool {
+    !packet.is_empty() && packet.iter().all(|b| *b == byte)
 }
 
 #[cfg(test)]
