@@ -47,14 +47,14 @@ fn receive_images(reader: &mut PluginReader, count: usize, tag: &str) {
             } else if m["event"] == json!("done") {
                 break;
             } else {
-                assert!(
-                    m["event"] != json!("error"),
-                    "{tag}: unexpected error {m}"
-                );
+                assert!(m["event"] != json!("error"), "{tag}: unexpected error {m}");
             }
         }
     }
-    assert_eq!(reader.short_recvs, 0, "{tag}: a recv returned a partial packet");
+    assert_eq!(
+        reader.short_recvs, 0,
+        "{tag}: a recv returned a partial packet"
+    );
 }
 
 #[test]
