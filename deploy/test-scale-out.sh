@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Scale-out test: two runai backends on the tiny fixture model behind HAProxy (TCP mode,
-# leastconn, health checks), all on loopback. Shows that both backends serve jobs, that
-# killing one mid-run leaves the other serving, and that clients which reconnect succeed.
+# leastconn, health checks), all on loopback. Shows that a reader that reads like the Krita
+# plugin gets every message whole through `runai relay` + HAProxy, that both backends serve
+# jobs, that killing one mid-run leaves the other serving, and that clients which reconnect
+# succeed.
 # Installs haproxy from Debian's packages when missing. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ fi
 [ -x "$RUNAI" ] || cargo build --quiet --bin runai
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-lb=$(free_port); b1=$(free_port); b2=$(free_port)
+lb=$(free_port); b1=$(free_port); b2=$(free_port); relay=$(free_port)
 
 start_backend() { # name port
   RUST_LOG=info "$RUNAI" --host 127.0.0.1 --port "$2" \
@@ -52,6 +54,16 @@ for _ in $(seq 1 50); do
 done
 
 jobs_done() { grep -c "done:" "$work/$1.log" || true; }
+
+echo "phase 0: the legacy plugin's reader through a relay and HAProxy (small receive buffer)"
+RUST_LOG=info "$RUNAI" relay --server "127.0.0.1:$lb" --listen "127.0.0.1:$relay" >"$work/relay.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do
+  python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $relay), 1)" 2>/dev/null && break
+  sleep 0.2
+done
+python3 deploy/plugin_style_reader.py "$relay" --jobs 2 --size 256 --samples 2 --rcvbuf 3000 \
+  || fail "a plugin-style reader behind relay + HAProxy lost or split a message"
 
 echo "phase 1: 8 concurrent clients x 3 jobs through HAProxy on :$lb"
 python3 deploy/scale_out_driver.py "$lb" 8 3 --steps 4 || fail "phase 1 lost jobs"
