@@ -200,15 +200,22 @@ fn txt2img_and_img2img_through_relay_tls_token_and_rechunking() {
     server.shutdown();
 }
 
-#[test]
-fn cancel_packets_pass_through_the_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, cert) = start_server(dir.path());
+/// A TLS + token server behind a 700-byte re-chunking proxy and a relay, with a 150-step job
+/// running for the plugin (its first progress already received).
+fn long_job_through_relay(dir: &std::path::Path) -> (ServerThread, Rechunker, PluginReader) {
+    let (server, cert) = start_server(dir);
     let proxy = Rechunker::start(server.local_addr, 700);
     let relay = start_relay(proxy.addr, Some(&cert.cert_path), TOKEN);
     let mut r = plugin(relay);
     r.send(&server_common::txt2img("long", "fox", 150, 1, 64));
     r.recv_until(|m| m["action"] == json!(4)).expect("progress");
+    (server, proxy, r)
+}
+
+#[test]
+fn cancel_packets_pass_through_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _proxy, mut r) = long_job_through_relay(dir.path());
     r.send_control(b'c');
     let end = r
         .recv_until(|m| m["event"] == json!("cancelled") || m["event"] == json!("done"))
@@ -220,12 +227,7 @@ fn cancel_packets_pass_through_the_relay() {
 #[test]
 fn a_lost_upstream_gives_the_plugin_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, cert) = start_server(dir.path());
-    let proxy = Rechunker::start(server.local_addr, 700);
-    let relay = start_relay(proxy.addr, Some(&cert.cert_path), TOKEN);
-    let mut r = plugin(relay);
-    r.send(&server_common::txt2img("long", "fox", 150, 1, 64));
-    r.recv_until(|m| m["action"] == json!(4)).expect("progress");
+    let (server, proxy, mut r) = long_job_through_relay(dir.path());
     proxy.cut();
     let err = r
         .recv_until(|m| m["event"] == json!("error"))
