@@ -30,24 +30,26 @@ fn a_client_at_its_share_gets_busy_while_another_is_served() {
         text.contains("per-client") && text.contains("max_jobs_per_client") && text.contains('3'),
         "{text}"
     );
-    // The queue itself has room: another user is admitted and served meanwhile.
+    // The queue itself has room: another user is admitted, behind one of A's waiting jobs
+    // (round-robin), and served.
     let mut b = Client::connect(server.local_addr);
     b.send(&txt2img("b1", "b", 2, 5, 64));
-    let r = b.collect_job("b1");
-    assert_eq!(r.end_event(), "done", "{:?}", r.end);
-    assert_eq!(
-        r.queued[0]["position"],
-        json!(3),
-        "behind A's two waiting jobs at most"
-    );
-    // Once A cancels, its share is free again.
+    let q = b.recv().unwrap();
+    assert_eq!(q["event"], json!("queued"), "{q}");
+    assert_eq!(q["position"], json!(2), "{q}");
+    // Once A cancels, B runs at once and A's share is free again.
     a.send(&json!({"action": "cancel"}));
-    let mut cancelled = 0;
-    while cancelled < 3 {
-        if a.recv().unwrap()["event"] == json!("cancelled") {
-            cancelled += 1;
+    let mut cancelled = Vec::new();
+    while cancelled.len() < 3 {
+        let m = a.recv().unwrap();
+        if m["event"] == json!("cancelled") {
+            cancelled.push(m["job_id"].as_str().unwrap().to_string());
         }
     }
+    cancelled.sort();
+    assert_eq!(cancelled, ["a-q1", "a-q2", "a-run"]);
+    let r = b.collect_job("b1");
+    assert_eq!(r.end_event(), "done", "{:?}", r.end);
     a.send(&txt2img("a-again", "a", 1, 2, 64));
     assert_eq!(a.collect_job("a-again").end_event(), "done");
     server.shutdown();
