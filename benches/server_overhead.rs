@@ -34,7 +34,7 @@ impl Generator for InstantGenerator {
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let p = &job.params;
         for step in 0..p.steps {
-            if !progress(step, p.steps) {
+            if !progress.step(step, p.steps) {
                 return Err(GenerateError::Cancelled);
             }
         }

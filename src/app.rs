@@ -150,6 +150,7 @@ pub async fn start(
     let worker_settings = WorkerSettings {
         packet_size: config.packet_size,
         queue_depth: config.queue_depth,
+        max_jobs_per_client: config.max_jobs_per_client,
         max_restarts: config.max_restarts,
         restart_window: config.restart_window(),
     };
@@ -162,6 +163,7 @@ pub async fn start(
         max_message_bytes: config.max_message_bytes,
         read_timeout: config.read_timeout(),
         write_timeout: config.write_timeout(),
+        idle_timeout: config.idle_timeout(),
         max_outgoing_bytes: config.max_outgoing_bytes,
         limits: config.limits(),
         token: (!config.token.is_empty()).then(|| config.token.clone()),

@@ -29,12 +29,17 @@ pub struct Config {
     pub max_client_connections: usize,
     /// Jobs waiting for the GPU, all sessions together; a full queue answers `busy`.
     pub queue_depth: usize,
+    /// Jobs one session may hold at once, queued and running together; more get `busy`
+    /// while other sessions are still admitted.
+    pub max_jobs_per_client: usize,
     pub max_message_bytes: usize,
     pub startup_grace_secs: f64,
     pub idle_secs: f64,
     pub drain_grace_secs: f64,
     pub read_timeout_secs: f64,
     pub write_timeout_secs: f64,
+    /// A session with no job and no message for this long is closed (`closing`); 0 = never.
+    pub idle_timeout_secs: f64,
     pub max_outgoing_bytes: usize,
     pub allow_remote_quit: bool,
     /// Shared secret clients must send first (`{"action": "auth", "token": ...}`);
@@ -51,6 +56,8 @@ pub struct Config {
     pub max_pixels: u64,
     pub max_samples: usize,
     pub max_input_pixels: u64,
+    /// Longest prompt and negative prompt, in characters.
+    pub max_prompt_chars: usize,
     pub max_restarts: u32,
     pub restart_window_secs: f64,
     /// Where models run: "cpu", "cuda" or "cuda:N" (needs a build with `--features cuda`).
@@ -74,12 +81,14 @@ impl Default for Config {
             default_model: String::new(),
             max_client_connections: 16,
             queue_depth: 32,
+            max_jobs_per_client: 4,
             max_message_bytes: 64 * 1024 * 1024,
             startup_grace_secs: 10.0,
             idle_secs: 3.0,
             drain_grace_secs: 30.0,
             read_timeout_secs: 60.0,
             write_timeout_secs: 60.0,
+            idle_timeout_secs: 300.0,
             max_outgoing_bytes: 256 * 1024 * 1024,
             allow_remote_quit: false,
             token: Secret::default(),
@@ -90,6 +99,7 @@ impl Default for Config {
             max_pixels: 2048 * 2048,
             max_samples: 8,
             max_input_pixels: 4096 * 4096,
+            max_prompt_chars: 20_000,
             max_restarts: 5,
             restart_window_secs: 600.0,
             device: "cpu".into(),
@@ -180,6 +190,12 @@ impl Config {
                 format!("must be 1..=100000, got {}", self.queue_depth),
             ));
         }
+        if !(1..=100_000).contains(&self.max_jobs_per_client) {
+            return Err(invalid(
+                "max_jobs_per_client",
+                format!("must be 1..=100000, got {}", self.max_jobs_per_client),
+            ));
+        }
         if self.max_message_bytes < self.packet_size {
             return Err(invalid(
                 "max_message_bytes",
@@ -214,6 +230,22 @@ impl Config {
                     format!("must be a positive number of seconds, got {v}"),
                 ));
             }
+        }
+        let idle = self.idle_timeout_secs;
+        if !idle.is_finite() || !(0.0..=365.0 * 86400.0).contains(&idle) {
+            return Err(invalid(
+                "idle_timeout_secs",
+                format!("must be a number of seconds >= 0 (0 = off), got {idle}"),
+            ));
+        }
+        if !(1..=self.max_message_bytes).contains(&self.max_prompt_chars) {
+            return Err(invalid(
+                "max_prompt_chars",
+                format!(
+                    "must be 1..=max_message_bytes ({}), got {}",
+                    self.max_message_bytes, self.max_prompt_chars
+                ),
+            ));
         }
         if !(1..=10_000).contains(&self.max_steps) {
             return Err(invalid(
@@ -337,6 +369,7 @@ impl Config {
             max_pixels: self.max_pixels,
             max_samples: self.max_samples,
             max_input_pixels: self.max_input_pixels,
+            max_prompt_chars: self.max_prompt_chars,
         }
     }
 
@@ -354,6 +387,10 @@ impl Config {
     }
     pub fn write_timeout(&self) -> Duration {
         secs(self.write_timeout_secs)
+    }
+    /// `None` when idle sessions are kept forever (`idle_timeout_secs = 0`).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0.0).then(|| secs(self.idle_timeout_secs))
     }
     pub fn restart_window(&self) -> Duration {
         secs(self.restart_window_secs)
@@ -483,6 +520,27 @@ mod tests {
                     ..Config::default()
                 },
                 "max_message_bytes",
+            ),
+            (
+                Config {
+                    max_jobs_per_client: 0,
+                    ..Config::default()
+                },
+                "max_jobs_per_client",
+            ),
+            (
+                Config {
+                    idle_timeout_secs: -1.0,
+                    ..Config::default()
+                },
+                "idle_timeout_secs",
+            ),
+            (
+                Config {
+                    max_prompt_chars: 0,
+                    ..Config::default()
+                },
+                "max_prompt_chars",
             ),
         ];
         for (c, key) in cases {

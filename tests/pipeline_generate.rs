@@ -284,6 +284,78 @@ fn cancel_stops_before_the_next_unet_call() {
     assert!(matches!(err, PipelineError::Cancelled));
 }
 
+/// Records every report and stops at the `stop_at`-th call of `proceed` (1-based).
+struct StopBetweenPhases {
+    stop_at: usize,
+    proceeds: usize,
+    steps: usize,
+}
+
+impl runai::pipeline::Progress for StopBetweenPhases {
+    fn step(&mut self, _step: usize, _total: usize) -> bool {
+        self.steps += 1;
+        true
+    }
+
+    fn proceed(&mut self) -> bool {
+        self.proceeds += 1;
+        self.proceeds < self.stop_at
+    }
+}
+
+#[test]
+fn cancel_is_observed_between_every_expensive_phase() {
+    let m = model("tiny-sd1");
+    let p = GenerateParams {
+        n_samples: 2,
+        ..params(Task::Txt2Img)
+    };
+    // Phases: text encoding | initial latents | 3 steps | decode image 0 | decode image 1.
+    let mut all = StopBetweenPhases {
+        stop_at: usize::MAX,
+        proceeds: 0,
+        steps: 0,
+    };
+    assert_eq!(m.generate(&p, &mut all).unwrap().len(), 2);
+    assert_eq!((all.proceeds, all.steps), (4, 3));
+    for (stop_at, steps_run) in [(1, 0), (2, 0), (3, 3), (4, 3)] {
+        let mut progress = StopBetweenPhases {
+            stop_at,
+            proceeds: 0,
+            steps: 0,
+        };
+        let err = m.generate(&p, &mut progress).unwrap_err();
+        assert!(matches!(err, PipelineError::Cancelled), "{err}");
+        assert_eq!(progress.proceeds, stop_at, "nothing runs after a stop");
+        assert_eq!(progress.steps, steps_run, "stop at proceed {stop_at}");
+    }
+}
+
+#[test]
+fn an_inpainting_model_refuses_other_tasks_before_running() {
+    let m = model("tiny-inpaint");
+    for task in [
+        Task::Txt2Img,
+        Task::Img2Img {
+            init: init_image(),
+            strength: 0.5,
+        },
+    ] {
+        let mut steps = 0;
+        let err = m
+            .generate(&params(task), &mut |_, _| {
+                steps += 1;
+                true
+            })
+            .unwrap_err();
+        match err {
+            PipelineError::InvalidRequest(msg) => assert!(msg.contains("inpaint"), "{msg}"),
+            other => panic!("expected an invalid request, got {other}"),
+        }
+        assert_eq!(steps, 0);
+    }
+}
+
 #[test]
 fn guidance_at_most_one_skips_the_unconditional_pass() {
     let m = model("tiny-sd1");

@@ -42,7 +42,10 @@ fn concurrent_clients_receive_only_their_own_images() {
 
 #[test]
 fn round_robin_fairness_late_user_is_not_starved() {
-    let server = start(Duration::from_millis(15));
+    // A holds six jobs at once here, above the default per-client share.
+    let mut config = test_config();
+    config.max_jobs_per_client = 6;
+    let server = start_with(config, Duration::from_millis(15));
     let addr = server.local_addr;
     let (tx, rx) = mpsc::channel::<(String, Instant)>();
     let mut a = Client::connect(addr);

@@ -3,15 +3,17 @@
 //! packets and parses and validates requests off the reactor (`spawn_blocking`), in order;
 //! the actor resolves the model, submits jobs, answers control requests, and queues every
 //! reply for a writer task that writes packet by packet (over plain TCP with the aligned
-//! writer of `runai_wire::aligned`, so the plugin's `recv(1024)` sees every packet whole). Bounded in every direction: message
-//! size (smaller before authentication), mid-message read timeout, outgoing bytes and write
-//! timeout. Bad input never ends the session. Never touches candle, never logs prompts,
+//! writer of `runai_wire::aligned`, so the plugin's `recv(1024)` sees every packet whole).
+//! Bounded in every direction: message size (smaller before authentication), mid-message
+//! read timeout, idle time between messages (while it has no job), outgoing bytes and write
+//! timeout. `convert`, the one disk write, only from loopback or after the token. Bad input
+//! never ends the session. Never touches candle, never logs prompts,
 //! image data or the token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use runai_wire::aligned::{aligned_split, PacketWrite, PlainPackets};
@@ -30,6 +32,7 @@ use crate::messages::session::{CloseSession, JobEvent};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
 use crate::messages::SessionId;
+use crate::net::convert_gate::{convert_allowed, convert_refusal};
 use crate::net::secret::Secret;
 use crate::net::transport::{tls_handshake, Incoming, QuickAck};
 use crate::protocol::assembler::{Assembler, Frame};
@@ -46,6 +49,8 @@ pub struct SessionSettings {
     pub max_message_bytes: usize,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Close a session with no job, no convert and no message for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
     pub max_outgoing_bytes: usize,
     pub limits: Limits,
     /// When set, the first message must be `auth` with this token, within `read_timeout`.
@@ -96,6 +101,11 @@ pub struct SessionActor {
     listener: Addr<ListenerActor>,
     next_job: u64,
     authorized: bool,
+    /// Jobs and conversions asked for and not yet answered in full; while any is pending the
+    /// session is not idle (the plugin waits silently for its image).
+    pending: usize,
+    /// When the client last sent something or its last pending request ended.
+    last_activity: Instant,
 }
 
 impl SessionActor {
@@ -125,7 +135,34 @@ impl SessionActor {
             listener,
             next_job: 1,
             authorized: false,
+            pending: 0,
+            last_activity: Instant::now(),
         }
+    }
+
+    /// Checks idleness every so often; an idle session gets `closing` and is closed.
+    fn watch_idle(&mut self, ctx: &mut Context<Self>) {
+        let Some(limit) = self.settings.idle_timeout else {
+            return;
+        };
+        let every = (limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        ctx.run_interval(every, move |act, ctx| {
+            if act.out.is_some() && act.pending == 0 && act.last_activity.elapsed() >= limit {
+                log::info!("session {}: idle for {limit:?}; closing", act.id);
+                let reason = format!(
+                    "idle for {} s with no job; reconnect to continue",
+                    limit.as_secs_f64()
+                );
+                act.send_value(&responses::closing(&reason), ctx);
+                act.close_after_flush(ctx);
+            }
+        });
+    }
+
+    /// A pending job or conversion got its final answer.
+    fn finished_one(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+        self.last_activity = Instant::now();
     }
 
     fn send_value(&mut self, value: &Value, ctx: &mut Context<Self>) {
@@ -215,6 +252,8 @@ impl SessionActor {
                     return;
                 }
             };
+            // Every submitted job ends in exactly one terminal event.
+            act.pending += 1;
             act.worker.do_send(SubmitJob {
                 session,
                 job_id,
@@ -234,9 +273,23 @@ impl SessionActor {
     /// a cancel or a ping included, are not held up by a long conversion. Ends in one
     /// Part 2 `done` or one `error`, never a legacy-looking message.
     fn handle_convert(&mut self, job_id: Option<String>, model: String, ctx: &mut Context<Self>) {
-        let started = std::time::Instant::now();
+        let has_token = self.settings.token.is_some();
+        if !convert_allowed(self.peer.ip(), has_token && self.authorized) {
+            log::warn!(
+                "session {}: convert refused for peer {}",
+                self.id,
+                self.peer
+            );
+            let err = RequestError::new(ErrorCode::Unauthorized, convert_refusal(has_token))
+                .for_job(job_id, Some("convert".to_string()));
+            self.send_error(&err, ctx);
+            return;
+        }
+        let started = Instant::now();
         let convert = self.registry.send(ConvertModel { requested: model });
+        self.pending += 1;
         ctx.spawn(convert.into_actor(self).map(move |res, act, ctx| {
+            act.finished_one();
             let reqtype = Some("convert".to_string());
             match res {
                 Ok(Ok(m)) => {
@@ -406,6 +459,8 @@ impl SessionActor {
         )));
         self.reader = Some(actix_rt::spawn(read_loop(rd, self.settings.clone(), me)));
         self.send_value(&responses::versions(RUNAI_VERSION), ctx);
+        self.last_activity = Instant::now();
+        self.watch_idle(ctx);
         if !self.authorized {
             // A peer that never authenticates must not hold a connection slot forever.
             ctx.run_later(self.settings.read_timeout, |act, ctx| {
@@ -426,6 +481,7 @@ impl Handler<Inbound> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        self.last_activity = Instant::now();
         if !self.authorized {
             match msg {
                 Inbound::Control(Request::Auth { .. }) | Inbound::Ended(_) => {}
@@ -467,6 +523,7 @@ impl Handler<JobEvent> for SessionActor {
     fn handle(&mut self, msg: JobEvent, ctx: &mut Context<Self>) {
         if msg.terminal {
             log::debug!("session {}: job {} finished", self.id, msg.job_id);
+            self.finished_one();
         }
         self.send_bytes(msg.bytes, ctx);
     }

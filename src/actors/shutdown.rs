@@ -191,13 +191,7 @@ impl Handler<SessionClosed> for ShutdownActor {
 /// The quit packet shuts the server down only from the machine itself, unless configured.
 /// IPv4-mapped IPv6 loopback (`::ffff:127.0.0.1`) counts as loopback.
 pub fn quit_allowed(peer: std::net::SocketAddr, allow_remote_quit: bool) -> bool {
-    let loopback = match peer.ip() {
-        std::net::IpAddr::V4(v4) => v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    };
-    loopback || allow_remote_quit
+    crate::net::allow::is_loopback(peer.ip()) || allow_remote_quit
 }
 
 impl Handler<QuitRequested> for ShutdownActor {

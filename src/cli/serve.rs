@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Jobs waiting for the GPU (all clients); a full queue answers busy [default: 32]
     #[arg(long, env = "RUNAI_QUEUE_DEPTH")]
     pub queue_depth: Option<usize>,
+    /// Jobs one client may have queued and running at once; more answer busy [default: 4]
+    #[arg(long, env = "RUNAI_MAX_JOBS_PER_CLIENT")]
+    pub max_jobs_per_client: Option<usize>,
     /// Largest request message in bytes [default: 67108864]
     #[arg(long, env = "RUNAI_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -68,6 +71,9 @@ pub struct ServeArgs {
     /// Drop a client that does not read a packet for this many seconds [default: 60]
     #[arg(long, env = "RUNAI_WRITE_TIMEOUT", value_name = "SECS")]
     pub write_timeout: Option<f64>,
+    /// Close a client with no job and no message for this many seconds; 0 = never [default: 300]
+    #[arg(long, env = "RUNAI_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
     /// Reply bytes buffered for a slow client before it is dropped [default: 268435456]
     #[arg(long, env = "RUNAI_MAX_OUTGOING_BYTES")]
     pub max_outgoing_bytes: Option<usize>,
@@ -111,6 +117,9 @@ pub struct ServeArgs {
     /// Largest input image (pixels/mask) in pixels, checked before decoding [default: 16777216]
     #[arg(long, env = "RUNAI_MAX_INPUT_PIXELS")]
     pub max_input_pixels: Option<u64>,
+    /// Longest prompt or negative prompt in characters [default: 20000]
+    #[arg(long, env = "RUNAI_MAX_PROMPT_CHARS")]
+    pub max_prompt_chars: Option<usize>,
     /// Worker crashes tolerated within the restart window before giving up [default: 5]
     #[arg(long, env = "RUNAI_MAX_RESTARTS")]
     pub max_restarts: Option<u32>,
@@ -154,12 +163,14 @@ impl ServeArgs {
         set!(default_model, self.default_model);
         set!(max_client_connections, self.max_client_connections);
         set!(queue_depth, self.queue_depth);
+        set!(max_jobs_per_client, self.max_jobs_per_client);
         set!(max_message_bytes, self.max_message_bytes);
         set!(startup_grace_secs, self.startup_grace);
         set!(idle_secs, self.idle);
         set!(drain_grace_secs, self.drain_grace);
         set!(read_timeout_secs, self.read_timeout);
         set!(write_timeout_secs, self.write_timeout);
+        set!(idle_timeout_secs, self.idle_timeout);
         set!(max_outgoing_bytes, self.max_outgoing_bytes);
         if self.allow_remote_quit {
             c.allow_remote_quit = true;
@@ -174,6 +185,7 @@ impl ServeArgs {
         set!(max_pixels, self.max_pixels);
         set!(max_samples, self.max_samples);
         set!(max_input_pixels, self.max_input_pixels);
+        set!(max_prompt_chars, self.max_prompt_chars);
         set!(max_restarts, self.max_restarts);
         set!(restart_window_secs, self.restart_window);
         set!(device, self.device);
@@ -253,6 +265,12 @@ mod tests {
             "0.5",
             "--model",
             "tiny",
+            "--max-jobs-per-client",
+            "2",
+            "--idle-timeout",
+            "0",
+            "--max-prompt-chars",
+            "500",
         ])
         .unwrap();
         let c = t.a.to_config().unwrap();
@@ -262,6 +280,9 @@ mod tests {
         assert_eq!(c.idle_secs, 0.5);
         assert_eq!(c.default_model, "tiny");
         assert_eq!(c.packet_size, 1024);
+        assert_eq!(c.max_jobs_per_client, 2);
+        assert_eq!(c.idle_timeout(), None);
+        assert_eq!(c.max_prompt_chars, 500);
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! The worker thread owns one `Box<dyn Generator>`; tests substitute a fake. Nothing here
 //! knows about actors or the wire.
 
+pub mod client_text;
 pub mod factory;
 pub mod sd;
 
-use crate::pipeline::params::{GenerateParams, GeneratedImage};
-use crate::registry::model::ResolvedModel;
+use crate::pipeline::params::{GenerateParams, GeneratedImage, Task};
+use crate::registry::model::{ModelKind, ResolvedModel};
 
 /// One unit of work for the worker thread.
 #[derive(Debug, Clone)]
@@ -15,10 +16,33 @@ pub struct GenerateJob {
     pub params: GenerateParams,
 }
 
-/// Called after every denoising step with (step index 0-based, total steps). Returning
-/// `false` asks the generator to stop: it must return [`GenerateError::Cancelled`] promptly
-/// (before the next UNet call).
-pub type ProgressFn<'a> = dyn FnMut(usize, usize) -> bool + 'a;
+impl GenerateJob {
+    /// Whether the model can run the task at all, known from the registry before anything
+    /// is loaded: an inpainting model (9-channel UNet, which needs a mask and a masked image)
+    /// runs inpaint and outpaint only. Returns the reason for the client otherwise.
+    pub fn unsupported_task(&self) -> Option<String> {
+        let task = match self.params.task {
+            Task::Inpaint { .. } => return None,
+            Task::Txt2Img => "txt2img",
+            Task::Img2Img { .. } => "img2img",
+        };
+        (self.model.kind == ModelKind::Inpaint).then(|| {
+            format!(
+                "{} is an inpainting model (9-channel UNet): it runs inpaint and outpaint only, \
+                 not {task}; pick another model for {task}",
+                self.model.name
+            )
+        })
+    }
+}
+
+/// Progress and cancellation, as the pipeline reports them (see [`Progress`]): `step` after
+/// every denoising step with (index 0-based, total), `proceed` between the other expensive
+/// phases. Either returning `false` asks the generator to stop: it must return
+/// [`GenerateError::Cancelled`] before its next expensive phase. A closure
+/// `FnMut(usize, usize) -> bool` is a `ProgressFn` that never stops between phases.
+pub type ProgressFn<'a> = dyn Progress + 'a;
+pub use crate::pipeline::Progress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {

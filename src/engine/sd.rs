@@ -100,6 +100,10 @@ impl Generator for SdGenerator {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         self.ensure_loaded(&job.model)?;
+        // Loading can take seconds: a cancel meanwhile stops here, before any encoding.
+        if !progress.proceed() {
+            return Err(GenerateError::Cancelled);
+        }
         let loaded = self
             .cache
             .get_mut(&job.model.path)

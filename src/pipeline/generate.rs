@@ -12,13 +12,18 @@ use super::images::{binarize_mask, decoded_to_unit, nearest_resize, rgb_to_tenso
 use super::model::StableDiffusion;
 use super::noise::{NoiseSource, SeededNoise};
 use super::params::{GenerateParams, GeneratedImage, Task};
+use super::progress::Progress;
 use super::schedulers::{self, Scheduler};
 use super::trace::{record, Trace};
 
-/// Progress callback, called after every denoising step with (step index 0-based, total
-/// steps), as the engine's `ProgressFn`; returning false cancels the generation (a
-/// [`PipelineError::Cancelled`] before the next UNet call, or before decoding after the last).
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
+/// Stops with [`PipelineError::Cancelled`] when `progress` says so between two phases.
+fn proceed(progress: &mut dyn Progress) -> Result<()> {
+    if progress.proceed() {
+        Ok(())
+    } else {
+        Err(PipelineError::Cancelled)
+    }
+}
 
 /// Inpainting state that the denoising loop needs.
 enum InpaintMode {
@@ -37,7 +42,7 @@ impl StableDiffusion {
     pub fn generate(
         &self,
         params: &GenerateParams,
-        progress: Progress<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>> {
         let mut noise = SeededNoise::new(params.seed, params.n_samples);
         self.run_with_noise(params, &mut noise, None, progress)
@@ -50,7 +55,7 @@ impl StableDiffusion {
         params: &GenerateParams,
         noise: &mut dyn NoiseSource,
         trace: Option<&mut Trace>,
-        progress: Progress<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>> {
         let cfg = self.scheduler_config.clone();
         self.run_with_scheduler_config(params, &cfg, noise, trace, progress)
@@ -64,7 +69,7 @@ impl StableDiffusion {
         scheduler_config: &Value,
         noise: &mut dyn NoiseSource,
         mut trace: Option<&mut Trace>,
-        progress: Progress<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>> {
         let n = params.n_samples;
         if n == 0 {
@@ -80,6 +85,12 @@ impl StableDiffusion {
         let (width, height) = self.resolve_size(params)?;
         let sf = self.vae_scale_factor();
         let lc = self.vae.config.latent_channels;
+        if self.unet.config.in_channels != lc && !matches!(params.task, Task::Inpaint { .. }) {
+            return Err(PipelineError::InvalidRequest(format!(
+                "this is an inpainting model ({}-channel UNet): it runs inpaint and outpaint only",
+                self.unet.config.in_channels
+            )));
+        }
         let shape = [n, lc, height / sf, width / sf];
         let dev = self.device.clone();
 
@@ -109,6 +120,8 @@ impl StableDiffusion {
                 cond
             }
         };
+
+        proceed(progress)?;
 
         let mut sched =
             schedulers::build(params.scheduler, scheduler_config, params.steps, params.eta)
@@ -150,6 +163,8 @@ impl StableDiffusion {
                 )?
             }
         };
+
+        proceed(progress)?;
 
         let total = timesteps.len();
         let g = params.guidance_scale;
@@ -204,7 +219,7 @@ impl StableDiffusion {
                 let keep = (1.0 - mask)?;
                 latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(mask)?)?;
             }
-            if !progress(i, total) {
+            if !progress.step(i, total) {
                 return Err(PipelineError::Cancelled);
             }
         }
@@ -218,6 +233,7 @@ impl StableDiffusion {
         let mut decoded = Vec::with_capacity(n);
         // One image at a time: the decoder's activations dominate memory at large sizes.
         for i in 0..n {
+            proceed(progress)?;
             let zi = z.narrow(0, i, 1)?.to_dtype(self.vae_dtype())?;
             decoded.push(self.vae.decode(&zi)?.to_dtype(DType::F32)?);
         }

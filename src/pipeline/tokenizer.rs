@@ -19,6 +19,10 @@ pub const EOS: &str = "<|endoftext|>";
 /// CLIP's context length.
 pub const MAX_LENGTH: usize = 77;
 
+/// Most characters of a prompt ever handed to the tokenizer, so its cost is bounded whatever
+/// the prompt's length (see [`tokenize_window`]).
+pub const WINDOW_CHARS: usize = 8192;
+
 /// The CLIP pre-tokenization pattern (contractions, letter runs, single digits, other symbols).
 const CLIP_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
@@ -154,7 +158,9 @@ pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str, pad_id: u32) -> Result<Ve
     let eos = tokenizer
         .token_to_id(EOS)
         .ok_or_else(|| tok_err("vocabulary lacks <|endoftext|>"))?;
-    let enc = tokenizer.encode(prompt, false).map_err(tok_err)?;
+    let enc = tokenizer
+        .encode(tokenize_window(prompt), false)
+        .map_err(tok_err)?;
     let body = enc.get_ids();
     let keep = body.len().min(MAX_LENGTH - 2);
     let mut ids = Vec::with_capacity(MAX_LENGTH);
@@ -163,4 +169,39 @@ pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str, pad_id: u32) -> Result<Ve
     ids.push(eos);
     ids.resize(MAX_LENGTH, pad_id);
     Ok(ids)
+}
+
+/// The start of `prompt` that decides its first 75 tokens, at most [`WINDOW_CHARS`]
+/// characters, so tokenizing never costs more than that.
+///
+/// The cut is made only at ASCII whitespace, which CLIP's normalizer and pre-tokenizer treat
+/// as a hard boundary: no pre-token spans it, so the tokens before the cut are exactly the
+/// first tokens of the whole prompt. Every whitespace-separated word yields at least one
+/// token, so cutting after [`MAX_LENGTH`] words keeps every token CLIP uses. Prompts shorter
+/// than the window are returned whole; only a prompt whose first 75 tokens do not fit in
+/// [`WINDOW_CHARS`] characters (no real prompt) can tokenize differently.
+pub fn tokenize_window(prompt: &str) -> &str {
+    let mut words = 0;
+    let mut in_word = false;
+    let mut last_cut = None;
+    for (n, (i, c)) in prompt.char_indices().enumerate() {
+        if n == WINDOW_CHARS {
+            return &prompt[..last_cut.unwrap_or(i)];
+        }
+        if c.is_whitespace() {
+            if in_word {
+                words += 1;
+            }
+            in_word = false;
+            if c.is_ascii_whitespace() {
+                if words >= MAX_LENGTH {
+                    return &prompt[..i];
+                }
+                last_cut = Some(i);
+            }
+        } else {
+            in_word = true;
+        }
+    }
+    prompt
 }

@@ -25,6 +25,8 @@ pub struct Limits {
     pub max_samples: usize,
     /// Limit for decoded input images (pixels / mask), checked from the PNG header.
     pub max_input_pixels: u64,
+    /// Longest prompt and negative prompt, in characters (Unicode scalar values).
+    pub max_prompt_chars: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
             max_pixels: 2048 * 2048,
             max_samples: 8,
             max_input_pixels: 4096 * 4096,
+            max_prompt_chars: 20_000,
         }
     }
 }
@@ -95,12 +98,8 @@ fn validate_inner(
     let o = &raw.options;
     let key = |name: &str| format!("{a}_{name}");
 
-    let prompt = lenient::get_str(o, &key("prompt"))
-        .map_err(from_field)?
-        .unwrap_or_default();
-    let negative_prompt = lenient::get_str(o, &key("negative_prompt"))
-        .map_err(from_field)?
-        .unwrap_or_default();
+    let prompt = parse_prompt(o, &key("prompt"), limits)?;
+    let negative_prompt = parse_prompt(o, &key("negative_prompt"), limits)?;
 
     let steps_key = key("steps");
     let steps = lenient::get_i64(o, &steps_key)
@@ -124,7 +123,8 @@ fn validate_inner(
         ));
     }
 
-    let (seed, random) = parse_seed(o, &key("seed"), random_seed)?;
+    let seed_key = key("seed");
+    let (seed, random) = parse_seed(o, &seed_key, random_seed)?;
 
     let samples_key = key("n_samples");
     let n_samples = lenient::get_i64(o, &samples_key)
@@ -134,6 +134,17 @@ fn validate_inner(
         return Err(invalid(
             &samples_key,
             format!("must be 1..={}, got {n_samples}", limits.max_samples),
+        ));
+    }
+    // Image i uses seed + i: a batch whose last seed would pass 2^64 - 1 is refused rather
+    // than silently wrapped to 0 (the plugin's seeds are 32-bit, far from the edge).
+    if seed.checked_add(n_samples as u64 - 1).is_none() {
+        return Err(invalid(
+            &seed_key,
+            format!(
+                "{seed} with {n_samples} samples: seed + n_samples - 1 must not exceed {}",
+                u64::MAX
+            ),
         ));
     }
 
@@ -267,6 +278,30 @@ fn validate_inner(
     })
 }
 
+/// A prompt field, at most `limits.max_prompt_chars` characters (checked before copying).
+fn parse_prompt(
+    o: &serde_json::Map<String, Value>,
+    k: &str,
+    limits: &Limits,
+) -> Result<String, RequestError> {
+    if let Some(Value::String(s)) = o.get(k) {
+        // Bytes bound characters from above, so short prompts skip the count.
+        if s.len() > limits.max_prompt_chars && s.chars().nth(limits.max_prompt_chars).is_some() {
+            return Err(invalid(
+                k,
+                format!(
+                    "at most {} characters, got {}",
+                    limits.max_prompt_chars,
+                    s.chars().count()
+                ),
+            ));
+        }
+    }
+    Ok(lenient::get_str(o, k)
+        .map_err(from_field)?
+        .unwrap_or_default())
+}
+
 fn parse_seed(
     o: &serde_json::Map<String, Value>,
     seed_key: &str,
@@ -276,11 +311,14 @@ fn parse_seed(
     if blank {
         return Ok((random_seed(), true));
     }
-    // Seeds above i64::MAX arrive as u64 numbers.
-    if let Some(Value::Number(n)) = o.get(seed_key) {
-        if let Some(u) = n.as_u64() {
-            return Ok((u, false));
-        }
+    // Seeds above i64::MAX arrive as u64 numbers or their text.
+    let unsigned = match o.get(seed_key) {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    if let Some(u) = unsigned {
+        return Ok((u, false));
     }
     match lenient::get_i64(o, seed_key).map_err(from_field)? {
         None => Ok((DEFAULT_SEED, false)),
@@ -569,6 +607,67 @@ mod tests {
         }
         let e = check(json!({"action": "img2img", "options": {"img2img_strength": 1.5, "pixels": png_b64(64, 64)}})).unwrap_err();
         assert!(e.message.contains("img2img_strength") && e.message.contains("1.5"));
+    }
+
+    #[test]
+    fn prompts_are_bounded_in_characters() {
+        let limits = Limits {
+            max_prompt_chars: 10,
+            ..Limits::default()
+        };
+        let run = |opts: Value| {
+            let r = raw(json!({"action": "inpaint", "options": opts}));
+            validate_generate(&r, &limits, &mut || 1)
+        };
+        // Ten characters in 20 bytes are fine; the limit counts characters, not bytes.
+        let ok = run(json!({"inpaint_prompt": "éééééééééé", "pixels": png_b64(64, 64)})).unwrap();
+        assert_eq!(ok.params.prompt.chars().count(), 10);
+        for field in ["inpaint_prompt", "inpaint_negative_prompt"] {
+            let e = run(json!({field: "x".repeat(11), "pixels": png_b64(64, 64)})).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidField, "{}", e.message);
+            assert!(e.message.contains(field), "{}", e.message);
+            assert!(e.message.contains("at most 10"), "{}", e.message);
+            assert!(e.message.contains("got 11"), "{}", e.message);
+        }
+        // The default is generous for real prompts and refuses a flood.
+        let long = "a painting of a fox, ".repeat(900);
+        assert!(check(json!({"action": "txt2img", "options": {"txt2img_prompt": long}})).is_ok());
+        let flood = "x".repeat(Limits::default().max_prompt_chars + 1);
+        let e = check(json!({"action": "txt2img", "options": {"txt2img_negative_prompt": flood}}))
+            .unwrap_err();
+        assert!(
+            e.message.contains("txt2img_negative_prompt"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn seeds_never_wrap_within_a_batch() {
+        let max = u64::MAX;
+        let last = check(json!({"action": "txt2img", "options": {
+            "txt2img_seed": max, "txt2img_n_samples": 1}}))
+        .unwrap();
+        assert_eq!(last.params.seed, max);
+        let fits = check(json!({"action": "txt2img", "options": {
+            "txt2img_seed": max - 1, "txt2img_n_samples": "2"}}))
+        .unwrap();
+        assert_eq!(fits.params.seed, max - 1);
+        let e = check(json!({"action": "txt2img", "job_id": "w", "options": {
+            "txt2img_seed": max.to_string(), "txt2img_n_samples": 2}}))
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert!(e.message.contains("txt2img_seed"), "{}", e.message);
+        assert!(e.message.contains(&max.to_string()), "{}", e.message);
+        assert_eq!(e.job_id.as_deref(), Some("w"));
+        // A random seed is 32-bit, so a full batch always fits.
+        let r = validate_generate(
+            &raw(json!({"action": "txt2img", "options": {"txt2img_seed": -1, "txt2img_n_samples": 8}})),
+            &Limits::default(),
+            &mut || u32::MAX as u64,
+        )
+        .unwrap();
+        assert_eq!(r.params.seed, u32::MAX as u64);
     }
 
     #[test]

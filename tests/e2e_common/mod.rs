@@ -46,7 +46,7 @@ impl Generator for PanickyGenerator {
             // Panics inside the model call (from the step callback) after the last step's
             // progress went out, like a model blowing up in the VAE.
             let mut wrapped = |step: usize, total: usize| -> bool {
-                let go_on = progress(step, total);
+                let go_on = progress.step(step, total);
                 if step + 1 >= total {
                     panic!("generator asked to panic after step {step}");
                 }

@@ -118,7 +118,7 @@ impl Generator for NoiseGenerator {
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let p = &job.params;
         for step in 0..p.steps {
-            if !progress(step, p.steps) {
+            if !progress.step(step, p.steps) {
                 return Err(GenerateError::Cancelled);
             }
         }

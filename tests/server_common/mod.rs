@@ -47,7 +47,7 @@ impl Generator for FakeGenerator {
         };
         for step in 0..total {
             std::thread::sleep(self.step_delay);
-            if !progress(step, total) {
+            if !progress.step(step, total) {
                 return Err(GenerateError::Cancelled);
             }
         }

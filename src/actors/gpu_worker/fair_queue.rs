@@ -1,14 +1,25 @@
 //! The bounded, fair job queue: round-robin across sessions, first-come within a session, so
-//! one user's batch cannot starve another. Pure data structure, no actix; never grows past
-//! its capacity (a full queue hands the item back for a `busy` answer).
+//! one user's batch cannot starve another, and admission capped per session as well as in
+//! total, so one user cannot fill the queue either. Pure data structure, no actix; never
+//! grows past its capacity (a refused item is handed back for a `busy` answer).
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::messages::SessionId;
 
+/// Why [`FairQueue::push`] refused an item (handed back inside).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused<T> {
+    /// Every slot of the queue is taken.
+    QueueFull(T),
+    /// The session already holds its share (`per_session` jobs, waiting and running).
+    SessionFull(T),
+}
+
 #[derive(Debug)]
 pub struct FairQueue<T> {
     capacity: usize,
+    per_session: usize,
     /// Sessions with waiting jobs, in the order they will be served next.
     order: VecDeque<SessionId>,
     jobs: HashMap<SessionId, VecDeque<T>>,
@@ -16,9 +27,12 @@ pub struct FairQueue<T> {
 }
 
 impl<T> FairQueue<T> {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of `capacity` waiting jobs in all, of which one session may hold
+    /// `per_session` minus the jobs it has running.
+    pub fn new(capacity: usize, per_session: usize) -> Self {
         FairQueue {
             capacity,
+            per_session,
             order: VecDeque::new(),
             jobs: HashMap::new(),
             len: 0,
@@ -37,10 +51,24 @@ impl<T> FairQueue<T> {
         self.capacity
     }
 
-    /// Appends a job for `session`; a full queue returns it.
-    pub fn push(&mut self, session: SessionId, item: T) -> Result<(), T> {
+    pub fn per_session(&self) -> usize {
+        self.per_session
+    }
+
+    /// Jobs of `session` waiting here.
+    pub fn waiting(&self, session: SessionId) -> usize {
+        self.jobs.get(&session).map_or(0, VecDeque::len)
+    }
+
+    /// Appends a job for `session`, which has `running` jobs running outside the queue. The
+    /// session's own cap is checked first, so a client at its share learns that, not that
+    /// the queue is full.
+    pub fn push(&mut self, session: SessionId, running: usize, item: T) -> Result<(), Refused<T>> {
+        if self.waiting(session) + running >= self.per_session {
+            return Err(Refused::SessionFull(item));
+        }
         if self.len >= self.capacity {
-            return Err(item);
+            return Err(Refused::QueueFull(item));
         }
         let q = self.jobs.entry(session).or_default();
         if q.is_empty() {
@@ -136,13 +164,13 @@ mod tests {
 
     #[test]
     fn round_robin_across_sessions() {
-        let mut q = FairQueue::new(100);
+        let mut q = FairQueue::new(100, 100);
         for i in 0..5 {
-            q.push(1, format!("a{i}")).unwrap();
+            q.push(1, 0, format!("a{i}")).unwrap();
         }
-        q.push(2, "b0".to_string()).unwrap();
-        q.push(3, "c0".to_string()).unwrap();
-        q.push(2, "b1".to_string()).unwrap();
+        q.push(2, 0, "b0".to_string()).unwrap();
+        q.push(3, 0, "c0".to_string()).unwrap();
+        q.push(2, 0, "b1".to_string()).unwrap();
         let order: Vec<String> = std::iter::from_fn(|| q.pop().map(|(_, j)| j)).collect();
         assert_eq!(order, ["a0", "b0", "c0", "a1", "b1", "a2", "a3", "a4"]);
         assert!(q.is_empty());
@@ -151,12 +179,12 @@ mod tests {
     #[test]
     fn late_session_is_not_starved() {
         // A queues 6 (the first already popped to run), then B queues one.
-        let mut q = FairQueue::new(100);
+        let mut q = FairQueue::new(100, 100);
         for i in 0..6 {
-            q.push(1, i).unwrap();
+            q.push(1, 0, i).unwrap();
         }
         assert_eq!(q.pop(), Some((1, 0)));
-        q.push(2, 100).unwrap();
+        q.push(2, 0, 100).unwrap();
         assert_eq!(q.position(2, |j| *j == 100), Some(2));
         assert_eq!(q.pop(), Some((1, 1)));
         assert_eq!(q.pop(), Some((2, 100)));
@@ -165,18 +193,53 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut q = FairQueue::new(2);
-        q.push(1, 'a').unwrap();
-        q.push(2, 'b').unwrap();
-        assert_eq!(q.push(3, 'c'), Err('c'));
+        let mut q = FairQueue::new(2, 2);
+        q.push(1, 0, 'a').unwrap();
+        q.push(2, 0, 'b').unwrap();
+        assert_eq!(q.push(3, 0, 'c'), Err(Refused::QueueFull('c')));
         assert_eq!(q.len(), 2);
         q.pop();
-        assert!(q.push(3, 'c').is_ok());
+        assert!(q.push(3, 0, 'c').is_ok());
+    }
+
+    #[test]
+    fn a_session_at_its_share_is_refused_while_others_are_admitted() {
+        let mut q = FairQueue::new(32, 4);
+        for i in 0..4 {
+            q.push(1, 0, i).unwrap();
+        }
+        assert_eq!(q.push(1, 0, 4), Err(Refused::SessionFull(4)));
+        assert_eq!(q.waiting(1), 4);
+        // Another session is admitted although session 1 keeps asking.
+        q.push(2, 0, 100).unwrap();
+        assert_eq!(q.push(1, 0, 5), Err(Refused::SessionFull(5)));
+        q.push(2, 0, 101).unwrap();
+        assert_eq!(q.len(), 6);
+        // The running job counts: after one of session 1's jobs starts it still holds 4.
+        assert_eq!(q.pop(), Some((1, 0)));
+        assert_eq!(q.push(1, 1, 6), Err(Refused::SessionFull(6)));
+        // Once it finished (nothing running), the freed slot is the session's again.
+        assert!(q.push(1, 0, 6).is_ok());
+        assert_eq!(q.waiting(1), 4);
+    }
+
+    #[test]
+    fn the_session_cap_is_reported_before_a_full_queue() {
+        let mut q = FairQueue::new(3, 2);
+        q.push(1, 0, 'a').unwrap();
+        q.push(1, 0, 'b').unwrap();
+        q.push(2, 0, 'c').unwrap();
+        assert_eq!(q.push(1, 0, 'd'), Err(Refused::SessionFull('d')));
+        assert_eq!(q.push(3, 0, 'e'), Err(Refused::QueueFull('e')));
+        // A session with its only job running may not queue past a cap of one.
+        let mut one = FairQueue::new(8, 1);
+        assert_eq!(one.push(7, 1, 'x'), Err(Refused::SessionFull('x')));
+        assert!(one.push(7, 0, 'x').is_ok());
     }
 
     #[test]
     fn positions_match_pop_order() {
-        let mut q = FairQueue::new(100);
+        let mut q = FairQueue::new(100, 100);
         let pushes = [
             (1, 'a'),
             (1, 'b'),
@@ -187,7 +250,7 @@ mod tests {
             (3, 'g'),
         ];
         for (s, j) in pushes {
-            q.push(s, j).unwrap();
+            q.push(s, 0, j).unwrap();
         }
         let expected: Vec<(char, usize)> = pushes
             .iter()
@@ -203,11 +266,11 @@ mod tests {
 
     #[test]
     fn remove_where_keeps_others_in_order() {
-        let mut q = FairQueue::new(100);
-        q.push(1, 1).unwrap();
-        q.push(2, 2).unwrap();
-        q.push(1, 3).unwrap();
-        q.push(2, 4).unwrap();
+        let mut q = FairQueue::new(100, 100);
+        q.push(1, 0, 1).unwrap();
+        q.push(2, 0, 2).unwrap();
+        q.push(1, 0, 3).unwrap();
+        q.push(2, 0, 4).unwrap();
         let mut removed = q.remove_where(|s, _| s == 1);
         removed.sort();
         assert_eq!(removed, vec![1, 3]);

@@ -1,5 +1,6 @@
 //! `GpuWorkerActor`: the async façade over the worker thread. Owns the fair, bounded job
-//! queue, hands one job at a time to the thread, answers `queued`/`busy`/`done`/`cancelled`/
+//! queue (capped in total and per session), refuses a task the model cannot run before it
+//! waits, hands one job at a time to the thread, answers `queued`/`busy`/`done`/`cancelled`/
 //! errors, and is supervised: a job panic stops the actor, the supervisor restarts it with a
 //! fresh thread, and a restart budget gives up on a model that always crashes. Never runs a
 //! model on the async threads.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::Value;
 
-use self::fair_queue::FairQueue;
+use self::fair_queue::{FairQueue, Refused};
 use self::thread::{JobFinished, Outcome, RunJob, ThreadReady, WorkerThread};
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::{GenerateJob, GeneratorFactory};
@@ -33,6 +34,8 @@ use crate::protocol::{frame_json, responses};
 pub struct WorkerSettings {
     pub packet_size: usize,
     pub queue_depth: usize,
+    /// Jobs one session may hold, waiting and running together.
+    pub max_jobs_per_client: usize,
     pub max_restarts: u32,
     pub restart_window: Duration,
 }
@@ -82,7 +85,7 @@ impl GpuWorkerActor {
         factory: GeneratorFactory,
         shutdown: Addr<ShutdownActor>,
     ) -> Self {
-        let queue = FairQueue::new(settings.queue_depth);
+        let queue = FairQueue::new(settings.queue_depth, settings.max_jobs_per_client);
         GpuWorkerActor {
             settings,
             factory,
@@ -294,6 +297,17 @@ impl Handler<SubmitJob> for GpuWorkerActor {
             );
             return;
         }
+        if let Some(reason) = msg.job.unsupported_task() {
+            let text = format!("{}_model: {reason}", msg.reqtype);
+            self.send_error(
+                &msg.events,
+                &msg.job_id,
+                msg.reqtype,
+                ErrorCode::InvalidField,
+                &text,
+            );
+            return;
+        }
         let key = self.next_key;
         self.next_key += 1;
         let q = QueuedJob {
@@ -305,11 +319,29 @@ impl Handler<SubmitJob> for GpuWorkerActor {
             job: msg.job,
             events: msg.events,
         };
-        if let Err((_, q)) = self.queue.push(msg.session, (msg.session, q)) {
-            let text = format!(
-                "the job queue is full ({} jobs waiting); try again later",
-                self.queue.capacity()
-            );
+        let running = usize::from(
+            self.running
+                .as_ref()
+                .is_some_and(|r| r.session == msg.session),
+        );
+        if let Err(refused) = self.queue.push(msg.session, running, (msg.session, q)) {
+            let (text, (_, q)) = match refused {
+                Refused::SessionFull(item) => (
+                    format!(
+                        "this client already has {} jobs waiting or running, the per-client \
+                         limit (max_jobs_per_client); send more when one has finished",
+                        self.queue.per_session()
+                    ),
+                    item,
+                ),
+                Refused::QueueFull(item) => (
+                    format!(
+                        "the job queue is full ({} jobs waiting); try again later",
+                        self.queue.capacity()
+                    ),
+                    item,
+                ),
+            };
             self.send_error(&q.events, &q.job_id, q.reqtype, ErrorCode::Busy, &text);
             return;
         }

@@ -14,7 +14,9 @@ use actix::{Addr, Message, Recipient};
 use serde_json::Value;
 
 use super::GpuWorkerActor;
-use crate::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory};
+use crate::engine::{
+    client_text, GenerateError, GenerateJob, Generator, GeneratorFactory, Progress,
+};
 use crate::messages::session::JobEvent;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::{frame_json, responses, responses::encode_png_base64};
@@ -112,19 +114,20 @@ fn thread_main(
                 panic_message(&*p)
             )),
         };
-    let (device, load_error) = match &built {
+    if let Err(e) = &built {
+        log::error!("model backend failed to start: {e}");
+    }
+    // Clients get the reason without a backtrace.
+    let mut generator = built.map_err(|e| client_text::without_backtrace(&e));
+    let (device, load_error) = match &generator {
         Ok(g) => (g.device(), None),
         Err(e) => ("none".to_string(), Some(e.clone())),
     };
-    if let Some(e) = &load_error {
-        log::error!("model backend failed to start: {e}");
-    }
     actor.do_send(ThreadReady {
         epoch,
         device,
         load_error,
     });
-    let mut generator = built;
     while let Ok(run) = rx.recv() {
         let gen = match &mut generator {
             Ok(g) => g,
@@ -163,30 +166,56 @@ fn thread_main(
     }
 }
 
-fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome {
-    let cancel = run.cancel.clone();
-    let events = run.events.clone();
-    let job_id = run.job_id.clone();
-    let reqtype = run.reqtype;
-    let mut progress = move |step: usize, total: usize| -> bool {
-        if cancel.load(Ordering::SeqCst) {
+/// Sends a progress message per step to the job's session and reports the job's cancel flag
+/// between phases.
+struct JobProgress<'a> {
+    run: &'a RunJob,
+    packet_size: usize,
+}
+
+impl JobProgress<'_> {
+    fn cancelled(&self) -> bool {
+        self.run.cancel.load(Ordering::SeqCst)
+    }
+}
+
+impl Progress for JobProgress<'_> {
+    fn step(&mut self, step: usize, total: usize) -> bool {
+        if self.cancelled() {
             return false;
         }
-        events.do_send(JobEvent {
-            job_id: job_id.clone(),
+        let run = self.run;
+        run.events.do_send(JobEvent {
+            job_id: run.job_id.clone(),
             terminal: false,
             bytes: frame_json(
-                &responses::progress(step, total, reqtype, &job_id),
-                packet_size,
+                &responses::progress(step, total, run.reqtype, &run.job_id),
+                self.packet_size,
             ),
         });
-        !cancel.load(Ordering::SeqCst)
-    };
+        !self.cancelled()
+    }
+
+    fn proceed(&mut self) -> bool {
+        !self.cancelled()
+    }
+}
+
+fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome {
+    let mut progress = JobProgress { run, packet_size };
     let result = catch_unwind(AssertUnwindSafe(|| gen.generate(&run.job, &mut progress)));
+    let failed = |code, message: String| Outcome::Failed {
+        code,
+        message: client_text::for_client(&message, &run.job.model),
+    };
     match result {
         Ok(Ok(images)) => {
             let n = images.len();
             for img in images {
+                // PNG encoding is the last expensive phase; a cancel stops it between images.
+                if progress.cancelled() {
+                    return Outcome::Cancelled;
+                }
                 match encode_png_base64(&img.image) {
                     Ok(b64) => run.events.do_send(JobEvent {
                         job_id: run.job_id.clone(),
@@ -204,28 +233,20 @@ fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome
                         ),
                     }),
                     Err(e) => {
-                        return Outcome::Failed {
-                            code: ErrorCode::Internal,
-                            message: format!("PNG encoding failed: {e}"),
-                        }
+                        return failed(ErrorCode::Internal, format!("PNG encoding failed: {e}"))
                     }
                 }
             }
             Outcome::Done { images: n }
         }
         Ok(Err(GenerateError::Cancelled)) => Outcome::Cancelled,
-        Ok(Err(GenerateError::ModelLoad(m))) => Outcome::Failed {
-            code: ErrorCode::Unavailable,
-            message: m,
-        },
-        Ok(Err(GenerateError::Invalid(m))) => Outcome::Failed {
-            code: ErrorCode::InvalidField,
-            message: m,
-        },
-        Ok(Err(GenerateError::Internal(m))) => Outcome::Failed {
-            code: ErrorCode::Internal,
-            message: m,
-        },
+        Ok(Err(GenerateError::ModelLoad(m))) => failed(ErrorCode::Unavailable, m),
+        Ok(Err(GenerateError::Invalid(m))) => failed(ErrorCode::InvalidField, m),
+        Ok(Err(GenerateError::Internal(m))) => {
+            // The whole text, backtrace included, stays in the server's log.
+            log::warn!("job {} failed inside the model: {m}", run.job_id);
+            failed(ErrorCode::Internal, m)
+        }
         Err(p) => Outcome::Panicked {
             message: panic_message(&*p),
         },
