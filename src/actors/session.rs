@@ -3,10 +3,10 @@
 //! packets and parses and validates requests off the reactor (`spawn_blocking`), in order;
 //! the actor resolves the model, submits jobs, answers control requests, and queues every
 //! reply for a writer task that writes packet by packet. Bounded in every direction: message
-//! size (smaller before authentication), mid-message read timeout, idle time between messages
-//! (while it has no job), outgoing bytes and write timeout. `convert`, the one disk write, only
-//! from loopback or after the token. Bad input never ends the session. Never touches candle, never logs prompts,
-//! image data or the token.
+//! size (smaller before authentication), mid-message read timeout, idle time between
+//! messages (while it has no job), outgoing bytes and write timeout. `convert`, the one disk
+//! write, only from loopback or after the token. Bad input never ends the session. Never
+//! touches candle, never logs prompts, image data or the token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +22,7 @@ use crate::actors::gpu_worker::GpuWorkerActor;
 use crate::actors::listener::ListenerActor;
 use crate::actors::model_registry::ModelRegistryActor;
 use crate::actors::shutdown::ShutdownActor;
+use crate::engine::client_text::without_backtrace;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
 use crate::messages::registry::{ConvertModel, ListModels, ResolveModel};
@@ -234,7 +235,7 @@ impl SessionActor {
             let model = match res {
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) => {
-                    let err = RequestError::new(e.code(), e.to_string())
+                    let err = RequestError::new(e.code(), without_backtrace(&e.to_string()))
                         .for_job(Some(job_id), Some(reqtype.to_string()));
                     act.send_error(&err, ctx);
                     return;
@@ -292,7 +293,8 @@ impl SessionActor {
                     act.send_value(&v, ctx);
                 }
                 Ok(Err(e)) => {
-                    let err = RequestError::new(e.code(), e.to_string()).for_job(job_id, reqtype);
+                    let text = without_backtrace(&e.to_string());
+                    let err = RequestError::new(e.code(), text).for_job(job_id, reqtype);
                     act.send_error(&err, ctx);
                 }
                 Err(_) => {
