@@ -238,14 +238,8 @@ impl Config {
                 format!("must be a number of seconds >= 0 (0 = off), got {idle}"),
             ));
         }
-        if !(1..=self.max_message_bytes).contains(&self.max_prompt_chars) {
-            return Err(invalid(
-                "max_prompt_chars",
-                format!(
-                    "must be 1..=max_message_bytes ({}), got {}",
-                    self.max_message_bytes, self.max_prompt_chars
-                ),
-            ));
+        if self.max_prompt_chars == 0 {
+            return Err(invalid("max_prompt_chars", "must be at least 1, got 0"));
         }
         if !(1..=10_000).contains(&self.max_steps) {
             return Err(invalid(
