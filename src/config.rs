@@ -238,7 +238,6 @@ impl Config {
                 format!("must be a number of seconds >= 0 (0 = off), got {idle}"),
             ));
         }
-        // A prompt cap above the message cap is harmless (the message cap refuses first).
         if self.max_prompt_chars == 0 {
             return Err(invalid("max_prompt_chars", "must be at least 1, got 0"));
         }

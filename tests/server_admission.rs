@@ -39,15 +39,7 @@ fn a_client_at_its_share_gets_busy_while_another_is_served() {
     assert_eq!(q["position"], json!(2), "{q}");
     // Once A cancels, B runs at once and A's share is free again.
     a.send(&json!({"action": "cancel"}));
-    let mut cancelled = Vec::new();
-    while cancelled.len() < 3 {
-        let m = a.recv().unwrap();
-        if m["event"] == json!("cancelled") {
-            cancelled.push(m["job_id"].as_str().unwrap().to_string());
-        }
-    }
-    cancelled.sort();
-    assert_eq!(cancelled, ["a-q1", "a-q2", "a-run"]);
+    assert_eq!(a.collect_cancelled(3), ["a-q1", "a-q2", "a-run"]);
     let r = b.collect_job("b1");
     assert_eq!(r.end_event(), "done", "{:?}", r.end);
     a.send(&txt2img("a-again", "a", 1, 2, 64));

@@ -112,15 +112,7 @@ fn full_queue_answers_busy() {
     d.send(&txt2img("d", "x", 1, 1, 64));
     assert_eq!(d.recv().unwrap()["code"], json!("busy"));
     c.send_control(b'c');
-    let mut cancelled = Vec::new();
-    while cancelled.len() < 3 {
-        let m = c.recv().unwrap();
-        if m["event"] == json!("cancelled") {
-            cancelled.push(m["job_id"].as_str().unwrap().to_string());
-        }
-    }
-    cancelled.sort();
-    assert_eq!(cancelled, ["q1", "q2", "run"]);
+    assert_eq!(c.collect_cancelled(3), ["q1", "q2", "run"]);
     // The queue has room again.
     d.send(&txt2img("d2", "x", 1, 1, 64));
     assert_eq!(d.collect_job("d2").end_event(), "done");

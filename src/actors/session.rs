@@ -25,6 +25,7 @@ use crate::actors::gpu_worker::GpuWorkerActor;
 use crate::actors::listener::ListenerActor;
 use crate::actors::model_registry::ModelRegistryActor;
 use crate::actors::shutdown::ShutdownActor;
+use crate::engine::client_text::without_backtrace;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
 use crate::messages::registry::{ConvertModel, ListModels, ResolveModel};
@@ -240,7 +241,7 @@ impl SessionActor {
             let model = match res {
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) => {
-                    let err = RequestError::new(e.code(), e.to_string())
+                    let err = RequestError::new(e.code(), without_backtrace(&e.to_string()))
                         .for_job(Some(job_id), Some(reqtype.to_string()));
                     act.send_error(&err, ctx);
                     return;
@@ -298,7 +299,8 @@ impl SessionActor {
                     act.send_value(&v, ctx);
                 }
                 Ok(Err(e)) => {
-                    let err = RequestError::new(e.code(), e.to_string()).for_job(job_id, reqtype);
+                    let text = without_backtrace(&e.to_string());
+                    let err = RequestError::new(e.code(), text).for_job(job_id, reqtype);
                     act.send_error(&err, ctx);
                 }
                 Err(_) => {

@@ -202,6 +202,21 @@ impl Client {
         }
     }
 
+    /// Reads until `n` jobs were answered `cancelled`; returns their ids, sorted.
+    pub fn collect_cancelled(&mut self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let m = self
+                .recv()
+                .expect("connection closed while waiting for cancels");
+            if m["event"] == json!("cancelled") {
+                ids.push(m["job_id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
     /// Reads every message of one job until its terminal message.
     pub fn collect_job(&mut self, job_id: &str) -> JobReplies {
         let mut r = JobReplies::default();
