@@ -23,7 +23,7 @@ use crate::actors::model_registry::ModelRegistryActor;
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
-use crate::messages::registry::{ConvertModel, ListModels, ResolveModel};
+use crate::messages::registry::{ConvertModel, ListModels, RegistryHealth, ResolveModel};
 use crate::messages::session::{CloseSession, JobEvent};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
@@ -48,6 +48,8 @@ pub struct SessionSettings {
     pub limits: Limits,
     /// When set, the first message must be `auth` with this token, within `read_timeout`.
     pub token: Option<Secret>,
+    /// Set when the model registry gave up: `ping` and `models` report it.
+    pub registry_health: RegistryHealth,
 }
 
 /// Largest first message before authentication: `auth` is tiny, and an unauthenticated peer
@@ -263,6 +265,12 @@ impl SessionActor {
                 let status = self.worker.send(GetWorkerStatus);
                 ctx.wait(status.into_actor(self).map(|res, act, ctx| {
                     let v = match res {
+                        _ if act.settings.registry_health.is_down() => responses::error(
+                            ErrorCode::Unavailable,
+                            "model registry is down",
+                            None,
+                            None,
+                        ),
                         Ok(s) => {
                             responses::pong(RUNAI_VERSION, s.queue, &s.device, &s.loaded_models)
                         }
@@ -276,7 +284,19 @@ impl SessionActor {
             Request::Models => {
                 let list = self.registry.send(ListModels);
                 ctx.wait(list.into_actor(self).map(|res, act, ctx| {
-                    let models = res.unwrap_or_default();
+                    let models = match res {
+                        Ok(Ok(models)) => models,
+                        Ok(Err(e)) => {
+                            act.send_error(&RequestError::new(e.code(), e.to_string()), ctx);
+                            return;
+                        }
+                        Err(_) => {
+                            let err =
+                                RequestError::new(ErrorCode::Unavailable, "model registry is down");
+                            act.send_error(&err, ctx);
+                            return;
+                        }
+                    };
                     let paths: Vec<String> = models
                         .iter()
                         .map(|m| m.path.to_string_lossy().to_string())

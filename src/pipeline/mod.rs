@@ -21,6 +21,7 @@ pub mod noise;
 pub mod norm;
 pub mod options;
 pub mod params;
+pub mod pickle;
 pub mod resnet;
 pub mod schedulers;
 pub mod tokenizer;

@@ -25,6 +25,7 @@
 pub mod cache;
 pub mod catalog;
 pub mod convert;
+pub mod guard;
 pub mod identify;
 pub mod ldm_config;
 pub mod ldm_keys;
