@@ -97,7 +97,11 @@ fn locate(t: &PickledTensor, span: archive::Span) -> Option<TensorEntry> {
         .try_fold(t.offset, |acc, (&d, &s)| {
             acc.checked_add((d as u64).saturating_sub(1).checked_mul(s as u64)?)
         })?;
-    let reach_elems = if numel == 0 { 0 } else { last + 1 - t.offset };
+    let reach_elems = if numel == 0 {
+        0
+    } else {
+        last.checked_add(1)? - t.offset
+    };
     let offset_bytes = t.offset.checked_mul(size)?;
     let reach = reach_elems.checked_mul(size)?;
     let fits_span = fits(offset_bytes, reach, span.len) && numel.checked_mul(size)? <= span.len;
@@ -138,10 +142,10 @@ impl Checkpoint {
                     span
                 }
             };
-            let entry = locate(&t, span).ok_or_else(|| PickleError::Tensor {
-                name: name.clone(),
-                reason: "its offset, size or strides reach outside its storage",
-            })?;
+            // Tensor names come from the file: the error does not quote them.
+            let entry = locate(&t, span).ok_or(PickleError::Archive(
+                "a tensor's offset, size or strides reach outside its storage",
+            ))?;
             tensors.insert(name, entry);
         }
         Ok(Checkpoint {
@@ -239,3 +243,8 @@ impl SimpleBackend for Checkpoint {
         self.tensors.contains_key(name)
     }
 }
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod tests;
