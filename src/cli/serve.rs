@@ -111,7 +111,8 @@ pub struct ServeArgs {
     /// Largest input image (pixels/mask) in pixels, checked before decoding [default: 16777216]
     #[arg(long, env = "RUNAI_MAX_INPUT_PIXELS")]
     pub max_input_pixels: Option<u64>,
-    /// Worker crashes tolerated within the restart window before giving up [default: 5]
+    /// Worker or model-registry crashes tolerated within the restart window before giving up
+    /// [default: 5]
     #[arg(long, env = "RUNAI_MAX_RESTARTS")]
     pub max_restarts: Option<u32>,
     /// Restart window in seconds [default: 600]
