@@ -12,58 +12,15 @@ mod e2e_common;
 mod hostile_common;
 mod server_common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_common::txt2img;
+use e2e_common::{runai_command, spawn_runai, txt2img};
 use hostile_common::{root_with_fixture, write_corpus, EXPECTED_CODE};
 use serde_json::{json, Value};
 use server_common::Client;
 
 const PER_FILE: Duration = Duration::from_secs(2);
 const MEMORY_HEADROOM_KB: u64 = 200 * 1024;
-
-fn runai() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runai"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNAI_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-/// Starts `runai` on `root` and returns it with its address (from its "listening on" line).
-fn spawn_server(root: &Path) -> (Child, SocketAddr) {
-    let mut child = runai()
-        .args(["--host", "127.0.0.1", "--port", "0", "--model", "tiny-sd1"])
-        .arg("--model-base-path")
-        .arg(root)
-        .env("RUST_LOG", "warn,runai::app=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runai starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let addr = line
-                .split("listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next());
-            if let (Some(addr), Some(tx)) = (addr, tx.take()) {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("address");
-    (child, addr.parse().unwrap())
-}
 
 /// A `VmRSS`/`VmHWM`-style line of /proc/<pid>/status, in kB.
 fn vm_kb(pid: u32, key: &str) -> u64 {
@@ -123,7 +80,7 @@ fn hostile_checkpoints_get_clear_errors_and_never_hurt_the_server() {
     let root = root_with_fixture(tmp.path());
     let cases = write_corpus(&root, &tmp.path().join("outside"));
     let tmp_path = tmp.path().display().to_string();
-    let (mut server, addr) = spawn_server(&root);
+    let (mut server, addr) = spawn_runai(&root);
     let pid = server.id();
     let mut client = Client::connect(addr);
 
@@ -174,7 +131,7 @@ fn hostile_checkpoints_get_clear_errors_and_never_hurt_the_server() {
     for (i, case) in cases.iter().enumerate() {
         let dst = tmp.path().join(format!("converted-{i}"));
         let t0 = Instant::now();
-        let out = runai()
+        let out = runai_command()
             .arg("convert")
             .arg(root.join(&case.name))
             .arg(&dst)

@@ -296,3 +296,52 @@ pub fn read_yaml_beside(checkpoint: &Path) -> Result<Option<LdmYaml>, YamlError>
     let text = std::fs::read_to_string(&path).map_err(|e| read_err(e.kind().to_string()))?;
     parse_ldm_yaml(&text, &path).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "model:\n  params:\n    timesteps: 1000\n    linear_start: 0.00085\n    \
+                        linear_end: 0.012\n    unet_config:\n      params:\n        num_heads: 8\n";
+
+    fn parse(text: &str) -> Result<LdmYaml, YamlError> {
+        parse_ldm_yaml(text, Path::new("/models/secret-dir/m.yaml"))
+    }
+
+    #[test]
+    fn sane_numbers_pass_and_nonsense_is_invalid() {
+        let y = parse(BASE).unwrap();
+        assert_eq!(y.timesteps, Some(1000));
+        for (from, to, field) in [
+            ("timesteps: 1000", "timesteps: 0", "timesteps"),
+            ("num_heads: 8", "num_heads: 0", "num_heads"),
+            ("linear_end: 0.012", "linear_end: 0.0001", "linear_start"),
+            (
+                "linear_start: 0.00085",
+                "linear_start: .nan",
+                "linear_start",
+            ),
+        ] {
+            let err = parse(&BASE.replace(from, to)).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, YamlError::Invalid { .. }), "{text}");
+            assert!(
+                text.contains(field) && text.starts_with("invalid m.yaml"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_only_and_quote_nothing() {
+        let err = parse("model: [SECRET\n").unwrap_err().to_string();
+        assert!(
+            err.contains("m.yaml") && err.contains("not valid YAML"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("SECRET") && !err.contains("secret-dir"),
+            "{err}"
+        );
+    }
+}

@@ -101,7 +101,7 @@ fn ckpt(pkl: &[u8]) -> Vec<u8> {
 fn safetensors(header: &str, data_len: usize) -> Vec<u8> {
     let mut v = (header.len() as u64).to_le_bytes().to_vec();
     v.extend_from_slice(header.as_bytes());
-    v.extend(std::iter::repeat_n(0u8, data_len));
+    v.extend(vec![0u8; data_len]);
     v
 }
 
@@ -165,7 +165,7 @@ pub fn write_corpus(root: &Path, outside: &Path) -> Vec<Case> {
     add("memo_bomb.ckpt", ckpt(&pickle(&bomb)), MARKER);
     // A list of 100,000 None memoised 100,000 times (quadratic with deep-cloning memos).
     let mut quadratic = b"(".to_vec();
-    quadratic.extend(std::iter::repeat_n(b'N', 100_000));
+    quadratic.extend(vec![b'N'; 100_000]);
     quadratic.push(b'l');
     for _ in 0..100_000 {
         quadratic.extend(b"q\x00");

@@ -412,6 +412,15 @@ impl<'a> Machine<'a> {
                 let id = rebuild::call(self, callable, args)?;
                 self.push(id)?
             }
+            BUILD => {
+                // `Module.state_dict()` is an OrderedDict carrying a `_metadata` attribute,
+                // pickled as BUILD with that state: kept as a dict, the state ignored.
+                self.pop()?;
+                let target = self.top()?;
+                if !matches!(self.nodes[target as usize].kind, Kind::Dict(_)) {
+                    return Err(self.err("BUILD on something that is not a dict"));
+                }
+            }
             BINPERSID => {
                 let pid = self.pop()?;
                 let id = rebuild::persistent_id(self, pid)?;

@@ -50,6 +50,7 @@ pub const GLOBAL: u8 = b'c';
 pub const STACK_GLOBAL: u8 = 0x93;
 pub const REDUCE: u8 = b'R';
 pub const BINPERSID: u8 = b'Q';
+pub const BUILD: u8 = b'b';
 
 /// Reads opcode arguments from `data.pkl`; positions are reported in errors, bytes never.
 pub struct Cursor<'a> {

@@ -86,7 +86,7 @@ pub fn global(module: &[u8], name: &[u8]) -> Option<Global> {
     })
 }
 
-fn args<'b, B: Builder>(b: &'b B, id: Id) -> Result<&'b [Id], PickleError> {
+fn args<B: Builder>(b: &B, id: Id) -> Result<&[Id], PickleError> {
     match b.kind(id) {
         Kind::Tuple(items) => Ok(items),
         _ => Err(b.error("call arguments are not a tuple")),

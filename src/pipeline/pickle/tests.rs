@@ -99,6 +99,23 @@ fn the_state_dict_key_is_followed() {
 }
 
 #[test]
+fn an_ordered_dict_with_metadata_state_is_a_state_dict() {
+    // What torch.save(module.state_dict()) writes: OrderedDict(), items, BUILD {"_metadata": ...}.
+    let mut body = [global("collections", "OrderedDict"), b")R".to_vec()].concat();
+    body.extend(unicode("w"));
+    body.extend(rebuild_call("0", 2, &[2], &[1]));
+    body.push(b's');
+    body.push(b'}');
+    body.extend(unicode("_metadata"));
+    body.extend([global("collections", "OrderedDict"), b")R".to_vec()].concat());
+    body.extend(b"sb");
+    let data = pkl(&body);
+    let (tensors, _) = state_dict(&run(&data).unwrap()).unwrap();
+    assert_eq!(tensors.keys().collect::<Vec<_>>(), ["w"]);
+    assert!(reason(&pkl(b"]Nb")).contains("not a dict"));
+}
+
+#[test]
 fn scalars() {
     let root = |body: &[u8]| {
         let data = pkl(body);
@@ -274,7 +291,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 #[test]
 fn deep_nesting_stops_at_the_depth_limit() {
     let mut body = b"N".to_vec();
-    body.extend(std::iter::repeat_n(0x85u8, 100_000));
+    body.extend(vec![0x85u8; 100_000]);
     let (r, took) = timed(|| reason(&pkl(&body)));
     assert!(r.contains("levels of nesting"), "{r}");
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -307,7 +324,7 @@ fn the_memo_bomb_costs_nothing() {
 #[test]
 fn the_quadratic_memo_pickle_is_linear() {
     let mut body = b"(".to_vec();
-    body.extend(std::iter::repeat_n(b'N', 100_000));
+    body.extend(vec![b'N'; 100_000]);
     body.push(b'l');
     for _ in 0..100_000 {
         body.extend(b"q\x00");
