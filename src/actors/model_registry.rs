@@ -19,6 +19,7 @@ use actix::prelude::*;
 use crate::actors::shutdown::ShutdownActor;
 use crate::messages::registry::{
     ConvertModel, ListModels, ModelResolver, RegistryHealth, ResolveError, ResolveModel,
+    REGISTRY_DOWN,
 };
 use crate::messages::shutdown::WorkerGaveUp;
 use crate::registry::guard::panic_message;
@@ -41,7 +42,6 @@ pub struct ModelRegistryActor {
 }
 
 const RESTARTED: &str = "the model registry hit an internal error and was restarted; try again";
-const DOWN: &str = "model registry is down";
 
 impl ModelRegistryActor {
     /// Starts the actor on its own thread.
@@ -79,7 +79,7 @@ impl ModelRegistryActor {
         f: impl FnOnce(&mut dyn ModelResolver) -> Result<T, ResolveError>,
     ) -> Result<T, ResolveError> {
         if self.supervision.health.is_down() {
-            return Err(ResolveError::Unavailable(DOWN.to_string()));
+            return Err(ResolveError::Unavailable(REGISTRY_DOWN.to_string()));
         }
         let payload = match catch_unwind(AssertUnwindSafe(|| f(&mut *self.resolver))) {
             Ok(result) => return result,
@@ -102,7 +102,7 @@ impl ModelRegistryActor {
                 self.restarts.len(),
                 self.supervision.window
             ));
-            return Err(ResolveError::Unavailable(DOWN.to_string()));
+            return Err(ResolveError::Unavailable(REGISTRY_DOWN.to_string()));
         }
         log::warn!(
             "model registry restarted (restart {} of {} allowed)",

@@ -23,7 +23,9 @@ use crate::actors::model_registry::ModelRegistryActor;
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
-use crate::messages::registry::{ConvertModel, ListModels, RegistryHealth, ResolveModel};
+use crate::messages::registry::{
+    ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
+};
 use crate::messages::session::{CloseSession, JobEvent};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
@@ -206,7 +208,7 @@ impl SessionActor {
                     return;
                 }
                 Err(_) => {
-                    let err = RequestError::new(ErrorCode::Unavailable, "model registry is down")
+                    let err = RequestError::new(ErrorCode::Unavailable, REGISTRY_DOWN)
                         .for_job(Some(job_id), Some(reqtype.to_string()));
                     act.send_error(&err, ctx);
                     return;
@@ -246,7 +248,7 @@ impl SessionActor {
                     act.send_error(&err, ctx);
                 }
                 Err(_) => {
-                    let err = RequestError::new(ErrorCode::Unavailable, "model registry is down")
+                    let err = RequestError::new(ErrorCode::Unavailable, REGISTRY_DOWN)
                         .for_job(job_id, reqtype);
                     act.send_error(&err, ctx);
                 }
@@ -265,12 +267,9 @@ impl SessionActor {
                 let status = self.worker.send(GetWorkerStatus);
                 ctx.wait(status.into_actor(self).map(|res, act, ctx| {
                     let v = match res {
-                        _ if act.settings.registry_health.is_down() => responses::error(
-                            ErrorCode::Unavailable,
-                            "model registry is down",
-                            None,
-                            None,
-                        ),
+                        _ if act.settings.registry_health.is_down() => {
+                            responses::error(ErrorCode::Unavailable, REGISTRY_DOWN, None, None)
+                        }
                         Ok(s) => {
                             responses::pong(RUNAI_VERSION, s.queue, &s.device, &s.loaded_models)
                         }
@@ -291,8 +290,7 @@ impl SessionActor {
                             return;
                         }
                         Err(_) => {
-                            let err =
-                                RequestError::new(ErrorCode::Unavailable, "model registry is down");
+                            let err = RequestError::new(ErrorCode::Unavailable, REGISTRY_DOWN);
                             act.send_error(&err, ctx);
                             return;
                         }

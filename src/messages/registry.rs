@@ -53,6 +53,9 @@ pub trait ModelResolver: Send {
     fn reset(&mut self) {}
 }
 
+/// What every reply says while the model registry is down.
+pub const REGISTRY_DOWN: &str = "model registry is down";
+
 /// Whether the model registry is serving. Shared with sessions so `ping` and `models` can
 /// report a registry that gave up without waiting on its (possibly busy) thread.
 #[derive(Debug, Clone, Default)]

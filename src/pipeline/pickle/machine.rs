@@ -178,7 +178,7 @@ impl<'a> Machine<'a> {
     }
 
     /// Adds a value; containers are one deeper than their deepest item.
-    pub fn add(&mut self, kind: Kind, items: &[Id]) -> Result<Id, PickleError> {
+    fn add(&mut self, kind: Kind, items: &[Id]) -> Result<Id, PickleError> {
         if self.nodes.len() >= MAX_NODES {
             return Err(limit("values", MAX_NODES));
         }
