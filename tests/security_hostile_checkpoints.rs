@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use e2e_common::{runai_command, spawn_runai, txt2img};
 use hostile_common::{root_with_fixture, write_corpus, EXPECTED_CODE};
 use serde_json::{json, Value};
-use server_common::Client;
+use server_common::{model_names, Client};
 
 const PER_FILE: Duration = Duration::from_secs(2);
 const MEMORY_HEADROOM_KB: u64 = 200 * 1024;
@@ -49,13 +49,7 @@ fn models_ok(client: &mut Client) {
     client.send(&json!({"action": "models"}));
     let m = client.recv().unwrap();
     assert_eq!(m["event"], json!("models"), "{m}");
-    let names: Vec<&str> = m["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    assert_eq!(names, ["tiny-sd1"], "{m}");
+    assert_eq!(model_names(&m), ["tiny-sd1"], "{m}");
 }
 
 fn assert_clean_error(end: &Value, secrets: &[&str], what: &str) {

@@ -18,7 +18,7 @@ pub enum YamlError {
     Invalid {
         file: String,
         field: &'static str,
-        range: &'static str,
+        range: String,
     },
 }
 
@@ -205,42 +205,27 @@ fn check_numbers(y: &LdmYaml) -> Result<(), YamlError> {
             (1..=8).contains(&l.len()) && l.iter().all(|&x| (1..=max).contains(&x))
         })
     };
-    let small: [(&'static str, Option<usize>, usize, &'static str); 16] = [
-        ("timesteps", y.timesteps, 100_000, "1..=100000"),
-        ("image_size", y.image_size, 1024, "1..=1024"),
-        ("unet in_channels", y.unet.in_channels, 64, "1..=64"),
-        ("unet out_channels", y.unet.out_channels, 64, "1..=64"),
-        (
-            "unet model_channels",
-            y.unet.model_channels,
-            8192,
-            "1..=8192",
-        ),
-        ("unet num_res_blocks", y.unet.num_res_blocks, 16, "1..=16"),
-        ("unet num_heads", y.unet.num_heads, 1024, "1..=1024"),
-        (
-            "unet num_head_channels",
-            y.unet.num_head_channels,
-            8192,
-            "1..=8192",
-        ),
-        (
-            "unet transformer_depth",
-            y.unet.transformer_depth,
-            64,
-            "1..=64",
-        ),
-        ("unet context_dim", y.unet.context_dim, 8192, "1..=8192"),
-        ("vae ch", y.vae.ch, 8192, "1..=8192"),
-        ("vae num_res_blocks", y.vae.num_res_blocks, 16, "1..=16"),
-        ("vae z_channels", y.vae.z_channels, 64, "1..=64"),
-        ("vae in_channels", y.vae.in_channels, 64, "1..=64"),
-        ("vae out_ch", y.vae.out_ch, 64, "1..=64"),
-        ("text heads", y.text.heads, 1024, "1..=1024"),
+    let small: [(&'static str, Option<usize>, usize); 16] = [
+        ("timesteps", y.timesteps, 100_000),
+        ("image_size", y.image_size, 1024),
+        ("unet in_channels", y.unet.in_channels, 64),
+        ("unet out_channels", y.unet.out_channels, 64),
+        ("unet model_channels", y.unet.model_channels, 8192),
+        ("unet num_res_blocks", y.unet.num_res_blocks, 16),
+        ("unet num_heads", y.unet.num_heads, 1024),
+        ("unet num_head_channels", y.unet.num_head_channels, 8192),
+        ("unet transformer_depth", y.unet.transformer_depth, 64),
+        ("unet context_dim", y.unet.context_dim, 8192),
+        ("vae ch", y.vae.ch, 8192),
+        ("vae num_res_blocks", y.vae.num_res_blocks, 16),
+        ("vae z_channels", y.vae.z_channels, 64),
+        ("vae in_channels", y.vae.in_channels, 64),
+        ("vae out_ch", y.vae.out_ch, 64),
+        ("text heads", y.text.heads, 1024),
     ];
-    for (field, value, max, range) in small {
+    for (field, value, max) in small {
         if !count(value, max) {
-            return Err(invalid(field, range));
+            return Err(invalid(field, format!("1..={max}")));
         }
     }
     let lists = [
@@ -254,23 +239,29 @@ fn check_numbers(y: &LdmYaml) -> Result<(), YamlError> {
     ];
     for (field, value, max) in lists {
         if !list(value, max) {
-            return Err(invalid(field, "a list of 1 to 8 positive numbers"));
+            return Err(invalid(field, "a list of 1 to 8 positive numbers".into()));
         }
     }
     let unit = |v: Option<f64>| v.map_or(true, |v| v.is_finite() && v > 0.0 && v < 1.0);
     if !unit(y.linear_start) || !unit(y.linear_end) {
-        return Err(invalid("linear_start and linear_end", "between 0 and 1"));
+        return Err(invalid(
+            "linear_start and linear_end",
+            "between 0 and 1".into(),
+        ));
     }
     if let (Some(a), Some(b)) = (y.linear_start, y.linear_end) {
         if a >= b {
-            return Err(invalid("linear_start", "smaller than linear_end"));
+            return Err(invalid("linear_start", "smaller than linear_end".into()));
         }
     }
     if !y
         .scale_factor
         .map_or(true, |v| v.is_finite() && v > 0.0 && v <= 100.0)
     {
-        return Err(invalid("scale_factor", "a positive number up to 100"));
+        return Err(invalid(
+            "scale_factor",
+            "a positive number up to 100".into(),
+        ));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! wrong storage types, memo recursion, offsets past the data, compressed entries, lying
 //! safetensors headers, a link to a file outside the root, a yaml with nonsense numbers).
 //! Each case carries a marker its error must never quote. Writes only under the given folder.
+//! The reader's unit tests (`src/pipeline/pickle/tests.rs`) reuse its opcode helpers.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -23,14 +24,16 @@ pub const EXPECTED_CODE: &str = "unavailable";
 
 const MARKER: &str = "SECRETMARKER";
 
-fn unicode(s: &str) -> Vec<u8> {
+/// `BINUNICODE s`.
+pub fn unicode(s: &str) -> Vec<u8> {
     let mut v = vec![b'X'];
     v.extend_from_slice(&(s.len() as u32).to_le_bytes());
     v.extend_from_slice(s.as_bytes());
     v
 }
 
-fn global(module: &str, name: &str) -> Vec<u8> {
+/// `GLOBAL module name`.
+pub fn global(module: &str, name: &str) -> Vec<u8> {
     format!("c{module}\n{name}\n").into_bytes()
 }
 

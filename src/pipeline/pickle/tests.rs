@@ -3,6 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../../../tests/hostile_common/mod.rs"]
+mod hostile_common;
+
+use self::hostile_common::{global, unicode};
 use super::index::state_dict;
 use super::machine::{run, Kind};
 use super::*;
@@ -13,17 +17,6 @@ fn pkl(body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(body);
     v.push(b'.');
     v
-}
-
-fn unicode(s: &str) -> Vec<u8> {
-    let mut v = vec![b'X'];
-    v.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-fn global(module: &str, name: &str) -> Vec<u8> {
-    format!("c{module}\n{name}\n").into_bytes()
 }
 
 /// `_rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', numel), 0, size, stride, False,
