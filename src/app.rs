@@ -13,12 +13,12 @@ use tokio::net::TcpListener;
 
 use crate::actors::gpu_worker::{GpuWorkerActor, WorkerSettings};
 use crate::actors::listener::{AccessPolicy, ListenerActor};
-use crate::actors::model_registry::ModelRegistryActor;
+use crate::actors::model_registry::{ModelRegistryActor, RegistrySupervision};
 use crate::actors::session::SessionSettings;
 use crate::actors::shutdown::{ShutdownActor, ShutdownSettings};
 use crate::config::{Config, ConfigError};
 use crate::engine::GeneratorFactory;
-use crate::messages::registry::ModelResolver;
+use crate::messages::registry::{ModelResolver, RegistryHealth};
 use crate::messages::shutdown::{AttachActors, BeginDrain};
 use crate::net::allow::{cleartext_warning, exposure_warning};
 use crate::net::tls::{server_acceptor, TlsError};
@@ -146,7 +146,17 @@ pub async fn start(
     });
     let sessions = shutdown.sessions_gauge();
     let shutdown = shutdown.start();
-    let registry = ModelRegistryActor::start(resolver, config.default_model.clone());
+    let registry_health = RegistryHealth::default();
+    let registry = ModelRegistryActor::start(
+        resolver,
+        config.default_model.clone(),
+        RegistrySupervision {
+            max_restarts: config.max_restarts,
+            window: config.restart_window(),
+            health: registry_health.clone(),
+            shutdown: shutdown.clone(),
+        },
+    );
     let worker_settings = WorkerSettings {
         packet_size: config.packet_size,
         queue_depth: config.queue_depth,
@@ -167,6 +177,7 @@ pub async fn start(
         max_outgoing_bytes: config.max_outgoing_bytes,
         limits: config.limits(),
         token: (!config.token.is_empty()).then(|| config.token.clone()),
+        registry_health,
     });
     let listener = ListenerActor::new(
         listener,

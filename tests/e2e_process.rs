@@ -5,55 +5,12 @@
 mod e2e_common;
 mod server_common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use e2e_common::*;
 use serde_json::json;
 use server_common::{decode_png, Client};
-
-/// Starts `runai` on an ephemeral loopback port and returns it with its address (read from
-/// its "listening on" log line).
-fn spawn_runai() -> (Child, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runai"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNAI_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .args(["--host", "127.0.0.1", "--port", "0", "--model", "tiny-sd1"])
-        .arg("--model-base-path")
-        .arg(fixtures().join("models"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runai starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keeps draining stderr for the child's whole life so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let addr = line
-                .split("listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next());
-            if let Some(addr) = addr {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("runai logs its address");
-    (child, addr.parse().expect("a socket address"))
-}
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
@@ -72,7 +29,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 #[cfg(unix)]
 #[test]
 fn binary_serves_real_images_and_sigterm_drains_three_clients() {
-    let (mut child, addr) = spawn_runai();
+    let (mut child, addr) = spawn_runai(&fixtures().join("models"));
     let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
     // A first job proves the binary serves the real model with the default model.
     clients[0].send(&txt2img("warm", "", 2, 1, 64, 64));

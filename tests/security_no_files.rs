@@ -96,13 +96,7 @@ fn a_whole_session_writes_no_file() {
     assert_eq!(c.recv().unwrap()["event"], json!("pong"));
     c.send(&json!({"action": "models"}));
     let m = c.recv().unwrap();
-    let names: Vec<&str> = m["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    assert!(names.contains(&"tiny-sd1"), "{m}");
+    assert!(model_names(&m).contains(&"tiny-sd1"), "{m}");
 
     c.send(&txt2img("real", PROMPT, 4, 7, 64));
     let r = c.collect_job("real");

@@ -2,24 +2,54 @@
 //! `SyncArbiter`) so directory scans, file reads and `convert` never block the async
 //! reactor, and substitutes the configured default model when a request names none. Never
 //! loads weights into memory for generation.
+//!
+//! Supervised in place: a panic in the resolver is caught, the request gets `unavailable`, and
+//! the resolver is reset to a fresh state (a restart without losing the thread). Past the
+//! restart budget, or if the thread dies anyway, the registry is marked down (so `ping` and
+//! `models` say so) and the shutdown actor exits the process non-zero for its supervisor
+//! (systemd, Docker) to restart it.
 
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::shutdown::ShutdownActor;
 use crate::messages::registry::{
-    ConvertModel, ListModels, ModelResolver, ResolveError, ResolveModel,
+    ConvertModel, ListModels, ModelResolver, RegistryHealth, ResolveError, ResolveModel,
+    REGISTRY_DOWN,
 };
+use crate::messages::shutdown::WorkerGaveUp;
+use crate::registry::guard::panic_message;
 use crate::registry::model::ResolvedModel;
+
+/// How many contained panics the registry tolerates within `window` before giving up.
+#[derive(Debug, Clone)]
+pub struct RegistrySupervision {
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub health: RegistryHealth,
+    pub shutdown: Addr<ShutdownActor>,
+}
 
 pub struct ModelRegistryActor {
     resolver: Box<dyn ModelResolver>,
     default_model: String,
+    supervision: RegistrySupervision,
+    restarts: VecDeque<Instant>,
 }
+
+const RESTARTED: &str = "the model registry hit an internal error and was restarted; try again";
 
 impl ModelRegistryActor {
     /// Starts the actor on its own thread.
-    pub fn start(resolver: Box<dyn ModelResolver>, default_model: String) -> Addr<Self> {
+    pub fn start(
+        resolver: Box<dyn ModelResolver>,
+        default_model: String,
+        supervision: RegistrySupervision,
+    ) -> Addr<Self> {
         // SyncArbiter wants a reusable factory; with one thread it is called once.
         let slot = Arc::new(Mutex::new(Some(resolver)));
         SyncArbiter::start(1, move || {
@@ -31,8 +61,65 @@ impl ModelRegistryActor {
             ModelRegistryActor {
                 resolver,
                 default_model: default_model.clone(),
+                supervision: supervision.clone(),
+                restarts: VecDeque::new(),
             }
         })
+    }
+
+    fn give_up(&self, reason: String) {
+        log::error!("{reason}");
+        self.supervision.health.mark_down();
+        self.supervision.shutdown.do_send(WorkerGaveUp { reason });
+    }
+
+    /// Runs `f` on the resolver; a panic resets the resolver and counts against the budget.
+    fn supervised<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn ModelResolver) -> Result<T, ResolveError>,
+    ) -> Result<T, ResolveError> {
+        if self.supervision.health.is_down() {
+            return Err(ResolveError::Unavailable(REGISTRY_DOWN.to_string()));
+        }
+        let payload = match catch_unwind(AssertUnwindSafe(|| f(&mut *self.resolver))) {
+            Ok(result) => return result,
+            Err(payload) => payload,
+        };
+        log::error!("model registry panicked: {}", panic_message(&*payload));
+        let now = Instant::now();
+        self.restarts.push_back(now);
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.supervision.window)
+        {
+            self.restarts.pop_front();
+        }
+        let reset = catch_unwind(AssertUnwindSafe(|| self.resolver.reset()));
+        if reset.is_err() || self.restarts.len() > self.supervision.max_restarts as usize {
+            self.give_up(format!(
+                "the model registry failed {} times within {:?}; giving up",
+                self.restarts.len(),
+                self.supervision.window
+            ));
+            return Err(ResolveError::Unavailable(REGISTRY_DOWN.to_string()));
+        }
+        log::warn!(
+            "model registry restarted (restart {} of {} allowed)",
+            self.restarts.len(),
+            self.supervision.max_restarts
+        );
+        Err(ResolveError::Unavailable(RESTARTED.to_string()))
+    }
+}
+
+impl Drop for ModelRegistryActor {
+    fn drop(&mut self) {
+        // Only reached while unwinding if a panic escaped `supervised` (inside actix itself):
+        // the thread is gone, so no request could ever be answered again.
+        if std::thread::panicking() {
+            self.give_up("the model registry thread died".to_string());
+        }
     }
 }
 
@@ -55,15 +142,15 @@ impl Handler<ResolveModel> for ModelRegistryActor {
         } else {
             requested.to_string()
         };
-        self.resolver.resolve(&requested)
+        self.supervised(|r| r.resolve(&requested))
     }
 }
 
 impl Handler<ListModels> for ModelRegistryActor {
-    type Result = MessageResult<ListModels>;
+    type Result = Result<Vec<ResolvedModel>, ResolveError>;
 
     fn handle(&mut self, _msg: ListModels, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        MessageResult(self.resolver.list())
+        self.supervised(|r| Ok(r.list()))
     }
 }
 
@@ -74,7 +161,7 @@ impl Handler<ConvertModel> for ModelRegistryActor {
     // half-written folder is never identified concurrently), and resolves wait behind it
     // rather than racing it.
     fn handle(&mut self, msg: ConvertModel, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.resolver.convert(msg.requested.trim())
+        self.supervised(|r| r.convert(msg.requested.trim()))
     }
 }
 

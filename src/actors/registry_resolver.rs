@@ -25,6 +25,10 @@ impl ModelResolver for Registry {
         let written = report.destination.to_string_lossy().into_owned();
         Registry::resolve(self, &written).map_err(to_wire)
     }
+
+    fn reset(&mut self) {
+        Registry::reset(self)
+    }
 }
 
 fn to_wire(e: RegistryError) -> ResolveError {

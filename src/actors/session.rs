@@ -28,7 +28,9 @@ use crate::actors::shutdown::ShutdownActor;
 use crate::engine::client_text::without_backtrace;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
-use crate::messages::registry::{ConvertModel, ListModels, ResolveModel};
+use crate::messages::registry::{
+    ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
+};
 use crate::messages::session::{CloseSession, JobEvent};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
@@ -56,6 +58,8 @@ pub struct SessionSettings {
     pub limits: Limits,
     /// When set, the first message must be `auth` with this token, within `read_timeout`.
     pub token: Option<Secret>,
+    /// Set when the model registry gave up: `ping` and `models` report it.
+    pub registry_health: RegistryHealth,
 }
 
 /// Largest first message before authentication: `auth` is tiny, and an unauthenticated peer
@@ -247,7 +251,7 @@ impl SessionActor {
                     return;
                 }
                 Err(_) => {
-                    let err = RequestError::new(ErrorCode::Unavailable, "model registry is down")
+                    let err = RequestError::new(ErrorCode::Unavailable, REGISTRY_DOWN)
                         .for_job(Some(job_id), Some(reqtype.to_string()));
                     act.send_error(&err, ctx);
                     return;
@@ -304,7 +308,7 @@ impl SessionActor {
                     act.send_error(&err, ctx);
                 }
                 Err(_) => {
-                    let err = RequestError::new(ErrorCode::Unavailable, "model registry is down")
+                    let err = RequestError::new(ErrorCode::Unavailable, REGISTRY_DOWN)
                         .for_job(job_id, reqtype);
                     act.send_error(&err, ctx);
                 }
@@ -323,6 +327,9 @@ impl SessionActor {
                 let status = self.worker.send(GetWorkerStatus);
                 ctx.wait(status.into_actor(self).map(|res, act, ctx| {
                     let v = match res {
+                        _ if act.settings.registry_health.is_down() => {
+                            responses::error(ErrorCode::Unavailable, REGISTRY_DOWN, None, None)
+                        }
                         Ok(s) => {
                             responses::pong(RUNAI_VERSION, s.queue, &s.device, &s.loaded_models)
                         }
@@ -336,7 +343,18 @@ impl SessionActor {
             Request::Models => {
                 let list = self.registry.send(ListModels);
                 ctx.wait(list.into_actor(self).map(|res, act, ctx| {
-                    let models = res.unwrap_or_default();
+                    let models = match res {
+                        Ok(Ok(models)) => models,
+                        Ok(Err(e)) => {
+                            act.send_error(&RequestError::new(e.code(), e.to_string()), ctx);
+                            return;
+                        }
+                        Err(_) => {
+                            let err = RequestError::new(ErrorCode::Unavailable, REGISTRY_DOWN);
+                            act.send_error(&err, ctx);
+                            return;
+                        }
+                    };
                     let paths: Vec<String> = models
                         .iter()
                         .map(|m| m.path.to_string_lossy().to_string())

@@ -120,7 +120,8 @@ pub struct ServeArgs {
     /// Longest prompt or negative prompt in characters [default: 20000]
     #[arg(long, env = "RUNAI_MAX_PROMPT_CHARS")]
     pub max_prompt_chars: Option<usize>,
-    /// Worker crashes tolerated within the restart window before giving up [default: 5]
+    /// Worker or model-registry crashes tolerated within the restart window before giving up
+    /// [default: 5]
     #[arg(long, env = "RUNAI_MAX_RESTARTS")]
     pub max_restarts: Option<u32>,
     /// Restart window in seconds [default: 600]

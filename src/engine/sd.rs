@@ -5,6 +5,7 @@
 
 use crate::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
 use crate::registry::cache::ModelCache;
+use crate::registry::guard::contained;
 use crate::registry::model::{ModelFormat, ResolvedModel};
 use crate::registry::single_file::SingleFile;
 use crate::registry::weights::diffusers_bytes;
@@ -53,26 +54,9 @@ impl SdGenerator {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let (sd, bytes) = match model.format {
-            ModelFormat::Diffusers => {
-                let bytes = diffusers_bytes(&model.path, self.opts.dtype);
-                self.cache.make_room(bytes);
-                let sd = StableDiffusion::load_folder(&model.path, &self.opts)
-                    .map_err(|e| load_error(model, e))?;
-                (sd, bytes)
-            }
-            ModelFormat::Safetensors | ModelFormat::Ckpt => {
-                let sf = SingleFile::open(&model.path).map_err(|e| load_error(model, e))?;
-                let bytes = sf.weight_bytes(self.opts.dtype);
-                self.cache.make_room(bytes);
-                let parts = sf
-                    .into_parts(self.opts.dtype, &self.opts.device)
-                    .map_err(|e| load_error(model, e))?;
-                let sd = StableDiffusion::from_parts(parts, &self.opts)
-                    .map_err(|e| load_error(model, e))?;
-                (sd, bytes)
-            }
-        };
+        // A panic while reading a model's files fails this load only, not the worker thread.
+        let (sd, bytes) = contained("loading a model", || self.load(model))
+            .map_err(|failure| load_error(model, failure))??;
         self.loads += 1;
         log::info!(
             "loaded model {} ({:?}, ~{} MiB) in {} ms",
@@ -138,6 +122,30 @@ impl Generator for SdGenerator {
 }
 
 impl SdGenerator {
+    /// Reads `model` from disk, making room in the cache first.
+    fn load(&mut self, model: &ResolvedModel) -> Result<(StableDiffusion, u64), GenerateError> {
+        Ok(match model.format {
+            ModelFormat::Diffusers => {
+                let bytes = diffusers_bytes(&model.path, self.opts.dtype);
+                self.cache.make_room(bytes);
+                let sd = StableDiffusion::load_folder(&model.path, &self.opts)
+                    .map_err(|e| load_error(model, e))?;
+                (sd, bytes)
+            }
+            ModelFormat::Safetensors | ModelFormat::Ckpt => {
+                let sf = SingleFile::open(&model.path).map_err(|e| load_error(model, e))?;
+                let bytes = sf.weight_bytes(self.opts.dtype);
+                self.cache.make_room(bytes);
+                let parts = sf
+                    .into_parts(self.opts.dtype, &self.opts.device)
+                    .map_err(|e| load_error(model, e))?;
+                let sd = StableDiffusion::from_parts(parts, &self.opts)
+                    .map_err(|e| load_error(model, e))?;
+                (sd, bytes)
+            }
+        })
+    }
+
     fn cache_name(&self, key: &std::path::Path) -> Option<String> {
         self.cache.peek(key).map(|l| l.name.clone())
     }

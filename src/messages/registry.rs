@@ -3,6 +3,9 @@
 //! wire codes, and the registry actor's messages. Implementations may block on the file
 //! system: the actor runs them on its own thread, never on the async reactor.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use actix::Message;
 
 use crate::protocol::error::ErrorCode;
@@ -45,6 +48,27 @@ pub trait ModelResolver: Send {
             "this server cannot convert {requested:?}"
         )))
     }
+    /// Drops every cached identification, as a fresh resolver would start (called after a
+    /// panic was contained on the registry's thread).
+    fn reset(&mut self) {}
+}
+
+/// What every reply says while the model registry is down.
+pub const REGISTRY_DOWN: &str = "model registry is down";
+
+/// Whether the model registry is serving. Shared with sessions so `ping` and `models` can
+/// report a registry that gave up without waiting on its (possibly busy) thread.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryHealth(Arc<AtomicBool>);
+
+impl RegistryHealth {
+    pub fn mark_down(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Resolve a requested model; empty means the configured default.
@@ -55,7 +79,7 @@ pub struct ResolveModel {
 }
 
 #[derive(Message, Debug)]
-#[rtype(result = "Vec<ResolvedModel>")]
+#[rtype(result = "Result<Vec<ResolvedModel>, ResolveError>")]
 pub struct ListModels;
 
 /// Convert a single-file model into a diffusers folder beside it (legacy `convert`).

@@ -9,6 +9,8 @@ pub enum PipelineError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Weights(#[from] super::weights::WeightsError),
+    #[error("PyTorch weights: {0}")]
+    Pickle(#[from] super::pickle::PickleError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::pickle::PthTensors;
 use candle_core::DType;
 use candle_nn::VarBuilder;
 use serde_json::Value;
@@ -12,6 +11,7 @@ use serde_json::Value;
 use super::error::{PipelineError, Result};
 use super::model_parts::ModelParts;
 use super::options::RuntimeOptions;
+use super::pickle::Checkpoint;
 use super::tokenizer::load_tokenizer_dir;
 use super::weights::SafetensorsFiles;
 
@@ -106,13 +106,9 @@ pub fn component_weights(
             opts.device.clone(),
         )),
         WeightFiles::Pickle(file) => {
-            // Usually a bare state dict; some exports wrap it as {"state_dict": ...}.
-            let mut pth = PthTensors::new(&file, None)?;
-            if pth.tensor_infos().is_empty() {
-                pth = PthTensors::new(&file, Some("state_dict"))?;
-            }
+            // A bare state dict, or one wrapped as {"state_dict": ...}: the reader takes both.
             Ok(VarBuilder::from_backend(
-                Box::new(pth),
+                Box::new(Checkpoint::open(&file)?),
                 dtype,
                 opts.device.clone(),
             ))

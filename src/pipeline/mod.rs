@@ -22,6 +22,7 @@ pub mod norm;
 pub mod options;
 pub mod params;
 pub mod progress;
+pub mod pickle;
 pub mod resnet;
 pub mod schedulers;
 pub mod tokenizer;

@@ -27,17 +27,17 @@ pub enum WeightsError {
     Header { path: PathBuf, reason: String },
 }
 
-/// Header limit: safetensors itself refuses headers over 100 MB.
-const MAX_HEADER: u64 = 100_000_000;
+/// Header limit. Real SD headers are a few hundred KiB (a few MiB with training metadata); a
+/// parsed header takes a few times its size in memory, so this bounds what a hostile one costs.
+pub(crate) const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone)]
 struct Entry {
     file: usize,
     dtype: DType,
     shape: Vec<usize>,
-    /// Absolute byte range in the file.
+    /// Absolute offset of the tensor's bytes in the file (their length follows from the shape).
     start: u64,
-    len: usize,
 }
 
 /// One or more safetensors files (shards) read on demand.
@@ -82,13 +82,13 @@ impl SafetensorsFiles {
             let mut len8 = [0u8; 8];
             file.read_exact_at(&mut len8, 0).map_err(io)?;
             let header_len = u64::from_le_bytes(len8);
-            if header_len > MAX_HEADER || 8 + header_len > file_len {
-                return Err(header_err(path, format!("header length {header_len}")));
+            if header_len > MAX_HEADER_BYTES || header_len.saturating_add(8) > file_len {
+                return Err(header_err(path, "impossible header length"));
             }
             let mut header = vec![0u8; header_len as usize];
             file.read_exact_at(&mut header, 8).map_err(io)?;
             let meta: Metadata = serde_json::from_slice(&header)
-                .map_err(|e| header_err(path, format!("header: {e}")))?;
+                .map_err(|_| header_err(path, "the header is not safetensors JSON"))?;
             let data_start = 8 + header_len;
             for (name, info) in meta.tensors() {
                 let dtype = candle_dtype(info.dtype).ok_or_else(|| {
@@ -108,7 +108,6 @@ impl SafetensorsFiles {
                     dtype,
                     shape: info.shape.clone(),
                     start: data_start + begin as u64,
-                    len: end - begin,
                 };
                 entries.insert(name, entry);
             }
@@ -129,23 +128,36 @@ impl SafetensorsFiles {
             .ok_or_else(|| candle_core::Error::CannotFindTensor {
                 path: name.to_string(),
             })?;
-        let (path, file) = &self.files[entry.file];
-        let read = |buf: &mut [u8]| {
-            file.read_exact_at(buf, entry.start)
-                .map_err(|e| candle_core::Error::Msg(format!("{}: {name}: {e}", path.display())))
-        };
+        let (_, file) = &self.files[entry.file];
         let shape = Shape::from(entry.shape.clone());
-        let host = if entry.dtype == DType::F32 && cfg!(target_endian = "little") {
-            // f32 (the common full-precision file): read into the tensor's own buffer.
-            let mut values = vec![0f32; entry.len / 4];
-            read(bytemuck::cast_slice_mut(&mut values))?;
-            Tensor::from_vec(values, shape, &Device::Cpu)?
-        } else {
-            let mut bytes = vec![0u8; entry.len];
-            read(&mut bytes)?;
-            Tensor::from_raw_buffer(&bytes, entry.dtype, shape.dims(), &Device::Cpu)?
-        };
+        let host = read_host_tensor(file, entry.start, entry.dtype, shape)
+            .map_err(|e| candle_core::Error::Msg(format!("{name}: {e}")))?;
         host.to_device(device)
+    }
+}
+
+/// Reads a row-major tensor of `dtype` and `shape` stored at `start` of `file` into host
+/// memory; an f32 tensor on a little-endian host is read straight into its own buffer. The
+/// caller has checked that the bytes lie within the file.
+pub(crate) fn read_host_tensor(
+    file: &File,
+    start: u64,
+    dtype: DType,
+    shape: Shape,
+) -> candle_core::Result<Tensor> {
+    let len = shape.elem_count() * dtype.size_in_bytes();
+    let read = |buf: &mut [u8]| {
+        file.read_exact_at(buf, start)
+            .map_err(|e| candle_core::Error::Msg(format!("cannot read tensor data: {}", e.kind())))
+    };
+    if dtype == DType::F32 && cfg!(target_endian = "little") {
+        let mut values = vec![0f32; len / 4];
+        read(bytemuck::cast_slice_mut(&mut values))?;
+        Tensor::from_vec(values, shape, &Device::Cpu)
+    } else {
+        let mut bytes = vec![0u8; len];
+        read(&mut bytes)?;
+        Tensor::from_raw_buffer(&bytes, dtype, shape.dims(), &Device::Cpu)
     }
 }
 

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::guard::contained;
 use super::identify::{identify_diffusers, IdentifyError, Identity};
 use super::model::{ModelFormat, ResolvedModel};
 use super::paths::{confine, Candidate, PathError, Root};
 use super::scan::{model_format_at, scan_root};
 use super::single_file::{identify_single_file, SingleFileError};
+use crate::pipeline::pickle::PickleError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -99,14 +101,23 @@ pub struct Registry {
     last_report: Option<ScanReport>,
 }
 
+/// Identifies one model; a panic while reading it makes only this file unreadable.
 fn identify(path: &Path, format: ModelFormat) -> Result<(ModelFormat, Identity), IdentifyError> {
+    contained("identifying a model", || identify_unguarded(path, format))
+        .unwrap_or_else(|failure| Err(IdentifyError::Unreadable(failure.to_string())))
+}
+
+fn identify_unguarded(
+    path: &Path,
+    format: ModelFormat,
+) -> Result<(ModelFormat, Identity), IdentifyError> {
     match format {
         ModelFormat::Diffusers => identify_diffusers(path).map(|id| (format, id)),
         _ => identify_single_file(path).map_err(|e| match e {
             SingleFileError::Identify(e) => e,
-            SingleFileError::Tensors(e @ super::tensors::TensorsError::LegacyPickle { .. }) => {
-                IdentifyError::Unsupported(e.to_string())
-            }
+            SingleFileError::Tensors(
+                e @ super::tensors::TensorsError::Checkpoint(PickleError::Legacy),
+            ) => IdentifyError::Unsupported(e.to_string()),
             other => IdentifyError::Unreadable(other.to_string()),
         }),
     }
@@ -120,6 +131,13 @@ impl Registry {
             entries: BTreeMap::new(),
             last_report: None,
         }
+    }
+
+    /// Forgets every identification, as a freshly started registry (after a contained panic,
+    /// nothing half-updated survives).
+    pub fn reset(&mut self) {
+        self.entries.clear();
+        self.last_report = None;
     }
 
     pub fn roots(&self) -> Vec<PathBuf> {

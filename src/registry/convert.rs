@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
+use super::guard::contained;
 use super::model::{ModelKind, ModelVersion};
 use super::single_file::{Component, SingleFile, SingleFileError};
 use super::tokenizer::single_file_tokenizer;
 
+/// Errors name files by their last component only (the caller knows where it asked to write).
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error("destination {0} already exists; refusing to overwrite it")]
@@ -21,6 +23,14 @@ pub enum ConvertError {
     Source(#[from] SingleFileError),
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+fn last_component(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Where the legacy `convert` action puts the folder: beside the file, named after it
@@ -31,7 +41,7 @@ pub fn default_destination(src: &Path) -> PathBuf {
 
 fn write_err(path: &Path, reason: impl ToString) -> ConvertError {
     ConvertError::Write {
-        path: path.display().to_string(),
+        path: last_component(path),
         reason: reason.to_string(),
     }
 }
@@ -152,16 +162,18 @@ pub struct ConvertReport {
 /// Converts `src` (`.safetensors` or zip `.ckpt`) into a new diffusers folder `dst`.
 pub fn convert_single_file(src: &Path, dst: &Path) -> Result<ConvertReport, ConvertError> {
     if dst.exists() || dst.symlink_metadata().is_ok() {
-        return Err(ConvertError::DestinationExists(dst.display().to_string()));
+        return Err(ConvertError::DestinationExists(last_component(dst)));
     }
-    let sf = SingleFile::open(src)?;
+    // A panic while reading the source is contained: an error, never a crash (exit 101).
+    let sf = contained("opening a model to convert", || SingleFile::open(src))
+        .map_err(ConvertError::Internal)??;
     std::fs::create_dir(dst).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => {
-            ConvertError::DestinationExists(dst.display().to_string())
-        }
+        std::io::ErrorKind::AlreadyExists => ConvertError::DestinationExists(last_component(dst)),
         _ => write_err(dst, e),
     })?;
-    if let Err(e) = write_folder(&sf, dst) {
+    let written = contained("converting a model", || write_folder(&sf, dst))
+        .unwrap_or_else(|failure| Err(ConvertError::Internal(failure)));
+    if let Err(e) = written {
         // Only the folder created above is removed; it holds nothing but our partial output.
         if let Err(rm) = std::fs::remove_dir_all(dst) {
             log::warn!("cannot remove partial output {}: {rm}", dst.display());

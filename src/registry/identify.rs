@@ -105,18 +105,25 @@ pub fn identify_checkpoint(
 
 /// Reads a small JSON config; a missing file is `Ok(None)`.
 pub fn read_json_config(path: &Path) -> Result<Option<Value>, IdentifyError> {
-    let unreadable = |reason: String| {
-        IdentifyError::Unreadable(format!("cannot read {}: {reason}", path.display()))
-    };
+    // Named by its last two components (`unet/config.json`), never the full path.
+    let shown: Vec<_> = path.iter().rev().take(2).collect();
+    let shown = shown
+        .iter()
+        .rev()
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let unreadable =
+        |reason: String| IdentifyError::Unreadable(format!("cannot read {shown}: {reason}"));
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unreadable(e.to_string())),
+        Err(e) => return Err(unreadable(e.kind().to_string())),
     };
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(unreadable("too large for a config file".into()));
     }
-    let text = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+    let text = std::fs::read(path).map_err(|e| unreadable(e.kind().to_string()))?;
     serde_json::from_slice(&text)
         .map(Some)
         .map_err(|e| unreadable(e.to_string()))
@@ -134,7 +141,7 @@ pub fn identify_diffusers(dir: &Path) -> Result<Identity, IdentifyError> {
         }
     }
     let unet = read_json_config(&dir.join("unet").join("config.json"))?.ok_or_else(|| {
-        IdentifyError::Unreadable(format!("{} has no unet/config.json", dir.display()))
+        IdentifyError::Unreadable("the folder has no unet/config.json".to_string())
     })?;
     if unet.get("addition_embed_type").and_then(Value::as_str) == Some("text_time") {
         return Err(IdentifyError::Unsupported("SDXL".into()));

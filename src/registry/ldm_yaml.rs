@@ -9,10 +9,23 @@ use serde_yaml::Value;
 /// A yaml larger than this is not an LDM config (they are a few KiB).
 const MAX_YAML_BYTES: u64 = 1024 * 1024;
 
+/// Errors name the yaml by its file name only and never quote its contents.
 #[derive(Debug, thiserror::Error)]
 pub enum YamlError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    #[error("cannot read {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("invalid {file}: {field} must be {range}")]
+    Invalid {
+        file: String,
+        field: &'static str,
+        range: String,
+    },
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "yaml".to_string())
 }
 
 /// UNet numbers from `model.params.unet_config.params`.
@@ -113,8 +126,11 @@ fn list_at(root: &Value, base: &[&str], key: &str) -> Option<Vec<usize>> {
 /// Parses yaml text; `path` is only recorded for messages.
 pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| YamlError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
+        file: file_name(path),
+        reason: match e.location() {
+            Some(at) => format!("not valid YAML (line {})", at.line()),
+            None => "not valid YAML".to_string(),
+        },
     })?;
     let r = &root;
     let p: &[&str] = &["model", "params"];
@@ -135,7 +151,7 @@ pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
         "params",
         "tiny_text_tower",
     ];
-    Ok(LdmYaml {
+    let yaml = LdmYaml {
         path: path.to_path_buf(),
         parameterization: str_at(r, p, "parameterization"),
         linear_start: f64_at(r, p, "linear_start"),
@@ -170,30 +186,153 @@ pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
             heads: usize_at(r, tiny, "heads"),
             hidden_act: str_at(r, tiny, "hidden_act"),
         },
-    })
+    };
+    check_numbers(&yaml)?;
+    Ok(yaml)
+}
+
+/// Refuses numbers no Stable Diffusion model has (zero timesteps or heads, inverted beta
+/// schedules, ...): they would only fail later, deep in the pipeline, as an internal error.
+fn check_numbers(y: &LdmYaml) -> Result<(), YamlError> {
+    let invalid = |field, range| YamlError::Invalid {
+        file: file_name(&y.path),
+        field,
+        range,
+    };
+    let count = |v: Option<usize>, max: usize| v.map_or(true, |v| (1..=max).contains(&v));
+    let list = |v: &Option<Vec<usize>>, max: usize| {
+        v.as_ref().map_or(true, |l| {
+            (1..=8).contains(&l.len()) && l.iter().all(|&x| (1..=max).contains(&x))
+        })
+    };
+    let small: [(&'static str, Option<usize>, usize); 16] = [
+        ("timesteps", y.timesteps, 100_000),
+        ("image_size", y.image_size, 1024),
+        ("unet in_channels", y.unet.in_channels, 64),
+        ("unet out_channels", y.unet.out_channels, 64),
+        ("unet model_channels", y.unet.model_channels, 8192),
+        ("unet num_res_blocks", y.unet.num_res_blocks, 16),
+        ("unet num_heads", y.unet.num_heads, 1024),
+        ("unet num_head_channels", y.unet.num_head_channels, 8192),
+        ("unet transformer_depth", y.unet.transformer_depth, 64),
+        ("unet context_dim", y.unet.context_dim, 8192),
+        ("vae ch", y.vae.ch, 8192),
+        ("vae num_res_blocks", y.vae.num_res_blocks, 16),
+        ("vae z_channels", y.vae.z_channels, 64),
+        ("vae in_channels", y.vae.in_channels, 64),
+        ("vae out_ch", y.vae.out_ch, 64),
+        ("text heads", y.text.heads, 1024),
+    ];
+    for (field, value, max) in small {
+        if !count(value, max) {
+            return Err(invalid(field, format!("1..={max}")));
+        }
+    }
+    let lists = [
+        ("unet channel_mult", &y.unet.channel_mult, 64),
+        (
+            "unet attention_resolutions",
+            &y.unet.attention_resolutions,
+            1024,
+        ),
+        ("vae ch_mult", &y.vae.ch_mult, 64),
+    ];
+    for (field, value, max) in lists {
+        if !list(value, max) {
+            return Err(invalid(field, "a list of 1 to 8 positive numbers".into()));
+        }
+    }
+    let unit = |v: Option<f64>| v.map_or(true, |v| v.is_finite() && v > 0.0 && v < 1.0);
+    if !unit(y.linear_start) || !unit(y.linear_end) {
+        return Err(invalid(
+            "linear_start and linear_end",
+            "between 0 and 1".into(),
+        ));
+    }
+    if let (Some(a), Some(b)) = (y.linear_start, y.linear_end) {
+        if a >= b {
+            return Err(invalid("linear_start", "smaller than linear_end".into()));
+        }
+    }
+    if !y
+        .scale_factor
+        .map_or(true, |v| v.is_finite() && v > 0.0 && v <= 100.0)
+    {
+        return Err(invalid(
+            "scale_factor",
+            "a positive number up to 100".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the yaml beside `checkpoint` if there is one.
 pub fn read_yaml_beside(checkpoint: &Path) -> Result<Option<LdmYaml>, YamlError> {
     let path = yaml_beside(checkpoint);
     let read_err = |reason: String| YamlError::Read {
-        path: path.display().to_string(),
+        file: file_name(&path),
         reason,
     };
     let meta = match std::fs::metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_err(e.to_string())),
+        Err(e) => return Err(read_err(e.kind().to_string())),
     };
     if !meta.is_file() {
         return Ok(None);
     }
     if meta.len() > MAX_YAML_BYTES {
-        return Err(read_err(format!(
-            "{} bytes is too large for a model config",
-            meta.len()
-        )));
+        return Err(read_err("too large for a model config".to_string()));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| read_err(e.to_string()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| read_err(e.kind().to_string()))?;
     parse_ldm_yaml(&text, &path).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "model:\n  params:\n    timesteps: 1000\n    linear_start: 0.00085\n    \
+                        linear_end: 0.012\n    unet_config:\n      params:\n        num_heads: 8\n";
+
+    fn parse(text: &str) -> Result<LdmYaml, YamlError> {
+        parse_ldm_yaml(text, Path::new("/models/secret-dir/m.yaml"))
+    }
+
+    #[test]
+    fn sane_numbers_pass_and_nonsense_is_invalid() {
+        let y = parse(BASE).unwrap();
+        assert_eq!(y.timesteps, Some(1000));
+        for (from, to, field) in [
+            ("timesteps: 1000", "timesteps: 0", "timesteps"),
+            ("num_heads: 8", "num_heads: 0", "num_heads"),
+            ("linear_end: 0.012", "linear_end: 0.0001", "linear_start"),
+            (
+                "linear_start: 0.00085",
+                "linear_start: .nan",
+                "linear_start",
+            ),
+        ] {
+            let err = parse(&BASE.replace(from, to)).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, YamlError::Invalid { .. }), "{text}");
+            assert!(
+                text.contains(field) && text.starts_with("invalid m.yaml"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_only_and_quote_nothing() {
+        let err = parse("model: [SECRET\n").unwrap_err().to_string();
+        assert!(
+            err.contains("m.yaml") && err.contains("not valid YAML"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("SECRET") && !err.contains("secret-dir"),
+            "{err}"
+        );
+    }
 }

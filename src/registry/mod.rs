@@ -8,6 +8,7 @@
 //!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]).
 //! - [`convert`]: writes a diffusers folder from a single file, on explicit request only.
 //! - [`cache`]: the LRU of loaded models used by the worker.
+//! - [`guard`]: contains a panic in per-file work so one bad file costs only itself.
 //!
 //! Rules an operator can rely on:
 //! - Any folder layout works under a root: the seed's (`runwayml/stable-diffusion-v1-5`,
@@ -25,6 +26,7 @@
 pub mod cache;
 pub mod catalog;
 pub mod convert;
+pub mod guard;
 pub mod identify;
 pub mod ldm_config;
 pub mod ldm_keys;

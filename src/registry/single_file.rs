@@ -1,5 +1,5 @@
-//! Serves an LDM/CompVis single-file checkpoint (`.safetensors` memory-mapped, or a zip
-//! `.ckpt` through candle's pickle reader) as diffusers-named [`ModelParts`]: configs are
+//! Serves an LDM/CompVis single-file checkpoint (`.safetensors` by positioned reads, or a zip
+//! `.ckpt` through our bounded pickle reader) as diffusers-named [`ModelParts`]: configs are
 //! synthesized, tensors are renamed (and reshaped or split) lazily when the pipeline asks for
 //! them. Never writes to the checkpoint; never executes pickle code.
 
@@ -22,11 +22,12 @@ use super::tensors::{
 };
 use super::tokenizer::{single_file_tokenizer, TokenizerError};
 use crate::pipeline::model_parts::ModelParts;
+use crate::pipeline::pickle::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SingleFileError {
-    #[error("{0} is not a .safetensors or .ckpt file")]
-    NotACheckpoint(String),
+    #[error("not a .safetensors or .ckpt file")]
+    NotACheckpoint,
     #[error(transparent)]
     Tensors(#[from] TensorsError),
     #[error(transparent)]
@@ -51,11 +52,11 @@ pub fn single_file_format(path: &Path) -> Option<ModelFormat> {
     }
 }
 
-/// Reads only the header of a single file: its tensor index and, for `.ckpt`, where the
-/// state dict sits.
+/// Reads only the header of a single file: its tensor index and, for `.ckpt`, the opened
+/// checkpoint (its pickle is parsed once).
 pub fn read_index(
     path: &Path,
-) -> Result<(ModelFormat, TensorIndex, Option<super::tensors::CkptLayout>), SingleFileError> {
+) -> Result<(ModelFormat, TensorIndex, Option<Checkpoint>), SingleFileError> {
     match single_file_format(path) {
         Some(ModelFormat::Safetensors) => Ok((
             ModelFormat::Safetensors,
@@ -63,10 +64,10 @@ pub fn read_index(
             None,
         )),
         Some(ModelFormat::Ckpt) => {
-            let (index, layout) = read_ckpt_index(path)?;
-            Ok((ModelFormat::Ckpt, index, Some(layout)))
+            let (index, ckpt) = read_ckpt_index(path)?;
+            Ok((ModelFormat::Ckpt, index, Some(ckpt)))
         }
-        _ => Err(SingleFileError::NotACheckpoint(path.display().to_string())),
+        _ => Err(SingleFileError::NotACheckpoint),
     }
 }
 
@@ -100,7 +101,7 @@ pub struct SingleFile {
 
 impl SingleFile {
     pub fn open(path: &Path) -> Result<Self, SingleFileError> {
-        let (format, index, layout) = read_index(path)?;
+        let (format, index, ckpt) = read_index(path)?;
         let yaml = read_yaml_beside(path)?;
         let identity = identify_checkpoint(&index, yaml.as_ref())?;
         let unet = unet_shape(&index)?;
@@ -108,8 +109,8 @@ impl SingleFile {
         let text = text_shape(&index)?;
         let configs = synthesize_configs(&unet, &vae, &text, &identity, yaml.as_ref());
         let keys = build_key_map(&index, &unet, &vae, &text, configs.text_layers_used);
-        let source = match layout {
-            Some(layout) => WeightSource::pickle(path, &layout)?,
+        let source = match ckpt {
+            Some(ckpt) => WeightSource::Pickle(ckpt),
             None => WeightSource::safetensors(path)?,
         };
         Ok(SingleFile {

@@ -43,11 +43,16 @@ pub fn single_file_tokenizer(
 ) -> Result<(Tokenizer, u32), TokenizerError> {
     let (tokenizer, origin) = match candidates(checkpoint).into_iter().find(|p| p.is_file()) {
         Some(path) => {
-            let t = Tokenizer::from_file(&path).map_err(|e| TokenizerError::Load {
-                path: path.display().to_string(),
-                reason: e.to_string(),
+            // Named by file name only; the parser's message could quote the file.
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let t = Tokenizer::from_file(&path).map_err(|_| TokenizerError::Load {
+                path: name.clone(),
+                reason: "not a valid tokenizer.json".to_string(),
             })?;
-            (t, path.display().to_string())
+            (t, name)
         }
         None => (embedded_tokenizer()?, "embedded CLIP tokenizer".to_string()),
     };

@@ -5,8 +5,12 @@
 //! only; never downloads anything; writes only inside temporary folders.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use runai::app::{spawn_server, ServerThread};
@@ -24,6 +28,50 @@ pub const PANIC_PROMPT: &str = "PANIC";
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The `runai` binary, with no `RUNAI_*` variable of the test's environment.
+pub fn runai_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runai"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNAI_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Starts the `runai` binary on an ephemeral loopback port over `root`, default model
+/// `tiny-sd1`, and returns it with its address (read from its "listening on" log line).
+pub fn spawn_runai(root: &Path) -> (Child, SocketAddr) {
+    let mut child = runai_command()
+        .args(["--host", "127.0.0.1", "--port", "0", "--model", "tiny-sd1"])
+        .arg("--model-base-path")
+        .arg(root)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runai starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stderr for the child's whole life so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next());
+            if let (Some(addr), Some(tx)) = (addr, tx.take()) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("runai logs its address");
+    (child, addr.parse().expect("a socket address"))
 }
 
 /// The real generator on the CPU, caching up to three models.

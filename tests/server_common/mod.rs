@@ -286,6 +286,14 @@ pub fn txt2img(job_id: &str, prompt: &str, steps: u32, seed: u64, size: u32) -> 
     })
 }
 
+/// The model names of a `models` reply.
+pub fn model_names(reply: &Value) -> Vec<&str> {
+    reply["models"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|e| e["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Decodes an image message's PNG and checks it is 8-bit RGB.
 pub fn decode_png(msg: &Value) -> RgbImage {
     let b64 = msg["image"].as_str().expect("image field");

@@ -3,7 +3,6 @@
 //! outcome to the actor. Catches panics: after one it reports and exits, so the supervisor
 //! can build a fresh thread. Never touches actix state or the socket directly.
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -20,6 +19,7 @@ use crate::engine::{
 use crate::messages::session::JobEvent;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::{frame_json, responses, responses::encode_png_base64};
+use crate::registry::guard::panic_message;
 
 pub const THREAD_NAME: &str = "runai-gpu-worker";
 
@@ -86,16 +86,6 @@ pub fn spawn(
         .name(THREAD_NAME.to_string())
         .spawn(move || thread_main(epoch, factory, packet_size, actor, rx))?;
     Ok(WorkerThread { tx, join })
-}
-
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic".to_string()
-    }
 }
 
 fn thread_main(
