@@ -1,11 +1,12 @@
 //! Command-line interface of the `runai` binary (clap derive). No subcommand means "serve",
 //! so the plugin's `runai --timeout` works; `runai client ...` is the smoke-test client.
-//! Other tools (replay, convert, bench) plug in as further subcommands. Never starts actors
+//! Other tools (replay, convert, bench, parity) plug in as further subcommands. Never starts actors
 //! itself: `serve` hands a validated config to `app`.
 
 pub mod bench;
 pub mod client;
 pub mod convert;
+pub mod parity;
 pub mod replay;
 pub mod serve;
 pub mod wire_client;
@@ -36,4 +37,6 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Time one phase (text encode, UNet step, VAE decode, txt2img) and print a RESULT line.
     Bench(bench::BenchArgs),
+    /// Replay the golden cases on a device and dtype and check them against their limits.
+    Parity(parity::ParityArgs),
 }
