@@ -1,7 +1,7 @@
 //! Command-line interface of the `runai` binary (clap derive). No subcommand means "serve",
 //! so the plugin's `runai --timeout` works; `runai client ...` is the smoke-test client.
-//! Other tools (replay, convert, bench, parity) plug in as further subcommands. Never starts actors
-//! itself: `serve` hands a validated config to `app`.
+//! Other tools (replay, convert, bench, parity) plug in as further subcommands. Never starts
+//! actors itself: `serve` hands a validated config to `app`.
 
 pub mod bench;
 pub mod client;
