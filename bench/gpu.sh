@@ -30,8 +30,9 @@
 #   env: PYTHON (python3), MODEL (a diffusers SD1.5-size folder instead of the random one),
 #        FEATURES (default cuda,cudnn or cuda), REPEATS (timed runs per phase, default 3; dry 1),
 #        REQUESTS (per client in the throughput runs, default 2), SKIP_BUILD=1 (reuse the
-#        binary), CUDA_COMPUTE_CAP (default: nvidia-smi's), WHEELS (a folder of wheels to
-#        install the reference from, offline), RUNAI_CUDA_CACHE
+#        binary; RUNAI_BIN names one built elsewhere), CUDA_COMPUTE_CAP (default:
+#        nvidia-smi's), WHEELS (a folder of wheels to install the reference from, offline),
+#        RUNAI_CUDA_CACHE
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -83,12 +84,15 @@ else
     fi
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-RUNAI=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/runai
+RUNAI=${RUNAI_BIN:-$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/runai}
 
 step "toolchain"
 if [ $DRY = 1 ]; then
     record toolchain skipped "dry run: CPU build, no CUDA"
 else
+    if ! command -v nvcc >/dev/null && [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+        export PATH=${CUDA_HOME:-/usr/local/cuda}/bin:$PATH
+    fi
     if command -v nvcc >/dev/null; then
         nvcc_dir=$(dirname "$(command -v nvcc)")
         export CUDA_HOME=${CUDA_HOME:-$(dirname "$nvcc_dir")}
