@@ -36,7 +36,7 @@ SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_
                  projection_dim=768, bos_token_id=0, eos_token_id=2, pad_token_id=1)
 SD15_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                   num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True,
-                  steps_offset=1, clip_sample=False)
+                  steps_offset=1)
 
 
 def make(out):
@@ -51,6 +51,9 @@ def make(out):
         unet=UNet2DConditionModel(**SD15_UNET).half(),
         scheduler=PNDMScheduler(**SD15_SCHED),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    # Not a PNDM argument, but in SD1.5's scheduler config: the DDIM scheduler made from it
+    # (txt2img phases) must not clip.
+    pipe.scheduler.register_to_config(clip_sample=False)
     tmp = out + ".partial"
     pipe.save_pretrained(tmp)
     os.replace(tmp, out)
