@@ -13,7 +13,8 @@
 #            cublasLt, curand, cudnn), and libcuda.so from the installed NVIDIA driver when
 #            there is one. ~2.5 GB.
 #   env: RUNAI_CUDA_CACHE (default ~/.cache/runai-ci), CUDA_COMPUTE_CAP (default 90: the H100
-#        and H200; candle's kernels are compiled for this one architecture), PYTHON (python3).
+#        and H200; candle's kernels are compiled for this one architecture), PYTHON (python3),
+#        CUDAFORGE_THREADS (parallel kernel compiles, default all cores).
 #
 # Why 13.0 and why every wheel is pinned (nvcc's own dependencies too): the GPU machines this
 # project is lent run NVIDIA driver 580, which is CUDA 13.0. candle ships its kernels as PTX
@@ -73,6 +74,8 @@ runai_cuda_toolchain() {
     export CUDA_HOME=$tk CUDA_PATH=$tk CUDA_ROOT=$tk
     export PATH=$tk/bin:$PATH
     export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+    # candle's build script compiles its kernels on half the cores unless told (cudaforge).
+    export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
     export LIBRARY_PATH=$tk/lib64${LIBRARY_PATH:+:$LIBRARY_PATH}
     export LD_LIBRARY_PATH=$tk/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     nvcc --version | tail -2 >&2
