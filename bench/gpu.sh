@@ -77,6 +77,8 @@ else
     MODEL=${MODEL:-$RUNAI_CUDA_CACHE/sd15-random}
     PHASES=(text_encode unet_512 vae_decode_512 txt2img_512_ddim50)
     SIZE=512 STEPS=50 REPEATS=${REPEATS:-3}
+    # candle's build script compiles its kernels on half the cores unless told (cudaforge).
+    export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
     if [ -z "${CUDA_COMPUTE_CAP:-}" ]; then
         # candle's kernels build for the card's compute capability ("9.0" -> 90).
         CUDA_COMPUTE_CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
