@@ -98,6 +98,8 @@ else
     if command -v nvcc >/dev/null; then
         nvcc_dir=$(dirname "$(command -v nvcc)")
         export CUDA_HOME=${CUDA_HOME:-$(dirname "$nvcc_dir")}
+        # The binary finds cublas, nvrtc and curand there at run time too.
+        export LD_LIBRARY_PATH=$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
         echo "using the installed $(nvcc --version | tail -1) at $CUDA_HOME" >&2
     else
         # shellcheck source=../tools/cuda-toolchain.sh
