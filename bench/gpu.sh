@@ -122,7 +122,7 @@ else
             echo "no libcudnn found: building without the cudnn feature" >&2
         fi
     fi
-    record toolchain ok "$(nvcc --version | tail -1 | cut -d, -f1) sm_$CUDA_COMPUTE_CAP features $FEATURES"
+    record toolchain ok "nvcc $(nvcc --version | grep -o 'release [0-9.]*') at $CUDA_HOME, sm_$CUDA_COMPUTE_CAP, features $FEATURES"
 fi
 
 step "build ($PROFILE${FEATURES:+, features $FEATURES})"
@@ -218,7 +218,7 @@ assert (w, h) == (int(sys.argv[2]),) * 2, (w, h)' "$OUT/server-0.png" "$SIZE"; t
     fi
     for clients in 1 4; do
         if "$PYTHON" "$here/throughput.py" --port "$port" --clients "$clients" --requests "$REQUESTS" \
-            --size "$SIZE" --steps "$STEPS" >"$OUT/throughput-$clients.txt"; then
+            --size "$SIZE" --steps "$STEPS" >"$OUT/throughput-$clients.txt" 2>&1; then
             record "throughput $clients" ok "$(grep '^RESULT ' "$OUT/throughput-$clients.txt" | cut -c8-)"
         else
             record "throughput $clients" FAIL "$(tail -c 300 "$OUT/throughput-$clients.txt" | tr '\n' ' ')"
