@@ -4,7 +4,11 @@
 #   CPU only:              docker build --target runtime-cpu -t runai:cpu .
 # Models are mounted read-only at /models; configuration comes from RUNAI_* variables.
 
-ARG CUDA_VERSION=12.4.1
+# CUDA 13.0, the version CI compiles the `cuda` feature against (tools/cuda-toolchain.sh pins
+# the same 13.0 update 1 from PyPI's wheels; deploy/check_static.py checks they agree) and the
+# one the NVIDIA 580 drivers run. candle's kernels are PTX the driver compiles at load time,
+# and a driver refuses PTX from a newer toolkit than its own.
+ARG CUDA_VERSION=13.0.1
 ARG UBUNTU_VERSION=22.04
 ARG RUST_VERSION=1.95.0
 

@@ -8,7 +8,8 @@
 # usage: bench/compare.sh MODEL_DIR OUT.jsonl [PHASE...]
 #   env: SD_TOKENIZER_DIR (default MODEL_DIR/tokenizer), PYTHON (a venv with tools/requirements-reference.txt), BENCH_TOOL (bench_diffusers.py),
 #        RUNAI (the release binary), REPEATS (timed runs after 1 warm-up, default 3),
-#        REFERENCE (another reference command, called as `REFERENCE MODEL PHASE REPEATS`),
+#        REFERENCE (another reference command, called as `REFERENCE MODEL PHASE REPEATS`;
+#        `none` times runai alone, as bench/gpu.sh --dry does where no torch is installed),
 #        RUNAI_ARGS (extra `runai bench` arguments, e.g. `--device cuda:0 --dtype f16`)
 set -euo pipefail
 
@@ -25,7 +26,9 @@ if [ ${#PHASES[@]} -eq 0 ]; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
-if [ -n "${REFERENCE:-}" ]; then
+if [ "${REFERENCE:-}" = none ]; then
+    REF=()
+elif [ -n "${REFERENCE:-}" ]; then
     # Another reference command (bench/gpu.sh passes diffusers_gpu.py); words split on spaces.
     read -r -a REF <<<"$REFERENCE"
 else
@@ -48,6 +51,7 @@ loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 run_one() { # impl phase
     local impl=$1 phase=$2 line before after
+    if [ "$impl" = diffusers ] && [ ${#REF[@]} -eq 0 ]; then return 0; fi
     before=$(loadavg)
     if [ "$impl" = diffusers ]; then
         line=$("${REF[@]}" "$MODEL" "$phase" "$REPEATS" | grep '^RESULT ' | tail -1)

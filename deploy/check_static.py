@@ -54,6 +54,7 @@ def dockerfile():
     for s in ("build-cuda", "runtime-cuda", "build-cpu", "runtime-cpu"):
         check(s in stages, f"Dockerfile has stage {s}")
     check("--features cuda,cudnn" in text, "Dockerfile builds the CUDA stage with cuda,cudnn")
+    cuda_version()
     check(re.search(r"^USER\s+runai", text, re.M) is not None, "Dockerfile runs as non-root user")
     check("HEALTHCHECK" in text and "ping" in text, "Dockerfile has a ping HEALTHCHECK")
     check("EXPOSE 50006" in text, "Dockerfile exposes 50006")
@@ -72,6 +73,22 @@ def dockerfile():
             top = path.split("/")[0]
             check(top in copied or path in copied,
                   f"Dockerfile copies the source of {kind} target {target['name']} ({path})")
+
+
+def cuda_version():
+    """The Dockerfile's CUDA base image is the CUDA version CI compiles the cuda feature
+    against: tools/cuda-toolchain.sh's RUNAI_CUDA_VERSION and its pinned nvcc wheel."""
+    docker = re.search(r"^ARG\s+CUDA_VERSION=(\d+)\.(\d+)\.\d+\s*$", (ROOT / "Dockerfile").read_text(), re.M)
+    toolchain = (ROOT / "tools" / "cuda-toolchain.sh").read_text()
+    ci = re.search(r"^RUNAI_CUDA_VERSION=(\d+)\.(\d+)\s*$", toolchain, re.M)
+    nvcc = re.search(r"nvidia-cuda-nvcc==(\d+)\.(\d+)\.", toolchain)
+    check(docker is not None, "Dockerfile pins ARG CUDA_VERSION=X.Y.Z")
+    check(ci is not None and nvcc is not None, "tools/cuda-toolchain.sh pins its CUDA version and nvcc")
+    if docker and ci and nvcc:
+        want = docker.groups()
+        check(ci.groups() == want and nvcc.groups() == want,
+              f"Dockerfile CUDA {'.'.join(want)} = CI's CUDA {'.'.join(ci.groups())} "
+              f"(nvcc wheel {'.'.join(nvcc.groups())})")
 
 
 def systemd():

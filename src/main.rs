@@ -81,6 +81,7 @@ fn main() {
         Some(Command::Convert(args)) => tool("convert", runai::cli::convert::run(args)),
         Some(Command::Bench(args)) => tool("bench", runai::cli::bench::run(args)),
         Some(Command::Relay(args)) => runai_wire::relay::run(args),
+        Some(Command::Parity(args)) => tool("parity", runai::cli::parity::run(args)),
     };
     std::process::exit(code);
 }

@@ -100,6 +100,16 @@ pub enum BenchDType {
     Bf16,
 }
 
+impl BenchDType {
+    pub fn to_dtype(self) -> DType {
+        match self {
+            BenchDType::F32 => DType::F32,
+            BenchDType::F16 => DType::F16,
+            BenchDType::Bf16 => DType::BF16,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// A diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
@@ -125,11 +135,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--repeats must be at least 1");
     }
     let device = parse_device(&args.device)?;
-    let dtype = match args.dtype {
-        BenchDType::F32 => DType::F32,
-        BenchDType::F16 => DType::F16,
-        BenchDType::Bf16 => DType::BF16,
-    };
+    let dtype = args.dtype.to_dtype();
     let opts = RuntimeOptions {
         device: device.clone(),
         dtype,
@@ -319,7 +325,8 @@ fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dev: &Device) -> anyhow::Result<
     Ok(Tensor::from_vec(data, shape, dev)?)
 }
 
-fn parse_device(s: &str) -> anyhow::Result<Device> {
+/// `cpu`, `cuda` or `cuda:N` as a candle device (CUDA needs a build with `--features cuda`).
+pub(crate) fn parse_device(s: &str) -> anyhow::Result<Device> {
     let s = s.trim().to_ascii_lowercase();
     if s == "cpu" {
         return Ok(Device::Cpu);

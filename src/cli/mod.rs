@@ -1,11 +1,12 @@
 //! Command-line interface of the `runai` binary (clap derive). No subcommand means "serve",
 //! so the plugin's `runai --timeout` works; `runai client ...` is the smoke-test client.
-//! Other tools (replay, convert, bench) plug in as further subcommands. Never starts actors
-//! itself: `serve` hands a validated config to `app`.
+//! Other tools (replay, convert, bench, parity) plug in as further subcommands. Never starts
+//! actors itself: `serve` hands a validated config to `app`.
 
 pub mod bench;
 pub mod client;
 pub mod convert;
+pub mod parity;
 pub mod replay;
 pub mod serve;
 pub mod wire_client;
@@ -39,4 +40,6 @@ pub enum Command {
     /// On a painter's machine: let the Krita plugin reach a remote server (TLS, token,
     /// aligned packets). Also built alone, without the model code, as `runai-relay`.
     Relay(runai_wire::relay::RelayArgs),
+    /// Replay the golden cases on a device and dtype and check them against their limits.
+    Parity(parity::ParityArgs),
 }
