@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod convert;
 pub mod replay;
+pub mod replay_safety;
 pub mod serve;
 pub mod wire_client;
 

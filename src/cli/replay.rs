@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+use super::replay_safety;
 use crate::pipeline::loader::load_diffusers_folder;
 use crate::pipeline::model_parts::ModelParts;
 use crate::pipeline::noise::NoiseSource;
@@ -35,7 +36,8 @@ pub struct ReplayArgs {
     /// Case id, e.g. `tiny-sd1/txt2img_ddim`.
     #[arg(long)]
     pub case: String,
-    /// Model to run instead of the case's own diffusers folder.
+    /// Model to run instead of the case's own diffusers folder (for a safety-checker case:
+    /// the checker folder).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Output safetensors file.
@@ -344,6 +346,19 @@ pub fn run_with_loader(
     args: ReplayArgs,
     loader: &dyn Fn(&Path) -> anyhow::Result<ModelParts>,
 ) -> anyhow::Result<()> {
+    let doc = read_json(&args.manifest)?;
+    let safety_case = doc
+        .get("cases")
+        .and_then(Value::as_array)
+        .and_then(|cases| {
+            cases
+                .iter()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(args.case.as_str()))
+        })
+        .filter(|c| replay_safety::is_safety_case(c));
+    if let Some(case) = safety_case {
+        return replay_safety::run(&args.manifest, &doc, case, args.model.as_deref(), &args.out);
+    }
     let opts = RuntimeOptions::default();
     let case = load_case(&args.manifest, &args.case)?;
     let model_path = args.model.clone().unwrap_or_else(|| case.model_dir.clone());

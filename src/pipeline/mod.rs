@@ -23,6 +23,7 @@ pub mod options;
 pub mod params;
 pub mod progress;
 pub mod resnet;
+pub mod safety;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod trace;
