@@ -263,6 +263,7 @@ impl SessionActor {
                 job: GenerateJob {
                     model,
                     params: req.params,
+                    nsfw_filter: req.nsfw_filter,
                 },
                 events: ctx.address().recipient(),
             });
