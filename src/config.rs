@@ -530,6 +530,38 @@ mod tests {
     }
 
     #[test]
+    fn safety_checker_mode_and_folder() {
+        let mut c = Config::default();
+        assert_eq!(c.safety_mode().unwrap(), SafetyMode::Off);
+        assert_eq!(c.safety_checker_dir().unwrap(), None);
+        c.safety_checker = "Blur".into();
+        assert_eq!(c.safety_mode().unwrap(), SafetyMode::Blur);
+        let dir = tempfile::tempdir().unwrap();
+        let checker = dir.path().join(SAFETY_CHECKER_SUBDIR);
+        c.model_base_path = vec![dir.path().join("missing").display().to_string()];
+        assert!(c.safety_checker_dir().is_err());
+        c.model_base_path.push(dir.path().display().to_string());
+        std::fs::create_dir_all(&checker).unwrap();
+        assert!(
+            c.safety_checker_dir().is_err(),
+            "a folder without config.json is no checker"
+        );
+        std::fs::write(checker.join("config.json"), "{}").unwrap();
+        assert_eq!(c.safety_checker_dir().unwrap(), Some(checker.clone()));
+        c.safety_checker_path = dir.path().join("elsewhere").display().to_string();
+        assert!(
+            c.safety_checker_dir().is_err(),
+            "an explicit path is not second-guessed"
+        );
+        c.safety_checker = "sometimes".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("safety_checker"));
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         let cases = [
             (

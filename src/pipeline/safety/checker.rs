@@ -104,7 +104,13 @@ impl SafetyChecker {
         Self::from_weights(vb, &cfg, preprocess)
     }
 
-    fn from_weights(vb: VarBuilder, cfg: &VisionConfig, preprocess: Preprocess) -> Result<Self> {
+    /// A checker from weights already opened (`vb` at the checkpoint root), e.g. random ones
+    /// of a given shape for the cost benchmark.
+    pub fn from_weights(
+        vb: VarBuilder,
+        cfg: &VisionConfig,
+        preprocess: Preprocess,
+    ) -> Result<Self> {
         // The Hub's checkpoint nests the tower twice; transformers >= 5.6 saves it once.
         let tower = if vb.contains_tensor("vision_model.vision_model.embeddings.class_embedding") {
             vb.pp("vision_model.vision_model")

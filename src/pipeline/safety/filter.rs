@@ -64,11 +64,47 @@ impl SafetyMode {
     }
 }
 
-/// A blur that leaves only colour blotches: a box-approximated Gaussian with sigma a tenth
-/// of the longer side (at least 4 pixels).
+/// A blur that leaves only colour blotches: three passes of a box filter in each direction
+/// (close to a Gaussian) with a radius of a sixteenth of the longer side (at least 2 pixels),
+/// edges clamped.
 pub fn strong_blur(image: &RgbImage) -> RgbImage {
-    let sigma = (image.width().max(image.height()) as f32 / 10.0).max(4.0);
-    image::imageops::fast_blur(image, sigma)
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let radius = (w.max(h) / 16).max(2);
+    let mut data: Vec<f32> = image.as_raw().iter().map(|v| f32::from(*v)).collect();
+    for _ in 0..3 {
+        data = box_pass(&data, w, h, radius, true);
+        data = box_pass(&data, w, h, radius, false);
+    }
+    let raw = data
+        .iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    RgbImage::from_raw(w as u32, h as u32, raw).unwrap_or_else(|| image.clone())
+}
+
+/// One box-filter pass along rows (`horizontal`) or columns of interleaved RGB f32.
+fn box_pass(src: &[f32], w: usize, h: usize, r: usize, horizontal: bool) -> Vec<f32> {
+    let (len, lines) = if horizontal { (w, h) } else { (h, w) };
+    let at = |line: usize, i: usize| {
+        if horizontal {
+            (line * w + i) * 3
+        } else {
+            (i * w + line) * 3
+        }
+    };
+    let mut out = vec![0f32; src.len()];
+    let norm = 1.0 / (2 * r + 1) as f32;
+    for line in 0..lines {
+        for c in 0..3 {
+            let value = |i: isize| src[at(line, i.clamp(0, len as isize - 1) as usize) + c];
+            let mut sum: f32 = (-(r as isize)..=r as isize).map(value).sum();
+            for i in 0..len {
+                out[at(line, i) + c] = sum * norm;
+                sum += value(i as isize + r as isize + 1) - value(i as isize - r as isize);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -103,9 +139,14 @@ mod tests {
         assert_eq!(SafetyMode::Report.apply(img.clone(), true), img);
         let blurred = SafetyMode::Blur.apply(img.clone(), true);
         assert_eq!(blurred.dimensions(), img.dimensions());
-        // A strong blur flattens the horizontal ramp (0..252) to a fraction of its range.
-        let row: Vec<u8> = (0..64).map(|x| blurred.get_pixel(x, 24).0[0]).collect();
+        // Detail is gone: 4-pixel black/white stripes become a nearly flat grey.
+        let stripes = RgbImage::from_fn(64, 48, |x, _| {
+            image::Rgb([if x / 4 % 2 == 0 { 0 } else { 255 }; 3])
+        });
+        let blurred = SafetyMode::Blur.apply(stripes, true);
+        // Away from the clamped edges.
+        let row: Vec<u8> = (16..48).map(|x| blurred.get_pixel(x, 24).0[0]).collect();
         let (lo, hi) = (row.iter().min().unwrap(), row.iter().max().unwrap());
-        assert!(hi - lo < 160, "ramp range after blur {lo}..{hi}");
+        assert!(hi - lo < 40, "stripes after blur span {lo}..{hi}");
     }
 }
