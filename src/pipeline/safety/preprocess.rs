@@ -6,8 +6,8 @@
 //! transformers 5's CLIPImageProcessor runs through torchvision): the kernel with a = -0.5
 //! and support widened by the downscale factor (shared with PIL's `BICUBIC`), weights
 //! quantised to int16 fixed point, horizontal pass first with an 8-bit intermediate. On the
-//! fixture images it reproduces the reference crops bit for bit (0 levels); PIL's fixed point
-//! differs from it by up to 2 levels, the `image` crate's float CatmullRom by more.
+//! fixture images it reproduces the reference crops bit for bit (0 levels); float weights give
+//! up to 2 levels of difference, the `image` crate's CatmullRom up to 19 (BENCHMARKS.md).
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
