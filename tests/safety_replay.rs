@@ -4,10 +4,13 @@
 //! `pixel_values` and output images within 2e-3. Our resize+crop is also compared with the
 //! reference processor's 8-bit crops (`crop224_i.png`) for all eight images.
 
+mod fixture_common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
+use fixture_common::max_diff;
 use runai::cli::replay::{run, ReplayArgs};
 use runai::pipeline::safety::config::Preprocess;
 use runai::pipeline::safety::preprocess::{normalize, resize_and_crop};
@@ -16,22 +19,6 @@ const IMAGES: usize = 8;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ext")
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn replay() -> HashMap<String, Tensor> {

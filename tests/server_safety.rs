@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use image::RgbImage;
-use runai::app::{spawn_server, ServerThread};
+use runai::app::{spawn_server, AppError, ServerThread};
 use runai::config::Config;
 use runai::engine::{GenerateError, GenerateJob, Generator, ProgressFn};
 use runai::pipeline::params::GeneratedImage;
@@ -84,14 +84,17 @@ fn config(mode: &str) -> Config {
     }
 }
 
-fn start_mode(config: Config) -> ServerThread {
+fn try_start(config: Config) -> Result<ServerThread, AppError> {
     let roots = config.model_roots();
     spawn_server(
         config,
         Arc::new(|| Ok(Box::new(FixtureImages) as Box<dyn Generator>)),
         Box::new(Registry::new(&roots)),
     )
-    .expect("server starts")
+}
+
+fn start_mode(config: Config) -> ServerThread {
+    try_start(config).expect("server starts")
 }
 
 /// One request for fixture image `seed`; returns its image message.
@@ -216,22 +219,47 @@ fn off_mode_sends_the_legacy_message_unchanged() {
 fn enabled_without_a_checker_folder_fails_start_up() {
     let mut cfg = config("black");
     cfg.model_base_path = vec![fixtures_models().to_string_lossy().to_string()];
-    let roots = cfg.model_roots();
-    let err = spawn_server(
-        cfg.clone(),
-        Arc::new(|| Ok(Box::new(FixtureImages) as Box<dyn Generator>)),
-        Box::new(Registry::new(&roots)),
-    )
-    .err()
-    .expect("start-up must fail");
+    let err = try_start(cfg.clone()).err().expect("start-up must fail");
     let text = err.to_string();
     assert!(text.contains("safety checker"), "{text}");
     // An explicit path that is no checker fails the same way.
     cfg.safety_checker_path = ext().join("inputs").to_string_lossy().to_string();
-    assert!(spawn_server(
-        cfg,
-        Arc::new(|| Ok(Box::new(FixtureImages) as Box<dyn Generator>)),
-        Box::new(Registry::new(&roots)),
+    assert!(try_start(cfg).is_err());
+}
+
+#[test]
+fn a_corrupt_checker_fails_jobs_clearly_and_the_server_stays_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = ext().join("safety_checker/CompVis/stable-diffusion-safety-checker");
+    for name in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(src.join(name), tmp.path().join(name)).unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("model.safetensors"),
+        b"not a safetensors file",
     )
-    .is_err());
+    .unwrap();
+    let mut cfg = config("black");
+    cfg.safety_checker_path = tmp.path().to_string_lossy().to_string();
+    let server = start_mode(cfg);
+    let mut c = Client::connect(server.local_addr);
+    c.send(&txt2img("bad", "a fox", 2, 4, 64));
+    let r = c.collect_job("bad");
+    let end = r.end.expect("terminal event");
+    assert_eq!(end["event"], json!("error"));
+    assert_eq!(end["code"], json!("unavailable"));
+    assert!(
+        end["message"].as_str().unwrap().contains("safety checker"),
+        "{end}"
+    );
+    assert!(
+        r.images.is_empty(),
+        "no unchecked image may leave the server"
+    );
+    // The session is still served.
+    c.send(&json!({"action": "ping"}));
+    let pong = c.recv_until(|m| m.get("event").is_some());
+    assert_eq!(pong["event"], json!("pong"), "{pong}");
+    drop(c);
+    server.shutdown();
 }

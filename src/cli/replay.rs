@@ -108,20 +108,23 @@ fn strip_non_finite(text: &str) -> String {
     out
 }
 
+/// Case `id` of a parsed manifest.
+fn find_case<'a>(doc: &'a Value, id: &str) -> anyhow::Result<&'a Value> {
+    doc.get("cases")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("manifest has no cases"))?
+        .iter()
+        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+        .ok_or_else(|| anyhow!("no case {id} in the manifest"))
+}
+
 /// Parses case `id` of the manifest at `manifest`.
 pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
     let root = manifest
         .parent()
         .ok_or_else(|| anyhow!("manifest path has no parent folder"))?;
     let doc = read_json(manifest)?;
-    let cases = doc
-        .get("cases")
-        .and_then(Value::as_array)
-        .ok_or_else(|| anyhow!("manifest has no cases"))?;
-    let case = cases
-        .iter()
-        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
-        .ok_or_else(|| anyhow!("no case {id} in the manifest"))?;
+    let case = find_case(&doc, id)?;
     let model = field(case, "model")?.as_str().unwrap_or_default();
     let model_rel = doc
         .get("models")
@@ -347,16 +350,8 @@ pub fn run_with_loader(
     loader: &dyn Fn(&Path) -> anyhow::Result<ModelParts>,
 ) -> anyhow::Result<()> {
     let doc = read_json(&args.manifest)?;
-    let safety_case = doc
-        .get("cases")
-        .and_then(Value::as_array)
-        .and_then(|cases| {
-            cases
-                .iter()
-                .find(|c| c.get("id").and_then(Value::as_str) == Some(args.case.as_str()))
-        })
-        .filter(|c| replay_safety::is_safety_case(c));
-    if let Some(case) = safety_case {
+    let case = find_case(&doc, &args.case)?;
+    if replay_safety::is_safety_case(case) {
         return replay_safety::run(&args.manifest, &doc, case, args.model.as_deref(), &args.out);
     }
     let opts = RuntimeOptions::default();

@@ -9,6 +9,9 @@ use serde_json::Value;
 use crate::pipeline::config::{ClipActivation, ClipConfig, Fields};
 use crate::pipeline::error::{PipelineError, Result};
 
+/// Largest patch grid side accepted from a config.
+const MAX_GRID: usize = 64;
+
 /// The vision tower: encoder layers as [`ClipConfig`] describes them, plus the patch grid.
 #[derive(Debug, Clone)]
 pub struct VisionConfig {
@@ -57,7 +60,11 @@ impl VisionConfig {
         if l.num_hidden_layers == 0 || l.num_hidden_layers > 256 {
             return Err(f.bad("num_hidden_layers"));
         }
-        if cfg.patch_size == 0 || cfg.image_size % cfg.patch_size != 0 || cfg.image_size > 4096 {
+        // At most a 64x64 patch grid: attention is quadratic in it (ViT-L/14 has 16x16).
+        if cfg.patch_size == 0
+            || cfg.image_size % cfg.patch_size != 0
+            || cfg.image_size / cfg.patch_size > MAX_GRID
+        {
             return Err(f.bad("patch_size"));
         }
         if cfg.num_channels != 3 {
@@ -156,5 +163,29 @@ impl Preprocess {
             std,
             normalize: flag("do_normalize")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_bounds() {
+        let cfg = VisionConfig::from_json(&json!({"vision_config": {"patch_size": 14}})).unwrap();
+        assert_eq!(cfg.layers.hidden_size, 768);
+        assert_eq!(cfg.positions(), 257);
+        for bad in [
+            json!({"vision_config": {"patch_size": 1, "image_size": 4096}}),
+            json!({"vision_config": {"patch_size": 15}}),
+            json!({"vision_config": {"num_attention_heads": 5}}),
+            json!({"vision_config": {"hidden_act": "relu"}}),
+        ] {
+            assert!(VisionConfig::from_json(&bad).is_err(), "{bad}");
+        }
+        assert!(Preprocess::from_json(&json!({"resample": 2})).is_err());
+        assert!(Preprocess::from_json(&json!({"size": {"shortest_edge": 0}})).is_err());
+        assert!(Preprocess::from_json(&json!({"image_std": [0.5, 0.0, 0.5]})).is_err());
     }
 }
