@@ -18,12 +18,12 @@ use crate::pipeline::safety::{SafetyChecker, SafetyMode};
 const DEFAULT_DIR: &str = "safety_checker/CompVis/stable-diffusion-safety-checker";
 
 /// Whether case `case` of `doc` is a safety-checker case.
-pub fn is_safety_case(case: &Value) -> bool {
+pub(crate) fn is_safety_case(case: &Value) -> bool {
     case.get("task").and_then(Value::as_str) == Some("safety_check")
 }
 
 /// Runs the case and writes the tensors to `out`. `checker` overrides the manifest's folder.
-pub fn run(
+pub(crate) fn run(
     manifest: &Path,
     doc: &Value,
     case: &Value,

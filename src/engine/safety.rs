@@ -63,7 +63,7 @@ impl Generator for SafeGenerator {
 
 /// `inner` with the checker of `dir` loaded on `compute`'s device when the generator is
 /// built (on the worker thread). `mode` off, or no `dir`: `inner` unchanged.
-pub fn with_safety(
+pub(crate) fn with_safety(
     inner: GeneratorFactory,
     mode: SafetyMode,
     dir: Option<PathBuf>,

@@ -17,8 +17,8 @@ use crate::pipeline::loader::{component_weights, read_json};
 use crate::pipeline::RuntimeOptions;
 
 /// Concepts and special-care concepts of the published checker (fixed sizes in diffusers).
-pub const CONCEPTS: usize = 17;
-pub const SPECIAL_CONCEPTS: usize = 3;
+const CONCEPTS: usize = 17;
+const SPECIAL_CONCEPTS: usize = 3;
 /// What a special-care hit adds to every later score.
 const SPECIAL_CARE_ADJUSTMENT: f32 = 0.01;
 
@@ -54,7 +54,7 @@ fn round3(x: f32) -> f32 {
 
 /// Scores as `forward` computes them: the special-care ones first (whose hits raise the
 /// adjustment for everything after), then the concepts. Returns (special, concept, flagged).
-pub fn scores(
+fn scores(
     special_cos: &[f32],
     special_w: &[f32],
     cos: &[f32],

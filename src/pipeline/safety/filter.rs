@@ -67,7 +67,7 @@ impl SafetyMode {
 /// A blur that leaves only colour blotches: three passes of a box filter in each direction
 /// (close to a Gaussian) with a radius of a sixteenth of the longer side (at least 2 pixels),
 /// edges clamped.
-pub fn strong_blur(image: &RgbImage) -> RgbImage {
+fn strong_blur(image: &RgbImage) -> RgbImage {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let radius = (w.max(h) / 16).max(2);
     let mut data: Vec<f32> = image.as_raw().iter().map(|v| f32::from(*v)).collect();

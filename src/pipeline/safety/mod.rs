@@ -6,7 +6,7 @@ pub mod checker;
 pub mod config;
 pub mod filter;
 pub mod preprocess;
-pub mod vision;
+pub(crate) mod vision;
 
 pub use checker::{SafetyChecker, SafetyReport};
 pub use filter::SafetyMode;

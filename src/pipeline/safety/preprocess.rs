@@ -99,7 +99,7 @@ fn accumulate(values: impl Iterator<Item = u8>, taps: &Taps, precision: u32) -> 
 }
 
 /// Resizes an RGB8 image to `dw` x `dh`: horizontal pass, 8-bit intermediate, vertical pass.
-pub fn resize_bicubic(src: &RgbImage, dw: usize, dh: usize) -> RgbImage {
+fn resize_bicubic(src: &RgbImage, dw: usize, dh: usize) -> RgbImage {
     let (sw, sh) = (src.width() as usize, src.height() as usize);
     let raw = src.as_raw();
     let (cols, cp) = taps(sw, dw);
@@ -208,7 +208,7 @@ pub fn normalize(image: &RgbImage, p: &Preprocess, device: &Device) -> Result<Te
 }
 
 /// The whole processor: `pixel_values` `[1, 3, crop_h, crop_w]`.
-pub fn pixel_values(image: &RgbImage, p: &Preprocess, device: &Device) -> Result<Tensor> {
+pub(crate) fn pixel_values(image: &RgbImage, p: &Preprocess, device: &Device) -> Result<Tensor> {
     normalize(&resize_and_crop(image, p)?, p, device)
 }
 

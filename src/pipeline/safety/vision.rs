@@ -13,7 +13,7 @@ use super::config::VisionConfig;
 use crate::pipeline::clip::ClipLayer;
 use crate::pipeline::error::{PipelineError, Result};
 
-pub struct VisionTower {
+pub(crate) struct VisionTower {
     patch_embedding: Conv2d,
     class_embedding: Tensor,
     position_embedding: Embedding,
@@ -91,7 +91,7 @@ impl VisionTower {
 }
 
 /// `x / max(||x||, 1e-12)` along the last dimension, as torch's `F.normalize`.
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x
         .sqr()?
         .sum_keepdim(D::Minus1)?
