@@ -116,7 +116,7 @@ fn image_reply(c: &mut Criterion) {
         b.iter_batched(
             || b64.clone(),
             |s| {
-                let v = responses::image(s, "txt2img", &json!(0), &json!(0), "job-1", 1234);
+                let v = responses::image(s, "txt2img", &json!(0), &json!(0), "job-1", 1234, None);
                 black_box(frame_json(&v, DEFAULT_PACKET_SIZE).len())
             },
             BatchSize::SmallInput,

@@ -43,6 +43,7 @@ impl Generator for InstantGenerator {
             .map(|i| GeneratedImage {
                 image: RgbImage::from_pixel(w, h, Rgb([200, 80, 20])),
                 seed: p.seed.wrapping_add(i),
+                nsfw: None,
             })
             .collect())
     }

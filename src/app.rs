@@ -17,6 +17,7 @@ use crate::actors::model_registry::{ModelRegistryActor, RegistrySupervision};
 use crate::actors::session::SessionSettings;
 use crate::actors::shutdown::{ShutdownActor, ShutdownSettings};
 use crate::config::{Config, ConfigError};
+use crate::engine::safety::with_safety;
 use crate::engine::GeneratorFactory;
 use crate::messages::registry::{ModelResolver, RegistryHealth};
 use crate::messages::shutdown::{AttachActors, BeginDrain};
@@ -113,6 +114,13 @@ pub async fn start(
     resolver: Box<dyn ModelResolver>,
 ) -> Result<AppHandle, AppError> {
     config.validate()?;
+    // Resolved before binding: an enabled checker without its folder fails start-up.
+    let generator = with_safety(
+        generator,
+        config.safety_mode()?,
+        config.safety_checker_dir()?,
+        config.compute()?,
+    );
     let ip = config.bind_ip().ok_or_else(|| AppError::Bind {
         addr: config.host.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad host"),

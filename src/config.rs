@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::allow::AllowList;
 use crate::net::secret::Secret;
+use crate::pipeline::safety::SafetyMode;
 use crate::protocol::validate::Limits;
+
+/// Where each model root keeps the safety checker, as the original server lays it out.
+pub const SAFETY_CHECKER_SUBDIR: &str = "CompVis/stable-diffusion-safety-checker";
 
 /// Every setting of the server. Field names are the config file keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +72,11 @@ pub struct Config {
     pub max_loaded_models: usize,
     /// Memory budget of the loaded models, in MiB (estimated from their weights).
     pub model_cache_mb: u64,
+    /// The CompVis safety checker: "off", "black", "blur" or "report".
+    pub safety_checker: String,
+    /// The checker's transformers folder; "" = `CompVis/stable-diffusion-safety-checker`
+    /// under the first model root that has it.
+    pub safety_checker_path: String,
 }
 
 impl Default for Config {
@@ -106,6 +115,8 @@ impl Default for Config {
             dtype: "auto".into(),
             max_loaded_models: 2,
             model_cache_mb: 16384,
+            safety_checker: "off".into(),
+            safety_checker_path: String::new(),
         }
     }
 }
@@ -266,6 +277,7 @@ impl Config {
             ));
         }
         self.compute()?;
+        self.safety_mode()?;
         if !(1..=64).contains(&self.max_loaded_models) {
             return Err(invalid(
                 "max_loaded_models",
@@ -315,6 +327,59 @@ impl Config {
             }
         };
         Ok(ComputeSpec { device, dtype })
+    }
+
+    /// The administrator's safety-checker mode.
+    pub fn safety_mode(&self) -> Result<SafetyMode, ConfigError> {
+        SafetyMode::parse(&self.safety_checker).ok_or_else(|| {
+            invalid(
+                "safety_checker",
+                format!(
+                    "expected one of {}, got {:?}",
+                    SafetyMode::NAMES,
+                    self.safety_checker
+                ),
+            )
+        })
+    }
+
+    /// The checker folder for an enabled mode: `safety_checker_path`, else
+    /// `CompVis/stable-diffusion-safety-checker` under the first model root holding it.
+    /// `None` when the mode is off; an error naming every place looked at when none exists.
+    pub fn safety_checker_dir(&self) -> Result<Option<PathBuf>, ConfigError> {
+        if self.safety_mode()? == SafetyMode::Off {
+            return Ok(None);
+        }
+        let candidates: Vec<PathBuf> = if self.safety_checker_path.trim().is_empty() {
+            self.model_roots()
+                .into_iter()
+                .map(|r| r.join(SAFETY_CHECKER_SUBDIR))
+                .collect()
+        } else {
+            vec![expand_home(self.safety_checker_path.trim())]
+        };
+        candidates
+            .iter()
+            .find(|d| d.join("config.json").is_file())
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                let looked: Vec<String> =
+                    candidates.iter().map(|d| d.display().to_string()).collect();
+                invalid(
+                    "safety_checker",
+                    format!(
+                        "{:?} needs the CompVis safety checker folder (config.json and weights), \
+                         found none at: {}; set --safety-checker-path or --safety-checker off",
+                        self.safety_checker,
+                        if looked.is_empty() {
+                            "(no model roots)".to_string()
+                        } else {
+                            looked.join(", ")
+                        }
+                    ),
+                )
+            })
     }
 
     /// The address to bind; `None` when `host` is invalid.
@@ -461,6 +526,38 @@ mod tests {
         assert_eq!(c.idle(), Duration::from_millis(500));
         assert_eq!(c.packet_size, 1024);
         assert!(Config::from_toml_str("prot = 1", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn safety_checker_mode_and_folder() {
+        let mut c = Config::default();
+        assert_eq!(c.safety_mode().unwrap(), SafetyMode::Off);
+        assert_eq!(c.safety_checker_dir().unwrap(), None);
+        c.safety_checker = "Blur".into();
+        assert_eq!(c.safety_mode().unwrap(), SafetyMode::Blur);
+        let dir = tempfile::tempdir().unwrap();
+        let checker = dir.path().join(SAFETY_CHECKER_SUBDIR);
+        c.model_base_path = vec![dir.path().join("missing").display().to_string()];
+        assert!(c.safety_checker_dir().is_err());
+        c.model_base_path.push(dir.path().display().to_string());
+        std::fs::create_dir_all(&checker).unwrap();
+        assert!(
+            c.safety_checker_dir().is_err(),
+            "a folder without config.json is no checker"
+        );
+        std::fs::write(checker.join("config.json"), "{}").unwrap();
+        assert_eq!(c.safety_checker_dir().unwrap(), Some(checker.clone()));
+        c.safety_checker_path = dir.path().join("elsewhere").display().to_string();
+        assert!(
+            c.safety_checker_dir().is_err(),
+            "an explicit path is not second-guessed"
+        );
+        c.safety_checker = "sometimes".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("safety_checker"));
     }
 
     #[test]

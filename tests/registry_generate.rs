@@ -39,6 +39,7 @@ fn run(
     let job = GenerateJob {
         model: model.clone(),
         params: params(task),
+        nsfw_filter: None,
     };
     let mut steps = Vec::new();
     let result = generator.generate(&job, &mut |i, total| {
@@ -189,6 +190,7 @@ fn cancelling_stops_the_job() {
     let job = GenerateJob {
         model,
         params: params(Task::Txt2Img),
+        nsfw_filter: None,
     };
     let mut calls = 0;
     let result = g.generate(&job, &mut |_, _| {

@@ -135,6 +135,7 @@ fn ldm_inpaint_checkpoint_is_identified_converted_and_served() {
         let job = GenerateJob {
             model,
             params: params.clone(),
+            nsfw_filter: None,
         };
         g.generate(&job, &mut |_, _| true).unwrap()[0].image.clone()
     };

@@ -40,6 +40,8 @@ fn help_lists_every_flag() {
         "--drain-grace",
         "--read-timeout",
         "--write-timeout",
+        "--safety-checker",
+        "--safety-checker-path",
         "RUNAI_PORT",
         "client",
     ] {
@@ -67,6 +69,29 @@ fn invalid_values_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     let out = runai().env("RUNAI_PACKET_SIZE", "3").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // The safety checker: a mode that does not exist, and an enabled checker with no folder
+    // (start-up fails before listening, naming what it looked for).
+    let out = runai()
+        .env("RUNAI_SAFETY_CHECKER", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = runai()
+        .args([
+            "--port",
+            "0",
+            "--model-base-path",
+            "/nonexistent/runai-roots",
+        ])
+        .args(["--safety-checker", "black"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("safety checker") && err.contains("/nonexistent/runai-roots"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -268,6 +268,7 @@ impl SessionActor {
                 job: GenerateJob {
                     model,
                     params: req.params,
+                    nsfw_filter: req.nsfw_filter,
                 },
                 events: ctx.address().recipient(),
             });

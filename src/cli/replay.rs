@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+use super::replay_safety;
 use crate::pipeline::loader::load_diffusers_folder;
 use crate::pipeline::model_parts::ModelParts;
 use crate::pipeline::noise::NoiseSource;
@@ -35,7 +36,8 @@ pub struct ReplayArgs {
     /// Case id, e.g. `tiny-sd1/txt2img_ddim`.
     #[arg(long)]
     pub case: String,
-    /// Model to run instead of the case's own diffusers folder.
+    /// Model to run instead of the case's own diffusers folder (for a safety-checker case:
+    /// the checker folder).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Output safetensors file.
@@ -106,20 +108,23 @@ fn strip_non_finite(text: &str) -> String {
     out
 }
 
+/// Case `id` of a parsed manifest.
+fn find_case<'a>(doc: &'a Value, id: &str) -> anyhow::Result<&'a Value> {
+    doc.get("cases")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("manifest has no cases"))?
+        .iter()
+        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+        .ok_or_else(|| anyhow!("no case {id} in the manifest"))
+}
+
 /// Parses case `id` of the manifest at `manifest`.
 pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
     let root = manifest
         .parent()
         .ok_or_else(|| anyhow!("manifest path has no parent folder"))?;
     let doc = read_json(manifest)?;
-    let cases = doc
-        .get("cases")
-        .and_then(Value::as_array)
-        .ok_or_else(|| anyhow!("manifest has no cases"))?;
-    let case = cases
-        .iter()
-        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
-        .ok_or_else(|| anyhow!("no case {id} in the manifest"))?;
+    let case = find_case(&doc, id)?;
     let model = field(case, "model")?.as_str().unwrap_or_default();
     let model_rel = doc
         .get("models")
@@ -344,6 +349,11 @@ pub fn run_with_loader(
     args: ReplayArgs,
     loader: &dyn Fn(&Path) -> anyhow::Result<ModelParts>,
 ) -> anyhow::Result<()> {
+    let doc = read_json(&args.manifest)?;
+    let case = find_case(&doc, &args.case)?;
+    if replay_safety::is_safety_case(case) {
+        return replay_safety::run(&args.manifest, &doc, case, args.model.as_deref(), &args.out);
+    }
     let opts = RuntimeOptions::default();
     let case = load_case(&args.manifest, &args.case)?;
     let model_path = args.model.clone().unwrap_or_else(|| case.model_dir.clone());

@@ -139,6 +139,12 @@ pub struct ServeArgs {
     /// Memory budget of loaded models in MiB [default: 16384]
     #[arg(long, env = "RUNAI_MODEL_CACHE_MB")]
     pub model_cache_mb: Option<u64>,
+    /// CompVis safety checker: off, black, blur or report [default: off]
+    #[arg(long, env = "RUNAI_SAFETY_CHECKER")]
+    pub safety_checker: Option<String>,
+    /// Safety checker folder [default: CompVis/stable-diffusion-safety-checker under a model root]
+    #[arg(long, env = "RUNAI_SAFETY_CHECKER_PATH", value_name = "DIR")]
+    pub safety_checker_path: Option<String>,
 }
 
 impl ServeArgs {
@@ -193,6 +199,8 @@ impl ServeArgs {
         set!(dtype, self.dtype);
         set!(max_loaded_models, self.max_loaded_models);
         set!(model_cache_mb, self.model_cache_mb);
+        set!(safety_checker, self.safety_checker);
+        set!(safety_checker_path, self.safety_checker_path);
         c.validate()?;
         Ok(c)
     }

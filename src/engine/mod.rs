@@ -4,6 +4,7 @@
 
 pub mod client_text;
 pub mod factory;
+pub mod safety;
 pub mod sd;
 
 use crate::pipeline::params::{GenerateParams, GeneratedImage, Task};
@@ -14,6 +15,8 @@ use crate::registry::model::{ModelKind, ResolvedModel};
 pub struct GenerateJob {
     pub model: ResolvedModel,
     pub params: GenerateParams,
+    /// The request's `do_nsfw_filter` (None = not sent); see `SafetyMode::for_request`.
+    pub nsfw_filter: Option<bool>,
 }
 
 impl GenerateJob {

@@ -92,7 +92,8 @@ impl ClipMlp {
     }
 }
 
-struct ClipLayer {
+/// One pre-LayerNorm encoder layer, shared with the safety checker's vision tower.
+pub(crate) struct ClipLayer {
     layer_norm1: LayerNorm,
     self_attn: ClipAttention,
     layer_norm2: LayerNorm,
@@ -100,7 +101,7 @@ struct ClipLayer {
 }
 
 impl ClipLayer {
-    fn new(vb: VarBuilder, cfg: &ClipConfig, host: bool) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &ClipConfig, host: bool) -> Result<Self> {
         let h = cfg.hidden_size;
         let inter = cfg.intermediate_size;
         Ok(ClipLayer {
@@ -142,7 +143,8 @@ impl ClipLayer {
         Ok(())
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `mask` is added to the attention logits (`[seq, seq]`; zeros for no mask).
+    pub(crate) fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let h = self
             .self_attn
             .forward(&self.layer_norm1.forward(xs)?, mask)?;

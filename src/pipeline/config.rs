@@ -7,24 +7,24 @@ use serde_json::Value;
 use super::error::{PipelineError, Result};
 
 /// Reads typed fields out of a config document with diffusers' defaults.
-struct Fields<'a> {
-    what: &'static str,
-    doc: &'a Value,
+pub(crate) struct Fields<'a> {
+    pub(crate) what: &'static str,
+    pub(crate) doc: &'a Value,
 }
 
 impl<'a> Fields<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
         self.doc.get(key).filter(|v| !v.is_null())
     }
 
-    fn bad(&self, key: &str) -> PipelineError {
+    pub(crate) fn bad(&self, key: &str) -> PipelineError {
         PipelineError::Config(format!(
             "{}: field `{key}` is missing or invalid",
             self.what
         ))
     }
 
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v
@@ -34,14 +34,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn usize_req(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize_req(&self, key: &str) -> Result<usize> {
         self.get(key)
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| self.bad(key))
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_f64().ok_or_else(|| self.bad(key)),
@@ -55,7 +55,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn str_or(&self, key: &str, default: &'a str) -> Result<&'a str> {
+    pub(crate) fn str_or(&self, key: &str, default: &'a str) -> Result<&'a str> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_str().ok_or_else(|| self.bad(key)),
@@ -365,6 +365,20 @@ pub enum ClipActivation {
     Gelu,
 }
 
+impl ClipActivation {
+    /// `hidden_act` of a CLIP config (text or vision), transformers' default `quick_gelu`.
+    pub(crate) fn from_fields(f: &Fields) -> Result<Self> {
+        match f.str_or("hidden_act", "quick_gelu")? {
+            "quick_gelu" => Ok(ClipActivation::QuickGelu),
+            "gelu" => Ok(ClipActivation::Gelu),
+            other => Err(PipelineError::Config(format!(
+                "{}: unsupported hidden_act {other}",
+                f.what
+            ))),
+        }
+    }
+}
+
 /// The transformers CLIPTextConfig subset the text encoder needs.
 #[derive(Debug, Clone)]
 pub struct ClipConfig {
@@ -386,15 +400,7 @@ impl ClipConfig {
             what: "text encoder config",
             doc,
         };
-        let hidden_act = match f.str_or("hidden_act", "quick_gelu")? {
-            "quick_gelu" => ClipActivation::QuickGelu,
-            "gelu" => ClipActivation::Gelu,
-            other => {
-                return Err(PipelineError::Config(format!(
-                    "text encoder config: unsupported hidden_act {other}"
-                )))
-            }
-        };
+        let hidden_act = ClipActivation::from_fields(&f)?;
         let cfg = ClipConfig {
             vocab_size: f.usize_or("vocab_size", 49408)?,
             hidden_size: f.usize_req("hidden_size")?,

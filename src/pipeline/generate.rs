@@ -248,6 +248,7 @@ impl StableDiffusion {
             .map(|(i, image)| GeneratedImage {
                 image,
                 seed: params.seed.wrapping_add(i as u64),
+                nsfw: None,
             })
             .collect())
     }

@@ -26,7 +26,7 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
     })
 }
 
-fn require(root: &Path, rel: &str) -> Result<PathBuf> {
+pub(crate) fn require(root: &Path, rel: &str) -> Result<PathBuf> {
     let p = root.join(rel);
     if p.is_file() {
         Ok(p)

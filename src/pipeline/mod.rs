@@ -24,6 +24,7 @@ pub mod params;
 pub mod pickle;
 pub mod progress;
 pub mod resnet;
+pub mod safety;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod trace;

@@ -100,4 +100,6 @@ pub struct GenerateParams {
 pub struct GeneratedImage {
     pub image: RgbImage,
     pub seed: u64,
+    /// The safety checker's verdict; None when no checker ran.
+    pub nsfw: Option<bool>,
 }

@@ -36,7 +36,8 @@ pub fn progress(step: usize, total: usize, reqtype: &str, job_id: &str) -> Value
     ])
 }
 
-/// One image. `pos_x`/`pos_y` are echoed exactly as the client sent them.
+/// One image. `pos_x`/`pos_y` are echoed exactly as the client sent them; `nsfw` (the
+/// safety checker's verdict, when one ran) comes after the legacy keys.
 pub fn image(
     png_base64: String,
     reqtype: &str,
@@ -44,15 +45,20 @@ pub fn image(
     pos_y: &Value,
     job_id: &str,
     seed: u64,
+    nsfw: Option<bool>,
 ) -> Value {
-    obj(vec![
+    let mut pairs = vec![
         ("image", Value::String(png_base64)),
         ("reqtype", Value::from(reqtype)),
         ("pos_x", pos_x.clone()),
         ("pos_y", pos_y.clone()),
         ("job_id", Value::from(job_id)),
         ("seed", Value::from(seed)),
-    ])
+    ];
+    if let Some(flag) = nsfw {
+        pairs.push(("nsfw", Value::from(flag)));
+    }
+    obj(pairs)
 }
 
 pub fn queued(job_id: &str, reqtype: &str, position: usize) -> Value {
@@ -200,9 +206,23 @@ mod tests {
                 &Value::from(3),
                 &Value::from("7"),
                 "j",
-                42
+                42,
+                None
             )),
             r#"{"image": "QUJD", "reqtype": "img2img", "pos_x": 3, "pos_y": "7", "job_id": "j", "seed": 42}"#
+        );
+        // The checker's verdict follows the legacy keys.
+        assert_eq!(
+            to_python_json(&image(
+                "QUJD".into(),
+                "txt2img",
+                &Value::from(0),
+                &Value::from(0),
+                "j",
+                7,
+                Some(true)
+            )),
+            r#"{"image": "QUJD", "reqtype": "txt2img", "pos_x": 0, "pos_y": 0, "job_id": "j", "seed": 7, "nsfw": true}"#
         );
     }
 

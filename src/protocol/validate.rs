@@ -67,6 +67,8 @@ pub struct ValidGenerateRequest {
     pub pos_y: Value,
     /// True when the client asked for a random seed (reported in each image's `seed`).
     pub random_seed: bool,
+    /// `do_nsfw_filter` as sent (None when absent).
+    pub nsfw_filter: Option<bool>,
 }
 
 fn invalid(field: &str, message: String) -> RequestError {
@@ -199,8 +201,8 @@ fn validate_inner(
         }
     }
 
-    // Lenient parse so a malformed flag is reported, even though no safety checker runs.
-    lenient::get_bool(o, "do_nsfw_filter").map_err(from_field)?;
+    // Lenient parse so a malformed flag is reported; the worker's safety mode uses it.
+    let nsfw_filter = lenient::get_bool(o, "do_nsfw_filter").map_err(from_field)?;
 
     let model = lenient::get_str(o, &key("model"))
         .map_err(from_field)?
@@ -275,6 +277,7 @@ fn validate_inner(
         pos_x: o.get("pos_x").cloned().unwrap_or(Value::from(0)),
         pos_y: o.get("pos_y").cloned().unwrap_or(Value::from(0)),
         random_seed: random,
+        nsfw_filter,
     })
 }
 

@@ -134,7 +134,11 @@ impl Generator for NoiseGenerator {
                     x ^= x << 17;
                     px.0 = [x as u8, (x >> 8) as u8, (x >> 16) as u8];
                 }
-                GeneratedImage { image: img, seed }
+                GeneratedImage {
+                    image: img,
+                    seed,
+                    nsfw: None,
+                }
             })
             .collect())
     }

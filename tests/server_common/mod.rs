@@ -62,6 +62,7 @@ impl Generator for FakeGenerator {
                 GeneratedImage {
                     image: RgbImage::from_pixel(w, h, seed_colour(seed)),
                     seed,
+                    nsfw: None,
                 }
             })
             .collect())

@@ -218,6 +218,7 @@ fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome
                                 &run.pos_y,
                                 &run.job_id,
                                 img.seed,
+                                img.nsfw,
                             ),
                             packet_size,
                         ),
