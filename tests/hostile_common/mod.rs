@@ -97,6 +97,52 @@ fn torch_zip(pkl: &[u8], data: &[(&str, &[u8])]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// A well-formed `torch.save` zip of a flat state dict of f32 tensors (`name -> (shape,
+/// values)`), as a transformers `pytorch_model.bin` holds: each tensor its own storage,
+/// contiguous, rebuilt by `_rebuild_tensor_v2`.
+pub fn f32_state_dict_zip(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let int = |v: usize| [&b"J"[..], &(v as u32).to_le_bytes()].concat();
+    let tuple = |items: &[usize]| {
+        let mut t = vec![b'('];
+        for i in items {
+            t.extend(int(*i));
+        }
+        t.push(b't');
+        t
+    };
+    let mut body = b"}(".to_vec();
+    let mut data: Vec<(String, Vec<u8>)> = Vec::new();
+    for (key, (name, shape, values)) in tensors.iter().enumerate() {
+        let mut stride = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * shape[d + 1];
+        }
+        body.extend(unicode(name));
+        body.extend(global("torch._utils", "_rebuild_tensor_v2"));
+        body.push(b'(');
+        body.push(b'(');
+        body.extend(unicode("storage"));
+        body.extend(global("torch", "FloatStorage"));
+        body.extend(unicode(&key.to_string()));
+        body.extend(unicode("cpu"));
+        body.extend(int(values.len()));
+        body.extend(b"tQ");
+        body.extend(int(0));
+        body.extend(tuple(shape));
+        body.extend(tuple(&stride));
+        body.push(0x89);
+        body.extend(global("collections", "OrderedDict"));
+        body.extend(b")RtR");
+        data.push((
+            key.to_string(),
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    body.push(b'u');
+    let entries: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    torch_zip(&pickle(&body), &entries)
+}
+
 fn ckpt(pkl: &[u8]) -> Vec<u8> {
     torch_zip(pkl, &[("0", &[0u8; 16])])
 }
