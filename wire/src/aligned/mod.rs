@@ -107,7 +107,9 @@ impl QueueState {
             };
         };
         let room = window.saturating_sub(self.in_flight + self.unsent);
-        let fits = (room / packet).min(self.mss / packet).min(left);
+        // An MSS below the packet size cannot keep packets whole (warned at set-up); still
+        // one packet at a time rather than none.
+        let fits = (room / packet).min((self.mss / packet).max(1)).min(left);
         if fits > 0 {
             Plan::Send(fits)
         } else if widest_window.max(window) >= WIDE_WINDOW_PACKETS * packet && left > 0 {

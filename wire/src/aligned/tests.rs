@@ -174,6 +174,12 @@ fn plan_fits_the_window_or_sends_one_packet_to_a_wide_peer() {
     );
     assert_eq!(s(0, 0, Some(1 << 20)).plan(1024, 3, 1 << 20), Plan::Send(3));
     assert_eq!(s(1024, 1024, Some(4096)).plan(1024, 9, 4096), Plan::Send(2));
+    // A path whose MSS is below the packet size still moves, one packet at a time.
+    let small_mss = QueueState {
+        mss: 536,
+        ..s(0, 0, Some(1 << 20))
+    };
+    assert_eq!(small_mss.plan(1024, 5, 1 << 20), Plan::Send(1));
     // No room: a small peer waits, a wide one gets one packet to hold.
     assert_eq!(s(0, 2048, Some(2048)).plan(1024, 5, 2048), Plan::Wait);
     assert_eq!(s(0, 0, Some(0)).plan(1024, 5, 4096), Plan::Send(1));
