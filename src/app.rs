@@ -197,7 +197,11 @@ pub async fn start(
         access.clone(),
     )
     .start();
-    shutdown.do_send(AttachActors { listener, worker });
+    shutdown.do_send(AttachActors {
+        stop_accepting: listener.clone().recipient(),
+        close_sessions: listener.recipient(),
+        drain_worker: worker.recipient(),
+    });
     log::info!(
         "listening on {local_addr} ({}, {}, {})",
         if access.tls.is_some() {

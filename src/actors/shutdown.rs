@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::gpu_worker::GpuWorkerActor;
-use crate::actors::listener::ListenerActor;
 use crate::messages::listener::{CloseAllSessions, StopAccepting};
 use crate::messages::shutdown::{
     AttachActors, BeginDrain, QuitRequested, SessionClosed, SessionOpened, WorkerGaveUp, WorkerIdle,
@@ -42,8 +40,7 @@ enum Phase {
 
 pub struct ShutdownActor {
     settings: ShutdownSettings,
-    listener: Option<Addr<ListenerActor>>,
-    worker: Option<Addr<GpuWorkerActor>>,
+    attached: Option<AttachActors>,
     sessions: usize,
     /// A read-only mirror of `sessions` for observers outside the actor system (tests,
     /// embedders): readable from any thread without a message round trip.
@@ -59,8 +56,7 @@ impl ShutdownActor {
     pub fn new(settings: ShutdownSettings) -> Self {
         ShutdownActor {
             settings,
-            listener: None,
-            worker: None,
+            attached: None,
             sessions: 0,
             sessions_gauge: Arc::new(AtomicUsize::new(0)),
             ever_connected: false,
@@ -88,11 +84,11 @@ impl ShutdownActor {
         log::info!("shutting down: {reason}");
         self.reason = reason.to_string();
         self.phase = Phase::Draining;
-        if let Some(l) = &self.listener {
-            l.do_send(StopAccepting);
+        if let Some(a) = &self.attached {
+            a.stop_accepting.do_send(StopAccepting);
         }
-        match &self.worker {
-            Some(w) => w.do_send(DrainWorker {
+        match &self.attached {
+            Some(a) => a.drain_worker.do_send(DrainWorker {
                 grace: if force {
                     Duration::ZERO
                 } else {
@@ -151,8 +147,7 @@ impl Handler<AttachActors> for ShutdownActor {
     type Result = ();
 
     fn handle(&mut self, msg: AttachActors, _ctx: &mut Context<Self>) {
-        self.listener = Some(msg.listener);
-        self.worker = Some(msg.worker);
+        self.attached = Some(msg);
     }
 }
 
@@ -237,8 +232,8 @@ impl Handler<WorkerIdle> for ShutdownActor {
             self.finish();
             return;
         }
-        if let Some(l) = &self.listener {
-            l.do_send(CloseAllSessions {
+        if let Some(a) = &self.attached {
+            a.close_sessions.do_send(CloseAllSessions {
                 reason: self.reason.clone(),
             });
         }

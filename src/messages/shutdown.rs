@@ -3,17 +3,19 @@
 
 use std::net::SocketAddr;
 
-use actix::{Addr, Message};
+use actix::{Message, Recipient};
 
-use crate::actors::gpu_worker::GpuWorkerActor;
-use crate::actors::listener::ListenerActor;
+use crate::messages::listener::{CloseAllSessions, StopAccepting};
+use crate::messages::worker::DrainWorker;
 
-/// Gives the shutdown actor the actors it drains (they are started after it).
+/// Gives the shutdown actor what it drains (started after it), as the only messages it
+/// sends them: no dependency on the listener or worker actors themselves.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachActors {
-    pub listener: Addr<ListenerActor>,
-    pub worker: Addr<GpuWorkerActor>,
+    pub stop_accepting: Recipient<StopAccepting>,
+    pub close_sessions: Recipient<CloseAllSessions>,
+    pub drain_worker: Recipient<DrainWorker>,
 }
 
 #[derive(Message, Debug)]
