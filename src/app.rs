@@ -166,7 +166,6 @@ pub async fn start(
         },
     );
     let worker_settings = WorkerSettings {
-        packet_size: config.packet_size,
         queue_depth: config.queue_depth,
         max_jobs_per_client: config.max_jobs_per_client,
         max_restarts: config.max_restarts,

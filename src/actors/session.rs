@@ -10,6 +10,7 @@
 //! never ends the session. Never touches candle, never logs prompts,
 //! image data or the token.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use crate::messages::listener::SessionEnded;
 use crate::messages::registry::{
     ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
 };
-use crate::messages::session::{CloseSession, JobEvent};
+use crate::messages::session::{CloseSession, JobEvent, JobUpdate};
 use crate::messages::shutdown::QuitRequested;
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SessionGone, SubmitJob};
 use crate::messages::SessionId;
@@ -91,7 +92,17 @@ struct WriterEnded {
     flushed: bool,
 }
 
+/// What the legacy protocol echoes back in a job's replies; kept by the session (the
+/// worker never sees it), one entry per submitted job, in submission order per job id.
+#[derive(Clone)]
+struct LegacyEcho {
+    reqtype: &'static str,
+    pos_x: Value,
+    pos_y: Value,
+}
+
 pub struct SessionActor {
+    echoes: HashMap<String, VecDeque<LegacyEcho>>,
     id: SessionId,
     peer: SocketAddr,
     settings: Arc<SessionSettings>,
@@ -126,6 +137,7 @@ impl SessionActor {
         listener: Addr<ListenerActor>,
     ) -> Self {
         SessionActor {
+            echoes: HashMap::new(),
             id,
             peer,
             settings,
@@ -259,12 +271,18 @@ impl SessionActor {
             };
             // Every submitted job ends in exactly one terminal event.
             act.pending += 1;
+            act.echoes
+                .entry(job_id.clone())
+                .or_default()
+                .push_back(LegacyEcho {
+                    reqtype,
+                    pos_x: req.pos_x,
+                    pos_y: req.pos_y,
+                });
             act.worker.do_send(SubmitJob {
                 session,
                 job_id,
                 reqtype,
-                pos_x: req.pos_x,
-                pos_y: req.pos_y,
                 job: GenerateJob {
                     model,
                     params: req.params,
@@ -538,15 +556,65 @@ impl Handler<Inbound> for SessionActor {
     }
 }
 
+impl SessionActor {
+    /// The legacy/Part 2 reply for a job event, with the request's echo fields; the echo is
+    /// dropped with the job's last event.
+    fn legacy_reply(&mut self, job_id: &str, update: JobUpdate, terminal: bool) -> Value {
+        let queue = self.echoes.get_mut(job_id);
+        let echo = match (queue, terminal) {
+            (Some(q), true) => q.pop_front(),
+            (Some(q), false) => q.front().cloned(),
+            (None, _) => None,
+        };
+        if self.echoes.get(job_id).is_some_and(|q| q.is_empty()) {
+            self.echoes.remove(job_id);
+        }
+        let echo = echo.unwrap_or(LegacyEcho {
+            reqtype: "",
+            pos_x: Value::Null,
+            pos_y: Value::Null,
+        });
+        let reqtype = echo.reqtype;
+        match update {
+            JobUpdate::Queued { position } => responses::queued(job_id, reqtype, position),
+            JobUpdate::Progress { step, total } => {
+                responses::progress(step, total, reqtype, job_id)
+            }
+            JobUpdate::Image {
+                png_base64,
+                seed,
+                nsfw,
+            } => responses::image(
+                png_base64,
+                reqtype,
+                &echo.pos_x,
+                &echo.pos_y,
+                job_id,
+                seed,
+                nsfw,
+            ),
+            JobUpdate::Done { images, elapsed_ms } => {
+                responses::done(job_id, reqtype, images, elapsed_ms)
+            }
+            JobUpdate::Cancelled => responses::cancelled(job_id),
+            JobUpdate::Failed { kind, message } => {
+                responses::error(kind, &message, Some(job_id), Some(reqtype))
+            }
+        }
+    }
+}
+
 impl Handler<JobEvent> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: JobEvent, ctx: &mut Context<Self>) {
-        if msg.terminal {
+        let terminal = msg.is_terminal();
+        let value = self.legacy_reply(&msg.job_id, msg.update, terminal);
+        if terminal {
             log::debug!("session {}: job {} finished", self.id, msg.job_id);
             self.finished_one();
         }
-        self.send_bytes(msg.bytes, ctx);
+        self.send_value(&value, ctx);
     }
 }
 

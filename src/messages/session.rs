@@ -1,16 +1,56 @@
-//! Messages handled by `SessionActor`: replies about its jobs (already framed, so the
-//! session only forwards bytes) and the drain's close request. Never carries client input.
+//! Messages handled by `SessionActor`: typed events about its jobs (each front end turns
+//! them into its own bytes) and the drain's close request. Never carries client input.
 
 use actix::Message;
 
-/// One framed reply about a job, ready to write.
+pub use crate::protocol::error::ErrorCode as ErrorKind;
+
+/// What happened to a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobUpdate {
+    /// The job waits; `position` jobs are ahead of it.
+    Queued {
+        position: usize,
+    },
+    /// Denoising step `step` (0-based) of `total` is done.
+    Progress {
+        step: usize,
+        total: usize,
+    },
+    /// One finished image, PNG-encoded (base64) on the worker thread.
+    Image {
+        png_base64: String,
+        seed: u64,
+        nsfw: Option<bool>,
+    },
+    /// After the last image.
+    Done {
+        images: usize,
+        elapsed_ms: u64,
+    },
+    Cancelled,
+    Failed {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+/// One event about one of the session's jobs.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct JobEvent {
     pub job_id: String,
-    /// True for the job's last message (done, error, cancelled).
-    pub terminal: bool,
-    pub bytes: Vec<u8>,
+    pub update: JobUpdate,
+}
+
+impl JobEvent {
+    /// The job's last event (done, failed, cancelled).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.update,
+            JobUpdate::Done { .. } | JobUpdate::Cancelled | JobUpdate::Failed { .. }
+        )
+    }
 }
 
 /// Sent during shutdown: say goodbye, flush, close.

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use actix::{Message, Recipient};
-use serde_json::Value;
 
 use super::session::JobEvent;
 use super::SessionId;
@@ -17,9 +16,8 @@ use crate::engine::GenerateJob;
 pub struct SubmitJob {
     pub session: SessionId,
     pub job_id: String,
+    /// The task's name (`txt2img`, ...), for messages and logs.
     pub reqtype: &'static str,
-    pub pos_x: Value,
-    pub pos_y: Value,
     pub job: GenerateJob,
     pub events: Recipient<JobEvent>,
 }

@@ -174,16 +174,6 @@ pub fn closing(reason: &str) -> Value {
     ])
 }
 
-/// Encodes an RGB image as a base64 PNG (8-bit RGB), as image messages carry it.
-pub fn encode_png_base64(img: &image::RgbImage) -> Result<String, image::ImageError> {
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    Ok(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        png,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,24 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde_json::Value;
 
 use self::fair_queue::{FairQueue, Refused};
 use self::thread::{JobFinished, Outcome, RunJob, ThreadReady, WorkerThread};
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::{GenerateJob, GeneratorFactory};
-use crate::messages::session::JobEvent;
+use crate::messages::session::{ErrorKind as ErrorCode, JobEvent, JobUpdate};
 use crate::messages::shutdown::{WorkerGaveUp, WorkerIdle};
 use crate::messages::worker::{
     CancelJobs, DrainWorker, GetWorkerStatus, SessionGone, SubmitJob, WorkerStatus,
 };
 use crate::messages::SessionId;
-use crate::protocol::error::ErrorCode;
-use crate::protocol::{frame_json, responses};
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    pub packet_size: usize,
     pub queue_depth: usize,
     /// Jobs one session may hold, waiting and running together.
     pub max_jobs_per_client: usize,
@@ -44,8 +40,6 @@ struct QueuedJob {
     key: u64,
     job_id: String,
     reqtype: &'static str,
-    pos_x: Value,
-    pos_y: Value,
     job: GenerateJob,
     events: Recipient<JobEvent>,
 }
@@ -54,7 +48,6 @@ struct RunningJob {
     key: u64,
     session: SessionId,
     job_id: String,
-    reqtype: &'static str,
     events: Recipient<JobEvent>,
     cancel: Arc<AtomicBool>,
     started: Instant,
@@ -103,11 +96,10 @@ impl GpuWorkerActor {
         }
     }
 
-    fn send(&self, events: &Recipient<JobEvent>, job_id: &str, terminal: bool, value: Value) {
+    fn send(&self, events: &Recipient<JobEvent>, job_id: &str, update: JobUpdate) {
         events.do_send(JobEvent {
             job_id: job_id.to_string(),
-            terminal,
-            bytes: frame_json(&value, self.settings.packet_size),
+            update,
         });
     }
 
@@ -115,12 +107,14 @@ impl GpuWorkerActor {
         &self,
         events: &Recipient<JobEvent>,
         job_id: &str,
-        reqtype: &str,
         code: ErrorCode,
         message: &str,
     ) {
-        let v = responses::error(code, message, Some(job_id), Some(reqtype));
-        self.send(events, job_id, true, v);
+        let update = JobUpdate::Failed {
+            kind: code,
+            message: message.to_string(),
+        };
+        self.send(events, job_id, update);
     }
 
     /// Hands the next job to the thread when it is free.
@@ -139,8 +133,6 @@ impl GpuWorkerActor {
             key: q.key,
             job_id: q.job_id.clone(),
             reqtype: q.reqtype,
-            pos_x: q.pos_x,
-            pos_y: q.pos_y,
             job: q.job,
             cancel: cancel.clone(),
             events: q.events.clone(),
@@ -150,7 +142,6 @@ impl GpuWorkerActor {
             self.send_error(
                 &q.events,
                 &q.job_id,
-                q.reqtype,
                 ErrorCode::Internal,
                 "the worker thread stopped; it is being restarted",
             );
@@ -162,7 +153,6 @@ impl GpuWorkerActor {
             key: q.key,
             session,
             job_id: q.job_id,
-            reqtype: q.reqtype,
             events: q.events,
             cancel,
             started: Instant::now(),
@@ -172,7 +162,7 @@ impl GpuWorkerActor {
 
     fn fail_all_queued(&mut self, code: ErrorCode, message: &str) {
         for (_, q) in self.queue.drain_all() {
-            self.send_error(&q.events, &q.job_id, q.reqtype, code, message);
+            self.send_error(&q.events, &q.job_id, code, message);
         }
     }
 
@@ -183,7 +173,7 @@ impl GpuWorkerActor {
             .remove_where(|s, (_, q)| s == session && matches(&q.job_id));
         if notify {
             for (_, q) in &removed {
-                self.send(&q.events, &q.job_id, true, responses::cancelled(&q.job_id));
+                self.send(&q.events, &q.job_id, JobUpdate::Cancelled);
             }
         }
         if let Some(r) = &mut self.running {
@@ -211,12 +201,7 @@ impl Actor for GpuWorkerActor {
             self.shutdown.do_send(WorkerGaveUp { reason });
             return;
         }
-        match thread::spawn(
-            self.epoch,
-            self.factory.clone(),
-            self.settings.packet_size,
-            ctx.address(),
-        ) {
+        match thread::spawn(self.epoch, self.factory.clone(), ctx.address()) {
             Ok(t) => self.thread = Some(t),
             Err(e) => {
                 let reason = format!("cannot start the worker thread: {e}");
@@ -240,7 +225,6 @@ impl Supervised for GpuWorkerActor {
             self.send_error(
                 &r.events,
                 &r.job_id,
-                r.reqtype,
                 ErrorCode::Internal,
                 "the worker restarted while running this job",
             );
@@ -278,20 +262,13 @@ impl Handler<SubmitJob> for GpuWorkerActor {
     fn handle(&mut self, msg: SubmitJob, ctx: &mut Context<Self>) {
         if let Some(reason) = &self.gave_up {
             let reason = reason.clone();
-            self.send_error(
-                &msg.events,
-                &msg.job_id,
-                msg.reqtype,
-                ErrorCode::Unavailable,
-                &reason,
-            );
+            self.send_error(&msg.events, &msg.job_id, ErrorCode::Unavailable, &reason);
             return;
         }
         if self.draining {
             self.send_error(
                 &msg.events,
                 &msg.job_id,
-                msg.reqtype,
                 ErrorCode::Unavailable,
                 "the server is shutting down",
             );
@@ -299,13 +276,7 @@ impl Handler<SubmitJob> for GpuWorkerActor {
         }
         if let Some(reason) = msg.job.unsupported_task() {
             let text = format!("{}_model: {reason}", msg.reqtype);
-            self.send_error(
-                &msg.events,
-                &msg.job_id,
-                msg.reqtype,
-                ErrorCode::InvalidField,
-                &text,
-            );
+            self.send_error(&msg.events, &msg.job_id, ErrorCode::InvalidField, &text);
             return;
         }
         let key = self.next_key;
@@ -314,8 +285,6 @@ impl Handler<SubmitJob> for GpuWorkerActor {
             key,
             job_id: msg.job_id,
             reqtype: msg.reqtype,
-            pos_x: msg.pos_x,
-            pos_y: msg.pos_y,
             job: msg.job,
             events: msg.events,
         };
@@ -342,14 +311,13 @@ impl Handler<SubmitJob> for GpuWorkerActor {
                     item,
                 ),
             };
-            self.send_error(&q.events, &q.job_id, q.reqtype, ErrorCode::Busy, &text);
+            self.send_error(&q.events, &q.job_id, ErrorCode::Busy, &text);
             return;
         }
         self.dispatch(ctx);
         if let Some(pos) = self.queue.position(msg.session, |(_, q)| q.key == key) {
             if let Some((_, q)) = self.queue.find(msg.session, |(_, q)| q.key == key) {
-                let v = responses::queued(&q.job_id, q.reqtype, pos);
-                self.send(&q.events, &q.job_id, false, v);
+                self.send(&q.events, &q.job_id, JobUpdate::Queued { position: pos });
             }
         }
     }
@@ -437,31 +405,32 @@ impl Handler<JobFinished> for GpuWorkerActor {
             Outcome::Done { images } => {
                 let elapsed = r.started.elapsed().as_millis() as u64;
                 log::info!("job {} done: {images} image(s) in {elapsed} ms", r.job_id);
-                let v = responses::done(&r.job_id, r.reqtype, images, elapsed);
-                self.send(&r.events, &r.job_id, true, v);
+                let done = JobUpdate::Done {
+                    images,
+                    elapsed_ms: elapsed,
+                };
+                self.send(&r.events, &r.job_id, done);
             }
             Outcome::Cancelled if r.cancelled_by_client => {
-                self.send(&r.events, &r.job_id, true, responses::cancelled(&r.job_id));
+                self.send(&r.events, &r.job_id, JobUpdate::Cancelled);
             }
             Outcome::Cancelled => {
                 self.send_error(
                     &r.events,
                     &r.job_id,
-                    r.reqtype,
                     ErrorCode::Unavailable,
                     "cancelled because the server is shutting down",
                 );
             }
             Outcome::Failed { code, message } => {
                 log::warn!("job {} failed: {code}: {message}", r.job_id);
-                self.send_error(&r.events, &r.job_id, r.reqtype, code, &message);
+                self.send_error(&r.events, &r.job_id, code, &message);
             }
             Outcome::Panicked { message } => {
                 log::error!("job {} panicked: {message}", r.job_id);
                 self.send_error(
                     &r.events,
                     &r.job_id,
-                    r.reqtype,
                     ErrorCode::Internal,
                     "the job crashed; the worker is being restarted",
                 );

@@ -10,15 +10,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use actix::{Addr, Message, Recipient};
-use serde_json::Value;
 
 use super::GpuWorkerActor;
 use crate::engine::{
     client_text, GenerateError, GenerateJob, Generator, GeneratorFactory, Progress,
 };
-use crate::messages::session::JobEvent;
-use crate::protocol::error::ErrorCode;
-use crate::protocol::{frame_json, responses, responses::encode_png_base64};
+use crate::messages::session::{ErrorKind as ErrorCode, JobEvent, JobUpdate};
+use crate::pipeline::images::encode_png_base64;
 use crate::registry::guard::panic_message;
 
 pub const THREAD_NAME: &str = "runai-gpu-worker";
@@ -28,8 +26,6 @@ pub struct RunJob {
     pub key: u64,
     pub job_id: String,
     pub reqtype: &'static str,
-    pub pos_x: Value,
-    pub pos_y: Value,
     pub job: GenerateJob,
     pub cancel: Arc<AtomicBool>,
     pub events: Recipient<JobEvent>,
@@ -78,20 +74,18 @@ pub struct WorkerThread {
 pub fn spawn(
     epoch: u64,
     factory: GeneratorFactory,
-    packet_size: usize,
     actor: Addr<GpuWorkerActor>,
 ) -> std::io::Result<WorkerThread> {
     let (tx, rx) = mpsc::channel::<RunJob>();
     let join = std::thread::Builder::new()
         .name(THREAD_NAME.to_string())
-        .spawn(move || thread_main(epoch, factory, packet_size, actor, rx))?;
+        .spawn(move || thread_main(epoch, factory, actor, rx))?;
     Ok(WorkerThread { tx, join })
 }
 
 fn thread_main(
     epoch: u64,
     factory: GeneratorFactory,
-    packet_size: usize,
     actor: Addr<GpuWorkerActor>,
     rx: mpsc::Receiver<RunJob>,
 ) {
@@ -134,7 +128,7 @@ fn thread_main(
                 continue;
             }
         };
-        let outcome = run_one(gen.as_mut(), &run, packet_size);
+        let outcome = run_one(gen.as_mut(), &run);
         let panicked = matches!(outcome, Outcome::Panicked { .. });
         let loaded_models = if panicked {
             Vec::new()
@@ -156,11 +150,10 @@ fn thread_main(
     }
 }
 
-/// Sends a progress message per step to the job's session and reports the job's cancel flag
+/// Sends a progress event per step to the job's session and reports the job's cancel flag
 /// between phases.
 struct JobProgress<'a> {
     run: &'a RunJob,
-    packet_size: usize,
 }
 
 impl JobProgress<'_> {
@@ -177,11 +170,7 @@ impl Progress for JobProgress<'_> {
         let run = self.run;
         run.events.do_send(JobEvent {
             job_id: run.job_id.clone(),
-            terminal: false,
-            bytes: frame_json(
-                &responses::progress(step, total, run.reqtype, &run.job_id),
-                self.packet_size,
-            ),
+            update: JobUpdate::Progress { step, total },
         });
         !self.cancelled()
     }
@@ -191,8 +180,8 @@ impl Progress for JobProgress<'_> {
     }
 }
 
-fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome {
-    let mut progress = JobProgress { run, packet_size };
+fn run_one(gen: &mut dyn Generator, run: &RunJob) -> Outcome {
+    let mut progress = JobProgress { run };
     let result = catch_unwind(AssertUnwindSafe(|| gen.generate(&run.job, &mut progress)));
     let failed = |code, message: String| Outcome::Failed {
         code,
@@ -207,21 +196,13 @@ fn run_one(gen: &mut dyn Generator, run: &RunJob, packet_size: usize) -> Outcome
                     return Outcome::Cancelled;
                 }
                 match encode_png_base64(&img.image) {
-                    Ok(b64) => run.events.do_send(JobEvent {
+                    Ok(png_base64) => run.events.do_send(JobEvent {
                         job_id: run.job_id.clone(),
-                        terminal: false,
-                        bytes: frame_json(
-                            &responses::image(
-                                b64,
-                                run.reqtype,
-                                &run.pos_x,
-                                &run.pos_y,
-                                &run.job_id,
-                                img.seed,
-                                img.nsfw,
-                            ),
-                            packet_size,
-                        ),
+                        update: JobUpdate::Image {
+                            png_base64,
+                            seed: img.seed,
+                            nsfw: img.nsfw,
+                        },
                     }),
                     Err(e) => {
                         return failed(ErrorCode::Internal, format!("PNG encoding failed: {e}"))
