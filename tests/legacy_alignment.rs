@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugin_reader::{noise_factory, PluginReader};
+use plugin_reader::PluginReader;
 use runai::app::{spawn_server, ServerThread};
 use runai::registry::Registry;
 use serde_json::json;
@@ -19,7 +19,12 @@ use serde_json::json;
 fn start() -> ServerThread {
     let config = server_common::test_config();
     let roots = config.model_roots();
-    spawn_server(config, noise_factory(), Box::new(Registry::new(&roots))).expect("server starts")
+    spawn_server(
+        config,
+        server_common::noise_factory(),
+        Box::new(Registry::new(&roots)),
+    )
+    .expect("server starts")
 }
 
 /// Asks for `count` 512x512 images (batches of up to 8) and checks every message arrives

@@ -1,18 +1,13 @@
 //! A client that reads byte for byte like the Krita plugin's `connect.py`: `recv(1024)`, each
 //! chunk appended, a message ends only when one `recv` returns exactly 1024 zero bytes,
 //! trailing NULs stripped, then `json.loads`. Any misaligned delivery shows up as a message
-//! the plugin could not decode. Optional small receive buffer and slow reads. Also a fake
-//! generator that paints noise, so image replies are ~1 MB like real ones. Loopback only.
+//! the plugin could not decode. Optional small receive buffer and slow reads. Loopback only.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::Duration;
 
-use image::RgbImage;
-use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
-use runai::pipeline::params::GeneratedImage;
 use serde_json::Value;
 
 pub const PACKET: usize = 1024;
@@ -105,53 +100,4 @@ impl PluginReader {
             }
         }
     }
-}
-
-/// Paints seeded noise (incompressible: a 512x512 PNG is ~790 KB, ~1 MB in base64).
-struct NoiseGenerator;
-
-impl Generator for NoiseGenerator {
-    fn generate(
-        &mut self,
-        job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
-    ) -> Result<Vec<GeneratedImage>, GenerateError> {
-        let p = &job.params;
-        for step in 0..p.steps {
-            if !progress.step(step, p.steps) {
-                return Err(GenerateError::Cancelled);
-            }
-        }
-        let (w, h) = (p.width.unwrap_or(64), p.height.unwrap_or(64));
-        Ok((0..p.n_samples as u64)
-            .map(|i| {
-                let seed = p.seed.wrapping_add(i);
-                let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
-                let mut img = RgbImage::new(w, h);
-                for px in img.pixels_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    px.0 = [x as u8, (x >> 8) as u8, (x >> 16) as u8];
-                }
-                GeneratedImage {
-                    image: img,
-                    seed,
-                    nsfw: None,
-                }
-            })
-            .collect())
-    }
-
-    fn loaded_models(&self) -> Vec<String> {
-        vec!["noise".to_string()]
-    }
-
-    fn device(&self) -> String {
-        "fake".to_string()
-    }
-}
-
-pub fn noise_factory() -> GeneratorFactory {
-    Arc::new(|| Ok(Box::new(NoiseGenerator) as Box<dyn Generator>))
 }

@@ -1,6 +1,6 @@
-//! Shared helpers for the whole-server tests: a fake generator (real 8-bit RGB images, per-step
-//! progress with a small sleep, a panic on a magic prompt), a server started in-process on
-//! 127.0.0.1:0, and a blocking client that frames exactly like the plugin's connect.py.
+//! Shared helpers for the whole-server tests: a fake generator (real 8-bit RGB images, one
+//! colour per seed or seeded noise, per-step progress with a small sleep, a panic on a magic
+//! prompt), a server started in-process on 127.0.0.1:0, and a blocking client that frames exactly like the plugin's connect.py.
 //! Loopback only; never downloads anything.
 #![allow(dead_code)]
 
@@ -30,6 +30,21 @@ pub fn seed_colour(seed: u64) -> Rgb<u8> {
 
 pub struct FakeGenerator {
     step_delay: Duration,
+    /// Paint seeded noise (incompressible, ~1 MB of base64 at 512x512) instead of a colour.
+    noise: bool,
+}
+
+/// Seeded noise: a 512x512 PNG of it is ~790 KB, like a real image reply.
+pub fn noise_image(w: u32, h: u32, seed: u64) -> RgbImage {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut img = RgbImage::new(w, h);
+    for px in img.pixels_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        px.0 = [x as u8, (x >> 8) as u8, (x >> 16) as u8];
+    }
+    img
 }
 
 impl Generator for FakeGenerator {
@@ -59,8 +74,13 @@ impl Generator for FakeGenerator {
         Ok((0..p.n_samples as u64)
             .map(|i| {
                 let seed = p.seed.wrapping_add(i);
+                let image = if self.noise {
+                    noise_image(w, h, seed)
+                } else {
+                    RgbImage::from_pixel(w, h, seed_colour(seed))
+                };
                 GeneratedImage {
-                    image: RgbImage::from_pixel(w, h, seed_colour(seed)),
+                    image,
                     seed,
                     nsfw: None,
                 }
@@ -78,7 +98,18 @@ impl Generator for FakeGenerator {
 }
 
 pub fn fake_factory(step_delay: Duration) -> GeneratorFactory {
-    Arc::new(move || Ok(Box::new(FakeGenerator { step_delay }) as Box<dyn Generator>))
+    Arc::new(move || {
+        let noise = false;
+        Ok(Box::new(FakeGenerator { step_delay, noise }) as Box<dyn Generator>)
+    })
+}
+
+/// The fake generator painting noise, without step delays.
+pub fn noise_factory() -> GeneratorFactory {
+    Arc::new(|| {
+        let (step_delay, noise) = (Duration::ZERO, true);
+        Ok(Box::new(FakeGenerator { step_delay, noise }) as Box<dyn Generator>)
+    })
 }
 
 pub fn fixtures_models() -> PathBuf {
