@@ -13,7 +13,7 @@ use super::model::{ModelFormat, ResolvedModel};
 use super::paths::{confine, Candidate, PathError, Root};
 use super::scan::{model_format_at, scan_root};
 use super::single_file::{identify_single_file, SingleFileError};
-use crate::pipeline::pickle::PickleError;
+use crate::pipeline::load::pickle::PickleError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {

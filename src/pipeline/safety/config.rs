@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::pipeline::config::{ClipActivation, ClipConfig, Fields};
+use crate::pipeline::load::config::{ClipActivation, ClipConfig, Fields};
 use crate::pipeline::error::{PipelineError, Result};
 
 /// Largest patch grid side accepted from a config.

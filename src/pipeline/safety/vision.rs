@@ -10,7 +10,7 @@ use candle_nn::{
 };
 
 use super::config::VisionConfig;
-use crate::pipeline::clip::ClipLayer;
+use crate::pipeline::models::clip::ClipLayer;
 use crate::pipeline::error::{PipelineError, Result};
 
 pub(crate) struct VisionTower {

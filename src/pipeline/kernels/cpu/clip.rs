@@ -8,8 +8,8 @@ use candle_core::bail;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::cpu_gemm::{matmul, View};
-use super::fast_math;
+use crate::pipeline::kernels::cpu::gemm::{matmul, View};
+use crate::pipeline::kernels::cpu::fast_math;
 
 type KResult<T> = candle_core::Result<T>;
 
