@@ -106,6 +106,7 @@ pub fn linear(
         // SharedOut checks every range against the buffer.
         let for_rows = |f: &dyn Fn(&mut [f32])| -> KResult<()> {
             for r in 0..rows {
+                // SAFETY: row r's columns c0..c0 + cols belong to this task (see above).
                 f(unsafe { dst.slice_mut(r * n + c0, cols)? });
             }
             Ok(())
