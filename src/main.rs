@@ -82,6 +82,7 @@ fn main() {
         Some(Command::Bench(args)) => tool("bench", runai::cli::bench::run(args)),
         Some(Command::Relay(args)) => runai_wire::relay::run(args),
         Some(Command::Parity(args)) => tool("parity", runai::cli::parity::run(args)),
+        Some(Command::Config(args)) => runai::cli::config::run(&args),
     };
     std::process::exit(code);
 }
