@@ -9,7 +9,7 @@ use clap::Args;
 use crate::app;
 use crate::config::{Config, SettingArgs};
 use crate::engine::GeneratorFactory;
-use crate::messages::registry::ModelResolver;
+use crate::registry::ModelResolver;
 
 /// Exit code for invalid flags or configuration values (clap uses 2 as well).
 pub const EXIT_BAD_CONFIG: i32 = 2;
