@@ -8,15 +8,15 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::clip::ClipTextTransformer;
-use super::config::{ClipConfig, UNetConfig, VaeConfig};
 use super::error::{PipelineError, Result};
-use super::loader::load_diffusers_folder;
-use super::model_parts::ModelParts;
+use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
+use super::load::loader::load_diffusers_folder;
+use super::load::model_parts::ModelParts;
+use super::load::tokenizer::{prompt_ids, MAX_LENGTH};
+use super::models::clip::ClipTextTransformer;
+use super::models::unet::UNet;
+use super::models::vae::Vae;
 use super::options::RuntimeOptions;
-use super::tokenizer::{prompt_ids, MAX_LENGTH};
-use super::unet::UNet;
-use super::vae::Vae;
 
 pub struct StableDiffusion {
     pub(crate) text_encoder: ClipTextTransformer,

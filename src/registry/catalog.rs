@@ -14,7 +14,7 @@ use super::paths::{confine, Candidate, Root};
 use super::resolver::ResolveError;
 use super::scan::{model_format_at, scan_root};
 use super::single_file::{identify_single_file, SingleFileError};
-use crate::pipeline::pickle::PickleError;
+use crate::pipeline::load::pickle::PickleError;
 
 /// A client's model string as quoted in errors: at most 200 characters.
 pub(super) fn shown(requested: &str) -> String {

@@ -4,7 +4,7 @@
 //! - [`catalog::Registry`]: scans the roots, identifies models, resolves client names with path
 //!   confinement ([`paths`]).
 //! - [`single_file`]: LDM `.safetensors` / `.ckpt` checkpoints as diffusers-named
-//!   [`crate::pipeline::model_parts::ModelParts`] ([`tensors`], [`ldm_shapes`], [`ldm_keys`],
+//!   [`crate::pipeline::load::model_parts::ModelParts`] ([`tensors`], [`ldm_shapes`], [`ldm_keys`],
 //!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]).
 //! - [`resolver`]: the `ModelResolver` seam the registry actor drives, and `ResolveError`.
 //! - [`convert`]: writes a diffusers folder from a single file, on explicit request only.

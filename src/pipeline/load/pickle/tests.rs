@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "../../../tests/hostile_common/mod.rs"]
+#[path = "../../../../tests/hostile_common/mod.rs"]
 mod hostile_common;
 
 use self::hostile_common::{global, unicode};
@@ -354,7 +354,7 @@ pub(super) fn fixture_pickle() -> Vec<u8> {
 
 #[test]
 fn the_fixture_checkpoints_match_their_safetensors_twins() {
-    use crate::pipeline::weights::SafetensorsFiles;
+    use crate::pipeline::load::weights::SafetensorsFiles;
     for model in ["tiny-sd1", "tiny-sd2"] {
         let ckpt = Checkpoint::open(&fixture(&format!("single_file/{model}.ckpt"))).unwrap();
         assert!(ckpt.nested, "{model}: LDM checkpoints wrap a state_dict");

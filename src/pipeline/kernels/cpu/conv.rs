@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
-use super::cpu_gemm::{self, all_threads, contiguous_f32, View};
+use crate::pipeline::kernels::cpu::gemm::{self as cpu_gemm, all_threads, contiguous_f32, View};
 
 /// Square kernel, stride and zero padding of a convolution.
 #[derive(Debug, Clone, Copy)]

@@ -7,15 +7,15 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
-use super::conv::{conv2d, Conv2d};
+use crate::pipeline::layers::conv::{conv2d, Conv2d};
 
-use super::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
-use super::attention_cpu;
-use super::config::VaeConfig;
-use super::error::Result;
-use super::norm::{fused_group_norm, FusedGroupNorm};
-use super::resnet::{ResnetBlock2D, ResnetConfig};
-use super::vae_blocks::{DecoderBlock, EncoderBlock};
+use crate::pipeline::error::Result;
+use crate::pipeline::kernels::cpu::attention as attention_cpu;
+use crate::pipeline::layers::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
+use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
+use crate::pipeline::layers::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::pipeline::load::config::VaeConfig;
+use crate::pipeline::models::vae_blocks::{DecoderBlock, EncoderBlock};
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
     let cfg = Conv2dConfig {

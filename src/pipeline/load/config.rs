@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::error::{PipelineError, Result};
+use crate::pipeline::error::{PipelineError, Result};
 
 /// Reads typed fields out of a config document with diffusers' defaults.
 pub(crate) struct Fields<'a> {

@@ -5,10 +5,10 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d, Conv2d};
+use crate::pipeline::layers::conv::{conv2d, Conv2d};
 
-use super::error::Result;
-use super::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::pipeline::error::Result;
+use crate::pipeline::layers::resnet::{ResnetBlock2D, ResnetConfig};
 
 fn resnets(
     vb: VarBuilder,

@@ -8,12 +8,12 @@ use candle_core::DType;
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
-use super::error::{PipelineError, Result};
-use super::model_parts::ModelParts;
-use super::options::RuntimeOptions;
-use super::pickle::Checkpoint;
-use super::tokenizer::load_tokenizer_dir;
-use super::weights::SafetensorsFiles;
+use crate::pipeline::error::{PipelineError, Result};
+use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::load::pickle::Checkpoint;
+use crate::pipeline::load::tokenizer::load_tokenizer_dir;
+use crate::pipeline::load::weights::SafetensorsFiles;
+use crate::pipeline::options::RuntimeOptions;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {

@@ -6,10 +6,10 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
-use super::conv::{conv2d, Conv2d};
+use crate::pipeline::layers::conv::{conv2d, Conv2d};
 
-use super::error::Result;
-use super::norm::{fused_group_norm, FusedGroupNorm};
+use crate::pipeline::error::Result;
+use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
 
 /// Shape of one block (diffusers' defaults for SD: `groups_out` = `groups`, SiLU).
 #[derive(Debug, Clone, Copy)]

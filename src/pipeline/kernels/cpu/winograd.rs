@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::cpu_gemm::{contiguous_f32, matmul, View};
+use crate::pipeline::kernels::cpu::gemm::{contiguous_f32, matmul, View};
 
 /// Target size of the transformed-input buffer of one chunk of tiles.
 const CHUNK_BYTES: usize = 8 << 20;
