@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn zero_restarts_gives_up_at_the_first_crash() {
         let mut budget = RestartBudget::new(0, WINDOW);
-        assert_eq!(budget.crashed(Instant::now()), Restart::Exhausted { crashes: 1 });
+        assert_eq!(
+            budget.crashed(Instant::now()),
+            Restart::Exhausted { crashes: 1 }
+        );
         assert_eq!((budget.max_restarts(), budget.window()), (0, WINDOW));
     }
 }
