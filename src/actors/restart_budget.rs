@@ -61,50 +61,46 @@ impl RestartBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Restart::{Allowed, Exhausted};
 
     const WINDOW: Duration = Duration::from_secs(60);
 
+    /// The verdict of each crash of a fresh budget, at these offsets from the first (ms).
+    fn verdicts(max_restarts: u32, at_ms: &[u64]) -> Vec<Restart> {
+        let t0 = Instant::now();
+        let mut budget = RestartBudget::new(max_restarts, WINDOW);
+        at_ms
+            .iter()
+            .map(|ms| budget.crashed(t0 + Duration::from_millis(*ms)))
+            .collect()
+    }
+
     #[test]
     fn allows_max_restarts_within_the_window_then_gives_up() {
-        let t0 = Instant::now();
-        let mut budget = RestartBudget::new(2, WINDOW);
-        assert_eq!(budget.crashed(t0), Restart::Allowed { restart: 1 });
         assert_eq!(
-            budget.crashed(t0 + Duration::from_secs(1)),
-            Restart::Allowed { restart: 2 }
+            verdicts(2, &[0, 1000, 2000]),
+            [
+                Allowed { restart: 1 },
+                Allowed { restart: 2 },
+                Exhausted { crashes: 3 }
+            ]
         );
-        assert_eq!(
-            budget.crashed(t0 + Duration::from_secs(2)),
-            Restart::Exhausted { crashes: 3 }
-        );
+        assert_eq!(verdicts(0, &[0]), [Exhausted { crashes: 1 }]);
     }
 
     #[test]
     fn crashes_older_than_the_window_are_forgotten() {
-        let t0 = Instant::now();
-        let mut budget = RestartBudget::new(1, WINDOW);
-        assert_eq!(budget.crashed(t0), Restart::Allowed { restart: 1 });
-        // Exactly one window later the first crash still counts...
+        // Exactly one window later the first crash still counts; just past it, it does not.
         assert_eq!(
-            budget.crashed(t0 + WINDOW),
-            Restart::Exhausted { crashes: 2 }
+            verdicts(1, &[0, 60_000, 180_000, 240_001]),
+            [
+                Allowed { restart: 1 },
+                Exhausted { crashes: 2 },
+                Allowed { restart: 1 },
+                Allowed { restart: 1 }
+            ]
         );
-        // ...just past it, only the crashes inside the window do.
-        let later = t0 + WINDOW * 3;
-        assert_eq!(budget.crashed(later), Restart::Allowed { restart: 1 });
-        assert_eq!(
-            budget.crashed(later + WINDOW + Duration::from_millis(1)),
-            Restart::Allowed { restart: 1 }
-        );
-    }
-
-    #[test]
-    fn zero_restarts_gives_up_at_the_first_crash() {
-        let mut budget = RestartBudget::new(0, WINDOW);
-        assert_eq!(
-            budget.crashed(Instant::now()),
-            Restart::Exhausted { crashes: 1 }
-        );
-        assert_eq!((budget.max_restarts(), budget.window()), (0, WINDOW));
+        let budget = RestartBudget::new(3, WINDOW);
+        assert_eq!((budget.max_restarts(), budget.window()), (3, WINDOW));
     }
 }

@@ -76,17 +76,14 @@ pub fn load_model_parts(path: &Path, opts: &RuntimeOptions) -> Result<ModelParts
 mod tests {
     use super::*;
 
-    fn fixtures() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-    }
-
     #[test]
     fn a_path_opens_as_the_registry_scan_recognises_it() {
-        let folder = ModelSource::at(&fixtures().join("models/tiny-sd1")).unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let folder = ModelSource::at(&fixtures.join("models/tiny-sd1")).unwrap();
         assert!(matches!(folder, ModelSource::Folder(_)));
         let folder_bytes = folder.weight_bytes(DType::F32);
         assert!(folder_bytes > 0);
-        let file = fixtures().join("single_file/tiny-sd1.safetensors");
+        let file = fixtures.join("single_file/tiny-sd1.safetensors");
         let single = ModelSource::at(&file).unwrap();
         assert!(matches!(single, ModelSource::SingleFile(_)));
         assert!(single.weight_bytes(DType::F32) > 0);

@@ -49,9 +49,9 @@ impl ShutdownActor {
             .store(self.phases.sessions(), Ordering::SeqCst);
         for action in actions {
             match action {
-                Action::ArmIdleTimer { after, epoch } => {
+                Action::Arm { after, timer } => {
                     ctx.run_later(after, move |act, ctx| {
-                        let next = act.phases.idle_timer_fired(epoch);
+                        let next = act.phases.timer_fired(timer);
                         act.perform(next, ctx);
                     });
                 }
@@ -64,22 +64,10 @@ impl ShutdownActor {
                     Some(a) => a.drain_worker.do_send(DrainWorker { grace }),
                     None => ctx.notify(WorkerIdle),
                 },
-                Action::ArmDrainDeadline(after) => {
-                    ctx.run_later(after, |act, ctx| {
-                        let next = act.phases.deadline_passed();
-                        act.perform(next, ctx);
-                    });
-                }
                 Action::CloseSessions { reason } => {
                     if let Some(a) = &self.attached {
                         a.close_sessions.do_send(CloseAllSessions { reason });
                     }
-                }
-                Action::ArmFlushLimit(after) => {
-                    ctx.run_later(after, |act, ctx| {
-                        let next = act.phases.flush_limit_passed();
-                        act.perform(next, ctx);
-                    });
                 }
                 Action::Exit { code } => System::current().stop_with_code(code),
             }
@@ -104,22 +92,29 @@ impl Handler<AttachActors> for ShutdownActor {
     }
 }
 
-impl Handler<SessionOpened> for ShutdownActor {
-    type Result = ();
+/// Messages that are plain inputs of the phases: each handler feeds one and performs what
+/// it returns.
+macro_rules! phase_inputs {
+    ($($msg:ty => |$phases:ident, $m:pat_param| $input:expr;)*) => {$(
+        impl Handler<$msg> for ShutdownActor {
+            type Result = ();
 
-    fn handle(&mut self, _msg: SessionOpened, ctx: &mut Context<Self>) {
-        let actions = self.phases.session_opened();
-        self.perform(actions, ctx);
-    }
+            fn handle(&mut self, msg: $msg, ctx: &mut Context<Self>) {
+                let $m = msg;
+                let $phases = &mut self.phases;
+                let actions = $input;
+                self.perform(actions, ctx);
+            }
+        }
+    )*};
 }
 
-impl Handler<SessionClosed> for ShutdownActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: SessionClosed, ctx: &mut Context<Self>) {
-        let actions = self.phases.session_closed();
-        self.perform(actions, ctx);
-    }
+phase_inputs! {
+    SessionOpened => |phases, _| phases.session_opened();
+    SessionClosed => |phases, _| phases.session_closed();
+    BeginDrain => |phases, m| phases.begin_drain(&m.reason, m.exit_code, m.force);
+    WorkerGaveUp => |phases, m| phases.begin_drain(&m.reason, 1, false);
+    WorkerIdle => |phases, _| phases.worker_idle();
 }
 
 /// The quit packet shuts the server down only from the machine itself, unless configured.
@@ -141,35 +136,6 @@ impl Handler<QuitRequested> for ShutdownActor {
                 msg.peer
             );
         }
-    }
-}
-
-impl Handler<BeginDrain> for ShutdownActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: BeginDrain, ctx: &mut Context<Self>) {
-        let actions = self
-            .phases
-            .begin_drain(&msg.reason, msg.exit_code, msg.force);
-        self.perform(actions, ctx);
-    }
-}
-
-impl Handler<WorkerGaveUp> for ShutdownActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: WorkerGaveUp, ctx: &mut Context<Self>) {
-        let actions = self.phases.begin_drain(&msg.reason, 1, false);
-        self.perform(actions, ctx);
-    }
-}
-
-impl Handler<WorkerIdle> for ShutdownActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: WorkerIdle, ctx: &mut Context<Self>) {
-        let actions = self.phases.worker_idle();
-        self.perform(actions, ctx);
     }
 }
 

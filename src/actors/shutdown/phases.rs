@@ -27,21 +27,28 @@ pub(crate) enum Phase {
     Done,
 }
 
+/// The timers the phases ask for; each comes back through `timer_fired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// `--timeout`: nobody came, or the last client left; stale unless `epoch` is current.
+    Idle { epoch: u64 },
+    /// A wedged drain must not hang forever.
+    DrainDeadline,
+    /// Closing sessions had their time to flush.
+    FlushLimit,
+}
+
 /// What the actor must do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// Call `idle_timer_fired(epoch)` after `after`.
-    ArmIdleTimer { after: Duration, epoch: u64 },
+    /// Call `timer_fired(timer)` after `after`.
+    Arm { after: Duration, timer: Timer },
     /// Tell the listener to stop accepting connections.
     StopAccepting,
     /// Let the worker finish its running job within `grace`, then report idle.
     DrainWorker { grace: Duration },
-    /// Call `deadline_passed()` after this long: a wedged drain must not hang forever.
-    ArmDrainDeadline(Duration),
     /// Ask every session to say goodbye and close.
     CloseSessions { reason: String },
-    /// Call `flush_limit_passed()` after this long.
-    ArmFlushLimit(Duration),
     /// Stop the system with this exit code.
     Exit { code: i32 },
 }
@@ -115,9 +122,21 @@ impl Phases {
         }
     }
 
-    /// An idle timer armed at `epoch` ran out; only the latest one with no session open
-    /// while running starts a drain.
-    pub(crate) fn idle_timer_fired(&mut self, epoch: u64) -> Vec<Action> {
+    /// A timer armed by an earlier action ran out.
+    pub(crate) fn timer_fired(&mut self, timer: Timer) -> Vec<Action> {
+        match timer {
+            Timer::Idle { epoch } => self.idle_timer_fired(epoch),
+            Timer::DrainDeadline if self.phase != Phase::Done => {
+                log::error!("drain did not complete in time; exiting");
+                self.finish()
+            }
+            Timer::DrainDeadline => Vec::new(),
+            Timer::FlushLimit => self.finish(),
+        }
+    }
+
+    /// Only the latest idle timer, with no session open while running, starts a drain.
+    fn idle_timer_fired(&mut self, epoch: u64) -> Vec<Action> {
         if epoch != self.idle_epoch || self.sessions > 0 || self.phase != Phase::Running {
             return Vec::new();
         }
@@ -152,7 +171,10 @@ impl Phases {
         vec![
             Action::StopAccepting,
             Action::DrainWorker { grace },
-            Action::ArmDrainDeadline(self.settings.drain_grace + FLUSH_LIMIT * 2),
+            Action::Arm {
+                after: self.settings.drain_grace + FLUSH_LIMIT * 2,
+                timer: Timer::DrainDeadline,
+            },
         ]
     }
 
@@ -169,29 +191,20 @@ impl Phases {
             Action::CloseSessions {
                 reason: self.reason.clone(),
             },
-            Action::ArmFlushLimit(FLUSH_LIMIT),
+            Action::Arm {
+                after: FLUSH_LIMIT,
+                timer: Timer::FlushLimit,
+            },
         ]
-    }
-
-    /// The drain's overall deadline passed.
-    pub(crate) fn deadline_passed(&mut self) -> Vec<Action> {
-        if self.phase == Phase::Done {
-            return Vec::new();
-        }
-        log::error!("drain did not complete in time; exiting");
-        self.finish()
-    }
-
-    /// Sessions had their time to flush.
-    pub(crate) fn flush_limit_passed(&mut self) -> Vec<Action> {
-        self.finish()
     }
 
     fn arm_idle_timer(&mut self, after: Duration) -> Action {
         self.idle_epoch += 1;
-        Action::ArmIdleTimer {
+        Action::Arm {
             after,
-            epoch: self.idle_epoch,
+            timer: Timer::Idle {
+                epoch: self.idle_epoch,
+            },
         }
     }
 
@@ -229,14 +242,20 @@ mod tests {
         vec![
             Action::StopAccepting,
             Action::DrainWorker { grace },
-            Action::ArmDrainDeadline(GRACE + FLUSH_LIMIT * 2),
+            Action::Arm {
+                after: GRACE + FLUSH_LIMIT * 2,
+                timer: Timer::DrainDeadline,
+            },
         ]
     }
 
-    /// The epoch of the only idle timer in `actions`.
-    fn timer(actions: &[Action], after: Duration) -> u64 {
+    /// The only idle timer in `actions`, checked to run after `after`.
+    fn timer(actions: &[Action], after: Duration) -> Timer {
         match actions {
-            [Action::ArmIdleTimer { after: a, epoch }] if *a == after => *epoch,
+            [Action::Arm {
+                after: a,
+                timer: t @ Timer::Idle { .. },
+            }] if *a == after => *t,
             other => panic!("expected one idle timer of {after:?}, got {other:?}"),
         }
     }
@@ -253,8 +272,8 @@ mod tests {
     #[test]
     fn nobody_connecting_within_the_startup_grace_drains() {
         let mut p = phases(true);
-        let epoch = timer(&p.started(), STARTUP);
-        assert_eq!(p.idle_timer_fired(epoch), drain_actions(GRACE));
+        let idle = timer(&p.started(), STARTUP);
+        assert_eq!(p.timer_fired(idle), drain_actions(GRACE));
         assert_eq!(p.phase(), Phase::Draining);
         assert_eq!(p.reason, "idle timeout: no client connected");
     }
@@ -265,27 +284,27 @@ mod tests {
         let startup = timer(&p.started(), STARTUP);
         p.session_opened();
         p.session_opened();
-        assert!(p.idle_timer_fired(startup).is_empty(), "stale timer");
+        assert!(p.timer_fired(startup).is_empty(), "stale timer");
         assert!(p.session_closed().is_empty(), "one session is still open");
         let idle = timer(&p.session_closed(), IDLE);
         assert_eq!(p.sessions(), 0);
         // A client comes and goes again: only the newest timer counts.
         p.session_opened();
         let newer = timer(&p.session_closed(), IDLE);
-        assert!(p.idle_timer_fired(idle).is_empty());
-        assert_eq!(p.idle_timer_fired(newer), drain_actions(GRACE));
+        assert!(p.timer_fired(idle).is_empty());
+        assert_eq!(p.timer_fired(newer), drain_actions(GRACE));
         assert_eq!(p.reason, "idle timeout: the last client left");
     }
 
     #[test]
     fn an_idle_timer_does_nothing_while_a_session_is_open_or_after_the_drain_began() {
         let mut p = phases(true);
-        let epoch = timer(&p.started(), STARTUP);
+        let idle = timer(&p.started(), STARTUP);
         p.sessions = 1; // as if the open message were still in flight
-        assert!(p.idle_timer_fired(epoch).is_empty());
+        assert!(p.timer_fired(idle).is_empty());
         p.sessions = 0;
         p.begin_drain("signal", 0, false);
-        assert!(p.idle_timer_fired(epoch).is_empty());
+        assert!(p.timer_fired(idle).is_empty());
         assert_eq!(p.reason, "signal");
     }
 
@@ -307,7 +326,10 @@ mod tests {
                 Action::CloseSessions {
                     reason: "quit packet".into()
                 },
-                Action::ArmFlushLimit(FLUSH_LIMIT)
+                Action::Arm {
+                    after: FLUSH_LIMIT,
+                    timer: Timer::FlushLimit
+                }
             ]
         );
         assert_eq!(p.phase(), Phase::Closing);
@@ -318,8 +340,8 @@ mod tests {
         assert!(p.session_closed().is_empty());
         assert_eq!(p.session_closed(), vec![Action::Exit { code: 0 }]);
         assert_eq!(p.phase(), Phase::Done);
-        assert!(p.flush_limit_passed().is_empty(), "exits once");
-        assert!(p.deadline_passed().is_empty());
+        assert!(p.timer_fired(Timer::FlushLimit).is_empty(), "exits once");
+        assert!(p.timer_fired(Timer::DrainDeadline).is_empty());
     }
 
     #[test]
@@ -335,14 +357,20 @@ mod tests {
         p.session_opened();
         p.begin_drain("signal", 0, false);
         p.worker_idle();
-        assert_eq!(p.flush_limit_passed(), vec![Action::Exit { code: 0 }]);
+        assert_eq!(
+            p.timer_fired(Timer::FlushLimit),
+            vec![Action::Exit { code: 0 }]
+        );
     }
 
     #[test]
     fn a_wedged_worker_is_cut_off_by_the_deadline() {
         let mut p = phases(false);
         p.begin_drain("signal", 0, false);
-        assert_eq!(p.deadline_passed(), vec![Action::Exit { code: 0 }]);
+        assert_eq!(
+            p.timer_fired(Timer::DrainDeadline),
+            vec![Action::Exit { code: 0 }]
+        );
         assert!(p.worker_idle().is_empty());
     }
 
@@ -375,6 +403,9 @@ mod tests {
         let mut q = phases(false);
         q.begin_drain("gave up", 1, false);
         q.begin_drain("quit packet", 0, false);
-        assert_eq!(q.deadline_passed(), vec![Action::Exit { code: 1 }]);
+        assert_eq!(
+            q.timer_fired(Timer::DrainDeadline),
+            vec![Action::Exit { code: 1 }]
+        );
     }
 }
