@@ -77,6 +77,14 @@ pub struct Config {
     /// The checker's transformers folder; "" = `CompVis/stable-diffusion-safety-checker`
     /// under the first model root that has it.
     pub safety_checker_path: String,
+    // HTTP front end (A1111 `/sdapi/v1` and OpenAI `/v1/images`), on `host` beside `port`.
+    /// HTTP port; absent = no HTTP server (7860 is the conventional port, 0 = any free one).
+    pub http_port: Option<u16>,
+    /// HTTP Basic user name required with the token (A1111's `--api-auth user:token`);
+    /// "" = any user name. Needs `token`.
+    pub http_user: String,
+    /// Browser origins allowed to call the HTTP API (CORS); empty = none, "*" = any.
+    pub cors_origin: Vec<String>,
 }
 
 impl Default for Config {
@@ -117,6 +125,9 @@ impl Default for Config {
             model_cache_mb: 16384,
             safety_checker: "off".into(),
             safety_checker_path: String::new(),
+            http_port: None,
+            http_user: String::new(),
+            cors_origin: Vec::new(),
         }
     }
 }
@@ -283,6 +294,21 @@ impl Config {
                 "max_loaded_models",
                 format!("must be 1..=64, got {}", self.max_loaded_models),
             ));
+        }
+        if self.http_port.is_some_and(|p| p != 0 && p == self.port) {
+            return Err(invalid(
+                "http_port",
+                format!("must differ from port ({})", self.port),
+            ));
+        }
+        if !self.http_user.is_empty() && self.token.is_empty() {
+            return Err(invalid(
+                "http_user",
+                "needs a token: HTTP Basic checks the token as the password",
+            ));
+        }
+        if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
+            return Err(invalid("cors_origin", "empty origin"));
         }
         if self.model_cache_mb < 64 {
             return Err(invalid(

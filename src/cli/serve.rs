@@ -145,6 +145,21 @@ pub struct ServeArgs {
     /// Safety checker folder [default: CompVis/stable-diffusion-safety-checker under a model root]
     #[arg(long, env = "RUNAI_SAFETY_CHECKER_PATH", value_name = "DIR")]
     pub safety_checker_path: Option<String>,
+    /// Serve the A1111 and OpenAI HTTP APIs on this port (7860 is the usual one) [default: off]
+    #[arg(long, env = "RUNAI_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// HTTP Basic user name required with the token [default: any]
+    #[arg(long, env = "RUNAI_HTTP_USER", value_name = "USER")]
+    pub http_user: Option<String>,
+    /// Browser origins allowed to call the HTTP API (CORS), comma-separated; * = any
+    /// [default: none]
+    #[arg(
+        long,
+        env = "RUNAI_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN,..."
+    )]
+    pub cors_origin: Vec<String>,
 }
 
 impl ServeArgs {
@@ -201,6 +216,13 @@ impl ServeArgs {
         set!(model_cache_mb, self.model_cache_mb);
         set!(safety_checker, self.safety_checker);
         set!(safety_checker_path, self.safety_checker_path);
+        if self.http_port.is_some() {
+            c.http_port = self.http_port;
+        }
+        set!(http_user, self.http_user);
+        if !self.cors_origin.is_empty() {
+            c.cors_origin = self.cors_origin.clone();
+        }
         c.validate()?;
         Ok(c)
     }
