@@ -12,7 +12,7 @@ use super::a1111_request::{strip_data_url, translate, Endpoint};
 use super::a1111_response::reply;
 use super::auth::caller_of;
 use super::body;
-use super::error::ApiError;
+use super::error::{ApiError, Dialect};
 use super::generate::{prepare, run};
 use super::infotext;
 use super::png_text;
@@ -33,8 +33,10 @@ async fn generate(
     let request = translate(endpoint, &body, &state.callers.defaults(&caller))?;
     drop(body);
     let prepared = prepare(&state, request).await?;
-    let result = run(&state, &caller, &prepared).await?;
-    Ok(HttpResponse::Ok().json(reply(&prepared, &result)?))
+    run(&state, caller, prepared, Dialect::A1111, |p, r| {
+        reply(p, &r)
+    })
+    .await
 }
 
 pub(crate) async fn txt2img(

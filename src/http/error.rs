@@ -108,20 +108,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = match self.dialect {
-            Dialect::A1111 => json!({
-                "error": self.kind.as_str(),
-                "detail": self.message,
-                "errors": self.message,
-            }),
-            Dialect::OpenAi => json!({"error": {
-                "message": self.message,
-                "type": openai_type(self.kind),
-                "param": null,
-                "code": self.kind.as_str(),
-            }}),
-        };
-        let mut res = HttpResponse::build(self.status()).json(body);
+        let mut res = HttpResponse::build(self.status()).json(self.body());
         let headers = res.headers_mut();
         if self.kind == ErrorKind::Busy {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -133,6 +120,25 @@ impl ResponseError for ApiError {
             );
         }
         res
+    }
+}
+
+impl ApiError {
+    /// The JSON body in the error's dialect.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        match self.dialect {
+            Dialect::A1111 => json!({
+                "error": self.kind.as_str(),
+                "detail": self.message,
+                "errors": self.message,
+            }),
+            Dialect::OpenAi => json!({"error": {
+                "message": self.message,
+                "type": openai_type(self.kind),
+                "param": null,
+                "code": self.kind.as_str(),
+            }}),
+        }
     }
 }
 

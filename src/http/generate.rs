@@ -2,15 +2,18 @@
 //! OpenAI endpoints: validation by the socket protocol's validator (off the reactor: it
 //! decodes images), the sampler and clip skip applied, mask inversion and blur, and the
 //! model resolved by the model registry (default model, roots, containment). Then the job
-//! runs through the bridge.
+//! runs through the bridge and its reply is rendered.
 
-use actix_web::web;
+use actix_web::web::{self, Data};
+use actix_web::HttpResponse;
 use image::GrayImage;
+use serde_json::Value;
 
 use super::a1111_request::{a1111_names, A1111Job};
-use super::bridge::{self, JobResult};
+use super::bridge::{JobResult, RunningJob};
 use super::callers::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, Dialect};
+use super::job_body::{respond, Finish};
 use super::state::HttpState;
 use crate::engine::client_text::without_backtrace;
 use crate::engine::GenerateJob;
@@ -77,23 +80,34 @@ pub(crate) async fn prepare(state: &HttpState, request: A1111Job) -> Result<Prep
     })
 }
 
-/// Runs a prepared job for `caller`.
+/// Runs a prepared job for `caller` and answers with `render`'s document (or the error in
+/// `dialect`), streaming once the job runs (see `job_body`).
 pub(crate) async fn run(
-    state: &HttpState,
-    caller: &Caller,
-    p: &Prepared,
-) -> Result<JobResult, ApiError> {
+    state: &Data<HttpState>,
+    caller: Caller,
+    p: Prepared,
+    dialect: Dialect,
+    render: impl FnOnce(&Prepared, JobResult) -> Result<Value, ApiError> + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let action = p.request.raw.action;
     let job = GenerateJob {
         model: p.model.clone(),
         params: p.params.clone(),
         nsfw_filter: None,
     };
-    bridge::run_job(state, caller, p.request.raw.action.as_str(), job)
-        .await
-        .map_err(|e| {
-            let message = a1111_names(&e.message, p.request.raw.action);
-            ApiError { message, ..e }
-        })
+    let running = RunningJob::submit(state.clone(), caller, action.as_str(), job);
+    let named = move |e: ApiError| {
+        let message = a1111_names(&e.message, action);
+        ApiError { message, ..e }.in_dialect(dialect)
+    };
+    let finish: Finish = Box::new(move |end| {
+        let doc = end.and_then(|r| render(&p, r)).map_err(named);
+        match doc {
+            Ok(v) => v.to_string().into_bytes(),
+            Err(e) => e.body().to_string().into_bytes(),
+        }
+    });
+    respond(running, finish).await.map_err(named)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - `a1111_request` / `a1111_response`: A1111 bodies in and out; `infotext`, `png_text`:
 //!   the generation parameters as text and in PNG chunks; `samplers`: A1111 sampler names.
 //! - `generate`: validation and model resolution; `bridge`: the job's trip to the worker;
+//!   `job_body`: the streamed reply that notices a client gone;
 //!   `callers`: lanes, progress and per-caller choices; `body`, `multipart`: request bodies;
 //!   `error`: statuses and JSON error bodies; `state`: what handlers share.
 
@@ -24,6 +25,7 @@ mod error;
 mod generate;
 mod info;
 mod infotext;
+mod job_body;
 mod models;
 mod multipart;
 mod openai;

@@ -127,7 +127,7 @@ async fn model_override(
 
 /// Runs an A1111-shaped body built from an OpenAI request and answers OpenAI's way.
 async fn generate(
-    state: &HttpState,
+    state: &Data<HttpState>,
     req: &HttpRequest,
     endpoint: Endpoint,
     mut body: Map<String, Value>,
@@ -149,16 +149,18 @@ async fn generate(
     body.extend(r.extra);
     let request = translate(endpoint, &body, &state.callers.defaults(&caller))?;
     let prepared = prepare(state, request).await?;
-    let result = run(state, &caller, &prepared).await?;
-    let data = result
-        .images
-        .iter()
-        .map(|img| {
-            let png = tagged_png(img, &infotext(&prepared, img.seed))?;
-            Ok(json!({"b64_json": png, "revised_prompt": prepared.params.prompt}))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(HttpResponse::Ok().json(json!({"created": unix_now(), "data": data})))
+    run(state, caller, prepared, Dialect::OpenAi, |p, result| {
+        let data = result
+            .images
+            .iter()
+            .map(|img| {
+                let png = tagged_png(img, &infotext(p, img.seed))?;
+                Ok(json!({"b64_json": png, "revised_prompt": p.params.prompt}))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(json!({"created": unix_now(), "data": data}))
+    })
+    .await
 }
 
 pub(crate) async fn generations(
