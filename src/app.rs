@@ -21,10 +21,11 @@ use crate::engine::safety::with_safety;
 use crate::engine::GeneratorFactory;
 use crate::http::server::{Binding, HttpFront};
 use crate::http::state::{Access, HttpState, Peers};
-use crate::messages::registry::{ModelResolver, RegistryHealth};
+use crate::messages::registry::RegistryHealth;
 use crate::messages::shutdown::{AttachActors, BeginDrain};
 use crate::net::allow::{cleartext_warning, exposure_warning};
 use crate::net::tls::{server_acceptor, server_config, TlsError};
+use crate::registry::ModelResolver;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

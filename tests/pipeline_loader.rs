@@ -8,8 +8,8 @@ use fixture_common::fixtures;
 use std::path::Path;
 
 use candle_core::DType;
-use runai::pipeline::config::{UNetConfig, VaeConfig};
-use runai::pipeline::loader::{component_weights, load_diffusers_folder};
+use runai::pipeline::load::config::{UNetConfig, VaeConfig};
+use runai::pipeline::load::loader::{component_weights, load_diffusers_folder};
 use runai::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use runai::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
 

@@ -6,7 +6,7 @@ mod fixture_common;
 
 use fixture_common::fixtures;
 
-use runai::pipeline::tokenizer::{
+use runai::pipeline::load::tokenizer::{
     from_vocab_merges, load_tokenizer_dir, prompt_ids, tokenize_window, MAX_LENGTH, WINDOW_CHARS,
 };
 

@@ -11,8 +11,8 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 use super::replay_safety;
-use crate::pipeline::loader::load_diffusers_folder;
-use crate::pipeline::model_parts::ModelParts;
+use crate::pipeline::load::loader::load_diffusers_folder;
+use crate::pipeline::load::model_parts::ModelParts;
 use crate::pipeline::noise::NoiseSource;
 use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use crate::pipeline::trace::Trace;

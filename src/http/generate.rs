@@ -37,7 +37,10 @@ pub(crate) async fn resolve(state: &HttpState, requested: &str) -> Result<Resolv
     });
     match asked.await {
         Ok(Ok(m)) => Ok(m),
-        Ok(Err(e)) => Err(ApiError::new(e.code(), without_backtrace(&e.to_string()))),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorKind::from(&e),
+            without_backtrace(&e.to_string()),
+        )),
         Err(_) => Err(ApiError::new(ErrorKind::Unavailable, REGISTRY_DOWN)),
     }
 }

@@ -23,7 +23,7 @@ use crate::registry::model::ResolvedModel;
 async fn list(state: &HttpState) -> Result<Vec<ResolvedModel>, ApiError> {
     match state.peers.list.send(ListModels).await {
         Ok(Ok(models)) => Ok(models),
-        Ok(Err(e)) => Err(ApiError::new(e.code(), e.to_string())),
+        Ok(Err(e)) => Err(ApiError::new(ErrorKind::from(&e), e.to_string())),
         Err(_) => Err(ApiError::new(ErrorKind::Unavailable, REGISTRY_DOWN)),
     }
 }

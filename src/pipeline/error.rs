@@ -8,9 +8,9 @@ pub enum PipelineError {
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
-    Weights(#[from] super::weights::WeightsError),
+    Weights(#[from] super::load::weights::WeightsError),
     #[error("PyTorch weights: {0}")]
-    Pickle(#[from] super::pickle::PickleError),
+    Pickle(#[from] super::load::pickle::PickleError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -37,4 +37,4 @@ pub enum PipelineError {
     Cancelled,
 }
 
-pub type Result<T> = std::result::Result<T, PipelineError>;
+pub(crate) type Result<T> = std::result::Result<T, PipelineError>;

@@ -1,37 +1,32 @@
 //! Stable Diffusion on candle: text encoder, UNet, VAE, schedulers, noise, image conversion.
 //! Plain Rust; knows nothing of actors or the wire.
+//!
+//! Laid out by concern:
+//! - `models/`: the networks (text encoder, UNet, VAE) assembled from layers;
+//! - `layers/`: building blocks the models share (attention, convolution, norms, resnet);
+//! - `kernels/cpu/`: our hand-written f32 CPU kernels, and the one place that decides whether a
+//!   tensor takes them or candle's own ops;
+//! - `load/`: reading weights (safetensors, pickle checkpoints), configs and tokenizers;
+//! - `schedulers/`, `safety/`: the samplers and the safety checker;
+//! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
+//!   noise, image conversion, request parameters, progress and tracing.
 
-pub mod attention;
-mod attention_cpu;
-pub mod clip;
-mod clip_cpu;
-pub mod config;
-pub mod conv;
-mod conv_cpu;
-mod conv_winograd;
-mod cpu_gemm;
-pub mod error;
-pub mod fast_math;
-pub mod generate;
+pub(crate) mod kernels;
+pub(crate) mod layers;
+pub mod load;
+pub(crate) mod models;
+
+pub(crate) mod error;
+pub(crate) mod generate;
 pub mod images;
-pub mod loader;
-pub mod model;
-pub mod model_parts;
+pub(crate) mod model;
 pub mod noise;
-pub mod norm;
-pub mod options;
+pub(crate) mod options;
 pub mod params;
-pub mod pickle;
-pub mod progress;
-pub mod resnet;
+pub(crate) mod progress;
 pub mod safety;
 pub mod schedulers;
-pub mod tokenizer;
 pub mod trace;
-pub mod unet;
-pub mod vae;
-pub mod vae_blocks;
-pub mod weights;
 
 #[cfg(test)]
 mod test_util;

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use super::single_file::{single_file_format, SingleFile, SingleFileError};
-use crate::pipeline::loader::load_diffusers_folder;
-use crate::pipeline::model_parts::ModelParts;
+use crate::pipeline::load::loader::load_diffusers_folder;
+use crate::pipeline::load::model_parts::ModelParts;
 use crate::pipeline::{PipelineError, RuntimeOptions};
 
 #[derive(Debug, thiserror::Error)]

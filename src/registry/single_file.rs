@@ -21,8 +21,8 @@ use super::tensors::{
     read_ckpt_index, read_safetensors_index, TensorIndex, TensorsError, WeightSource,
 };
 use super::tokenizer::{single_file_tokenizer, TokenizerError};
-use crate::pipeline::model_parts::ModelParts;
-use crate::pipeline::pickle::Checkpoint;
+use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::load::pickle::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SingleFileError {
@@ -271,7 +271,7 @@ impl SimpleBackend for RenamedBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        crate::pipeline::weights::expect_shape(self.fetch(name, dtype, dev)?, s, name)
+        crate::pipeline::load::weights::expect_shape(self.fetch(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

@@ -1,6 +1,6 @@
 //! Reads what a checkpoint holds (tensor names, shapes, element sizes) and opens its weights
 //! for lazy loading. Identification only ever reads headers: the safetensors JSON header or the
-//! `data.pkl` of a zip `.ckpt`, through our bounded reader ([`crate::pipeline::pickle`]), which
+//! `data.pkl` of a zip `.ckpt`, through our bounded reader ([`crate::pipeline::load::pickle`]), which
 //! parses and never executes. Files are opened read-only and never modified. Errors say what is
 //! wrong with the file without quoting its bytes or its path (the caller names the model).
 
@@ -12,8 +12,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::pipeline::pickle::{Checkpoint, PickleError};
-use crate::pipeline::weights::MAX_HEADER_BYTES;
+use crate::pipeline::load::pickle::{Checkpoint, PickleError};
+use crate::pipeline::load::weights::MAX_HEADER_BYTES;
 
 /// Dimensions of one tensor in a safetensors header (SD uses at most 4).
 const MAX_RANK: usize = 8;
@@ -173,14 +173,14 @@ pub fn read_ckpt_index(path: &Path) -> Result<(TensorIndex, Checkpoint), Tensors
 
 /// Lazily loads tensors by their original (checkpoint) name.
 pub enum WeightSource {
-    Safetensors(crate::pipeline::weights::SafetensorsFiles),
+    Safetensors(crate::pipeline::load::weights::SafetensorsFiles),
     Pickle(Checkpoint),
 }
 
 impl WeightSource {
     /// Opens a `.safetensors` file; tensors are read (positioned reads, no map) on demand.
     pub fn safetensors(path: &Path) -> Result<Self, TensorsError> {
-        use crate::pipeline::weights::{SafetensorsFiles, WeightsError};
+        use crate::pipeline::load::weights::{SafetensorsFiles, WeightsError};
         let st = SafetensorsFiles::open(&[path.to_owned()]).map_err(|e| match e {
             WeightsError::Io { source, .. } => io_err(source),
             WeightsError::Header { .. } => {

@@ -13,7 +13,7 @@ use super::config::{Preprocess, VisionConfig};
 use super::preprocess::pixel_values;
 use super::vision::{l2_normalize, VisionTower};
 use crate::pipeline::error::{PipelineError, Result};
-use crate::pipeline::loader::{component_weights, read_json};
+use crate::pipeline::load::loader::{component_weights, read_json};
 use crate::pipeline::RuntimeOptions;
 
 /// Concepts and special-care concepts of the published checker (fixed sizes in diffusers).

@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
-use crate::pipeline::config::{ClipActivation, ClipConfig, Fields};
 use crate::pipeline::error::{PipelineError, Result};
+use crate::pipeline::load::config::{ClipActivation, ClipConfig, Fields};
 
 /// Largest patch grid side accepted from a config.
 const MAX_GRID: usize = 64;
@@ -74,7 +74,7 @@ impl VisionConfig {
     }
 
     /// Patches per image plus the class token.
-    pub fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         let side = self.image_size / self.patch_size;
         side * side + 1
     }
