@@ -9,11 +9,14 @@ mod server_common;
 use std::time::Duration;
 
 use http_common::*;
-use runai::app::ServerThread;
+use runai::app::{spawn_server, ServerThread};
 use runai::config::Config;
+use runai::engine::{GenerateError, GenerateJob, Generator, ProgressFn};
 use runai::net::secret::Secret;
+use runai::pipeline::params::GeneratedImage;
+use runai::registry::Registry;
 use serde_json::{json, Value};
-use server_common::{seed_colour, start_with, test_config};
+use server_common::{fake_factory, join_within, seed_colour, start_with, test_config};
 
 fn http_config() -> Config {
     Config {
@@ -577,4 +580,67 @@ fn bad_input_gets_a_status_and_a_json_error() {
     // Still serving.
     assert_eq!(get(addr, "/health").status, 200);
     server.shutdown();
+}
+
+/// The fake generator with a safety checker's verdict: even seeds are flagged.
+struct Flagging(Box<dyn Generator>);
+
+impl Generator for Flagging {
+    fn generate(
+        &mut self,
+        job: &GenerateJob,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Vec<GeneratedImage>, GenerateError> {
+        let mut images = self.0.generate(job, progress)?;
+        for i in &mut images {
+            i.nsfw = Some(i.seed % 2 == 0);
+        }
+        Ok(images)
+    }
+    fn loaded_models(&self) -> Vec<String> {
+        self.0.loaded_models()
+    }
+    fn device(&self) -> String {
+        self.0.device()
+    }
+}
+
+#[test]
+fn safety_verdicts_are_in_info() {
+    let config = http_config();
+    let roots = config.model_roots();
+    let fake = fake_factory(Duration::ZERO);
+    let factory: runai::engine::GeneratorFactory =
+        std::sync::Arc::new(move || Ok(Box::new(Flagging(fake()?)) as Box<dyn Generator>));
+    let server = spawn_server(config, factory, Box::new(Registry::new(&roots))).unwrap();
+    let addr = server.http_addr.unwrap();
+    let r = post_json(
+        addr,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "x", "seed": 4, "batch_size": 2, "steps": 1, "width": 64, "height": 64}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.info()["nsfw"], json!([true, false]));
+    // Without a checker there is no verdict at all.
+    server.shutdown();
+    let (plain, addr) = start_http(http_config());
+    let r = post_json(
+        addr,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "x", "steps": 1, "width": 64, "height": 64}),
+    );
+    assert!(r.info().get("nsfw").is_none());
+    plain.shutdown();
+}
+
+#[test]
+fn a_drain_closes_the_http_port_and_the_server_exits() {
+    let (server, addr) = start_http(http_config());
+    assert_eq!(get(addr, "/health").status, 200);
+    server.shutdown();
+    assert_eq!(join_within(server, Duration::from_secs(15)), 0);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "HTTP port still open after the drain"
+    );
 }
