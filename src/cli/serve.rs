@@ -177,6 +177,36 @@ mod tests {
     }
 
     #[test]
+    fn http_flags() {
+        let off = T::try_parse_from(["runai"]).unwrap().a.to_config().unwrap();
+        assert_eq!(off.http_port, None);
+        let t = T::try_parse_from([
+            "runai",
+            "--http-port",
+            "7860",
+            "--token",
+            "tok",
+            "--http-user",
+            "team",
+            "--cors-origin",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
+        let c = t.a.to_config().unwrap();
+        assert_eq!(c.http_port, Some(7860));
+        assert_eq!(c.http_user, "team");
+        assert_eq!(c.cors_origin, ["https://a.example", "https://b.example"]);
+        let no_token = T::try_parse_from(["runai", "--http-user", "team"]).unwrap();
+        let e = no_token.a.to_config().unwrap_err().to_string();
+        assert!(e.contains("http_user"), "{e}");
+        let clash = T::try_parse_from(["runai", "--http-port", "50006"]).unwrap();
+        let e = clash.a.to_config().unwrap_err().to_string();
+        assert!(e.contains("http_port"), "{e}");
+        let file = Config::from_toml_str("http_port = 7861", std::path::Path::new("x")).unwrap();
+        assert_eq!(file.http_port, Some(7861));
+    }
+
+    #[test]
     fn invalid_value_is_a_config_error() {
         assert!(config_error(&["--packet-size", "0"]).contains("packet_size"));
         assert!(T::try_parse_from(["runai", "--port", "70000"]).is_err());

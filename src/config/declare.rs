@@ -56,6 +56,21 @@ impl SettingValue for Secret {
     }
 }
 
+/// An optional port: unset in the file means off; the flag sets it.
+impl SettingValue for Option<u16> {
+    fn configure(arg: Arg) -> Arg {
+        arg.action(ArgAction::Set)
+            .value_parser(value_parser!(u16))
+            .value_name("PORT")
+    }
+    fn given(matches: &ArgMatches, id: &str) -> Option<Self> {
+        matches.get_one::<u16>(id).copied().map(Some)
+    }
+    fn shown(&self) -> Option<String> {
+        self.map(|p| p.to_string())
+    }
+}
+
 /// A switch: giving the flag turns the setting on; it cannot turn a file's `true` off.
 impl SettingValue for bool {
     fn configure(arg: Arg) -> Arg {

@@ -70,7 +70,11 @@ pub fn default_toml() -> String {
             out.push_str(line);
             out.push('\n');
         }
-        out.push_str(&format!("{} = {}\n", setting.key, defaults[setting.key]));
+        match defaults.get(setting.key) {
+            Some(value) => out.push_str(&format!("{} = {}\n", setting.key, value)),
+            // An optional setting that is unset by default (TOML has no null).
+            None => out.push_str(&format!("# {} =\n", setting.key)),
+        }
     }
     out
 }
@@ -211,6 +215,21 @@ impl Config {
                 "max_loaded_models",
                 format!("must be 1..=64, got {}", self.max_loaded_models),
             ));
+        }
+        if self.http_port.is_some_and(|p| p != 0 && p == self.port) {
+            return Err(invalid(
+                "http_port",
+                format!("must differ from port ({})", self.port),
+            ));
+        }
+        if !self.http_user.is_empty() && self.token.is_empty() {
+            return Err(invalid(
+                "http_user",
+                "needs a token: HTTP Basic checks the token as the password",
+            ));
+        }
+        if self.cors_origin.iter().any(|o| o.trim().is_empty()) {
+            return Err(invalid("cors_origin", "empty origin"));
         }
         if self.model_cache_mb < 64 {
             return Err(invalid(

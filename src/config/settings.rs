@@ -219,4 +219,31 @@ settings! {
         help "Safety checker folder (transformers layout)",
         shown "CompVis/stable-diffusion-safety-checker under a model root",
         cli .value_name("DIR");
+
+    // HTTP front end (src/http/): these three settings belong together.
+    /// HTTP front end: AUTOMATIC1111's /sdapi/v1 and OpenAI's /v1/images (Open WebUI,
+    /// SillyTavern, LibreChat, webuiapi ...) on host:http_port, with the same models, queue,
+    /// limits, allow-list, token and TLS certificate as the socket port. Not set: no HTTP server
+    /// (7860 is the port A1111 clients expect; 0 = any free port). With a token, clients send
+    /// "Authorization: Bearer <token>" or HTTP Basic with the token as password.
+    http_port: Option<u16> = None,
+        flag "http-port", env "RUNAI_HTTP_PORT",
+        help "Serve the A1111 and OpenAI HTTP APIs on this port (7860 is the usual one)",
+        shown "off";
+
+    /// HTTP Basic user name required with the token (A1111's --api-auth user:token); "" = any
+    /// user name. Each Basic user is its own lane of the fair queue. Needs token.
+    http_user: String = String::new(),
+        flag "http-user", env "RUNAI_HTTP_USER",
+        help "HTTP Basic user name required with the token",
+        shown "any",
+        cli .value_name("USER");
+
+    /// Browser origins allowed to call the HTTP API (CORS), e.g. ["https://chat.example.org"];
+    /// "*" allows any. Empty: no CORS headers (server-side clients need none).
+    cors_origin: Vec<String> = Vec::new(),
+        flag "cors-origin", env "RUNAI_CORS_ORIGIN",
+        help "Browser origins allowed to call the HTTP API (CORS), comma-separated; * = any",
+        shown "none",
+        cli .value_delimiter(',').value_name("ORIGIN,...");
 }
