@@ -46,6 +46,7 @@ fn params(task: Task) -> GenerateParams {
         scheduler: SchedulerKind::Ddim,
         eta: 0.0,
         clip_skip: None,
+        xl: Default::default(),
     }
 }
 

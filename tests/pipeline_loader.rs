@@ -40,6 +40,7 @@ fn small_request() -> GenerateParams {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        xl: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ fn params(task: Task) -> GenerateParams {
         scheduler: SchedulerKind::Ddim,
         eta: 0.0,
         clip_skip: None,
+        xl: Default::default(),
     }
 }
 

@@ -273,6 +273,7 @@ fn validate_inner(
             scheduler,
             eta,
             clip_skip,
+            xl: Default::default(),
         },
         pos_x: o.get("pos_x").cloned().unwrap_or(Value::from(0)),
         pos_y: o.get("pos_y").cloned().unwrap_or(Value::from(0)),

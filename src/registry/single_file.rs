@@ -192,6 +192,7 @@ impl SingleFile {
             unet: self.var_builder(Component::Unet, dtype, device),
             vae: self.var_builder(Component::Vae, dtype, device),
             text_encoder: self.var_builder(Component::TextEncoder, dtype, device),
+            xl: None,
             unet_config: self.configs.unet,
             vae_config: self.configs.vae,
             text_encoder_config: self.configs.text_encoder,
