@@ -5,6 +5,7 @@
 //! tolerances; `runai replay --model FILE` writes the case's tensors under their names.
 
 mod fixture_common;
+mod hostile_common;
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,38 @@ fn sdxl_single_file_reproduces_the_goldens() {
         &ext().join("single_file/tiny-sdxl.safetensors"),
         "safetensors",
     );
+}
+
+/// The same weights as a zip `.ckpt` (f32 storages, written here: no second copy committed)
+/// with the yaml beside it, read through our pickle reader.
+#[test]
+fn sdxl_ckpt_reproduces_the_goldens() {
+    let src = ext().join("single_file/tiny-sdxl.safetensors");
+    let tensors = candle_core::safetensors::load(&src, &Device::Cpu).unwrap();
+    let mut entries: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let shape = t.dims().to_vec();
+            let values = t
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (name, shape, values)
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny-sdxl.ckpt");
+    std::fs::write(&ckpt, hostile_common::f32_state_dict_zip(&entries)).unwrap();
+    std::fs::copy(
+        ext().join("single_file/tiny-sdxl.yaml"),
+        dir.path().join("tiny-sdxl.yaml"),
+    )
+    .unwrap();
+    check_model(&ckpt, "ckpt");
 }
 
 #[test]

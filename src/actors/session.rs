@@ -418,6 +418,7 @@ fn version_name(v: crate::registry::model::ModelVersion) -> &'static str {
     match v {
         crate::registry::model::ModelVersion::V1 => "v1",
         crate::registry::model::ModelVersion::V2 => "v2",
+        crate::registry::model::ModelVersion::Xl => "sdxl",
     }
 }
 

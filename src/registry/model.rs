@@ -11,6 +11,9 @@ pub enum ModelVersion {
     V1,
     #[serde(rename = "v2")]
     V2,
+    /// SDXL base and fine-tunes (two text encoders, `text_time` added conditioning).
+    #[serde(rename = "sdxl")]
+    Xl,
 }
 
 /// txt2img (4-channel UNet) or inpaint (9-channel UNet).
