@@ -4,11 +4,12 @@
 //! call, single-threaded, and then runs many small gemms. Other devices, dtypes and shapes keep
 //! candle's `Conv2d`. Never changes parameter names or what is computed beyond summation order.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::conv::{ConvGeometry, ConvOp};
+use crate::pipeline::kernels::cpu::takes_host_f32;
 use crate::pipeline::kernels::cpu::winograd::{WinogradOp, WinogradWeights};
 
 /// A convolution with candle's weight layout (c_out, c_in, k, k) and optional bias (c_out,).
@@ -98,8 +99,7 @@ impl Conv2d {
 /// The CPU kernels handle plain convolutions (no groups, no dilation, square kernel, padding
 /// and stride, as every SD conv is) on contiguous f32 weights.
 fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
-    matches!(weight.device(), Device::Cpu)
-        && weight.dtype() == DType::F32
+    takes_host_f32(weight)
         && weight.rank() == 4
         && weight.is_contiguous()
         && weight.dim(2).ok() == weight.dim(3).ok()
@@ -137,7 +137,7 @@ impl Conv2d {
 
 /// The contiguous 4-d f32 CPU input our kernels need (their weights were prepared for it).
 fn cpu_input(xs: &Tensor) -> candle_core::Result<Tensor> {
-    if !matches!(xs.device(), Device::Cpu) || xs.dtype() != DType::F32 || xs.rank() != 4 {
+    if !takes_host_f32(xs) || xs.rank() != 4 {
         candle_core::bail!(
             "conv: weights are prepared for 4-d f32 CPU inputs, got {:?} {:?} on {:?}",
             xs.dims(),
@@ -172,6 +172,7 @@ impl Module for Conv2d {
 mod tests {
     use super::*;
     use crate::pipeline::test_util::max_abs_diff;
+    use candle_core::Device;
     use candle_core::IndexOp;
 
     fn check(b: usize, cin: usize, cout: usize, hw: (usize, usize), k: usize, s: usize, p: usize) {

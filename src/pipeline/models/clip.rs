@@ -11,6 +11,7 @@ use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Var
 
 use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::kernels::cpu::clip::{self as clip_cpu, Activation, Write};
+use crate::pipeline::kernels::cpu::{on_host_f32, takes_host_f32};
 use crate::pipeline::load::config::{ClipActivation, ClipConfig};
 
 struct ClipAttention {
@@ -170,7 +171,7 @@ impl ClipTextTransformer {
     /// `vb` points at the model root; weights live under `text_model.` as transformers and
     /// the Hub's SD repos name them. A root without that prefix is accepted too.
     pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
-        let host_f32 = matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32;
+        let host_f32 = on_host_f32(vb.device(), vb.dtype());
         Self::build(vb, cfg, host_f32)
     }
 
@@ -229,7 +230,7 @@ impl ClipTextTransformer {
         let pos = self.position_embedding.forward(&positions)?;
         let mut xs = tok.broadcast_add(&pos)?;
         let layers = &self.layers[..self.layers.len() - skip];
-        if self.host_f32 && xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+        if self.host_f32 && takes_host_f32(&xs) {
             return self.forward_host(&xs, layers);
         }
         let mask = causal_mask(seq, &self.device)?;
@@ -256,7 +257,7 @@ impl ClipTextTransformer {
         let tok = self.token_embedding.forward(ids)?;
         let xs = tok.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let (first, rest) = self.layers.split_at(keep);
-        if self.host_f32 && xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+        if self.host_f32 && takes_host_f32(&xs) {
             let (batch, seq, hidden) = xs.dims3()?;
             let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
             let mut bufs = HostBuffers::new(batch * seq, hidden, &self.layers);

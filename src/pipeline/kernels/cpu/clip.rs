@@ -2,14 +2,15 @@
 //! layers with bias (and residual) folded into the gemm, causal multi-head attention straight
 //! from a fused QKV projection, and the two activations. clip.rs uses them instead of candle's
 //! op-by-op graph (one allocation and one fork/join per op) when everything is f32 on the CPU.
-//! Never reads or writes outside slices whose sizes are checked before each unsafe gemm call.
+//! Never reads or writes outside its slices: every output region goes through `SharedOut`.
 
 use candle_core::bail;
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::pipeline::kernels::cpu::fast_math;
 use crate::pipeline::kernels::cpu::gemm::{matmul, View};
+use crate::pipeline::kernels::cpu::shared_out::SharedOut;
 
 type KResult<T> = candle_core::Result<T>;
 
@@ -93,68 +94,47 @@ pub fn linear(
     if rows == 0 {
         return Ok(());
     }
-    let dst = SharedDst(out.as_mut_ptr());
-    (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+    let dst = SharedOut::new(out);
+    (0..n.div_ceil(block)).into_par_iter().try_for_each(|b| {
         let c0 = b * block;
         let cols = block.min(n - c0);
         let bias = &bias[c0..c0 + cols];
-        let dst = &dst;
-        // SAFETY (here and for the row slices below): out holds rows * n values, weight_blocks
-        // k * n and x rows * k (all checked above). This block reads weight_blocks
-        // c0 * k..(c0 + cols) * k (k rows of cols) and touches out columns c0..c0 + cols of
-        // every row, so its last element is at (rows - 1) * n + c0 + cols - 1 < rows * n.
-        // Blocks cover disjoint column ranges, so no two tasks touch the same element; `out`
-        // is exclusively borrowed for the whole parallel region while x and weight_blocks are
-        // only read; and within a task at most one row slice is alive at a time, never while
-        // gemm runs.
-        let for_rows = |f: &dyn Fn(&mut [f32])| {
+        // SAFETY (for the row slices and the gemm below): blocks cover disjoint column ranges
+        // c0..c0 + cols of `out`, so no two tasks touch the same element; `out` is exclusively
+        // borrowed for the whole parallel region while x and weight_blocks are only read; and
+        // within a task at most one row slice is alive at a time, never while gemm runs.
+        // SharedOut checks every range against the buffer.
+        let for_rows = |f: &dyn Fn(&mut [f32])| -> KResult<()> {
             for r in 0..rows {
-                f(unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * n + c0), cols) });
+                // SAFETY: row r's columns c0..c0 + cols belong to this task (see above).
+                f(unsafe { dst.slice_mut(r * n + c0, cols)? });
             }
+            Ok(())
         };
         match mode {
-            Write::Replace => for_rows(&|row| row.copy_from_slice(bias)),
+            Write::Replace => for_rows(&|row| row.copy_from_slice(bias))?,
             Write::Accumulate => for_rows(&|row| {
                 row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-            }),
+            })?,
             Write::Activate(_) => {}
         }
-        unsafe {
-            gemm(
-                rows,
-                cols,
-                k,
-                dst.0.add(c0),
-                1,
-                n as isize,
-                !matches!(mode, Write::Activate(_)),
-                x.as_ptr(),
-                1,
-                k as isize,
-                weight_blocks.as_ptr().add(c0 * k),
-                1,
-                cols as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        let lhs = View::rows(x, k);
+        let rhs = View {
+            data: weight_blocks,
+            offset: c0 * k,
+            rs: cols,
+            cs: 1,
+        };
+        let accumulate = !matches!(mode, Write::Activate(_));
+        let none = Parallelism::None;
+        // SAFETY: as above, this block's columns belong to this task alone.
+        unsafe { dst.matmul((rows, cols, k), c0, n, accumulate, lhs, rhs, 1.0, none)? };
         if let Write::Activate(act) = mode {
-            for_rows(&|row| bias_activation(row, bias, act));
+            for_rows(&|row| bias_activation(row, bias, act))?;
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }
-
-/// The output pointer shared by the column blocks of `linear` (each touches its own columns).
-struct SharedDst(*mut f32);
-
-// SAFETY: only used inside `linear`, whose tasks touch disjoint column ranges of one
-// exclusively borrowed buffer that outlives the parallel region.
-unsafe impl Sync for SharedDst {}
 
 /// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
 /// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.

@@ -1,9 +1,11 @@
 //! What the CPU f32 kernels (convolution, Winograd, attention, text encoder) share: a gemm over
-//! bounds-checked slice views, and read access to a contiguous f32 storage. Never lets the
-//! unsafe gemm call touch an element outside the slices it was given.
+//! bounds-checked slice views, and read access to a contiguous f32 storage. The gemm call itself
+//! lives in `shared_out`, which checks every operand against its slice first.
 
 use candle_core::{bail, CpuStorage, Layout};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
+
+use super::shared_out::SharedOut;
 
 /// A strided read-only matrix view: element (r, c) is `data[offset + r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -64,52 +66,9 @@ pub fn matmul(
     scale: f32,
     par: Parallelism,
 ) -> candle_core::Result<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let dst_ok = dst_rs >= n
-        && (m - 1)
-            .checked_mul(dst_rs)
-            .and_then(|e| e.checked_add(n))
-            .is_some_and(|end| end <= dst.len());
-    if !dst_ok || !lhs.covers(m, k) || !rhs.covers(k, n) {
-        bail!("gemm: operands smaller than their shapes");
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row.iter_mut().take(n).for_each(|v| *v = 0.0);
-            }
-        }
-        return Ok(());
-    }
-    // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at stride
-    // dst_rs >= n (so no two elements overlap), lhs/rhs through `covers`. dst is a unique
-    // borrow and lhs/rhs shared ones, so the written memory aliases neither input.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-    Ok(())
+    let out = SharedOut::new(dst);
+    // SAFETY: `dst` is exclusively borrowed for this call and this is its only user.
+    unsafe { out.matmul((m, n, k), 0, dst_rs, accumulate, lhs, rhs, scale, par) }
 }
 
 /// The values of a contiguous f32 CPU storage, without copying; `what` names it in errors.
