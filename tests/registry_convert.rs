@@ -54,6 +54,7 @@ fn image_of(model: &Path) -> image::RgbImage {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        timestep_spacing: None,
         xl: Default::default(),
     };
     sd.generate(&params, &mut |_, _| true).unwrap()[0]

@@ -129,6 +129,7 @@ fn ldm_inpaint_checkpoint_is_identified_converted_and_served() {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        timestep_spacing: None,
         xl: Default::default(),
     };
     let mut g = SdGenerator::new(RuntimeOptions::default(), 2, u64::MAX);

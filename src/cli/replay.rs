@@ -238,6 +238,7 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
             .get("clip_skip")
             .and_then(Value::as_u64)
             .and_then(|v| usize::try_from(v).ok()),
+        timestep_spacing: None,
         xl: xl_options(case)?,
     };
     let randn_keys = case

@@ -134,9 +134,14 @@ impl StableDiffusion {
 
         proceed(progress)?;
 
-        let mut sched =
-            schedulers::build(params.scheduler, scheduler_config, params.steps, params.eta)
-                .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
+        let scheduler_config = schedulers::with_spacing(scheduler_config, params.timestep_spacing);
+        let mut sched = schedulers::build(
+            params.scheduler,
+            &scheduler_config,
+            params.steps,
+            params.eta,
+        )
+        .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
         let (timesteps, strength) = match &params.task {
             Task::Txt2Img => (sched.timesteps().to_vec(), None),
             Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {

@@ -3,6 +3,8 @@
 
 use image::{GrayImage, RgbImage};
 
+pub use super::schedulers::config::Spacing;
+
 /// Scheduler names the server accepts (plugin names and Part 2 additions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
@@ -16,6 +18,8 @@ pub enum SchedulerKind {
     DpmPp2mKarras,
     UniPc,
     Ddpm,
+    /// Latent consistency models (LCM-distilled UNets, LCM-LoRAs): 1-8 steps.
+    Lcm,
 }
 
 impl SchedulerKind {
@@ -36,6 +40,7 @@ impl SchedulerKind {
         ("unipc", SchedulerKind::UniPc),
         ("pndm", SchedulerKind::Pndm),
         ("euler_ancestral", SchedulerKind::EulerAncestral),
+        ("lcm", SchedulerKind::Lcm),
     ];
 
     /// Parses a client's scheduler name (case-insensitive).
@@ -93,6 +98,9 @@ pub struct GenerateParams {
     pub eta: f64,
     /// CLIP skip as diffusers defines it (None or 0 = last layer).
     pub clip_skip: Option<usize>,
+    /// The request's timestep spacing (`trailing` for SDXL Turbo/Lightning); None = the
+    /// model's scheduler config.
+    pub timestep_spacing: Option<Spacing>,
     /// SDXL micro-conditioning and empty-negative semantics; ignored by SD1/SD2 models.
     pub xl: XlOptions,
 }
