@@ -2,7 +2,8 @@
 //! with three schedulers, ancestral noise, no negative / empty negative, img2img, inpaint),
 //! replayed with its recorded noise on the tiny SDXL diffusers folder and on its SGM single
 //! file (float16, OpenCLIP bigG layout), matches the reference within the pipeline issue's
-//! tolerances; `runai replay --model FILE` writes the case's tensors under their names.
+//! tolerances; `runai replay --model FILE` writes the case's tensors under their names; a
+//! v-prediction file made here (a `v_pred` key) is detected and runs as v-prediction.
 
 mod fixture_common;
 mod hostile_common;
@@ -11,9 +12,15 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use fixture_common::{compare_traced, max_diff, png_diff};
-use runai::cli::replay::{load_case, read_json, replay_case, run_with_loader, ReplayArgs};
+use runai::cli::replay::{
+    load_case, read_json, replay_case, run_with_loader, RecordedNoise, ReplayArgs,
+};
+use runai::pipeline::trace::Trace;
 use runai::pipeline::{RuntimeOptions, StableDiffusion};
+use runai::registry::identify::identify_diffusers;
 use runai::registry::loader::load_model_parts;
+use runai::registry::model::Prediction;
+use runai::registry::single_file::SingleFile;
 
 /// The pipeline issue's tolerances (pooled embeddings and time ids as the prompt embeddings).
 const CHECKS: &[(&str, f32)] = &[
@@ -178,4 +185,124 @@ fn replay_tool_writes_the_sdxl_tensors() {
             assert!(d <= tol, "{case} {name} {d:e} > {tol:e}");
         }
     }
+}
+
+/// Runs `case`'s request with its recorded noise on `sd` with the model's own scheduler
+/// config (not the case's), returning the traced tensors.
+fn run_own_config(sd: &StableDiffusion, case: &runai::cli::replay::GoldenCase) -> Trace {
+    let mut noise = RecordedNoise::from_case(case).unwrap();
+    let mut trace = Trace::new();
+    sd.run_with_noise(&case.params, &mut noise, Some(&mut trace), &mut |_, _| true)
+        .unwrap();
+    trace
+}
+
+/// A v-prediction SDXL file, made here from the fixture by adding a `v_pred` key (as ComfyUI
+/// marks such files; diffusers has no golden for it): it is identified as v-prediction, and
+/// its run of a case equals the diffusers folder's run with `prediction_type: v_prediction`
+/// in its scheduler config (and differs from the epsilon golden). A `ztsnr` key turns on
+/// zero-terminal-SNR rescaling.
+#[test]
+fn v_pred_and_ztsnr_keys_mark_a_single_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ext().join("single_file/tiny-sdxl.safetensors");
+    let mut tensors = candle_core::safetensors::load(&src, &Device::Cpu).unwrap();
+    let marker = candle_core::Tensor::zeros(1, candle_core::DType::F16, &Device::Cpu).unwrap();
+    tensors.insert("v_pred".into(), marker.clone());
+    let vfile = dir.path().join("xl-v.safetensors");
+    candle_core::safetensors::save(&tensors, &vfile).unwrap();
+    tensors.insert("ztsnr".into(), marker);
+    let zfile = dir.path().join("xl-vz.safetensors");
+    candle_core::safetensors::save(&tensors, &zfile).unwrap();
+    for stem in ["xl-v", "xl-vz"] {
+        std::fs::copy(
+            ext().join("single_file/tiny-sdxl.yaml"),
+            dir.path().join(format!("{stem}.yaml")),
+        )
+        .unwrap();
+    }
+
+    let sf = SingleFile::open(&vfile).unwrap();
+    assert_eq!(sf.identity.prediction, Prediction::VPrediction);
+    assert_eq!(sf.configs.scheduler["prediction_type"], "v_prediction");
+    assert!(sf.configs.scheduler.get("rescale_betas_zero_snr").is_none());
+    let sz = SingleFile::open(&zfile).unwrap();
+    assert_eq!(sz.identity.prediction, Prediction::VPrediction);
+    assert_eq!(sz.configs.scheduler["rescale_betas_zero_snr"], true);
+
+    // The folder with a v-prediction scheduler config.
+    let folder = dir.path().join("xl-v-folder");
+    let reference = ext().join("models/tiny-sdxl");
+    for c in [
+        "model_index.json",
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer",
+        "tokenizer_2",
+        "unet",
+        "vae",
+    ] {
+        fixture_common::link(&reference.join(c), &folder.join(c));
+    }
+    let mut sched: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(reference.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
+    sched["prediction_type"] = "v_prediction".into();
+    std::fs::create_dir_all(folder.join("scheduler")).unwrap();
+    std::fs::write(
+        folder.join("scheduler/scheduler_config.json"),
+        sched.to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        identify_diffusers(&folder).unwrap().prediction,
+        Prediction::VPrediction
+    );
+
+    let opts = RuntimeOptions::default();
+    let file_model =
+        StableDiffusion::from_parts(load_model_parts(&vfile, &opts).unwrap(), &opts).unwrap();
+    let folder_model = StableDiffusion::load_folder(&folder, &opts).unwrap();
+    let case = load_case(&manifest(), "tiny-sdxl/txt2img_euler").unwrap();
+    let ours = run_own_config(&file_model, &case);
+    let theirs = run_own_config(&folder_model, &case);
+    for (name, tol) in [
+        ("unet_out_0", 5e-4),
+        ("final_latents", 5e-3),
+        ("image", 2e-3),
+    ] {
+        let d = max_diff(ours.get(name).unwrap(), theirs.get(name).unwrap());
+        assert!(d <= tol, "{name}: file vs folder {d:e}");
+    }
+    let golden = candle_core::safetensors::load(&case.tensors_path, &Device::Cpu).unwrap();
+    let d = max_diff(ours.get("final_latents").unwrap(), &golden["final_latents"]);
+    assert!(d > 1e-2, "v-prediction gave the epsilon result ({d:e})");
+
+    // v-prediction with zero terminal SNR runs to a finite image.
+    let z_model =
+        StableDiffusion::from_parts(load_model_parts(&zfile, &opts).unwrap(), &opts).unwrap();
+    let img = run_own_config(&z_model, &case);
+    let max = img.get("image").unwrap().abs().unwrap().max_all().unwrap();
+    assert!(max.to_scalar::<f32>().unwrap().is_finite());
+}
+
+/// `clip_skip` as diffusers' SDXL pipeline applies it: the prompt's embeddings come from
+/// further back in both encoders (so they change), the negative prompt's stay at the
+/// penultimate layer (so they still equal the golden), and the pooled embedding is unchanged.
+#[test]
+fn clip_skip_moves_the_prompt_only() {
+    let opts = RuntimeOptions::default();
+    let sd = StableDiffusion::load_folder(&ext().join("models/tiny-sdxl"), &opts).unwrap();
+    let mut case = load_case(&manifest(), "tiny-sdxl/txt2img_euler").unwrap();
+    case.params.clip_skip = Some(1);
+    let trace = replay_case(&sd, &case).unwrap().trace;
+    let golden = candle_core::safetensors::load(&case.tensors_path, &Device::Cpu).unwrap();
+    let d = |name: &str| max_diff(trace.get(name).unwrap(), &golden[name]);
+    assert!(d("negative_prompt_embeds") <= 1e-4);
+    assert!(d("pooled_prompt_embeds") <= 1e-4);
+    assert!(d("prompt_embeds") > 1e-3, "clip_skip changed nothing");
+    // Three layers per encoder: clip_skip 2 reads the embeddings, 3 is out of range.
+    case.params.clip_skip = Some(3);
+    assert!(replay_case(&sd, &case).is_err());
 }
