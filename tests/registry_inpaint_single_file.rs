@@ -42,7 +42,9 @@ fn write_ldm_inpaint(dst: &Path) {
                     let (o, i) = t.dims2().unwrap();
                     t.reshape((o, i, 1, 1)).unwrap()
                 }
-                Transform::Rows { .. } => panic!("no fused tensors in SD1"),
+                Transform::Rows { .. } | Transform::Transpose => {
+                    panic!("no fused or transposed tensors in SD1")
+                }
             };
             out.insert(m.source.clone(), t);
         }

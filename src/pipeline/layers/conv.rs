@@ -14,7 +14,7 @@ use crate::pipeline::kernels::cpu::winograd::{WinogradOp, WinogradWeights};
 
 /// A convolution with candle's weight layout (c_out, c_in, k, k) and optional bias (c_out,).
 #[derive(Debug, Clone)]
-pub struct Conv2d {
+pub(crate) struct Conv2d {
     kernel: Kernel,
     cfg: Conv2dConfig,
     /// Host copy of the bias for the CPU kernels (a few KiB).
@@ -38,7 +38,7 @@ enum Kernel {
 const WINOGRAD_MAX_OUT: usize = 640;
 
 /// Loads `weight` and `bias` like `candle_nn::conv2d`.
-pub fn conv2d(
+pub(crate) fn conv2d(
     in_channels: usize,
     out_channels: usize,
     kernel_size: usize,
@@ -59,7 +59,7 @@ pub fn conv2d(
 }
 
 impl Conv2d {
-    pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
         Self::build(weight, bias, cfg, true)
     }
 
@@ -111,7 +111,7 @@ fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
 impl Conv2d {
     /// `forward(upsample_nearest2d(xs, 2h, 2w))`; the Winograd kernel reads the half-size
     /// input directly instead of materialising the upsampled tensor.
-    pub fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match &self.kernel {
             Kernel::Winograd(weights) => self.winograd(weights, xs, true),
             _ => {

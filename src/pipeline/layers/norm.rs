@@ -14,7 +14,7 @@ use crate::pipeline::kernels::cpu::takes_host_f32;
 
 /// A GroupNorm layer that can apply SiLU to its output in the same pass.
 #[derive(Debug)]
-pub struct FusedGroupNorm {
+pub(crate) struct FusedGroupNorm {
     /// candle's layer, used whenever the fused CPU kernel does not apply.
     fallback: GroupNorm,
     /// Host copies of gamma/beta for the CPU kernel (present only for f32 CPU weights).
@@ -36,7 +36,7 @@ struct Op<'a> {
 }
 
 /// Loads `weight` and `bias` of a GroupNorm over `channels` channels, like `candle_nn::group_norm`.
-pub fn fused_group_norm(
+pub(crate) fn fused_group_norm(
     groups: usize,
     channels: usize,
     eps: f64,
@@ -49,7 +49,12 @@ pub fn fused_group_norm(
 
 impl FusedGroupNorm {
     /// Wraps gamma/beta tensors of shape (channels,).
-    pub fn from_tensors(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> Result<Self> {
+    pub(crate) fn from_tensors(
+        weight: Tensor,
+        bias: Tensor,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let channels = weight.elem_count();
         let cpu = if takes_host_f32(&weight) {
             Some(CpuGroupNorm {
@@ -66,12 +71,12 @@ impl FusedGroupNorm {
     }
 
     /// GroupNorm of `xs` (N, C, ...).
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.run(xs, false)
     }
 
     /// SiLU(GroupNorm(`xs`)).
-    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
         self.run(xs, true)
     }
 

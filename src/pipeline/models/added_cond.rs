@@ -13,19 +13,9 @@ use crate::pipeline::load::config::TextTimeConfig;
 /// The added conditioning of one UNet call, one row per batch row (`[uncond, cond]` with
 /// classifier-free guidance): `text_embeds [rows, pooled]`, `time_ids [rows, 6]`.
 #[derive(Debug, Clone)]
-pub struct AddedCond {
-    pub text_embeds: Tensor,
-    pub time_ids: Tensor,
-}
-
-impl AddedCond {
-    /// Rows `start..start + len` (e.g. the cond row alone when guidance is off).
-    pub fn narrow(&self, start: usize, len: usize) -> Result<AddedCond> {
-        Ok(AddedCond {
-            text_embeds: self.text_embeds.narrow(0, start, len)?,
-            time_ids: self.time_ids.narrow(0, start, len)?,
-        })
-    }
+pub(crate) struct AddedCond {
+    pub(crate) text_embeds: Tensor,
+    pub(crate) time_ids: Tensor,
 }
 
 /// `add_time_proj` (sinusoidal, per time id) + `add_embedding` (linear, SiLU, linear).

@@ -156,7 +156,7 @@ impl ClipLayer {
 }
 
 /// CLIPTextModel up to `last_hidden_state` (after final_layer_norm).
-pub struct ClipTextTransformer {
+pub(crate) struct ClipTextTransformer {
     token_embedding: Embedding,
     position_embedding: Embedding,
     layers: Vec<ClipLayer>,
@@ -170,7 +170,7 @@ pub struct ClipTextTransformer {
 impl ClipTextTransformer {
     /// `vb` points at the model root; weights live under `text_model.` as transformers and
     /// the Hub's SD repos name them. A root without that prefix is accepted too.
-    pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
         let host_f32 = on_host_f32(vb.device(), vb.dtype());
         Self::build(vb, cfg, host_f32)
     }
@@ -202,15 +202,11 @@ impl ClipTextTransformer {
         })
     }
 
-    pub fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-
     /// Encodes token ids `[batch, seq]` (u32) into `[batch, seq, hidden]`.
     ///
     /// `clip_skip` as diffusers: None or 0 = output of the last layer; k = output of the
     /// layer k before the last. Either way the result goes through final_layer_norm.
-    pub fn forward(&self, ids: &Tensor, clip_skip: Option<usize>) -> Result<Tensor> {
+    pub(crate) fn forward(&self, ids: &Tensor, clip_skip: Option<usize>) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
         if seq > self.max_positions {
             return Err(PipelineError::InvalidRequest(format!(
@@ -238,6 +234,10 @@ impl ClipTextTransformer {
             xs = layer.forward(&xs, &mask)?;
         }
         Ok(self.final_layer_norm.forward(&xs)?)
+    }
+
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
     }
 
     /// SDXL's two outputs of one pass: the hidden state after the first `keep` layers,

@@ -2,9 +2,9 @@
 //! A new model family adds its network here (and its config in `load::config`) without
 //! touching the others.
 
-pub mod added_cond;
-pub mod clip;
-pub mod clip_projection;
-pub mod unet;
-pub mod vae;
-pub mod vae_blocks;
+pub(crate) mod added_cond;
+pub(crate) mod clip;
+pub(crate) mod clip_projection;
+pub(crate) mod unet;
+pub(crate) mod vae;
+pub(crate) mod vae_blocks;

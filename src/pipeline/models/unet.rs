@@ -121,7 +121,7 @@ struct MidBlock {
 
 /// The denoiser. `forward` takes the (scaled, possibly mask-concatenated) latents, one
 /// timestep for the whole batch and the text embeddings.
-pub struct UNet {
+pub(crate) struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
@@ -137,7 +137,7 @@ pub struct UNet {
 }
 
 impl UNet {
-    pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
         cfg.check()?;
         let boc = &cfg.block_out_channels;
         let n = boc.len();
@@ -291,13 +291,13 @@ impl UNet {
     }
 
     /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
-    pub fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
         self.forward_added(xs, timestep, context, None)
     }
 
     /// As [`UNet::forward`] with the added conditioning a `text_time` UNet (SDXL) requires
     /// (one row per batch row); other UNets take None.
-    pub fn forward_added(
+    pub(crate) fn forward_added(
         &self,
         xs: &Tensor,
         timestep: f64,

@@ -24,22 +24,22 @@ use super::params::SchedulerKind;
 mod alphas;
 mod bookkeeping;
 mod common;
-pub mod config;
-pub mod ddim;
-pub mod ddpm;
-pub mod dpm_solver;
-pub mod euler;
-pub mod euler_ancestral;
-pub mod heun;
-pub mod lcm;
-pub mod lms;
+pub(crate) mod config;
+pub(crate) mod ddim;
+pub(crate) mod ddpm;
+pub(crate) mod dpm_solver;
+pub(crate) mod euler;
+pub(crate) mod euler_ancestral;
+pub(crate) mod heun;
+pub(crate) mod lcm;
+pub(crate) mod lms;
 mod multistep;
-pub mod pndm;
+pub(crate) mod pndm;
 mod quadrature;
 mod sigmas;
-pub mod unipc;
+pub(crate) mod unipc;
 
-pub use config::{SchedulerConfig, Spacing};
+pub use config::SchedulerConfig;
 
 /// Why a scheduler could not be set up from a model's config and the request.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +198,7 @@ mod tests {
         });
         let leading = build(SchedulerKind::Euler, &with_spacing(&sdxl, None), 4, 0.0).unwrap();
         assert_eq!(leading.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
-        let spaced = with_spacing(&sdxl, Spacing::from_name("sgm_uniform"));
+        let spaced = with_spacing(&sdxl, config::Spacing::from_name("sgm_uniform"));
         for kind in [
             SchedulerKind::Euler,
             SchedulerKind::Ddim,

@@ -33,13 +33,13 @@ thread_local! {
 }
 
 /// Whether the fused kernels apply: every tensor on the CPU in f32.
-pub fn supports(tensors: &[&Tensor]) -> bool {
+pub(crate) fn supports(tensors: &[&Tensor]) -> bool {
     super::all_take_host_f32(tensors)
 }
 
 /// softmax(q k^T * scale) v per head for q `[b, t, heads*d]`, k and v `[b, s, heads*d]`
 /// (CPU, f32), returned as `[b, t, heads*d]`.
-pub fn attention(
+pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -55,7 +55,7 @@ pub fn attention(
 }
 
 /// value * gelu_erf(gate) for `xs` `[.., 2*inner]` holding value then gate (CPU, f32).
-pub fn geglu(xs: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn geglu(xs: &Tensor) -> candle_core::Result<Tensor> {
     xs.contiguous()?.apply_op1_no_bwd(&Geglu)
 }
 

@@ -24,7 +24,7 @@ fn rows_per_task(dim: usize) -> usize {
 
 /// How a linear layer combines with what `out` already holds.
 #[derive(Clone, Copy)]
-pub enum Write {
+pub(crate) enum Write {
     /// `out = x W^T + b`.
     Replace,
     /// `out += x W^T + b` (a residual connection, in place).
@@ -35,7 +35,7 @@ pub enum Write {
 
 /// Columns of output per block for a layer with `n` outputs: whole 16-column micro-panels,
 /// two blocks per thread so that a briefly busy core does not hold up the whole product.
-pub fn column_block(n: usize) -> usize {
+pub(crate) fn column_block(n: usize) -> usize {
     let tasks = (2 * rayon::current_num_threads()).max(1);
     n.div_ceil(tasks).next_multiple_of(16).max(16)
 }
@@ -43,7 +43,7 @@ pub fn column_block(n: usize) -> usize {
 /// Rearranges a PyTorch `[n, k]` weight into column blocks for `linear`: block `b` (output
 /// columns `c0 = b * block` up to `c0 + cols`) is stored at `c0 * k` as `[k, cols]` row-major,
 /// so the task computing those columns streams one contiguous range of memory.
-pub fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResult<Vec<f32>> {
+pub(crate) fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResult<Vec<f32>> {
     if weight.len() != n * k || block == 0 {
         bail!(
             "clip: cannot block a weight of {} values as {n} x {k}",
@@ -71,7 +71,7 @@ pub fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResul
 /// block does the bias, a single-threaded gemm and the activation for its columns: one
 /// parallel region per layer (gemm's own threading leaves these small-m products on one
 /// core, and separate bias/activation passes would each add a fork/join).
-pub fn linear(
+pub(crate) fn linear(
     x: &[f32],
     weight_blocks: &[f32],
     block: usize,
@@ -138,7 +138,7 @@ pub fn linear(
 
 /// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
 /// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
-pub fn layer_norm(
+pub(crate) fn layer_norm(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
@@ -181,7 +181,7 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// Which activation the MLP applies after its first linear layer.
 #[derive(Clone, Copy)]
-pub enum Activation {
+pub(crate) enum Activation {
     /// `x * sigmoid(1.702 x)`.
     QuickGelu,
     /// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`.
@@ -210,7 +210,7 @@ fn bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
 /// Causal self-attention of `qkv [batch * seq, 3 * heads * head_dim]` (q, k and v side by side,
 /// each split into heads) into `out [batch * seq, heads * head_dim]`: one task per (sequence,
 /// head), each softmaxing only the unmasked (j <= i) scores.
-pub fn causal_attention(
+pub(crate) fn causal_attention(
     qkv: &[f32],
     batch: usize,
     seq: usize,

@@ -9,7 +9,7 @@ use super::shared_out::SharedOut;
 
 /// A strided read-only matrix view: element (r, c) is `data[offset + r * rs + c * cs]`.
 #[derive(Clone, Copy)]
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     pub data: &'a [f32],
     pub offset: usize,
     pub rs: usize,
@@ -18,7 +18,7 @@ pub struct View<'a> {
 
 impl<'a> View<'a> {
     /// A row-major matrix starting at `data[0]` with rows `rs` apart.
-    pub fn rows(data: &'a [f32], rs: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], rs: usize) -> Self {
         View {
             data,
             offset: 0,
@@ -28,7 +28,7 @@ impl<'a> View<'a> {
     }
 
     /// Whether every element of a `rows` x `cols` matrix lies inside `data`.
-    pub fn covers(&self, rows: usize, cols: usize) -> bool {
+    pub(crate) fn covers(&self, rows: usize, cols: usize) -> bool {
         if rows == 0 || cols == 0 {
             return true;
         }
@@ -45,7 +45,7 @@ impl<'a> View<'a> {
 }
 
 /// Every thread of the rayon pool, or none when there is only one.
-pub fn all_threads() -> Parallelism {
+pub(crate) fn all_threads() -> Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
@@ -54,7 +54,7 @@ pub fn all_threads() -> Parallelism {
 
 /// `dst[m, n] (row-major, row stride dst_rs) = (dst if accumulate) + scale * lhs[m, k] * rhs[k, n]`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -72,7 +72,7 @@ pub fn matmul(
 }
 
 /// The values of a contiguous f32 CPU storage, without copying; `what` names it in errors.
-pub fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     s: &'a CpuStorage,
     l: &Layout,
     what: &str,

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 pub(crate) mod attention;
 pub(crate) mod clip;
 pub(crate) mod conv;
-pub mod fast_math;
+pub(crate) mod fast_math;
 pub(crate) mod gemm;
 pub(crate) mod shared_out;
 pub(crate) mod winograd;
