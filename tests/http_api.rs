@@ -11,7 +11,7 @@ use std::time::Duration;
 use http_common::*;
 use runai::app::{spawn_server, ServerThread};
 use runai::config::Config;
-use runai::engine::{GenerateError, GenerateJob, Generator, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, Progress};
 use runai::net::secret::Secret;
 use runai::pipeline::params::GeneratedImage;
 use runai::registry::Registry;
@@ -589,7 +589,7 @@ impl Generator for Flagging {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let mut images = self.0.generate(job, progress)?;
         for i in &mut images {
