@@ -13,6 +13,8 @@
 //! - [`config`]: typed configuration (file < env < CLI) validated at start-up.
 //! - [`app`]: wiring: starts the actors in order and returns a handle.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod actors;
 pub mod app;
 pub mod cli;

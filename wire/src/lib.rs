@@ -4,6 +4,8 @@
 //! (`runai relay`, or the standalone `runai-relay` binary). The `runai` server uses all of
 //! it; nothing here knows actix, candle or the request format.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod aligned;
 pub mod framing;
 pub mod relay;
