@@ -8,25 +8,9 @@ mod fixture_common;
 mod server_common;
 
 use e2e_common::*;
-use fixture_common::link;
+use fixture_common::sdxl_root;
 use serde_json::json;
 use server_common::{decode_png, test_config, Client};
-
-fn sdxl_root() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ext = fixtures().join("ext");
-    link(
-        &ext.join("models/tiny-sdxl"),
-        &dir.path().join("xl/tiny-sdxl"),
-    );
-    for e in ["safetensors", "yaml"] {
-        link(
-            &ext.join(format!("single_file/tiny-sdxl.{e}")),
-            &dir.path().join(format!("xl/tiny-sdxl.{e}")),
-        );
-    }
-    dir
-}
 
 #[test]
 fn sdxl_folder_and_single_file_serve_the_plugin_unchanged() {

@@ -10,7 +10,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use fixture_common::{fixtures, link, seed_root};
+use fixture_common::{fixtures, link, sdxl_root, seed_root};
 use runai::registry::model::{ModelFormat, ModelKind, ModelVersion, Prediction, ResolvedModel};
 use runai::registry::{Registry, ResolveError};
 
@@ -257,18 +257,7 @@ fn sdxl_refiner_folder_is_unsupported() {
 /// SDXL base models are served and listed as `sdxl`, from the folder and the single file.
 #[test]
 fn sdxl_folder_and_single_file_are_listed_as_sdxl() {
-    let dir = tempfile::tempdir().unwrap();
-    let ext = fixtures().join("ext");
-    link(
-        &ext.join("models/tiny-sdxl"),
-        &dir.path().join("xl/tiny-sdxl"),
-    );
-    for e in ["safetensors", "yaml"] {
-        link(
-            &ext.join(format!("single_file/tiny-sdxl.{e}")),
-            &dir.path().join(format!("xl/tiny-sdxl.{e}")),
-        );
-    }
+    let dir = sdxl_root();
     let mut reg = Registry::new(&[dir.path()]);
     reg.rescan();
     let mut listed: Vec<_> = reg

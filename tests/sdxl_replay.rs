@@ -142,6 +142,28 @@ fn sdxl_ckpt_reproduces_the_goldens() {
     check_model(&ckpt, "ckpt");
 }
 
+/// The same weights stored as bfloat16 (every fixture weight is exact in bf16): converted
+/// tensor by tensor on load, the goldens still hold.
+#[test]
+fn sdxl_bf16_single_file_reproduces_the_goldens() {
+    let src = ext().join("single_file/tiny-sdxl.safetensors");
+    let tensors: std::collections::HashMap<_, _> =
+        candle_core::safetensors::load(&src, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(candle_core::DType::BF16).unwrap()))
+            .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny-sdxl-bf16.safetensors");
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    std::fs::copy(
+        ext().join("single_file/tiny-sdxl.yaml"),
+        dir.path().join("tiny-sdxl-bf16.yaml"),
+    )
+    .unwrap();
+    check_model(&file, "bf16");
+}
+
 #[test]
 fn replay_tool_writes_the_sdxl_tensors() {
     let out_dir = tempfile::tempdir().unwrap();

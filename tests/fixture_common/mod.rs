@@ -123,3 +123,21 @@ pub fn seed_root() -> tempfile::TempDir {
     }
     dir
 }
+
+/// A root holding the tiny SDXL (tests/fixtures/ext) twice: the diffusers folder at
+/// `xl/tiny-sdxl` and the SGM single file with its yaml at `xl/tiny-sdxl.safetensors`.
+pub fn sdxl_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ext = fixtures().join("ext");
+    link(
+        &ext.join("models/tiny-sdxl"),
+        &dir.path().join("xl/tiny-sdxl"),
+    );
+    for e in ["safetensors", "yaml"] {
+        link(
+            &ext.join(format!("single_file/tiny-sdxl.{e}")),
+            &dir.path().join(format!("xl/tiny-sdxl.{e}")),
+        );
+    }
+    dir
+}
