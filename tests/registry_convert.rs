@@ -54,6 +54,8 @@ fn image_of(model: &Path) -> image::RgbImage {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        syntax: Default::default(),
+        loras: Vec::new(),
     };
     sd.generate(&params, &mut |_, _| true).unwrap()[0]
         .image

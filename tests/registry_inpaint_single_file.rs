@@ -129,6 +129,8 @@ fn ldm_inpaint_checkpoint_is_identified_converted_and_served() {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        syntax: Default::default(),
+        loras: Vec::new(),
     };
     let mut g = SdGenerator::new(RuntimeOptions::default(), 2, u64::MAX);
     let mut image = |model| {

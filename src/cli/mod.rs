@@ -8,6 +8,7 @@ pub mod client;
 pub mod convert;
 pub mod parity;
 pub mod replay;
+pub mod replay_prompt;
 pub mod replay_safety;
 pub mod serve;
 pub mod wire_client;

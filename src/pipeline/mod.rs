@@ -8,14 +8,17 @@
 //!   tensor takes them or candle's own ops;
 //! - `load/`: reading weights (safetensors, pickle checkpoints), configs and tokenizers;
 //! - `schedulers/`, `safety/`: the samplers and the safety checker;
+//! - `prompt/`: A1111's prompt syntax (weights, BREAK, long prompts, extra-network tags);
 //! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
-//!   noise, image conversion, request parameters, progress and tracing.
+//!   the text conditioning (`conditioning`), noise, image conversion, request parameters,
+//!   progress and tracing.
 
 pub mod kernels;
 pub mod layers;
 pub mod load;
 pub mod models;
 
+pub mod conditioning;
 pub mod error;
 pub mod generate;
 pub mod images;
@@ -24,6 +27,7 @@ pub mod noise;
 pub mod options;
 pub mod params;
 pub mod progress;
+pub mod prompt;
 pub mod safety;
 pub mod schedulers;
 pub mod trace;

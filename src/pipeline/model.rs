@@ -8,15 +8,16 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::models::clip::ClipTextTransformer;
-use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
 use super::error::{PipelineError, Result};
+use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
+use super::load::embedding::TextualInversion;
 use super::load::loader::load_diffusers_folder;
 use super::load::model_parts::ModelParts;
-use super::options::RuntimeOptions;
 use super::load::tokenizer::{prompt_ids, MAX_LENGTH};
+use super::models::clip::ClipTextTransformer;
 use super::models::unet::UNet;
 use super::models::vae::Vae;
+use super::options::RuntimeOptions;
 
 pub struct StableDiffusion {
     pub(crate) text_encoder: ClipTextTransformer,
@@ -25,6 +26,8 @@ pub struct StableDiffusion {
     pub(crate) unet: UNet,
     pub(crate) vae: Vae,
     pub(crate) scheduler_config: Value,
+    /// Textual-inversion embeddings usable in A1111 prompts (none until set).
+    pub(crate) embeddings: Vec<TextualInversion>,
     pub(crate) device: Device,
     pub(crate) dtype: DType,
 }
@@ -72,6 +75,7 @@ impl StableDiffusion {
             unet,
             vae,
             scheduler_config: parts.scheduler_config,
+            embeddings: Vec::new(),
             device: opts.device.clone(),
             dtype: opts.dtype,
         })
@@ -80,6 +84,19 @@ impl StableDiffusion {
     /// Loads and builds a diffusers folder in one go.
     pub fn load_folder(path: &Path, opts: &RuntimeOptions) -> Result<StableDiffusion> {
         StableDiffusion::from_parts(load_diffusers_folder(path, opts)?, opts)
+    }
+
+    /// Replaces the textual-inversion embeddings A1111 prompts can name; those made for
+    /// another model family (other tower widths) are left out. Returns how many were kept.
+    pub fn set_embeddings(&mut self, embeddings: Vec<TextualInversion>) -> usize {
+        let widths = self.tower_widths();
+        self.embeddings = embeddings.into_iter().filter(|e| e.fits(&widths)).collect();
+        self.embeddings.len()
+    }
+
+    /// The hidden width of each text encoder, in tower order.
+    pub fn tower_widths(&self) -> Vec<usize> {
+        vec![self.text_encoder.hidden_size()]
     }
 
     /// Pixels per latent cell (8 for SD).

@@ -3,6 +3,9 @@
 
 use image::{GrayImage, RgbImage};
 
+pub use super::prompt::tags::LoraRequest;
+pub use super::prompt::PromptSyntax;
+
 /// Scheduler names the server accepts (plugin names and Part 2 additions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
@@ -93,6 +96,10 @@ pub struct GenerateParams {
     pub eta: f64,
     /// CLIP skip as diffusers defines it (None or 0 = last layer).
     pub clip_skip: Option<usize>,
+    /// How the prompts are read (literal text, or A1111's syntax).
+    pub syntax: PromptSyntax,
+    /// LoRAs to apply for this request (from the `loras` field and the prompt's tags).
+    pub loras: Vec<LoraRequest>,
 }
 
 /// One generated image.

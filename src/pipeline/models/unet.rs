@@ -10,11 +10,11 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 
-use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
-use crate::pipeline::load::config::UNetConfig;
 use crate::pipeline::error::{PipelineError, Result};
+use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
 use crate::pipeline::layers::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::pipeline::load::config::UNetConfig;
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv2d> {
     let cfg = Conv2dConfig {

@@ -12,8 +12,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Shape
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::pipeline::kernels::cpu::gemm::{contiguous_f32, matmul, View};
 use crate::pipeline::kernels::cpu::fast_math;
+use crate::pipeline::kernels::cpu::gemm::{contiguous_f32, matmul, View};
 
 /// Query rows per task when there is enough parallelism. gemm repacks k_h and v_h on every
 /// call, so bigger blocks amortise that better; measured on one Zen 4 core, 256 rows beat 64 by
