@@ -44,7 +44,7 @@ impl StableDiffusion {
 
     /// The model's text towers for A1111 encoding (one for SD1/SD2), each with its part of
     /// the textual-inversion embeddings.
-    pub fn towers(&self) -> Result<Vec<Tower<'_>>> {
+    pub(crate) fn towers(&self) -> Result<Vec<Tower<'_>>> {
         let embeddings = |tower: usize| {
             self.embeddings
                 .iter()
@@ -65,7 +65,7 @@ impl StableDiffusion {
     }
 
     /// `[1, 77 * chunks, width]` embeddings of `prompt` read with A1111's syntax.
-    pub fn encode_prompt_a1111(&self, prompt: &str, clip_skip: Option<usize>) -> Result<Tensor> {
+    pub(crate) fn encode_prompt_a1111(&self, prompt: &str, clip_skip: Option<usize>) -> Result<Tensor> {
         Ok(encode_a1111(&self.towers()?, prompt, clip_skip)?.0)
     }
 

@@ -4,10 +4,10 @@
 //! files (`tensor_file`): textual-inversion embeddings (`embedding`) and LoRAs.
 
 pub mod config;
-pub mod embedding;
+pub(crate) mod embedding;
 pub mod loader;
 pub mod model_parts;
-pub mod pickle;
-pub mod tensor_file;
+pub(crate) mod pickle;
+pub(crate) mod tensor_file;
 pub mod tokenizer;
-pub mod weights;
+pub(crate) mod weights;

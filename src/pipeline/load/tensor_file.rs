@@ -16,17 +16,6 @@ pub enum TensorFile {
     Pickle(Checkpoint),
 }
 
-/// Whether `path` names a file this reader takes, by extension.
-pub fn is_tensor_file(path: &Path) -> bool {
-    matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("safetensors" | "pt" | "ckpt" | "bin")
-    )
-}
-
 impl TensorFile {
     /// Opens `path`, choosing the reader by extension. `max_bytes` bounds the file's size.
     pub fn open(path: &Path, max_bytes: u64) -> Result<TensorFile> {

@@ -119,7 +119,7 @@ struct MidBlock {
 
 /// The denoiser. `forward` takes the (scaled, possibly mask-concatenated) latents, one
 /// timestep for the whole batch and the text embeddings.
-pub struct UNet {
+pub(crate) struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
@@ -133,7 +133,7 @@ pub struct UNet {
 }
 
 impl UNet {
-    pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
         cfg.check()?;
         let boc = &cfg.block_out_channels;
         let n = boc.len();
@@ -276,7 +276,7 @@ impl UNet {
     }
 
     /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
-    pub fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
         let xs = xs.to_dtype(self.dtype)?;
         let context = context.to_dtype(self.dtype)?;

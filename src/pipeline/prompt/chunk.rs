@@ -14,24 +14,24 @@ use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::load::tokenizer::{BOS, EOS, MAX_LENGTH};
 
 /// Prompt tokens per chunk (77 minus start and end).
-pub const CHUNK_LENGTH: usize = MAX_LENGTH - 2;
+pub(crate) const CHUNK_LENGTH: usize = MAX_LENGTH - 2;
 /// A1111's default "prompt word wrap length limit".
-pub const COMMA_BACKTRACK: usize = 20;
+pub(crate) const COMMA_BACKTRACK: usize = 20;
 /// Most chunks a prompt may have (1,500 prompt tokens): bounds text-encoder and UNet cost.
-pub const MAX_CHUNKS: usize = 20;
+pub(crate) const MAX_CHUNKS: usize = 20;
 
 /// The special ids of one text tower's tokenizer.
 #[derive(Debug, Clone, Copy)]
-pub struct SpecialIds {
-    pub bos: u32,
-    pub eos: u32,
-    pub pad: u32,
+pub(crate) struct SpecialIds {
+    pub(crate) bos: u32,
+    pub(crate) eos: u32,
+    pub(crate) pad: u32,
     /// `,</w>`, for the comma backtrack (none in an odd vocabulary: no backtrack).
-    pub comma: Option<u32>,
+    pub(crate) comma: Option<u32>,
 }
 
 impl SpecialIds {
-    pub fn of(tokenizer: &Tokenizer, pad: u32) -> Result<SpecialIds> {
+    pub(crate) fn of(tokenizer: &Tokenizer, pad: u32) -> Result<SpecialIds> {
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
@@ -48,28 +48,28 @@ impl SpecialIds {
 
 /// What chunking needs to know of a textual-inversion embedding.
 #[derive(Debug, Clone)]
-pub struct EmbeddingName {
+pub(crate) struct EmbeddingName {
     /// The name's token ids (tokenized like prompt text, no specials).
-    pub ids: Vec<u32>,
+    pub(crate) ids: Vec<u32>,
     /// How many vectors (placeholder tokens) it inserts.
-    pub vectors: usize,
+    pub(crate) vectors: usize,
 }
 
 /// Where an embedding's vectors go in a chunk.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fix {
+pub(crate) struct Fix {
     /// Position in the 77-token window of the first vector.
-    pub position: usize,
+    pub(crate) position: usize,
     /// Index into the embedding list given to [`chunk_prompt`].
-    pub embedding: usize,
+    pub(crate) embedding: usize,
 }
 
 /// One 77-token window.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    pub ids: Vec<u32>,
-    pub multipliers: Vec<f64>,
-    pub fixes: Vec<Fix>,
+pub(crate) struct Chunk {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) multipliers: Vec<f64>,
+    pub(crate) fixes: Vec<Fix>,
 }
 
 /// A chunk being filled (prompt tokens only, no start/end).
@@ -141,7 +141,7 @@ fn embedding_at(names: &[EmbeddingName], tokens: &[u32], at: usize) -> Option<(u
 }
 
 /// Tokenizes one piece of prompt text (no start/end tokens, no truncation).
-pub fn tokenize(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+pub(crate) fn tokenize(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(tokenizer
         .encode(text, false)
         .map_err(|e| PipelineError::Tokenizer(e.to_string()))?
@@ -151,7 +151,7 @@ pub fn tokenize(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 
 /// Chunks `pieces` (from [`super::parse`]) as A1111's `tokenize_line` does. Returns at least
 /// one chunk.
-pub fn chunk_prompt(
+pub(crate) fn chunk_prompt(
     tokenizer: &Tokenizer,
     special: SpecialIds,
     pieces: &[Piece],

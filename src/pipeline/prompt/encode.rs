@@ -15,28 +15,28 @@ use crate::pipeline::models::clip::ClipTextTransformer;
 
 /// A textual-inversion embedding as one tower sees it.
 #[derive(Clone)]
-pub struct TowerEmbedding {
+pub(crate) struct TowerEmbedding {
     /// The word that invokes it (the file stem).
-    pub name: String,
+    pub(crate) name: String,
     /// `[n_vectors, width]`, f32.
-    pub vectors: Tensor,
+    pub(crate) vectors: Tensor,
 }
 
 /// One text tower: tokenizer, encoder and the embeddings it knows.
-pub struct Tower<'a> {
-    pub tokenizer: &'a Tokenizer,
-    pub encoder: &'a ClipTextTransformer,
-    pub special: SpecialIds,
-    pub embeddings: Vec<TowerEmbedding>,
+pub(crate) struct Tower<'a> {
+    pub(crate) tokenizer: &'a Tokenizer,
+    pub(crate) encoder: &'a ClipTextTransformer,
+    pub(crate) special: SpecialIds,
+    pub(crate) embeddings: Vec<TowerEmbedding>,
 }
 
 /// One tower's result.
-pub struct TowerEncoding {
-    pub chunks: Vec<Chunk>,
+pub(crate) struct TowerEncoding {
+    pub(crate) chunks: Vec<Chunk>,
     /// `[1, 77 * chunks, width]` with emphasis.
-    pub embeds: Tensor,
+    pub(crate) embeds: Tensor,
     /// The same without emphasis (all multipliers 1), when asked for.
-    pub unweighted: Option<Tensor>,
+    pub(crate) unweighted: Option<Tensor>,
 }
 
 impl Tower<'_> {
@@ -71,7 +71,7 @@ impl Tower<'_> {
     }
 
     /// Parses nothing: chunks `pieces` and encodes every chunk.
-    pub fn encode_pieces(
+    pub(crate) fn encode_pieces(
         &self,
         pieces: &[Piece],
         clip_skip: Option<usize>,
@@ -99,7 +99,7 @@ impl Tower<'_> {
 
 /// A1111's "Original" emphasis on one chunk `z [1, 77, width]`: `z * multiplier` per token,
 /// then scaled by `mean(z) / mean(z * multiplier)` over the whole chunk.
-pub fn emphasis_original(z: &Tensor, multipliers: &[f64]) -> Result<Tensor> {
+pub(crate) fn emphasis_original(z: &Tensor, multipliers: &[f64]) -> Result<Tensor> {
     if multipliers.iter().all(|&m| m == 1.0) {
         return Ok(z.clone());
     }
@@ -115,7 +115,7 @@ pub fn emphasis_original(z: &Tensor, multipliers: &[f64]) -> Result<Tensor> {
 
 /// Encodes `prompt` with every tower and concatenates them along the width (chunk counts
 /// agree: the towers share the BPE vocabulary). Returns the result and each tower's chunks.
-pub fn encode_a1111(
+pub(crate) fn encode_a1111(
     towers: &[Tower<'_>],
     prompt: &str,
     clip_skip: Option<usize>,

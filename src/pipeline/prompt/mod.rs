@@ -3,8 +3,8 @@
 //! with one or more CLIP towers with "Original" emphasis (`encode`), and extra-network tags
 //! such as `<lora:NAME:0.8>` (`tags`). Plain Rust on top of the text encoder.
 
-pub mod chunk;
-pub mod encode;
+pub(crate) mod chunk;
+pub(crate) mod encode;
 pub mod parse;
 pub mod tags;
 
