@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Tensor};
@@ -13,6 +14,7 @@ use serde_json::Value;
 use super::{replay_prompt, replay_safety};
 use crate::pipeline::load::loader::load_diffusers_folder;
 use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::lora::{read_lora, AppliedLora};
 use crate::pipeline::noise::NoiseSource;
 use crate::pipeline::params::{GenerateParams, LoraRequest, PromptSyntax, SchedulerKind, Task};
 use crate::pipeline::trace::Trace;
@@ -302,6 +304,28 @@ fn case_loras(case: &Value) -> anyhow::Result<Vec<LoraRequest>> {
         .collect()
 }
 
+/// The case's LoRA files (`loras[].file`, relative to the manifest) read and paired with
+/// their multipliers.
+fn case_lora_files(root: &Path, case: &Value) -> anyhow::Result<Vec<AppliedLora>> {
+    let requests = case_loras(case)?;
+    let list = field(case, "loras")?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    requests
+        .into_iter()
+        .zip(list)
+        .map(|(r, l)| {
+            let path = root.join(field(&l, "file")?.as_str().unwrap_or_default());
+            Ok(AppliedLora {
+                file: Arc::new(read_lora(&path, &r.name)?),
+                text_multiplier: r.text_multiplier,
+                unet_multiplier: r.unet_multiplier,
+            })
+        })
+        .collect()
+}
+
 /// Replays recorded draws: `init_noise` for the initial latents, `randn_i` in order for
 /// everything else. A recorded single-image draw is repeated when a batch asks for more.
 pub struct RecordedNoise {
@@ -421,7 +445,16 @@ pub fn run_with_loader(
     let case = load_case(&args.manifest, &args.case)?;
     let model_path = args.model.clone().unwrap_or_else(|| case.model_dir.clone());
     let parts = loader(&model_path)?;
-    let model = StableDiffusion::from_parts(parts, &opts)?;
+    let model = if case.params.loras.is_empty() {
+        StableDiffusion::from_parts(parts, &opts)?
+    } else {
+        let root = args
+            .manifest
+            .parent()
+            .ok_or_else(|| anyhow!("manifest path has no parent folder"))?;
+        let loras = case_lora_files(root, find_case(&doc, &args.case)?)?;
+        StableDiffusion::with_loras(&parts, &loras, &opts)?
+    };
     let trace = replay_case(&model, &case)?.trace;
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for name in OUTPUT_NAMES {

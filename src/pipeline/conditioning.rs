@@ -65,7 +65,11 @@ impl StableDiffusion {
     }
 
     /// `[1, 77 * chunks, width]` embeddings of `prompt` read with A1111's syntax.
-    pub(crate) fn encode_prompt_a1111(&self, prompt: &str, clip_skip: Option<usize>) -> Result<Tensor> {
+    pub(crate) fn encode_prompt_a1111(
+        &self,
+        prompt: &str,
+        clip_skip: Option<usize>,
+    ) -> Result<Tensor> {
         Ok(encode_a1111(&self.towers()?, prompt, clip_skip)?.0)
     }
 

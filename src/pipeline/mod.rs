@@ -9,6 +9,7 @@
 //! - `load/`: reading weights (safetensors, pickle checkpoints), configs and tokenizers;
 //! - `schedulers/`, `safety/`: the samplers and the safety checker;
 //! - `prompt/`: A1111's prompt syntax (weights, BREAK, long prompts, extra-network tags);
+//! - `lora/`: LoRA files and merging them into the weights a model is built from;
 //! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
 //!   the text conditioning (`conditioning`), noise, image conversion, request parameters,
 //!   progress and tracing.
@@ -22,6 +23,7 @@ pub(crate) mod conditioning;
 pub(crate) mod error;
 pub(crate) mod generate;
 pub mod images;
+pub(crate) mod lora;
 pub(crate) mod model;
 pub mod noise;
 pub(crate) mod options;

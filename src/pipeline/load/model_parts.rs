@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 /// Weights are VarBuilders whose keys are the diffusers / transformers names: UNet keys like
 /// `down_blocks.0.attentions.0.proj_in.weight`, VAE keys like `encoder.conv_in.weight`, text
 /// encoder keys like `text_model.encoder.layers.0.self_attn.q_proj.weight`.
+#[derive(Clone)]
 pub struct ModelParts {
     pub unet_config: serde_json::Value,
     pub vae_config: serde_json::Value,
