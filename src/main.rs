@@ -5,6 +5,7 @@
 use clap::Parser;
 use runai::cli::{serve, Cli, Command};
 use runai::config::Config;
+use runai::engine::addons::AddOnRoots;
 use runai::engine::factory::{runtime_options, sd_factory};
 use runai::engine::GeneratorFactory;
 use runai::registry::{ModelResolver, Registry};
@@ -17,6 +18,11 @@ fn generator_factory(config: &Config) -> GeneratorFactory {
         spec,
         config.max_loaded_models,
         config.model_cache_mb.saturating_mul(1 << 20),
+        AddOnRoots::with_defaults(
+            config.lora_roots(),
+            config.embeddings_roots(),
+            &config.model_roots(),
+        ),
     )
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
+use super::addons::AddOnRoots;
 use super::sd::SdGenerator;
 use super::{Generator, GeneratorFactory};
 use crate::config::{ComputeSpec, DTypeSpec, DeviceSpec};
@@ -31,9 +32,16 @@ pub fn runtime_options(spec: ComputeSpec) -> anyhow::Result<RuntimeOptions> {
 }
 
 /// The factory the GPU worker calls at start and after every crash.
-pub fn sd_factory(spec: ComputeSpec, max_models: usize, max_bytes: u64) -> GeneratorFactory {
+pub fn sd_factory(
+    spec: ComputeSpec,
+    max_models: usize,
+    max_bytes: u64,
+    roots: AddOnRoots,
+) -> GeneratorFactory {
     Arc::new(move || {
         let opts = runtime_options(spec)?;
-        Ok(Box::new(SdGenerator::new(opts, max_models, max_bytes)) as Box<dyn Generator>)
+        let generator =
+            SdGenerator::new(opts, max_models, max_bytes).with_addon_roots(roots.clone());
+        Ok(Box::new(generator) as Box<dyn Generator>)
     })
 }

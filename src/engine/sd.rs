@@ -10,8 +10,12 @@ use crate::registry::model::{ModelFormat, ResolvedModel};
 use crate::registry::single_file::SingleFile;
 use crate::registry::weights::diffusers_bytes;
 
+use super::addons::{AddOnCache, AddOnRoots};
 use super::{GenerateError, GenerateJob, Generator, ProgressFn};
+use crate::pipeline::load::loader::load_diffusers_folder;
+use crate::pipeline::load::model_parts::ModelParts;
 use crate::pipeline::params::GeneratedImage;
+use crate::pipeline::params::PromptSyntax;
 
 /// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
 pub const DEFAULT_MAX_MODELS: usize = 2;
@@ -20,12 +24,17 @@ pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
 struct Loaded {
     name: String,
     model: StableDiffusion,
+    /// The weight sources the model was built from (files read on demand), to build it
+    /// again with LoRAs merged.
+    parts: ModelParts,
 }
 
 pub struct SdGenerator {
     opts: RuntimeOptions,
     cache: ModelCache<Loaded>,
     loads: usize,
+    roots: AddOnRoots,
+    addons: AddOnCache,
 }
 
 fn load_error(model: &ResolvedModel, e: impl std::fmt::Display) -> GenerateError {
@@ -39,7 +48,15 @@ impl SdGenerator {
             opts,
             cache: ModelCache::new(max_models, max_bytes),
             loads: 0,
+            roots: AddOnRoots::default(),
+            addons: AddOnCache::default(),
         }
+    }
+
+    /// Where LoRAs and textual-inversion embeddings are found.
+    pub fn with_addon_roots(mut self, roots: AddOnRoots) -> Self {
+        self.roots = roots;
+        self
     }
 
     /// How many times a model was loaded from disk (cache misses), for tests and logs.
@@ -55,7 +72,7 @@ impl SdGenerator {
         }
         let started = std::time::Instant::now();
         // A panic while reading a model's files fails this load only, not the worker thread.
-        let (sd, bytes) = contained("loading a model", || self.load(model))
+        let (sd, parts, bytes) = contained("loading a model", || self.load(model))
             .map_err(|failure| load_error(model, failure))??;
         self.loads += 1;
         log::info!(
@@ -71,6 +88,7 @@ impl SdGenerator {
             Loaded {
                 name: model.name.clone(),
                 model: sd,
+                parts,
             },
         );
         Ok(())
@@ -92,9 +110,46 @@ impl Generator for SdGenerator {
             .cache
             .get_mut(&job.model.path)
             .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
+        let embeddings = match job.params.syntax {
+            PromptSyntax::A1111 { .. } => self.addons.embeddings(&self.roots.embeddings),
+            PromptSyntax::Literal => Vec::new(),
+        };
+        let model = if job.params.loras.is_empty() {
+            &mut loaded.model
+        } else {
+            let (loras, key) = self.addons.loras(&self.roots.lora, &job.params.loras)?;
+            let hit =
+                matches!(&self.addons.merged, Some((p, k, _)) if *p == job.model.path && *k == key);
+            if !hit {
+                // Free the previous LoRA model before building the next one.
+                self.addons.merged = None;
+                let started = std::time::Instant::now();
+                let (parts, opts) = (&loaded.parts, &self.opts);
+                let merged = contained("merging LoRAs", || {
+                    StableDiffusion::with_loras(parts, &loras, opts)
+                })
+                .map_err(|failure| GenerateError::Internal(failure.to_string()))?
+                .map_err(|e| match e {
+                    PipelineError::InvalidRequest(msg) => GenerateError::Invalid(msg),
+                    e => GenerateError::Internal(e.to_string()),
+                })?;
+                log::info!(
+                    "merged {} LoRA(s) into {} in {} ms",
+                    loras.len(),
+                    job.model.name,
+                    started.elapsed().as_millis()
+                );
+                self.addons.merged = Some((job.model.path.clone(), key, merged));
+            }
+            match &mut self.addons.merged {
+                Some((_, _, m)) => m,
+                None => return Err(GenerateError::Internal("LoRA model vanished".into())),
+            }
+        };
+        model.set_embeddings(embeddings);
         // The pipeline calls `progress` after every step with the engine's contract and
         // returns Cancelled itself (before the next UNet call or before decoding).
-        match loaded.model.generate(&job.params, progress) {
+        match model.generate(&job.params, progress) {
             Ok(images) => Ok(images),
             Err(PipelineError::Cancelled) => Err(GenerateError::Cancelled),
             Err(PipelineError::InvalidRequest(msg)) => Err(GenerateError::Invalid(msg)),
@@ -123,14 +178,19 @@ impl Generator for SdGenerator {
 
 impl SdGenerator {
     /// Reads `model` from disk, making room in the cache first.
-    fn load(&mut self, model: &ResolvedModel) -> Result<(StableDiffusion, u64), GenerateError> {
+    fn load(
+        &mut self,
+        model: &ResolvedModel,
+    ) -> Result<(StableDiffusion, ModelParts, u64), GenerateError> {
         Ok(match model.format {
             ModelFormat::Diffusers => {
                 let bytes = diffusers_bytes(&model.path, self.opts.dtype);
                 self.cache.make_room(bytes);
-                let sd = StableDiffusion::load_folder(&model.path, &self.opts)
+                let parts = load_diffusers_folder(&model.path, &self.opts)
                     .map_err(|e| load_error(model, e))?;
-                (sd, bytes)
+                let sd = StableDiffusion::from_parts(parts.clone(), &self.opts)
+                    .map_err(|e| load_error(model, e))?;
+                (sd, parts, bytes)
             }
             ModelFormat::Safetensors | ModelFormat::Ckpt => {
                 let sf = SingleFile::open(&model.path).map_err(|e| load_error(model, e))?;
@@ -139,9 +199,9 @@ impl SdGenerator {
                 let parts = sf
                     .into_parts(self.opts.dtype, &self.opts.device)
                     .map_err(|e| load_error(model, e))?;
-                let sd = StableDiffusion::from_parts(parts, &self.opts)
+                let sd = StableDiffusion::from_parts(parts.clone(), &self.opts)
                     .map_err(|e| load_error(model, e))?;
-                (sd, bytes)
+                (sd, parts, bytes)
             }
         })
     }

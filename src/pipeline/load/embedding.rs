@@ -32,14 +32,6 @@ impl TextualInversion {
                 .zip(widths)
                 .all(|(v, &w)| v.dims().get(1) == Some(&w))
     }
-
-    /// Tower widths, for messages and listings.
-    pub fn widths(&self) -> Vec<usize> {
-        self.vectors
-            .iter()
-            .map(|v| v.dims().get(1).copied().unwrap_or(0))
-            .collect()
-    }
 }
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> PipelineError {
