@@ -97,7 +97,7 @@ impl StableDiffusion {
             let pad = |t: &Tensor, to: usize| -> Result<Tensor> {
                 let reps = (to - t.dim(1)?) / empty.dim(1)?;
                 let mut parts = vec![t.clone()];
-                parts.extend(std::iter::repeat_n(empty.clone(), reps));
+                parts.extend(std::iter::repeat(empty.clone()).take(reps));
                 Ok(Tensor::cat(&parts, 1)?)
             };
             if nc < nu {
