@@ -9,10 +9,12 @@ mod e2e_common;
 mod server_common;
 
 use e2e_common::*;
-use runai::engine::addons::AddOnRoots;
+use runai::app::spawn_server;
 use runai::engine::factory::sd_factory;
+use runai::registry::addons::{AddOnRoots, WithAddOns};
+use runai::registry::Registry;
 use serde_json::json;
-use server_common::{test_config, Client};
+use server_common::{model_names, test_config, Client};
 
 fn prompt_request(id: &str, prompt: &str) -> serde_json::Value {
     let mut req = txt2img(id, "tiny-sd1", 3, 77, 64, 64);
@@ -51,13 +53,48 @@ fn lora_changes_the_image_and_leaves_the_base_model_untouched() {
     );
     candle_core::safetensors::save(&tensors, lora_dir.path().join("xl_only.safetensors")).unwrap();
 
+    let emb_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("ext/embeddings/fxq-style.safetensors"),
+        emb_dir.path().join("fxq-style.safetensors"),
+    )
+    .unwrap();
     let roots = AddOnRoots {
         lora: vec![lora_dir.path().to_path_buf()],
-        embeddings: vec![],
+        embeddings: vec![emb_dir.path().to_path_buf()],
     };
-    let factory = sd_factory(Default::default(), 3, 4 << 30, roots);
-    let server = start_real_with(test_config(), factory, &[fixtures().join("models")]);
+    let factory = sd_factory(Default::default(), 3, 4 << 30, roots.clone());
+    let resolver = WithAddOns {
+        inner: Registry::new(&[fixtures().join("models")]),
+        roots,
+    };
+    let server = spawn_server(test_config(), factory, Box::new(resolver)).unwrap();
     let mut c = Client::connect(server.local_addr);
+
+    // `models` lists the LoRAs and the embedding by the names a prompt uses.
+    c.send(&json!({"action": "models"}));
+    let listing = c.recv_until(|v| v["event"] == "models");
+    let names = |key: &str| -> Vec<String> {
+        listing[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names("loras"),
+        ["broken", "fox_style", "ink_style", "xl_only"]
+    );
+    assert_eq!(names("embeddings"), ["fxq-style"]);
+    assert!(model_names(&listing).contains(&"tiny-sd1"));
+
+    // The embedding's name changes the image; without it the prompt is the plain one.
+    c.send(&prompt_request("emb", "a red fox fxq-style in the snow"));
+    let emb = c.collect_job("emb");
+    assert_done(&emb, 1, 3);
+    c.send(&prompt_request("noemb", "a red fox fxq in the snow"));
+    assert_ne!(image_b64(&c.collect_job("noemb"), 0), image_b64(&emb, 0));
 
     c.send(&prompt_request("plain1", "a red fox in the snow"));
     let plain = c.collect_job("plain1");

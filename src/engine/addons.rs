@@ -1,10 +1,9 @@
-//! LoRAs and textual-inversion embeddings for the generator: their roots, resolving a
-//! request's LoRA names inside them (confined: no absolute paths, no `..`), reading the
-//! files once (cached by path and modification time), and the one LoRA-merged model kept
-//! for the last LoRA set so repeating a request with the same LoRAs builds nothing.
+//! The generator's add-on state: LoRA and embedding files read once (cached by path and
+//! modification time) and the one LoRA-merged model kept for the last LoRA set, so repeating
+//! a request with the same LoRAs builds nothing.
 
 use std::collections::HashMap;
-use std::path::{Component as PathComponent, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,127 +11,12 @@ use crate::pipeline::load::embedding::{read_embedding, TextualInversion};
 use crate::pipeline::lora::{read_lora, AppliedLora, LoraFile};
 use crate::pipeline::params::LoraRequest;
 use crate::pipeline::StableDiffusion;
+use crate::registry::addons::{embedding_files, find_lora};
 
 use super::GenerateError;
 
-/// Extensions tried for a LoRA or embedding name, in order.
-const EXTENSIONS: [&str; 4] = ["safetensors", "pt", "ckpt", "bin"];
-/// Most embedding files read from the roots (each is small; this bounds a flooded folder).
-const MAX_EMBEDDINGS: usize = 1000;
-
-/// Where LoRAs and embeddings are looked up.
-#[derive(Debug, Clone, Default)]
-pub struct AddOnRoots {
-    pub lora: Vec<PathBuf>,
-    pub embeddings: Vec<PathBuf>,
-}
-
-impl AddOnRoots {
-    /// The configured roots, or by default `Lora/`, `lora/`, `models/Lora/` (LoRAs) and
-    /// `embeddings/` under each model root.
-    pub fn with_defaults(
-        lora: Vec<PathBuf>,
-        embeddings: Vec<PathBuf>,
-        model_roots: &[PathBuf],
-    ) -> Self {
-        let under = |subs: &[&str]| -> Vec<PathBuf> {
-            model_roots
-                .iter()
-                .flat_map(|r| subs.iter().map(move |s| r.join(s)))
-                .collect()
-        };
-        AddOnRoots {
-            lora: if lora.is_empty() {
-                under(&["Lora", "lora", "models/Lora"])
-            } else {
-                lora
-            },
-            embeddings: if embeddings.is_empty() {
-                under(&["embeddings"])
-            } else {
-                embeddings
-            },
-        }
-    }
-}
-
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// `name` as a relative path of normal components, or an error when it would climb out of
-/// its root (absolute, `..`, NUL, empty).
-fn confined(name: &str) -> Result<PathBuf, GenerateError> {
-    let refuse = || {
-        GenerateError::Invalid(format!(
-            "LoRA name {name:?} must be a name inside a LoRA folder (no absolute path, no ..)"
-        ))
-    };
-    if name.is_empty() || name.contains('\0') {
-        return Err(refuse());
-    }
-    let mut rel = PathBuf::new();
-    for c in Path::new(name).components() {
-        match c {
-            PathComponent::Normal(p) => rel.push(p),
-            PathComponent::CurDir => {}
-            _ => return Err(refuse()),
-        }
-    }
-    if rel.as_os_str().is_empty() {
-        return Err(refuse());
-    }
-    Ok(rel)
-}
-
-/// The file of LoRA `name` in the first root that has it.
-pub(crate) fn find_lora(roots: &[PathBuf], name: &str) -> Result<PathBuf, GenerateError> {
-    let rel = confined(name)?;
-    for root in roots {
-        let direct = root.join(&rel);
-        let has_ext = rel
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-        if has_ext && direct.is_file() {
-            return Ok(direct);
-        }
-        for ext in EXTENSIONS {
-            let mut file = direct.clone().into_os_string();
-            file.push(".");
-            file.push(ext);
-            let file = PathBuf::from(file);
-            if file.is_file() {
-                return Ok(file);
-            }
-        }
-    }
-    Err(GenerateError::Invalid(format!(
-        "unknown LoRA {name:?}: no such file in the LoRA folders"
-    )))
-}
-
-/// Embedding files directly in the roots (`<name>.safetensors|.pt|...`).
-fn embedding_files(roots: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for root in roots {
-        let Ok(entries) = std::fs::read_dir(root) else {
-            continue;
-        };
-        for entry in entries.flatten().take(MAX_EMBEDDINGS) {
-            let path = entry.path();
-            let ok = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            if ok && path.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out.truncate(MAX_EMBEDDINGS);
-    out
 }
 
 /// Parsed files and the last merged model.
@@ -154,7 +38,7 @@ impl AddOnCache {
         let mut applied = Vec::with_capacity(requests.len());
         let mut key = String::new();
         for r in requests {
-            let path = find_lora(roots, &r.name)?;
+            let path = find_lora(roots, &r.name).map_err(|e| GenerateError::Invalid(e.0))?;
             let stamp = modified(&path);
             let file = match self.loras.get(&path) {
                 Some((s, f)) if *s == stamp => f.clone(),
@@ -207,18 +91,5 @@ impl AddOnCache {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_cannot_climb_out() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a\0b"] {
-            assert!(confined(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(confined("sub/fox").unwrap(), PathBuf::from("sub/fox"));
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
-use super::addons::AddOnRoots;
 use super::sd::SdGenerator;
 use super::{Generator, GeneratorFactory};
 use crate::config::{ComputeSpec, DTypeSpec, DeviceSpec};
 use crate::pipeline::RuntimeOptions;
+use crate::registry::addons::AddOnRoots;
 
 /// Opens the device and maps the dtype; fails with a clear message on a CPU-only build asked
 /// for CUDA.

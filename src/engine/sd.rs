@@ -10,12 +10,13 @@ use crate::registry::model::{ModelFormat, ResolvedModel};
 use crate::registry::single_file::SingleFile;
 use crate::registry::weights::diffusers_bytes;
 
-use super::addons::{AddOnCache, AddOnRoots};
+use super::addons::AddOnCache;
 use super::{GenerateError, GenerateJob, Generator, ProgressFn};
 use crate::pipeline::load::loader::load_diffusers_folder;
 use crate::pipeline::load::model_parts::ModelParts;
 use crate::pipeline::params::GeneratedImage;
 use crate::pipeline::params::PromptSyntax;
+use crate::registry::addons::AddOnRoots;
 
 /// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
 pub const DEFAULT_MAX_MODELS: usize = 2;
