@@ -42,6 +42,8 @@ fn small_request() -> GenerateParams {
         clip_skip: None,
         syntax: Default::default(),
         loras: Vec::new(),
+        timestep_spacing: None,
+        xl: Default::default(),
     }
 }
 

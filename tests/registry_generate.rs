@@ -30,6 +30,8 @@ fn params(task: Task) -> GenerateParams {
         clip_skip: None,
         syntax: Default::default(),
         loras: Vec::new(),
+        timestep_spacing: None,
+        xl: Default::default(),
     }
 }
 

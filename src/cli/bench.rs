@@ -281,6 +281,8 @@ fn measure(
                 clip_skip: None,
                 syntax: Default::default(),
                 loras: Vec::new(),
+                timestep_spacing: None,
+                xl: Default::default(),
             };
             let times = time_runs(repeats, dev, || {
                 let images = sd.generate(&params, &mut |_, _| true)?;

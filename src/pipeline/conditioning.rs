@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use super::error::Result;
 use super::model::StableDiffusion;
+use super::models::added_cond::AddedCond;
 use super::models::unet::UNet;
 use super::params::GenerateParams;
 use super::prompt::chunk::SpecialIds;
@@ -23,13 +24,31 @@ pub(crate) enum Context {
 }
 
 impl Context {
-    /// The UNet's prediction for `model_in` (one row per context row).
-    pub(crate) fn predict(&self, unet: &UNet, model_in: &Tensor, t: f64) -> Result<Tensor> {
+    /// The UNet's prediction for `model_in` (one row per context row), with SDXL's added
+    /// conditioning when the model has it.
+    pub(crate) fn predict(
+        &self,
+        unet: &UNet,
+        model_in: &Tensor,
+        t: f64,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
         match self {
-            Context::Joint(c) => unet.forward(model_in, t, c),
+            Context::Joint(c) => unet.forward_added(model_in, t, c, added),
             Context::Split { uncond, cond } => {
-                let u = unet.forward(&model_in.narrow(0, 0, 1)?, t, uncond)?;
-                let c = unet.forward(&model_in.narrow(0, 1, 1)?, t, cond)?;
+                let row = |i: usize| -> Result<Option<AddedCond>> {
+                    added
+                        .map(|a| {
+                            Ok(AddedCond {
+                                text_embeds: a.text_embeds.narrow(0, i, 1)?,
+                                time_ids: a.time_ids.narrow(0, i, 1)?,
+                            })
+                        })
+                        .transpose()
+                };
+                let (ua, ca) = (row(0)?, row(1)?);
+                let u = unet.forward_added(&model_in.narrow(0, 0, 1)?, t, uncond, ua.as_ref())?;
+                let c = unet.forward_added(&model_in.narrow(0, 1, 1)?, t, cond, ca.as_ref())?;
                 Ok(Tensor::cat(&[&u, &c], 0)?)
             }
         }

@@ -7,6 +7,7 @@ use candle_core::{DType, Tensor};
 use image::GrayImage;
 use serde_json::Value;
 
+use super::conditioning::Context;
 use super::error::{PipelineError, Result};
 use super::images::{binarize_mask, decoded_to_unit, nearest_resize, rgb_to_tensor, unit_to_rgb};
 use super::model::StableDiffusion;
@@ -100,13 +101,30 @@ impl StableDiffusion {
         // The UNet runs one image at a time ([uncond, cond] for that image): batching images
         // changes float summation order in the matmuls, and image i must be bit-identical
         // whether it is generated alone or in a batch.
-        let context = self.text_context(params, do_cfg, &mut trace)?;
+        // SDXL: both encoders and the added conditioning (xl_conditioning.rs).
+        let (xl_context, added) = match &self.xl {
+            Some(xl) => {
+                let (c, a) =
+                    self.xl_conditioning(xl, params, do_cfg, (width, height), &mut trace)?;
+                (Some(c), Some(a))
+            }
+            None => (None, None),
+        };
+        let context = match xl_context {
+            Some(c) => Context::Joint(c),
+            None => self.text_context(params, do_cfg, &mut trace)?,
+        };
 
         proceed(progress)?;
 
-        let mut sched =
-            schedulers::build(params.scheduler, scheduler_config, params.steps, params.eta)
-                .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
+        let scheduler_config = schedulers::with_spacing(scheduler_config, params.timestep_spacing);
+        let mut sched = schedulers::build(
+            params.scheduler,
+            &scheduler_config,
+            params.steps,
+            params.eta,
+        )
+        .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
         let (timesteps, strength) = match &params.task {
             Task::Txt2Img => (sched.timesteps().to_vec(), None),
             Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {
@@ -167,7 +185,7 @@ impl StableDiffusion {
                     model_in = Tensor::cat(&[&model_in, &e], 1)?;
                 }
                 let out = context
-                    .predict(&self.unet, &model_in, t)?
+                    .predict(&self.unet, &model_in, t, added.as_ref())?
                     .to_dtype(DType::F32)?;
                 if do_cfg {
                     let u = out.narrow(0, 0, 1)?;

@@ -11,8 +11,8 @@
 //! - `prompt/`: A1111's prompt syntax (weights, BREAK, long prompts, extra-network tags);
 //! - `lora/`: LoRA files and merging them into the weights a model is built from;
 //! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
-//!   the text conditioning (`conditioning`), noise, image conversion, request parameters,
-//!   progress and tracing.
+//!   the text conditioning (`conditioning`; SDXL's in `xl_conditioning`), noise, image
+//!   conversion, request parameters, progress and tracing.
 
 pub(crate) mod kernels;
 pub(crate) mod layers;
@@ -33,6 +33,7 @@ pub mod prompt;
 pub mod safety;
 pub mod schedulers;
 pub mod trace;
+pub mod xl_conditioning;
 
 #[cfg(test)]
 mod test_util;

@@ -18,6 +18,7 @@ use super::models::clip::ClipTextTransformer;
 use super::models::unet::UNet;
 use super::models::vae::Vae;
 use super::options::RuntimeOptions;
+use super::xl_conditioning::XlText;
 
 pub struct StableDiffusion {
     pub(crate) text_encoder: ClipTextTransformer,
@@ -28,6 +29,8 @@ pub struct StableDiffusion {
     pub(crate) scheduler_config: Value,
     /// Textual-inversion embeddings usable in A1111 prompts (none until set).
     pub(crate) embeddings: Vec<TextualInversion>,
+    /// SDXL's second text tower; None for SD1/SD2.
+    pub(crate) xl: Option<XlText>,
     pub(crate) device: Device,
     pub(crate) dtype: DType,
 }
@@ -62,6 +65,17 @@ impl StableDiffusion {
                 .map_err(|_| PipelineError::Config("the UNet loader thread panicked".into()))?;
             Ok::<_, PipelineError>((unet?, vae?, text_encoder?))
         })?;
+        let xl = match parts.xl {
+            Some(xl) => Some(XlText::from_parts(xl, opts)?),
+            None => None,
+        };
+        if unet_cfg.addition.is_some() != xl.is_some() {
+            return Err(PipelineError::Config(
+                "the UNet's added text_time embedding and a second text encoder come together \
+                 (SDXL); this model has only one of them"
+                    .into(),
+            ));
+        }
         if unet_cfg.out_channels != vae_cfg.latent_channels {
             return Err(PipelineError::Config(format!(
                 "unet predicts {} channels but the vae has {} latent channels",
@@ -76,6 +90,7 @@ impl StableDiffusion {
             vae,
             scheduler_config: parts.scheduler_config,
             embeddings: Vec::new(),
+            xl,
             device: opts.device.clone(),
             dtype: opts.dtype,
         })
@@ -109,6 +124,11 @@ impl StableDiffusion {
         let s = self.unet.config.sample_size * self.vae_scale_factor();
         let s = u32::try_from(s).unwrap_or(u32::MAX);
         (s, s)
+    }
+
+    /// True for SDXL models (two text encoders, added conditioning).
+    pub fn is_xl(&self) -> bool {
+        self.xl.is_some()
     }
 
     /// Token ids (77, padded with the model's pad token) for `prompt`.

@@ -11,6 +11,7 @@ pub mod lenient;
 pub mod prompt_fields;
 pub mod request;
 pub mod responses;
+pub(crate) mod sampling;
 pub mod validate;
 
 /// Packet size of the Krita plugin and the protocol's default.

@@ -34,11 +34,13 @@ impl StableDiffusion {
         loras: &[AppliedLora],
         opts: &RuntimeOptions,
     ) -> Result<StableDiffusion> {
+        let two_towers = parts.xl.is_some();
         if let Some(l) = loras.iter().find(|l| {
-            l.file
-                .modules
-                .keys()
-                .any(|(c, _)| *c == Component::TextEncoder2)
+            !two_towers
+                && l.file
+                    .modules
+                    .keys()
+                    .any(|(c, _)| *c == Component::TextEncoder2)
         }) {
             return Err(PipelineError::InvalidRequest(format!(
                 "LoRA {} is for a model with two text encoders (SDXL); this model has one",
@@ -64,6 +66,10 @@ impl StableDiffusion {
         let mut merged = parts.clone();
         merged.unet = patched(&parts.unet, patch(Component::Unet, true));
         merged.text_encoder = patched(&parts.text_encoder, patch(Component::TextEncoder, false));
+        if let (Some(xl), Some(base)) = (merged.xl.as_mut(), parts.xl.as_ref()) {
+            xl.text_encoder_2 =
+                patched(&base.text_encoder_2, patch(Component::TextEncoder2, false));
+        }
         let model = StableDiffusion::from_parts(merged, opts)?;
         let used = used
             .lock()
