@@ -7,9 +7,19 @@ use runai::cli::{serve, Cli, Command};
 use runai::config::Config;
 use runai::engine::factory::{runtime_options, sd_factory};
 use runai::engine::GeneratorFactory;
+use runai::registry::addons::{AddOnRoots, WithAddOns};
 use runai::registry::{ModelResolver, Registry};
 
 /// The generator backend: Stable Diffusion on candle, on the configured device.
+/// The LoRA and embedding folders: configured, or the defaults under the model roots.
+fn addon_roots(config: &Config) -> AddOnRoots {
+    AddOnRoots::with_defaults(
+        config.lora_roots(),
+        config.embeddings_roots(),
+        &config.model_roots(),
+    )
+}
+
 fn generator_factory(config: &Config) -> GeneratorFactory {
     // `validate()` already accepted these settings, so `compute()` cannot fail here.
     let spec = config.compute().unwrap_or_default();
@@ -17,12 +27,16 @@ fn generator_factory(config: &Config) -> GeneratorFactory {
         spec,
         config.max_loaded_models,
         config.model_cache_mb.saturating_mul(1 << 20),
+        addon_roots(config),
     )
 }
 
 /// The model resolver: the registry over the configured model roots.
 fn model_resolver(config: &Config) -> Box<dyn ModelResolver> {
-    Box::new(Registry::new(&config.model_roots()))
+    Box::new(WithAddOns {
+        inner: Registry::new(&config.model_roots()),
+        roots: addon_roots(config),
+    })
 }
 
 /// Runs a tool subcommand, mapping its error to exit code 1.

@@ -40,6 +40,8 @@ fn small_request() -> GenerateParams {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        syntax: Default::default(),
+        loras: Vec::new(),
         timestep_spacing: None,
         xl: Default::default(),
     }

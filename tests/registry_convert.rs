@@ -54,6 +54,8 @@ fn image_of(model: &Path) -> image::RgbImage {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        syntax: Default::default(),
+        loras: Vec::new(),
         timestep_spacing: None,
         xl: Default::default(),
     };

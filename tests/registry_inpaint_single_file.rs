@@ -131,6 +131,8 @@ fn ldm_inpaint_checkpoint_is_identified_converted_and_served() {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        syntax: Default::default(),
+        loras: Vec::new(),
         timestep_spacing: None,
         xl: Default::default(),
     };

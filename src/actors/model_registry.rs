@@ -18,9 +18,10 @@ use actix::prelude::*;
 use crate::actors::restart_budget::{Restart, RestartBudget};
 use crate::actors::shutdown::ShutdownActor;
 use crate::messages::registry::{
-    ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
+    ConvertModel, ListAddOns, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
 };
 use crate::messages::shutdown::WorkerGaveUp;
+use crate::registry::addons::AddOns;
 use crate::registry::guard::panic_message;
 use crate::registry::model::ResolvedModel;
 use crate::registry::{ModelResolver, ResolveError};
@@ -143,6 +144,14 @@ impl Handler<ListModels> for ModelRegistryActor {
 
     fn handle(&mut self, _msg: ListModels, _ctx: &mut SyncContext<Self>) -> Self::Result {
         self.supervised(|r| Ok(r.list()))
+    }
+}
+
+impl Handler<ListAddOns> for ModelRegistryActor {
+    type Result = Result<AddOns, ResolveError>;
+
+    fn handle(&mut self, _msg: ListAddOns, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.supervised(|r| Ok(r.add_ons()))
     }
 }
 

@@ -30,7 +30,7 @@ use crate::engine::client_text::without_backtrace;
 use crate::engine::GenerateJob;
 use crate::messages::listener::SessionEnded;
 use crate::messages::registry::{
-    ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
+    ConvertModel, ListAddOns, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
 };
 use crate::messages::session::{CloseSession, JobEvent, JobUpdate};
 use crate::messages::shutdown::QuitRequested;
@@ -362,7 +362,10 @@ impl SessionActor {
             }
             Request::Models => {
                 let list = self.registry.send(ListModels);
-                ctx.wait(list.into_actor(self).map(|res, act, ctx| {
+                let add_ons = self.registry.send(ListAddOns);
+                let both =
+                    actix::fut::wrap_future::<_, Self>(async move { (list.await, add_ons.await) });
+                ctx.wait(both.map(|(res, add_ons), act, ctx| {
                     let models = match res {
                         Ok(Ok(models)) => models,
                         Ok(Err(e)) => {
@@ -393,7 +396,12 @@ impl SessionActor {
                             format: m.format.as_str(),
                         })
                         .collect();
-                    let v = responses::models(&entries);
+                    // The add-on folders are optional: a failure there lists none.
+                    let add_ons = match add_ons {
+                        Ok(Ok(a)) => a,
+                        _ => Default::default(),
+                    };
+                    let v = responses::models(&entries, &add_ons);
                     act.send_value(&v, ctx);
                 }));
             }

@@ -279,6 +279,8 @@ fn measure(
                 scheduler: SchedulerKind::Ddim,
                 eta: 0.0,
                 clip_skip: None,
+                syntax: Default::default(),
+                loras: Vec::new(),
                 timestep_spacing: None,
                 xl: Default::default(),
             };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod parity;
 pub mod replay;
+pub mod replay_prompt;
 pub mod replay_safety;
 pub mod serve;
 pub mod wire_client;

@@ -5,16 +5,20 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use super::replay_safety;
+use super::{replay_prompt, replay_safety};
 use crate::pipeline::load::loader::load_diffusers_folder;
 use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::lora::{read_lora, AppliedLora};
 use crate::pipeline::noise::NoiseSource;
-use crate::pipeline::params::{EmptyNegative, GenerateParams, SchedulerKind, Task, XlOptions};
+use crate::pipeline::params::{
+    EmptyNegative, GenerateParams, LoraRequest, PromptSyntax, SchedulerKind, Task, XlOptions,
+};
 use crate::pipeline::trace::Trace;
 use crate::pipeline::{RuntimeOptions, StableDiffusion};
 
@@ -125,6 +129,22 @@ fn find_case<'a>(doc: &'a Value, id: &str) -> anyhow::Result<&'a Value> {
         .ok_or_else(|| anyhow!("no case {id} in the manifest"))
 }
 
+/// The diffusers folder of `case`'s model: the manifest's `models.<name>.path`, else
+/// `base_model_<name>.path` (a model kept outside the fixture set), else `models/<name>`.
+fn model_dir(root: &Path, doc: &Value, case: &Value) -> anyhow::Result<PathBuf> {
+    let model = field(case, "model")?.as_str().unwrap_or_default();
+    let path_of = |v: Option<&Value>| {
+        v.and_then(|m| m.get("path"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let key = format!("base_model_{}", model.replace('-', "_"));
+    let rel = path_of(doc.get("models").and_then(|m| m.get(model)))
+        .or_else(|| path_of(doc.get(&key)))
+        .unwrap_or_else(|| format!("models/{model}"));
+    Ok(root.join(rel))
+}
+
 /// Parses case `id` of the manifest at `manifest`.
 pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
     let root = manifest
@@ -132,14 +152,6 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
         .ok_or_else(|| anyhow!("manifest path has no parent folder"))?;
     let doc = read_json(manifest)?;
     let case = find_case(&doc, id)?;
-    let model = field(case, "model")?.as_str().unwrap_or_default();
-    let model_rel = doc
-        .get("models")
-        .and_then(|m| m.get(model))
-        .and_then(|m| m.get("path"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("models/{model}"));
     let files = field(case, "files")?;
     let rel = |key: &str| -> anyhow::Result<PathBuf> {
         let s = files
@@ -238,6 +250,8 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
             .get("clip_skip")
             .and_then(Value::as_u64)
             .and_then(|v| usize::try_from(v).ok()),
+        syntax: case_syntax(case),
+        loras: case_loras(case)?,
         timestep_spacing: None,
         xl: xl_options(case)?,
     };
@@ -253,12 +267,74 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
         .unwrap_or_default();
     Ok(GoldenCase {
         id: id.to_owned(),
-        model_dir: root.join(model_rel),
+        model_dir: model_dir(root, &doc, case)?,
         tensors_path: rel("tensors")?,
         scheduler_config,
         params,
         randn_keys,
     })
+}
+
+/// A1111 syntax for the cases that say so (`a1111_long_prompt`); such a case padded the
+/// shorter prompt unless its `uncond_padding` says `pad_cond_uncond off` (A1111's default:
+/// separate cond and uncond UNet calls).
+fn case_syntax(case: &Value) -> PromptSyntax {
+    if !case
+        .get("a1111_long_prompt")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return PromptSyntax::Literal;
+    }
+    let split = case
+        .get("uncond_padding")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.contains("pad_cond_uncond off"));
+    PromptSyntax::A1111 {
+        pad_cond_uncond: !split,
+    }
+}
+
+/// The case's LoRAs (`loras`: name and multiplier), none when it has none.
+fn case_loras(case: &Value) -> anyhow::Result<Vec<LoraRequest>> {
+    let Some(list) = case.get("loras").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|l| {
+            let name = field(l, "name")?.as_str().unwrap_or_default().to_owned();
+            let m = field(l, "multiplier")?
+                .as_f64()
+                .ok_or_else(|| anyhow!("LoRA {name}: multiplier is not a number"))?;
+            Ok(LoraRequest {
+                name,
+                text_multiplier: m,
+                unet_multiplier: m,
+            })
+        })
+        .collect()
+}
+
+/// The case's LoRA files (`loras[].file`, relative to the manifest) read and paired with
+/// their multipliers.
+fn case_lora_files(root: &Path, case: &Value) -> anyhow::Result<Vec<AppliedLora>> {
+    let requests = case_loras(case)?;
+    let list = field(case, "loras")?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    requests
+        .into_iter()
+        .zip(list)
+        .map(|(r, l)| {
+            let path = root.join(field(&l, "file")?.as_str().unwrap_or_default());
+            Ok(AppliedLora {
+                file: Arc::new(read_lora(&path, &r.name)?),
+                text_multiplier: r.text_multiplier,
+                unet_multiplier: r.unet_multiplier,
+            })
+        })
+        .collect()
 }
 
 /// SDXL fields of a case: a `null` negative prompt is diffusers' `None` (zeros where the
@@ -391,10 +467,32 @@ pub fn run_with_loader(
         return replay_safety::run(&args.manifest, &doc, case, args.model.as_deref(), &args.out);
     }
     let opts = RuntimeOptions::default();
+    if replay_prompt::is_prompt_case(case) {
+        let root = args
+            .manifest
+            .parent()
+            .ok_or_else(|| anyhow!("manifest path has no parent folder"))?;
+        let dir = match &args.model {
+            Some(p) => p.clone(),
+            None => model_dir(root, &doc, case)?,
+        };
+        let mut model = StableDiffusion::from_parts(loader(&dir)?, &opts)?;
+        let out = replay_prompt::replay(root, case, &mut model)?;
+        return save(&out, &args.out);
+    }
     let case = load_case(&args.manifest, &args.case)?;
     let model_path = args.model.clone().unwrap_or_else(|| case.model_dir.clone());
     let parts = loader(&model_path)?;
-    let model = StableDiffusion::from_parts(parts, &opts)?;
+    let model = if case.params.loras.is_empty() {
+        StableDiffusion::from_parts(parts, &opts)?
+    } else {
+        let root = args
+            .manifest
+            .parent()
+            .ok_or_else(|| anyhow!("manifest path has no parent folder"))?;
+        let loras = case_lora_files(root, find_case(&doc, &args.case)?)?;
+        StableDiffusion::with_loras(&parts, &loras, &opts)?
+    };
     let trace = replay_case(&model, &case)?.trace;
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for name in OUTPUT_NAMES.iter().chain(XL_OUTPUT_NAMES) {
@@ -402,8 +500,20 @@ pub fn run_with_loader(
             out.insert((*name).to_owned(), t.clone());
         }
     }
-    candle_core::safetensors::save(&out, &args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    for name in EXTRA_OUTPUT_NAMES {
+        if let Some(t) = trace.get(name) {
+            out.insert((*name).to_owned(), t.clone());
+        }
+    }
+    save(&out, &args.out)?;
     log::info!("replayed {} into {}", case.id, args.out.display());
     Ok(())
+}
+
+/// Intermediates written when a case produces them (A1111 split cond/uncond).
+pub const EXTRA_OUTPUT_NAMES: &[&str] = &["uncond_prompt_embeds"];
+
+fn save(tensors: &HashMap<String, Tensor>, out: &Path) -> anyhow::Result<()> {
+    candle_core::safetensors::save(tensors, out)
+        .with_context(|| format!("writing {}", out.display()))
 }

@@ -361,6 +361,19 @@ impl Config {
         }
     }
 
+    /// Configured LoRA folders with `~` expanded (empty: the defaults under the model roots).
+    pub fn lora_roots(&self) -> Vec<PathBuf> {
+        self.lora_path.iter().map(|p| expand_home(p)).collect()
+    }
+
+    /// Configured embedding folders with `~` expanded (empty: `embeddings/` under each root).
+    pub fn embeddings_roots(&self) -> Vec<PathBuf> {
+        self.embeddings_path
+            .iter()
+            .map(|p| expand_home(p))
+            .collect()
+    }
+
     /// Model roots with `~` expanded.
     pub fn model_roots(&self) -> Vec<PathBuf> {
         self.model_base_path

@@ -36,6 +36,22 @@ settings! {
         help "Model root; repeat (or separate with ':') for more",
         cli .value_delimiter(':').value_name("DIR");
 
+    /// LoRA folders, searched in order for <lora:NAME:MULT> and the loras request field.
+    /// Empty: Lora/, lora/ and models/Lora/ under each model root.
+    lora_path: Vec<String> = Vec::new(),
+        flag "lora-path", env "RUNAI_LORA_PATH",
+        help "LoRA folder; repeat (or separate with ':') for more",
+        shown "Lora/, lora/, models/Lora/ under each model root",
+        cli .value_delimiter(':').value_name("DIR");
+
+    /// Textual-inversion embedding folders (A1111 .pt/.safetensors; the file name is the word
+    /// to write in a prompt). Empty: embeddings/ under each model root.
+    embeddings_path: Vec<String> = Vec::new(),
+        flag "embeddings-path", env "RUNAI_EMBEDDINGS_PATH",
+        help "Textual-inversion embeddings folder; repeat (or separate with ':') for more",
+        shown "embeddings/ under each model root",
+        cli .value_delimiter(':').value_name("DIR");
+
     /// Model used when a request names none (a folder relative to a root, or an absolute path
     /// inside one). Empty: requests must name a model.
     default_model: String = String::new(),

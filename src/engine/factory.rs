@@ -10,6 +10,7 @@ use super::sd::SdGenerator;
 use super::{Generator, GeneratorFactory};
 use crate::config::{ComputeSpec, DTypeSpec, DeviceSpec};
 use crate::pipeline::RuntimeOptions;
+use crate::registry::addons::AddOnRoots;
 
 /// Opens the device and maps the dtype; fails with a clear message on a CPU-only build asked
 /// for CUDA.
@@ -31,9 +32,16 @@ pub fn runtime_options(spec: ComputeSpec) -> anyhow::Result<RuntimeOptions> {
 }
 
 /// The factory the GPU worker calls at start and after every crash.
-pub fn sd_factory(spec: ComputeSpec, max_models: usize, max_bytes: u64) -> GeneratorFactory {
+pub fn sd_factory(
+    spec: ComputeSpec,
+    max_models: usize,
+    max_bytes: u64,
+    roots: AddOnRoots,
+) -> GeneratorFactory {
     Arc::new(move || {
         let opts = runtime_options(spec)?;
-        Ok(Box::new(SdGenerator::new(opts, max_models, max_bytes)) as Box<dyn Generator>)
+        let generator =
+            SdGenerator::new(opts, max_models, max_bytes).with_addon_roots(roots.clone());
+        Ok(Box::new(generator) as Box<dyn Generator>)
     })
 }

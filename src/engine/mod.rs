@@ -2,6 +2,7 @@
 //! The worker thread owns one `Box<dyn Generator>`; tests substitute a fake. Nothing here
 //! knows about actors or the wire.
 
+pub mod addons;
 pub mod client_text;
 pub mod factory;
 pub mod safety;

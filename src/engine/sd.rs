@@ -9,8 +9,12 @@ use crate::registry::guard::contained;
 use crate::registry::loader::ModelSource;
 use crate::registry::model::ResolvedModel;
 
+use super::addons::AddOnCache;
 use super::{GenerateError, GenerateJob, Generator, Progress};
+use crate::pipeline::load::model_parts::ModelParts;
 use crate::pipeline::params::GeneratedImage;
+use crate::pipeline::params::PromptSyntax;
+use crate::registry::addons::AddOnRoots;
 
 /// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
 pub const DEFAULT_MAX_MODELS: usize = 2;
@@ -19,12 +23,17 @@ pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
 struct Loaded {
     name: String,
     model: StableDiffusion,
+    /// The weight sources the model was built from (files read on demand), to build it
+    /// again with LoRAs merged.
+    parts: ModelParts,
 }
 
 pub struct SdGenerator {
     opts: RuntimeOptions,
     cache: ModelCache<Loaded>,
     loads: usize,
+    roots: AddOnRoots,
+    addons: AddOnCache,
 }
 
 fn load_error(model: &ResolvedModel, e: impl std::fmt::Display) -> GenerateError {
@@ -38,7 +47,15 @@ impl SdGenerator {
             opts,
             cache: ModelCache::new(max_models, max_bytes),
             loads: 0,
+            roots: AddOnRoots::default(),
+            addons: AddOnCache::default(),
         }
+    }
+
+    /// Where LoRAs and textual-inversion embeddings are found.
+    pub fn with_addon_roots(mut self, roots: AddOnRoots) -> Self {
+        self.roots = roots;
+        self
     }
 
     /// How many times a model was loaded from disk (cache misses), for tests and logs.
@@ -54,7 +71,7 @@ impl SdGenerator {
         }
         let started = std::time::Instant::now();
         // A panic while reading a model's files fails this load only, not the worker thread.
-        let (sd, bytes) = contained("loading a model", || self.load(model))
+        let (sd, parts, bytes) = contained("loading a model", || self.load(model))
             .map_err(|failure| load_error(model, failure))??;
         self.loads += 1;
         log::info!(
@@ -70,6 +87,7 @@ impl SdGenerator {
             Loaded {
                 name: model.name.clone(),
                 model: sd,
+                parts,
             },
         );
         Ok(())
@@ -91,9 +109,46 @@ impl Generator for SdGenerator {
             .cache
             .get_mut(&job.model.path)
             .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
+        let embeddings = match job.params.syntax {
+            PromptSyntax::A1111 { .. } => self.addons.embeddings(&self.roots.embeddings),
+            PromptSyntax::Literal => Vec::new(),
+        };
+        let model = if job.params.loras.is_empty() {
+            &mut loaded.model
+        } else {
+            let (loras, key) = self.addons.loras(&self.roots.lora, &job.params.loras)?;
+            let hit =
+                matches!(&self.addons.merged, Some((p, k, _)) if *p == job.model.path && *k == key);
+            if !hit {
+                // Free the previous LoRA model before building the next one.
+                self.addons.merged = None;
+                let started = std::time::Instant::now();
+                let (parts, opts) = (&loaded.parts, &self.opts);
+                let merged = contained("merging LoRAs", || {
+                    StableDiffusion::with_loras(parts, &loras, opts)
+                })
+                .map_err(|failure| GenerateError::Internal(failure.to_string()))?
+                .map_err(|e| match e {
+                    PipelineError::InvalidRequest(msg) => GenerateError::Invalid(msg),
+                    e => GenerateError::Internal(e.to_string()),
+                })?;
+                log::info!(
+                    "merged {} LoRA(s) into {} in {} ms",
+                    loras.len(),
+                    job.model.name,
+                    started.elapsed().as_millis()
+                );
+                self.addons.merged = Some((job.model.path.clone(), key, merged));
+            }
+            match &mut self.addons.merged {
+                Some((_, _, m)) => m,
+                None => return Err(GenerateError::Internal("LoRA model vanished".into())),
+            }
+        };
+        model.set_embeddings(embeddings);
         // The pipeline calls `progress` after every step with the engine's contract and
         // returns Cancelled itself (before the next UNet call or before decoding).
-        match loaded.model.generate(&job.params, progress) {
+        match model.generate(&job.params, progress) {
             Ok(images) => Ok(images),
             Err(PipelineError::Cancelled) => Err(GenerateError::Cancelled),
             Err(PipelineError::InvalidRequest(msg)) => Err(GenerateError::Invalid(msg)),
@@ -122,7 +177,10 @@ impl Generator for SdGenerator {
 
 impl SdGenerator {
     /// Reads `model` from disk, making room in the cache first.
-    fn load(&mut self, model: &ResolvedModel) -> Result<(StableDiffusion, u64), GenerateError> {
+    fn load(
+        &mut self,
+        model: &ResolvedModel,
+    ) -> Result<(StableDiffusion, ModelParts, u64), GenerateError> {
         let source =
             ModelSource::open(&model.path, model.format).map_err(|e| load_error(model, e))?;
         let bytes = source.weight_bytes(self.opts.dtype);
@@ -130,9 +188,9 @@ impl SdGenerator {
         let parts = source
             .into_parts(&self.opts)
             .map_err(|e| load_error(model, e))?;
-        let sd =
-            StableDiffusion::from_parts(parts, &self.opts).map_err(|e| load_error(model, e))?;
-        Ok((sd, bytes))
+        let sd = StableDiffusion::from_parts(parts.clone(), &self.opts)
+            .map_err(|e| load_error(model, e))?;
+        Ok((sd, parts, bytes))
     }
 
     fn cache_name(&self, key: &std::path::Path) -> Option<String> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix::Message;
 
 use crate::messages::session::ErrorKind;
+use crate::registry::addons::AddOns;
 use crate::registry::model::ResolvedModel;
 use crate::registry::ResolveError;
 
@@ -52,6 +53,11 @@ pub struct ResolveModel {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Vec<ResolvedModel>, ResolveError>")]
 pub struct ListModels;
+
+/// The LoRAs and textual-inversion embeddings in their folders (for `models`).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<AddOns, ResolveError>")]
+pub struct ListAddOns;
 
 /// Convert a single-file model into a diffusers folder beside it (legacy `convert`).
 #[derive(Message, Debug)]

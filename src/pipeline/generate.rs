@@ -7,6 +7,7 @@ use candle_core::{DType, Tensor};
 use image::GrayImage;
 use serde_json::Value;
 
+use super::conditioning::Context;
 use super::error::{PipelineError, Result};
 use super::images::{binarize_mask, decoded_to_unit, nearest_resize, rgb_to_tensor, unit_to_rgb};
 use super::model::StableDiffusion;
@@ -109,27 +110,9 @@ impl StableDiffusion {
             }
             None => (None, None),
         };
-        let context = if let Some(c) = xl_context {
-            c
-        } else if do_cfg && params.clip_skip.unwrap_or(0) == 0 {
-            // Both prompts use the last layer: one batch-2 encoder call (every row of it is
-            // computed on its own, so this only saves a second pass over the weights).
-            let both = self.encode_prompts(&[&params.negative_prompt, &params.prompt], None)?;
-            record(&mut trace, "prompt_embeds", &both.narrow(0, 1, 1)?)?;
-            record(&mut trace, "negative_prompt_embeds", &both.narrow(0, 0, 1)?)?;
-            both
-        } else {
-            let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
-            record(&mut trace, "prompt_embeds", &cond)?;
-            if do_cfg {
-                // diffusers applies clip_skip to the prompt only: the negative prompt always
-                // uses the last layer. Kept for parity with the reference pipelines.
-                let uncond = self.encode_prompt(&params.negative_prompt, None)?;
-                record(&mut trace, "negative_prompt_embeds", &uncond)?;
-                Tensor::cat(&[&uncond, &cond], 0)?
-            } else {
-                cond
-            }
+        let context = match xl_context {
+            Some(c) => Context::Joint(c),
+            None => self.text_context(params, do_cfg, &mut trace)?,
         };
 
         proceed(progress)?;
@@ -201,9 +184,8 @@ impl StableDiffusion {
                     let e = extra.narrow(0, j, 1)?.repeat((rows, 1, 1, 1))?;
                     model_in = Tensor::cat(&[&model_in, &e], 1)?;
                 }
-                let out = self
-                    .unet
-                    .forward_added(&model_in, t, &context, added.as_ref())?
+                let out = context
+                    .predict(&self.unet, &model_in, t, added.as_ref())?
                     .to_dtype(DType::F32)?;
                 if do_cfg {
                     let u = out.narrow(0, 0, 1)?;

@@ -8,23 +8,28 @@
 //!   tensor takes them or candle's own ops;
 //! - `load/`: reading weights (safetensors, pickle checkpoints), configs and tokenizers;
 //! - `schedulers/`, `safety/`: the samplers and the safety checker;
+//! - `prompt/`: A1111's prompt syntax (weights, BREAK, long prompts, extra-network tags);
+//! - `lora/`: LoRA files and merging them into the weights a model is built from;
 //! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
-//!   noise, image conversion, request parameters, progress and tracing, and SDXL's text
-//!   conditioning (`xl_conditioning`).
+//!   the text conditioning (`conditioning`; SDXL's in `xl_conditioning`), noise, image
+//!   conversion, request parameters, progress and tracing.
 
 pub(crate) mod kernels;
 pub(crate) mod layers;
 pub mod load;
 pub(crate) mod models;
 
+pub(crate) mod conditioning;
 pub(crate) mod error;
 pub(crate) mod generate;
 pub mod images;
+pub(crate) mod lora;
 pub(crate) mod model;
 pub mod noise;
 pub(crate) mod options;
 pub mod params;
 pub(crate) mod progress;
+pub mod prompt;
 pub mod safety;
 pub mod schedulers;
 pub mod trace;

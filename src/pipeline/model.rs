@@ -10,6 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::error::{PipelineError, Result};
 use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
+use super::load::embedding::TextualInversion;
 use super::load::loader::load_diffusers_folder;
 use super::load::model_parts::ModelParts;
 use super::load::tokenizer::{prompt_ids, MAX_LENGTH};
@@ -26,6 +27,8 @@ pub struct StableDiffusion {
     pub(crate) unet: UNet,
     pub(crate) vae: Vae,
     pub(crate) scheduler_config: Value,
+    /// Textual-inversion embeddings usable in A1111 prompts (none until set).
+    pub(crate) embeddings: Vec<TextualInversion>,
     /// SDXL's second text tower; None for SD1/SD2.
     pub(crate) xl: Option<XlText>,
     pub(crate) device: Device,
@@ -86,6 +89,7 @@ impl StableDiffusion {
             unet,
             vae,
             scheduler_config: parts.scheduler_config,
+            embeddings: Vec::new(),
             xl,
             device: opts.device.clone(),
             dtype: opts.dtype,
@@ -95,6 +99,19 @@ impl StableDiffusion {
     /// Loads and builds a diffusers folder in one go.
     pub fn load_folder(path: &Path, opts: &RuntimeOptions) -> Result<StableDiffusion> {
         StableDiffusion::from_parts(load_diffusers_folder(path, opts)?, opts)
+    }
+
+    /// Replaces the textual-inversion embeddings A1111 prompts can name; those made for
+    /// another model family (other tower widths) are left out. Returns how many were kept.
+    pub(crate) fn set_embeddings(&mut self, embeddings: Vec<TextualInversion>) -> usize {
+        let widths = self.tower_widths();
+        self.embeddings = embeddings.into_iter().filter(|e| e.fits(&widths)).collect();
+        self.embeddings.len()
+    }
+
+    /// The hidden width of each text encoder, in tower order.
+    pub(crate) fn tower_widths(&self) -> Vec<usize> {
+        vec![self.text_encoder.hidden_size()]
     }
 
     /// Pixels per latent cell (8 for SD).

@@ -3,6 +3,8 @@
 
 use image::{GrayImage, RgbImage};
 
+pub use super::prompt::tags::LoraRequest;
+pub use super::prompt::PromptSyntax;
 pub use super::schedulers::config::Spacing;
 
 /// Scheduler names the server accepts (plugin names and Part 2 additions).
@@ -98,6 +100,10 @@ pub struct GenerateParams {
     pub eta: f64,
     /// CLIP skip as diffusers defines it (None or 0 = last layer).
     pub clip_skip: Option<usize>,
+    /// How the prompts are read (literal text, or A1111's syntax).
+    pub syntax: PromptSyntax,
+    /// LoRAs to apply for this request (from the `loras` field and the prompt's tags).
+    pub loras: Vec<LoraRequest>,
     /// The request's timestep spacing (`trailing` for SDXL Turbo/Lightning); None = the
     /// model's scheduler config.
     pub timestep_spacing: Option<Spacing>,

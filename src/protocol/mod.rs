@@ -8,6 +8,7 @@ pub use runai_wire::framing as codec;
 pub mod error;
 pub mod json;
 pub mod lenient;
+pub mod prompt_fields;
 pub mod request;
 pub mod responses;
 pub(crate) mod sampling;

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ErrorCode;
+use crate::registry::addons::{AddOnEntry, AddOns};
 
 fn obj(pairs: Vec<(&str, Value)>) -> Value {
     let mut m = Map::new();
@@ -142,7 +143,9 @@ pub struct ModelEntry<'a> {
     pub format: &'a str,
 }
 
-pub fn models(entries: &[ModelEntry<'_>]) -> Value {
+/// The `models` reply: the models, then the LoRAs and textual-inversion embeddings in their
+/// folders (`{"name", "path"}` each; `name` is what a prompt or `loras` field writes).
+pub fn models(entries: &[ModelEntry<'_>], add_ons: &AddOns) -> Value {
     let list = entries
         .iter()
         .map(|e| {
@@ -155,9 +158,23 @@ pub fn models(entries: &[ModelEntry<'_>]) -> Value {
             ])
         })
         .collect();
+    let files = |list: &[AddOnEntry]| {
+        Value::Array(
+            list.iter()
+                .map(|e| {
+                    obj(vec![
+                        ("name", Value::from(e.name.as_str())),
+                        ("path", Value::from(e.path.to_string_lossy().as_ref())),
+                    ])
+                })
+                .collect(),
+        )
+    };
     obj(vec![
         ("event", Value::from("models")),
         ("models", Value::Array(list)),
+        ("loras", files(&add_ons.loras)),
+        ("embeddings", files(&add_ons.embeddings)),
     ])
 }
 

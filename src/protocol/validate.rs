@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, RequestError};
 use super::lenient::{self, FieldError};
+use super::prompt_fields::parse_prompt_fields;
 use super::request::{GenerateAction, RawGenerate};
 use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
 
@@ -174,12 +175,7 @@ fn validate_inner(
         return Err(invalid(&eta_key, format!("must be in [0, 1], got {eta}")));
     }
 
-    let clip_key = key("clip_skip");
-    let clip_skip = match lenient::get_i64(o, &clip_key).map_err(from_field)? {
-        None => None,
-        Some(c) if (0..=11).contains(&c) => Some(c as usize),
-        Some(c) => return Err(invalid(&clip_key, format!("must be 0..=11, got {c}"))),
-    };
+    let fields = parse_prompt_fields(o, a, prompt)?;
 
     let (timestep_spacing, xl) = super::sampling::parse_sampling(o, a)?;
 
@@ -264,7 +260,7 @@ fn validate_inner(
         model,
         params: GenerateParams {
             task,
-            prompt,
+            prompt: fields.prompt,
             negative_prompt,
             steps: steps as usize,
             guidance_scale,
@@ -274,7 +270,9 @@ fn validate_inner(
             n_samples: n_samples as usize,
             scheduler,
             eta,
-            clip_skip,
+            clip_skip: fields.clip_skip,
+            syntax: fields.syntax,
+            loras: fields.loras,
             timestep_spacing,
             xl,
         },

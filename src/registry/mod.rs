@@ -8,6 +8,7 @@
 //!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]; SDXL's SGM layout: [`sgm`]).
 //! - [`resolver`]: the `ModelResolver` seam the registry actor drives, and `ResolveError`.
 //! - [`convert`]: writes a diffusers folder from a single file, on explicit request only.
+//! - [`addons`]: LoRA and embedding folders: confined name lookup and listing.
 //! - [`cache`]: the LRU of loaded models used by the worker.
 //! - [`guard`]: contains a panic in per-file work so one bad file costs only itself.
 //!
@@ -25,6 +26,7 @@
 //! - Clients' paths are confined lexically to the roots; links placed inside a root by the
 //!   administrator are followed. Model files are only read, and `.ckpt` pickles only parsed.
 
+pub mod addons;
 pub mod cache;
 pub mod catalog;
 pub mod convert;

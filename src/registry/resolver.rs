@@ -3,6 +3,7 @@
 //! [`Registry`]. Implementations may block on the file system: the actor runs them on its own
 //! thread. No actix and no wire format here (front ends map the error kinds to their codes).
 
+use super::addons::AddOns;
 use super::catalog::{shown, Registry};
 use super::convert::convert_single_file;
 use super::model::ResolvedModel;
@@ -58,6 +59,10 @@ pub trait ModelResolver: Send {
     /// Drops every cached identification, as a fresh resolver would start (called after a
     /// panic was contained on the registry's thread).
     fn reset(&mut self) {}
+    /// The LoRAs and embeddings beside the models (none unless the resolver knows folders).
+    fn add_ons(&mut self) -> AddOns {
+        AddOns::default()
+    }
 }
 
 impl ModelResolver for Registry {

@@ -76,7 +76,7 @@ pub fn spawn_runai(root: &Path) -> (Child, SocketAddr) {
 
 /// The real generator on the CPU, caching up to three models.
 pub fn real_factory() -> GeneratorFactory {
-    sd_factory(ComputeSpec::default(), 3, 4 << 30)
+    sd_factory(ComputeSpec::default(), 3, 4 << 30, Default::default())
 }
 
 /// The real generator that panics mid-job on [`PANIC_PROMPT`], like a model blowing up.

@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 /// Weights are VarBuilders whose keys are the diffusers / transformers names: UNet keys like
 /// `down_blocks.0.attentions.0.proj_in.weight`, VAE keys like `encoder.conv_in.weight`, text
 /// encoder keys like `text_model.encoder.layers.0.self_attn.q_proj.weight`.
+#[derive(Clone)]
 pub struct ModelParts {
     pub unet_config: serde_json::Value,
     pub vae_config: serde_json::Value,
@@ -30,6 +31,7 @@ pub struct ModelParts {
 /// What an SDXL model adds: `text_encoder_2` (CLIPTextModelWithProjection, keys
 /// `text_model.*` and `text_projection.weight`), `tokenizer_2`, and the pipeline's
 /// `force_zeros_for_empty_prompt` (model_index.json; diffusers' default true).
+#[derive(Clone)]
 pub struct XlParts {
     pub text_encoder_2_config: serde_json::Value,
     pub tokenizer_2: tokenizers::Tokenizer,

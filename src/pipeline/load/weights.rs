@@ -120,6 +120,13 @@ impl SafetensorsFiles {
         self.entries.contains_key(name)
     }
 
+    /// Every tensor's name and shape, in no particular order.
+    pub fn shapes(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.entries
+            .iter()
+            .map(|(name, e)| (name.as_str(), e.shape.as_slice()))
+    }
+
     /// Reads one tensor as stored (its file's dtype) onto `device`.
     pub(crate) fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
         let entry = self

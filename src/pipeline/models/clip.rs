@@ -202,11 +202,33 @@ impl ClipTextTransformer {
         })
     }
 
+    /// Width of the hidden states (and of a textual-inversion vector).
+    pub(crate) fn hidden_size(&self) -> usize {
+        self.token_embedding.hidden_size()
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Encodes token ids `[batch, seq]` (u32) into `[batch, seq, hidden]`.
     ///
     /// `clip_skip` as diffusers: None or 0 = output of the last layer; k = output of the
     /// layer k before the last. Either way the result goes through final_layer_norm.
     pub(crate) fn forward(&self, ids: &Tensor, clip_skip: Option<usize>) -> Result<Tensor> {
+        self.forward_with_vectors(ids, &[], clip_skip)
+    }
+
+    /// As [`ClipTextTransformer::forward`] with some token embeddings replaced before the
+    /// position embeddings are added (textual inversion): each `(position, vectors [n,
+    /// hidden])` overwrites rows `position..position + n` of every sequence; rows past the
+    /// end are dropped.
+    pub(crate) fn forward_with_vectors(
+        &self,
+        ids: &Tensor,
+        replace: &[(usize, &Tensor)],
+        clip_skip: Option<usize>,
+    ) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
         if seq > self.max_positions {
             return Err(PipelineError::InvalidRequest(format!(
@@ -222,7 +244,10 @@ impl ClipTextTransformer {
             )));
         }
         let positions = Tensor::arange(0u32, seq as u32, &self.device)?.unsqueeze(0)?;
-        let tok = self.token_embedding.forward(ids)?;
+        let mut tok = self.token_embedding.forward(ids)?;
+        for (position, vectors) in replace {
+            tok = replace_rows(&tok, *position, vectors)?;
+        }
         let pos = self.position_embedding.forward(&positions)?;
         let mut xs = tok.broadcast_add(&pos)?;
         let layers = &self.layers[..self.layers.len() - skip];
@@ -431,6 +456,35 @@ fn host_layer_norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
         .ok_or_else(|| PipelineError::Config("text encoder layer norm without bias".into()))?;
     let b = Host::of(b)?;
     Ok(clip_cpu::layer_norm(x, g.get()?, b.get()?, ln.eps(), out)?)
+}
+
+/// `tok [b, seq, hidden]` with rows `at..` replaced by `vectors [n, hidden]` (cut at `seq`).
+fn replace_rows(tok: &Tensor, at: usize, vectors: &Tensor) -> Result<Tensor> {
+    let (b, seq, hidden) = tok.dims3()?;
+    let (n, width) = vectors.dims2()?;
+    if width != hidden {
+        return Err(PipelineError::InvalidRequest(format!(
+            "embedding vectors are {width} wide, the text encoder is {hidden}"
+        )));
+    }
+    if at >= seq {
+        return Ok(tok.clone());
+    }
+    let n = n.min(seq - at);
+    let rows = vectors
+        .narrow(0, 0, n)?
+        .to_dtype(tok.dtype())?
+        .unsqueeze(0)?
+        .repeat((b, 1, 1))?;
+    let mut parts = Vec::with_capacity(3);
+    if at > 0 {
+        parts.push(tok.narrow(1, 0, at)?);
+    }
+    parts.push(rows);
+    if at + n < seq {
+        parts.push(tok.narrow(1, at + n, seq - at - n)?);
+    }
+    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// Additive mask `[seq, seq]`: -inf above the diagonal so a token only attends backwards.

@@ -1,5 +1,6 @@
 //! Turns what a `data.pkl` returned into the tensor index: the state dict is the top-level dict
-//! or, as LDM training checkpoints store it, the dict under its `"state_dict"` key. Each entry
+//! or, as LDM training checkpoints store it, the dict under its `"state_dict"` key (an A1111
+//! textual-inversion `.pt` keeps its vectors under `"string_to_param"`). Each entry
 //! with a string key and a tensor value becomes a [`PickledTensor`]; other entries (step
 //! counters, nested metadata) are skipped. A flat pass over two dicts: no recursion.
 
@@ -58,7 +59,8 @@ fn tensor(graph: &Graph<'_>, id: Id) -> Option<PickledTensor> {
     })
 }
 
-/// The state dict's tensors by name, and whether they sat under `"state_dict"`.
+/// The state dict's tensors by name, and whether they sat under `"state_dict"` (or
+/// `"string_to_param"`).
 pub(crate) fn state_dict(
     graph: &Graph<'_>,
 ) -> Result<(BTreeMap<String, PickledTensor>, bool), PickleError> {
@@ -68,7 +70,7 @@ pub(crate) fn state_dict(
     let nested = root
         .chunks_exact(2)
         .rev()
-        .find(|kv| graph.str(kv[0]) == Some("state_dict"))
+        .find(|kv| matches!(graph.str(kv[0]), Some("state_dict" | "string_to_param")))
         .and_then(|kv| dict_items(graph, kv[1]));
     let items = nested.unwrap_or(root);
     let mut tensors = BTreeMap::new();
