@@ -64,6 +64,12 @@ pub struct Config {
     pub max_prompt_chars: usize,
     pub max_restarts: u32,
     pub restart_window_secs: f64,
+    // -- Continuous batching (one block: max_batch, max_batch_mb) --
+    /// Jobs (of any users) sharing one denoising step; 1 = one job at a time, no batching.
+    pub max_batch: usize,
+    /// Estimated activation memory one batched step may use, in MiB; a batch never grows
+    /// past it (a single job always runs).
+    pub max_batch_mb: u64,
     /// Where models run: "cpu", "cuda" or "cuda:N" (needs a build with `--features cuda`).
     pub device: String,
     /// Weight precision: "auto" (f32 on CPU, f16 on CUDA), "f32", "f16" or "bf16" (CUDA only).
@@ -111,6 +117,8 @@ impl Default for Config {
             max_prompt_chars: 20_000,
             max_restarts: 5,
             restart_window_secs: 600.0,
+            max_batch: 4,
+            max_batch_mb: 8192,
             device: "cpu".into(),
             dtype: "auto".into(),
             max_loaded_models: 2,
@@ -206,6 +214,15 @@ impl Config {
                 "max_jobs_per_client",
                 format!("must be 1..=100000, got {}", self.max_jobs_per_client),
             ));
+        }
+        if !(1..=64).contains(&self.max_batch) {
+            return Err(invalid(
+                "max_batch",
+                format!("must be 1..=64, got {}", self.max_batch),
+            ));
+        }
+        if self.max_batch_mb == 0 {
+            return Err(invalid("max_batch_mb", "must be at least 1, got 0"));
         }
         if self.max_message_bytes < self.packet_size {
             return Err(invalid(

@@ -14,13 +14,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde_json::json;
 
-use crate::pipeline::models::clip::ClipTextTransformer;
 use crate::pipeline::load::config::{ClipConfig, UNetConfig, VaeConfig};
 use crate::pipeline::load::loader::{component_weights, read_json};
-use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use crate::pipeline::load::tokenizer::{load_tokenizer_dir, prompt_ids};
+use crate::pipeline::models::clip::ClipTextTransformer;
 use crate::pipeline::models::unet::UNet;
 use crate::pipeline::models::vae::Vae;
+use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use crate::pipeline::{RuntimeOptions, StableDiffusion};
 
 /// Prompt pair of the reference tool (`PROMPT`, `NEG`).

@@ -127,6 +127,13 @@ pub struct ServeArgs {
     /// Restart window in seconds [default: 600]
     #[arg(long, env = "RUNAI_RESTART_WINDOW", value_name = "SECS")]
     pub restart_window: Option<f64>,
+    // -- Continuous batching (one block: --max-batch, --max-batch-mb) --
+    /// Jobs of any users sharing one denoising step; 1 = one job at a time [default: 4]
+    #[arg(long, env = "RUNAI_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Estimated activation memory one batched step may use, in MiB [default: 8192]
+    #[arg(long, env = "RUNAI_MAX_BATCH_MB", value_name = "MIB")]
+    pub max_batch_mb: Option<u64>,
     /// Where models run: cpu, cuda or cuda:N (CUDA builds only) [default: cpu]
     #[arg(long, env = "RUNAI_DEVICE")]
     pub device: Option<String>,
@@ -195,6 +202,8 @@ impl ServeArgs {
         set!(max_prompt_chars, self.max_prompt_chars);
         set!(max_restarts, self.max_restarts);
         set!(restart_window_secs, self.restart_window);
+        set!(max_batch, self.max_batch);
+        set!(max_batch_mb, self.max_batch_mb);
         set!(device, self.device);
         set!(dtype, self.dtype);
         set!(max_loaded_models, self.max_loaded_models);

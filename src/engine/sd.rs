@@ -10,6 +10,7 @@ use crate::registry::model::{ModelFormat, ResolvedModel};
 use crate::registry::single_file::SingleFile;
 use crate::registry::weights::diffusers_bytes;
 
+use super::step::StepGenerator;
 use super::{GenerateError, GenerateJob, Generator, ProgressFn};
 use crate::pipeline::params::GeneratedImage;
 
@@ -26,6 +27,15 @@ pub struct SdGenerator {
     opts: RuntimeOptions,
     cache: ModelCache<Loaded>,
     loads: usize,
+}
+
+/// Maps a pipeline failure to the engine's kinds.
+pub(super) fn generate_error(e: PipelineError) -> GenerateError {
+    match e {
+        PipelineError::Cancelled => GenerateError::Cancelled,
+        PipelineError::InvalidRequest(msg) => GenerateError::Invalid(msg),
+        e => GenerateError::Internal(e.to_string()),
+    }
 }
 
 fn load_error(model: &ResolvedModel, e: impl std::fmt::Display) -> GenerateError {
@@ -49,7 +59,7 @@ impl SdGenerator {
 
     /// Loads `model` unless cached, making room first so evicted weights are freed before
     /// the new ones are read.
-    fn ensure_loaded(&mut self, model: &ResolvedModel) -> Result<(), GenerateError> {
+    pub(super) fn ensure_loaded(&mut self, model: &ResolvedModel) -> Result<(), GenerateError> {
         if self.cache.contains(&model.path) {
             return Ok(());
         }
@@ -94,12 +104,14 @@ impl Generator for SdGenerator {
             .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
         // The pipeline calls `progress` after every step with the engine's contract and
         // returns Cancelled itself (before the next UNet call or before decoding).
-        match loaded.model.generate(&job.params, progress) {
-            Ok(images) => Ok(images),
-            Err(PipelineError::Cancelled) => Err(GenerateError::Cancelled),
-            Err(PipelineError::InvalidRequest(msg)) => Err(GenerateError::Invalid(msg)),
-            Err(e) => Err(GenerateError::Internal(e.to_string())),
-        }
+        loaded
+            .model
+            .generate(&job.params, progress)
+            .map_err(generate_error)
+    }
+
+    fn stepper(&mut self) -> Option<&mut dyn StepGenerator> {
+        Some(self)
     }
 
     fn loaded_models(&self) -> Vec<String> {
@@ -144,6 +156,17 @@ impl SdGenerator {
                 (sd, bytes)
             }
         })
+    }
+
+    /// The loaded model at `path` (must have been loaded by `ensure_loaded`).
+    pub(super) fn model(
+        &mut self,
+        path: &std::path::Path,
+    ) -> Result<&StableDiffusion, GenerateError> {
+        self.cache
+            .get_mut(path)
+            .map(|l| &l.model)
+            .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))
     }
 
     fn cache_name(&self, key: &std::path::Path) -> Option<String> {

@@ -16,6 +16,7 @@ pub mod layers;
 pub mod load;
 pub mod models;
 
+pub mod denoise;
 pub mod error;
 pub mod generate;
 pub mod images;

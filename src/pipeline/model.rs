@@ -8,15 +8,15 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::models::clip::ClipTextTransformer;
-use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
 use super::error::{PipelineError, Result};
+use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
 use super::load::loader::load_diffusers_folder;
 use super::load::model_parts::ModelParts;
-use super::options::RuntimeOptions;
 use super::load::tokenizer::{prompt_ids, MAX_LENGTH};
+use super::models::clip::ClipTextTransformer;
 use super::models::unet::UNet;
 use super::models::vae::Vae;
+use super::options::RuntimeOptions;
 
 pub struct StableDiffusion {
     pub(crate) text_encoder: ClipTextTransformer,
@@ -139,6 +139,16 @@ impl StableDiffusion {
     /// One UNet call (for component tests and tools): returns the raw prediction.
     pub fn unet_forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
         self.unet.forward(xs, timestep, context)
+    }
+
+    /// One UNet call with a timestep per row (for tests and tools).
+    pub fn unet_forward_per_sample(
+        &self,
+        xs: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        self.unet.forward_per_sample(xs, timesteps, context)
     }
 
     /// VAE decode of unscaled latents (for component tests and tools).

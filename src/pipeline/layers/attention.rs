@@ -7,9 +7,9 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
+use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::attention as attention_cpu;
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
-use crate::pipeline::error::Result;
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
 
 /// Upper bound on one attention score block, in f32 elements (256 MiB), so large images do

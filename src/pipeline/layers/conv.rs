@@ -7,9 +7,9 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::conv::{ConvGeometry, ConvOp};
 use crate::pipeline::kernels::cpu::winograd::{WinogradOp, WinogradWeights};
-use crate::pipeline::error::Result;
 
 /// A convolution with candle's weight layout (c_out, c_in, k, k) and optional bias (c_out,).
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, T
 use candle_nn::{GroupNorm, VarBuilder};
 use rayon::prelude::*;
 
-use crate::pipeline::kernels::cpu::gemm::contiguous_f32;
 use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::fast_math;
+use crate::pipeline::kernels::cpu::gemm::contiguous_f32;
 
 /// A GroupNorm layer that can apply SiLU to its output in the same pass.
 #[derive(Debug)]

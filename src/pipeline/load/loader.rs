@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::load::model_parts::ModelParts;
-use crate::pipeline::options::RuntimeOptions;
 use crate::pipeline::load::pickle::Checkpoint;
 use crate::pipeline::load::tokenizer::load_tokenizer_dir;
 use crate::pipeline::load::weights::SafetensorsFiles;
+use crate::pipeline::options::RuntimeOptions;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {

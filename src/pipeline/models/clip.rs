@@ -9,9 +9,9 @@
 use candle_core::{CpuStorage, DType, Device, Module, Storage, StorageRef, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 
+use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::kernels::cpu::clip::{self as clip_cpu, Activation, Write};
 use crate::pipeline::load::config::{ClipActivation, ClipConfig};
-use crate::pipeline::error::{PipelineError, Result};
 
 struct ClipAttention {
     /// q, k and v projections stacked into one `[3 * hidden, hidden]` layer at load time: one

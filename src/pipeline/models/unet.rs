@@ -10,11 +10,12 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 
-use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
-use crate::pipeline::load::config::UNetConfig;
 use crate::pipeline::error::{PipelineError, Result};
+use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
 use crate::pipeline::layers::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::pipeline::layers::time_rows::TimeRows;
+use crate::pipeline::load::config::UNetConfig;
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
@@ -53,7 +54,7 @@ impl DownBlock {
     fn forward(
         &self,
         xs: &Tensor,
-        temb: &Tensor,
+        temb: &TimeRows,
         context: &Tensor,
         skips: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
@@ -83,7 +84,7 @@ impl UpBlock {
     fn forward(
         &self,
         xs: &Tensor,
-        temb: &Tensor,
+        temb: &TimeRows,
         context: &Tensor,
         skips: &mut Vec<Tensor>,
         upsample_size: Option<(usize, usize)>,
@@ -277,7 +278,26 @@ impl UNet {
 
     /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
     pub fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        let b = xs.dim(0)?;
+        self.forward_per_sample(xs, &vec![timestep; b], context)
+    }
+
+    /// As [`UNet::forward`] with one timestep per row of `xs` (and one context row per row):
+    /// jobs at different points of their schedules share one call. Row i's result does not
+    /// depend on the other rows (see `time_embedding_rows`).
+    pub fn forward_per_sample(
+        &self,
+        xs: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+    ) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
+        if timesteps.len() != b {
+            return Err(PipelineError::Config(format!(
+                "unet: {} timesteps for a batch of {b}",
+                timesteps.len()
+            )));
+        }
         let xs = xs.to_dtype(self.dtype)?;
         let context = context.to_dtype(self.dtype)?;
         let xs = if self.config.center_input_sample {
@@ -285,10 +305,7 @@ impl UNet {
         } else {
             xs
         };
-        // Sinusoidal embedding in f32 as diffusers computes it, then the model dtype.
-        let t = (Tensor::ones(b, DType::F32, xs.device())? * timestep)?;
-        let temb = self.time_proj.forward(&t)?.to_dtype(self.dtype)?;
-        let temb = self.time_embedding.forward(&temb)?;
+        let temb = self.time_embedding_rows(timesteps, xs.device())?;
 
         let mut xs = self.conv_in.forward(&xs)?;
         let mut skips = vec![xs.clone()];
@@ -320,5 +337,22 @@ impl UNet {
         }
         let xs = self.conv_norm_out.forward_silu(&xs)?;
         Ok(self.conv_out.forward(&xs)?)
+    }
+
+    /// The time embeddings of `timesteps`, one distinct timestep at a time (sinusoidal in
+    /// f32 as diffusers computes it, then the model dtype): see [`TimeRows`].
+    fn time_embedding_rows(
+        &self,
+        timesteps: &[f64],
+        device: &candle_core::Device,
+    ) -> Result<TimeRows> {
+        let (distinct, of_sample) = TimeRows::group(timesteps);
+        let mut rows = Vec::with_capacity(distinct.len());
+        for t in distinct {
+            let t = Tensor::new(&[t as f32], device)?;
+            let temb = self.time_proj.forward(&t)?.to_dtype(self.dtype)?;
+            rows.push(self.time_embedding.forward(&temb)?);
+        }
+        TimeRows::new(rows, of_sample)
     }
 }

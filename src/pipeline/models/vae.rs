@@ -9,12 +9,12 @@ use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 
-use crate::pipeline::layers::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
-use crate::pipeline::kernels::cpu::attention as attention_cpu;
-use crate::pipeline::load::config::VaeConfig;
 use crate::pipeline::error::Result;
+use crate::pipeline::kernels::cpu::attention as attention_cpu;
+use crate::pipeline::layers::attention::{chunked_attention, MAX_SCORE_ELEMENTS};
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
 use crate::pipeline::layers::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::pipeline::load::config::VaeConfig;
 use crate::pipeline::models::vae_blocks::{DecoderBlock, EncoderBlock};
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {

@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
-use crate::pipeline::load::config::{ClipActivation, ClipConfig, Fields};
 use crate::pipeline::error::{PipelineError, Result};
+use crate::pipeline::load::config::{ClipActivation, ClipConfig, Fields};
 
 /// Largest patch grid side accepted from a config.
 const MAX_GRID: usize = 64;

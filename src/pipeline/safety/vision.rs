@@ -10,8 +10,8 @@ use candle_nn::{
 };
 
 use super::config::VisionConfig;
-use crate::pipeline::models::clip::ClipLayer;
 use crate::pipeline::error::{PipelineError, Result};
+use crate::pipeline::models::clip::ClipLayer;
 
 pub(crate) struct VisionTower {
     patch_embedding: Conv2d,

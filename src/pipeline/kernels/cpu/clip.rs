@@ -8,8 +8,8 @@ use candle_core::bail;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::pipeline::kernels::cpu::gemm::{matmul, View};
 use crate::pipeline::kernels::cpu::fast_math;
+use crate::pipeline::kernels::cpu::gemm::{matmul, View};
 
 type KResult<T> = candle_core::Result<T>;
 

@@ -50,9 +50,62 @@ pub fn all_threads() -> Parallelism {
     }
 }
 
+/// Depth of one gemm call. gemm blocks the shared dimension by an amount it derives from
+/// all three sizes (`min(k, 512)` for small m and n, a cache-based split otherwise), and each
+/// block's partial sums are rounded into `dst`; so the same row could round differently
+/// depending on how many other rows (images of other jobs, folded into one call) share the
+/// call. Feeding gemm at most this depth per call makes its blocking the same on every path.
+const DEPTH: usize = 512;
+
 /// `dst[m, n] (row-major, row stride dst_rs) = (dst if accumulate) + scale * lhs[m, k] * rhs[k, n]`.
+/// A row's result depends only on its own inputs, never on `m` or `n` (see [`DEPTH`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    par: Parallelism,
+) -> candle_core::Result<()> {
+    if k <= DEPTH {
+        return matmul_block(m, n, k, dst, dst_rs, accumulate, lhs, rhs, scale, par);
+    }
+    let mut k0 = 0;
+    while k0 < k {
+        let depth = DEPTH.min(k - k0);
+        let l = View {
+            offset: lhs.offset + k0 * lhs.cs,
+            ..lhs
+        };
+        let r = View {
+            offset: rhs.offset + k0 * rhs.rs,
+            ..rhs
+        };
+        matmul_block(
+            m,
+            n,
+            depth,
+            dst,
+            dst_rs,
+            accumulate || k0 > 0,
+            l,
+            r,
+            scale,
+            par,
+        )?;
+        k0 += depth;
+    }
+    Ok(())
+}
+
+/// One gemm call of depth `k`, bounds-checked.
+#[allow(clippy::too_many_arguments)]
+fn matmul_block(
     m: usize,
     n: usize,
     k: usize,
