@@ -20,10 +20,11 @@ use crate::actors::shutdown::{ShutdownActor, ShutdownSettings};
 use crate::config::{Config, ConfigError};
 use crate::engine::safety::with_safety;
 use crate::engine::GeneratorFactory;
-use crate::messages::registry::{ModelResolver, RegistryHealth};
+use crate::messages::registry::RegistryHealth;
 use crate::messages::shutdown::{AttachActors, BeginDrain};
 use crate::net::allow::{cleartext_warning, exposure_warning};
 use crate::net::tls::{server_acceptor, TlsError};
+use crate::registry::ModelResolver;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -7,8 +7,7 @@ use runai::cli::{serve, Cli, Command};
 use runai::config::Config;
 use runai::engine::factory::{runtime_options, sd_factory};
 use runai::engine::GeneratorFactory;
-use runai::messages::registry::ModelResolver;
-use runai::registry::Registry;
+use runai::registry::{ModelResolver, Registry};
 
 /// The generator backend: Stable Diffusion on candle, on the configured device.
 fn generator_factory(config: &Config) -> GeneratorFactory {
@@ -82,6 +81,7 @@ fn main() {
         Some(Command::Bench(args)) => tool("bench", runai::cli::bench::run(args)),
         Some(Command::Relay(args)) => runai_wire::relay::run(args),
         Some(Command::Parity(args)) => tool("parity", runai::cli::parity::run(args)),
+        Some(Command::Config(args)) => runai::cli::config::run(&args),
     };
     std::process::exit(code);
 }

@@ -163,10 +163,12 @@ fn a_job_is_bit_identical_alone_and_mixed_with_other_users_jobs() {
 #[test]
 fn a_unet_row_does_not_depend_on_the_rows_beside_it() {
     let m = model();
-    let dev = m.device().clone();
-    let ctx = m
-        .encode_prompts(&["one", "two", "three", "four", "five"], None)
-        .unwrap();
+    let dev = candle_core::Device::Cpu;
+    let rows: Vec<Tensor> = ["one", "two", "three", "four", "five"]
+        .iter()
+        .map(|p| m.encode_prompt(p, None).unwrap())
+        .collect();
+    let ctx = Tensor::cat(&rows, 0).unwrap();
     let xs = Tensor::randn(0f32, 1.0, (5, 4, 8, 8), &dev).unwrap();
     let ts = [999.0, 1.0, 500.5, 250.0, 42.0];
     let all = m.unet_forward_per_sample(&xs, &ts, &ctx).unwrap();
@@ -182,95 +184,6 @@ fn a_unet_row_does_not_depend_on_the_rows_beside_it() {
             bits(&one),
             bits(&all.narrow(0, i, 1).unwrap()),
             "row {i} alone vs in a batch of 5"
-        );
-    }
-}
-
-/// Each op of the UNet and VAE on the CPU: a sample's result alone equals its result inside
-/// a batch of 8, bit for bit, at tiny and SD1.5 widths (including the shapes where gemm's own
-/// blocking used to depend on the batch: depth > 512 with few rows, a one-row product).
-#[test]
-fn every_cpu_op_gives_per_sample_results_independent_of_the_batch() {
-    use candle_core::{Device, Module};
-    use candle_nn::Conv2dConfig;
-    use runai::pipeline::kernels::cpu::attention::{attention, geglu};
-    use runai::pipeline::layers::conv::Conv2d;
-    use runai::pipeline::layers::norm::FusedGroupNorm;
-
-    let dev = Device::Cpu;
-    let check = |name: &str, f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor| {
-        let all = f(x);
-        for b in [1usize, 2] {
-            let one = f(&x.narrow(0, 0, b).unwrap());
-            assert_eq!(
-                bits(&one),
-                bits(&all.narrow(0, 0, b).unwrap()),
-                "{name}: {b} alone vs in 8"
-            );
-        }
-    };
-    let randn = |shape: &[usize], std: f32| Tensor::randn(0f32, std, shape, &dev).unwrap();
-    for (cin, cout, hw) in [
-        (128usize, 64usize, 8usize),
-        (64, 32, 8),
-        (320, 320, 8),
-        (1280, 1280, 4),
-    ] {
-        let bias = randn(&[cout], 0.1);
-        for (k, stride) in [(3, 1), (3, 2), (1, 1)] {
-            let cfg = Conv2dConfig {
-                padding: k / 2,
-                stride,
-                ..Default::default()
-            };
-            let conv =
-                Conv2d::new(randn(&[cout, cin, k, k], 0.1), Some(bias.clone()), cfg).unwrap();
-            let x = randn(&[8, cin, hw, hw], 1.0);
-            check(
-                &format!("conv{k} s{stride} {cin}->{cout} at {hw}"),
-                &|x| conv.forward(x).unwrap(),
-                &x,
-            );
-            if k == 3 && stride == 1 {
-                check(
-                    "conv3 upsampled",
-                    &|x| conv.forward_upsampled_2x(x).unwrap(),
-                    &x,
-                );
-            }
-        }
-        let ones = Tensor::ones(cin, DType::F32, &dev).unwrap();
-        let zeros = Tensor::zeros(cin, DType::F32, &dev).unwrap();
-        let gn = FusedGroupNorm::from_tensors(ones.clone(), zeros.clone(), 32, 1e-5).unwrap();
-        check(
-            "group norm + silu",
-            &|x| gn.forward_silu(x).unwrap(),
-            &randn(&[8, cin, hw, hw], 1.0),
-        );
-        let tokens = randn(&[8, hw * hw, cin], 1.0);
-        let ln = candle_nn::LayerNorm::new(ones, zeros, 1e-5);
-        check("layer norm", &|x| ln.forward(x).unwrap(), &tokens);
-        let lin = candle_nn::Linear::new(randn(&[cout, cin], 0.1), Some(bias.clone()));
-        check("linear over tokens", &|x| lin.forward(x).unwrap(), &tokens);
-        check(
-            "geglu",
-            &|x| geglu(x).unwrap(),
-            &randn(&[8, hw * hw, 2 * cin], 1.0),
-        );
-        let q = randn(&[8, hw * hw, cout], 1.0);
-        check(
-            "self-attention",
-            &|x| attention(x, x, x, 8, 0.1).unwrap(),
-            &q,
-        );
-        let ctx = randn(&[8, 77, cout], 1.0);
-        check(
-            "cross-attention",
-            &|x| {
-                let c = ctx.narrow(0, 0, x.dim(0).unwrap()).unwrap();
-                attention(x, &c, &c, 8, 0.1).unwrap()
-            },
-            &q,
         );
     }
 }

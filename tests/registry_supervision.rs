@@ -7,9 +7,8 @@ mod server_common;
 use std::time::Duration;
 
 use runai::app::spawn_server;
-use runai::messages::registry::{ModelResolver, ResolveError};
 use runai::registry::model::ResolvedModel;
-use runai::registry::Registry;
+use runai::registry::{ModelResolver, Registry, ResolveError};
 use serde_json::{json, Value};
 use server_common::*;
 

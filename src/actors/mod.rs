@@ -6,6 +6,5 @@
 pub mod gpu_worker;
 pub mod listener;
 pub mod model_registry;
-pub mod registry_resolver;
 pub mod session;
 pub mod shutdown;

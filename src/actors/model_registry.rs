@@ -18,12 +18,12 @@ use actix::prelude::*;
 
 use crate::actors::shutdown::ShutdownActor;
 use crate::messages::registry::{
-    ConvertModel, ListModels, ModelResolver, RegistryHealth, ResolveError, ResolveModel,
-    REGISTRY_DOWN,
+    ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
 };
 use crate::messages::shutdown::WorkerGaveUp;
 use crate::registry::guard::panic_message;
 use crate::registry::model::ResolvedModel;
+use crate::registry::{ModelResolver, ResolveError};
 
 /// How many contained panics the registry tolerates within `window` before giving up.
 #[derive(Debug, Clone)]
@@ -134,9 +134,7 @@ impl Handler<ResolveModel> for ModelRegistryActor {
         let requested = msg.requested.trim();
         let requested = if requested.is_empty() {
             if self.default_model.trim().is_empty() {
-                return Err(ResolveError::NotFound(
-                    "no model requested and no default_model configured (use --model)".to_string(),
-                ));
+                return Err(ResolveError::NoDefault);
             }
             self.default_model.trim().to_string()
         } else {
@@ -170,9 +168,7 @@ struct NoModels;
 
 impl ModelResolver for NoModels {
     fn resolve(&mut self, requested: &str) -> Result<ResolvedModel, ResolveError> {
-        Err(ResolveError::NotFound(format!(
-            "model {requested:?} not found"
-        )))
+        Err(ResolveError::NotFound(format!("{requested:?}")))
     }
 
     fn list(&mut self) -> Vec<ResolvedModel> {

@@ -257,8 +257,9 @@ impl SessionActor {
             let model = match res {
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) => {
-                    let err = RequestError::new(e.code(), without_backtrace(&e.to_string()))
-                        .for_job(Some(job_id), Some(reqtype.to_string()));
+                    let err =
+                        RequestError::new(ErrorCode::from(&e), without_backtrace(&e.to_string()))
+                            .for_job(Some(job_id), Some(reqtype.to_string()));
                     act.send_error(&err, ctx);
                     return;
                 }
@@ -323,7 +324,7 @@ impl SessionActor {
                 }
                 Ok(Err(e)) => {
                     let text = without_backtrace(&e.to_string());
-                    let err = RequestError::new(e.code(), text).for_job(job_id, reqtype);
+                    let err = RequestError::new(ErrorCode::from(&e), text).for_job(job_id, reqtype);
                     act.send_error(&err, ctx);
                 }
                 Err(_) => {
@@ -365,7 +366,10 @@ impl SessionActor {
                     let models = match res {
                         Ok(Ok(models)) => models,
                         Ok(Err(e)) => {
-                            act.send_error(&RequestError::new(e.code(), e.to_string()), ctx);
+                            act.send_error(
+                                &RequestError::new(ErrorCode::from(&e), e.to_string()),
+                                ctx,
+                            );
                             return;
                         }
                         Err(_) => {
@@ -384,9 +388,9 @@ impl SessionActor {
                         .map(|(m, path)| ModelEntry {
                             name: &m.name,
                             path,
-                            version: version_name(m.version),
-                            kind: kind_name(m.kind),
-                            format: format_name(m.format),
+                            version: m.version.as_str(),
+                            kind: m.kind.as_str(),
+                            format: m.format.as_str(),
                         })
                         .collect();
                     let v = responses::models(&entries);
@@ -411,28 +415,6 @@ impl SessionActor {
                 }
             }
         }
-    }
-}
-
-fn version_name(v: crate::registry::model::ModelVersion) -> &'static str {
-    match v {
-        crate::registry::model::ModelVersion::V1 => "v1",
-        crate::registry::model::ModelVersion::V2 => "v2",
-    }
-}
-
-fn kind_name(k: crate::registry::model::ModelKind) -> &'static str {
-    match k {
-        crate::registry::model::ModelKind::Txt2Img => "txt2img",
-        crate::registry::model::ModelKind::Inpaint => "inpaint",
-    }
-}
-
-fn format_name(f: crate::registry::model::ModelFormat) -> &'static str {
-    match f {
-        crate::registry::model::ModelFormat::Diffusers => "diffusers",
-        crate::registry::model::ModelFormat::Safetensors => "safetensors",
-        crate::registry::model::ModelFormat::Ckpt => "ckpt",
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod convert;
 pub mod parity;
 pub mod replay;
@@ -43,4 +44,6 @@ pub enum Command {
     Relay(runai_wire::relay::RelayArgs),
     /// Replay the golden cases on a device and dtype and check them against their limits.
     Parity(parity::ParityArgs),
+    /// Print the documented defaults (config/default.toml) or the flag table of the settings.
+    Config(config::ConfigArgs),
 }

@@ -1,56 +1,27 @@
-//! The model-resolution seam: the `ModelResolver` trait the `ModelRegistryActor` calls
-//! (implemented by the real registry, `crate::registry::Registry`), its error kinds with their
-//! wire codes, and the registry actor's messages. Implementations may block on the file
-//! system: the actor runs them on its own thread, never on the async reactor.
+//! Messages of the `ModelRegistryActor` (resolve, list, convert), the registry's health as
+//! sessions see it, and the wire code of each `ResolveError`. The resolver seam itself
+//! (`ModelResolver`, `ResolveError`) is plain code in `crate::registry::resolver`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Message;
 
-use crate::protocol::error::ErrorCode;
+use crate::messages::session::ErrorKind;
 use crate::registry::model::ResolvedModel;
+use crate::registry::ResolveError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// Wire code `model_not_found`.
-    #[error("{0}")]
-    NotFound(String),
-    /// Outside every model root; wire code `forbidden_path`.
-    #[error("{0}")]
-    Forbidden(String),
-    /// Found but unusable; wire code `unavailable`.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl ResolveError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            ResolveError::NotFound(_) => ErrorCode::ModelNotFound,
-            ResolveError::Forbidden(_) => ErrorCode::ForbiddenPath,
-            ResolveError::Unavailable(_) => ErrorCode::Unavailable,
+/// The wire code of each resolution failure (front ends share it).
+impl From<&ResolveError> for ErrorKind {
+    fn from(e: &ResolveError) -> ErrorKind {
+        match e {
+            ResolveError::NotFound(_) | ResolveError::NoDefault => ErrorKind::ModelNotFound,
+            ResolveError::Forbidden(_) => ErrorKind::ForbiddenPath,
+            ResolveError::Unsupported { .. }
+            | ResolveError::Io { .. }
+            | ResolveError::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
-}
-
-/// Resolves a client's model string to files on disk. Lives on one dedicated thread.
-pub trait ModelResolver: Send {
-    /// `requested` is never empty (the actor substitutes the default model).
-    fn resolve(&mut self, requested: &str) -> Result<ResolvedModel, ResolveError>;
-    /// Every usable model under the roots.
-    fn list(&mut self) -> Vec<ResolvedModel>;
-    /// Converts the single-file model `requested` into a diffusers folder beside it and
-    /// returns the new folder as a model. The only call that writes to disk; resolvers that
-    /// cannot convert keep this default.
-    fn convert(&mut self, requested: &str) -> Result<ResolvedModel, ResolveError> {
-        Err(ResolveError::Unavailable(format!(
-            "this server cannot convert {requested:?}"
-        )))
-    }
-    /// Drops every cached identification, as a fresh resolver would start (called after a
-    /// panic was contained on the registry's thread).
-    fn reset(&mut self) {}
 }
 
 /// What every reply says while the model registry is down.

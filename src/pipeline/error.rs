@@ -37,4 +37,4 @@ pub enum PipelineError {
     Cancelled,
 }
 
-pub type Result<T> = std::result::Result<T, PipelineError>;
+pub(crate) type Result<T> = std::result::Result<T, PipelineError>;

@@ -52,7 +52,7 @@ impl StableDiffusion {
 
     /// As [`StableDiffusion::run_with_noise`] with an explicit scheduler config document (a
     /// golden case records the exact config its scheduler was built from).
-    pub fn run_with_scheduler_config(
+    pub(crate) fn run_with_scheduler_config(
         &self,
         params: &GenerateParams,
         scheduler_config: &Value,

@@ -3,14 +3,9 @@
 //! rounded half-to-even. Pure conversions: no resizing, no colour management.
 
 use candle_core::{DType, Device, Tensor};
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{GrayImage, RgbImage};
 
 use super::error::{PipelineError, Result};
-
-/// Any decoded image as RGB8; an alpha channel is dropped (PIL's `convert("RGB")`).
-pub fn to_rgb(image: &DynamicImage) -> RgbImage {
-    image.to_rgb8()
-}
 
 /// RGB8 -> `[1, 3, H, W]` f32 in [-1, 1] (`2 * (v / 255) - 1`, in f32 like numpy/torch).
 pub fn rgb_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
@@ -40,7 +35,7 @@ pub fn binarize_mask(mask: &GrayImage) -> Vec<f32> {
 
 /// Nearest-neighbour resize of a row-major plane as torch's `F.interpolate(mode="nearest")`:
 /// source index = floor(dst * in / out).
-pub fn nearest_resize(src: &[f32], sh: usize, sw: usize, dh: usize, dw: usize) -> Vec<f32> {
+pub(crate) fn nearest_resize(src: &[f32], sh: usize, sw: usize, dh: usize, dw: usize) -> Vec<f32> {
     let sy = sh as f32 / dh as f32;
     let sx = sw as f32 / dw as f32;
     let mut out = Vec::with_capacity(dh * dw);
@@ -55,7 +50,7 @@ pub fn nearest_resize(src: &[f32], sh: usize, sw: usize, dh: usize, dw: usize) -
 }
 
 /// Decoded pixels `[n, 3, H, W]` -> the float image `(x / 2 + 0.5).clamp(0, 1)` (f32).
-pub fn decoded_to_unit(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn decoded_to_unit(x: &Tensor) -> Result<Tensor> {
     Ok(((x.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
 }
 

@@ -11,20 +11,20 @@
 //! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
 //!   noise, image conversion, request parameters, progress and tracing.
 
-pub mod kernels;
-pub mod layers;
+pub(crate) mod kernels;
+pub(crate) mod layers;
 pub mod load;
-pub mod models;
+pub(crate) mod models;
 
 pub mod denoise;
-pub mod error;
-pub mod generate;
+pub(crate) mod error;
+pub(crate) mod generate;
 pub mod images;
-pub mod model;
+pub(crate) mod model;
 pub mod noise;
-pub mod options;
+pub(crate) mod options;
 pub mod params;
-pub mod progress;
+pub(crate) mod progress;
 pub mod safety;
 pub mod schedulers;
 pub mod trace;

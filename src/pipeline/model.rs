@@ -83,28 +83,15 @@ impl StableDiffusion {
     }
 
     /// Pixels per latent cell (8 for SD).
-    pub fn vae_scale_factor(&self) -> usize {
+    pub(crate) fn vae_scale_factor(&self) -> usize {
         self.vae.config.scale_factor()
     }
 
     /// The size the model was trained at: unet sample_size * vae scale factor, (width, height).
-    pub fn native_size(&self) -> (u32, u32) {
+    pub(crate) fn native_size(&self) -> (u32, u32) {
         let s = self.unet.config.sample_size * self.vae_scale_factor();
         let s = u32::try_from(s).unwrap_or(u32::MAX);
         (s, s)
-    }
-
-    /// 9 for inpainting UNets (latents + mask + masked-image latents), else 4.
-    pub fn unet_in_channels(&self) -> usize {
-        self.unet.config.in_channels
-    }
-
-    pub fn scheduler_config(&self) -> &Value {
-        &self.scheduler_config
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     /// Token ids (77, padded with the model's pad token) for `prompt`.
@@ -120,7 +107,11 @@ impl StableDiffusion {
 
     /// `[prompts.len(), 77, hidden]` embeddings of several prompts in one encoder call (one
     /// batch instead of one pass per prompt; each row is computed independently).
-    pub fn encode_prompts(&self, prompts: &[&str], clip_skip: Option<usize>) -> Result<Tensor> {
+    pub(crate) fn encode_prompts(
+        &self,
+        prompts: &[&str],
+        clip_skip: Option<usize>,
+    ) -> Result<Tensor> {
         let mut ids = Vec::with_capacity(prompts.len() * MAX_LENGTH);
         for prompt in prompts {
             ids.extend(self.prompt_ids(prompt)?);
@@ -171,7 +162,7 @@ impl StableDiffusion {
     }
 
     /// The VAE's scaling factor (0.18215 for SD1/SD2).
-    pub fn vae_scaling_factor(&self) -> f64 {
+    pub(crate) fn vae_scaling_factor(&self) -> f64 {
         self.vae.config.scaling_factor
     }
 }

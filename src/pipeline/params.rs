@@ -20,7 +20,7 @@ pub enum SchedulerKind {
 
 impl SchedulerKind {
     /// Every accepted name with its scheduler; plugin names first.
-    pub const NAMES: &'static [(&'static str, SchedulerKind)] = &[
+    pub(crate) const NAMES: &'static [(&'static str, SchedulerKind)] = &[
         ("euler_a", SchedulerKind::EulerAncestral),
         ("euler", SchedulerKind::Euler),
         ("ddpm", SchedulerKind::Ddpm),
@@ -39,7 +39,7 @@ impl SchedulerKind {
     ];
 
     /// Parses a client's scheduler name (case-insensitive).
-    pub fn from_name(name: &str) -> Option<SchedulerKind> {
+    pub(crate) fn from_name(name: &str) -> Option<SchedulerKind> {
         let lower = name.trim().to_ascii_lowercase();
         Self::NAMES
             .iter()
@@ -48,7 +48,7 @@ impl SchedulerKind {
     }
 
     /// The accepted names, for help texts and error messages.
-    pub fn names() -> Vec<&'static str> {
+    pub(crate) fn names() -> Vec<&'static str> {
         Self::NAMES.iter().map(|(n, _)| *n).collect()
     }
 }

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 /// Largest absolute element-wise difference of two tensors of the same shape.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs())
         .and_then(|d| d.flatten_all())

@@ -17,7 +17,7 @@ impl Trace {
     }
 
     /// Stores an f32 CPU copy under `name`, replacing an earlier one of the same name.
-    pub fn record(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
+    pub(crate) fn record(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
         let copy = tensor.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
         self.entries.retain(|(n, _)| n != name);
         self.entries.push((name.to_owned(), copy));
@@ -26,14 +26,6 @@ impl Trace {
 
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        self.entries.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
-    pub fn into_entries(self) -> Vec<(String, Tensor)> {
-        self.entries
     }
 }
 

@@ -10,37 +10,14 @@ use std::time::SystemTime;
 use super::guard::contained;
 use super::identify::{identify_diffusers, IdentifyError, Identity};
 use super::model::{ModelFormat, ResolvedModel};
-use super::paths::{confine, Candidate, PathError, Root};
+use super::paths::{confine, Candidate, Root};
+use super::resolver::ResolveError;
 use super::scan::{model_format_at, scan_root};
 use super::single_file::{identify_single_file, SingleFileError};
 use crate::pipeline::load::pickle::PickleError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// No model at that name under any root (wire code `model_not_found`).
-    #[error("model not found: {0}")]
-    NotFound(String),
-    /// The name leaves the model roots (wire code `forbidden_path`); nothing was opened.
-    #[error("model path is outside the model roots: {0}")]
-    Forbidden(String),
-    /// A model of an architecture runai does not serve, e.g. SDXL.
-    #[error("model {name} is not supported: {arch}")]
-    Unsupported { name: String, arch: String },
-    /// The model's files could not be read or are corrupt.
-    #[error("cannot read model {name}: {message}")]
-    Io { name: String, message: String },
-}
-
-impl From<PathError> for ResolveError {
-    fn from(e: PathError) -> Self {
-        match e {
-            PathError::Forbidden(p) => ResolveError::Forbidden(shown(&p)),
-        }
-    }
-}
-
 /// A client's model string as quoted in errors: at most 200 characters.
-fn shown(requested: &str) -> String {
+pub(super) fn shown(requested: &str) -> String {
     let mut s: String = requested.chars().take(200).collect();
     if s.len() < requested.len() {
         s.push_str("...");

@@ -6,6 +6,7 @@
 //! - [`single_file`]: LDM `.safetensors` / `.ckpt` checkpoints as diffusers-named
 //!   [`crate::pipeline::load::model_parts::ModelParts`] ([`tensors`], [`ldm_shapes`], [`ldm_keys`],
 //!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]).
+//! - [`resolver`]: the `ModelResolver` seam the registry actor drives, and `ResolveError`.
 //! - [`convert`]: writes a diffusers folder from a single file, on explicit request only.
 //! - [`cache`]: the LRU of loaded models used by the worker.
 //! - [`guard`]: contains a panic in per-file work so one bad file costs only itself.
@@ -35,10 +36,12 @@ pub mod ldm_yaml;
 pub mod loader;
 pub mod model;
 pub mod paths;
+pub mod resolver;
 pub mod scan;
 pub mod single_file;
 pub mod tensors;
 pub mod tokenizer;
 pub mod weights;
 
-pub use catalog::{Registry, ResolveError, ScanReport};
+pub use catalog::{Registry, ScanReport};
+pub use resolver::{ModelResolver, ResolveError};

@@ -2,42 +2,52 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// Stable Diffusion family, detected from the weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum ModelVersion {
-    #[serde(rename = "v1")]
-    V1,
-    #[serde(rename = "v2")]
-    V2,
+/// A unit enum with one stable name per variant: `as_str` and serde both use it (the `models`
+/// reply and every log line show these names).
+macro_rules! named {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    };
 }
 
-/// txt2img (4-channel UNet) or inpaint (9-channel UNet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum ModelKind {
-    #[serde(rename = "txt2img")]
-    Txt2Img,
-    #[serde(rename = "inpaint")]
-    Inpaint,
+named! {
+    /// Stable Diffusion family, detected from the weights.
+    ModelVersion { V1 = "v1", V2 = "v2" }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum ModelFormat {
-    #[serde(rename = "diffusers")]
-    Diffusers,
-    #[serde(rename = "safetensors")]
-    Safetensors,
-    #[serde(rename = "ckpt")]
-    Ckpt,
+named! {
+    /// txt2img (4-channel UNet) or inpaint (9-channel UNet).
+    ModelKind { Txt2Img = "txt2img", Inpaint = "inpaint" }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum Prediction {
-    #[serde(rename = "epsilon")]
-    Epsilon,
-    #[serde(rename = "v_prediction")]
-    VPrediction,
+named! {
+    /// How the model's files are laid out.
+    ModelFormat { Diffusers = "diffusers", Safetensors = "safetensors", Ckpt = "ckpt" }
+}
+
+named! {
+    /// What the UNet predicts.
+    Prediction { Epsilon = "epsilon", VPrediction = "v_prediction" }
 }
 
 /// A model resolved to files on disk, ready for the worker to load (or find in its cache).

@@ -1,4 +1,4 @@
 //! Hand-written compute kernels, by device. Only the CPU has its own today; on CUDA candle's
 //! ops (and cuDNN / flash attention when built in) do the work.
 
-pub mod cpu;
+pub(crate) mod cpu;

@@ -45,7 +45,7 @@ pub(crate) fn chunked_attention(
     }
 }
 
-pub struct Attention {
+pub(crate) struct Attention {
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
@@ -55,7 +55,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(
+    pub(crate) fn new(
         vb: VarBuilder,
         query_dim: usize,
         context_dim: usize,
@@ -84,7 +84,7 @@ impl Attention {
             .contiguous()?)
     }
 
-    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let in_dtype = xs.dtype();
         let context = context.unwrap_or(xs);
@@ -190,7 +190,7 @@ enum Projection {
 
 /// Settings of one Transformer2DModel.
 #[derive(Debug, Clone, Copy)]
-pub struct Transformer2DConfig {
+pub(crate) struct Transformer2DConfig {
     pub channels: usize,
     pub heads: usize,
     pub depth: usize,
@@ -199,7 +199,7 @@ pub struct Transformer2DConfig {
     pub use_linear_projection: bool,
 }
 
-pub struct Transformer2D {
+pub(crate) struct Transformer2D {
     norm: FusedGroupNorm,
     proj_in: Projection,
     blocks: Vec<BasicTransformerBlock>,
@@ -207,7 +207,7 @@ pub struct Transformer2D {
 }
 
 impl Transformer2D {
-    pub fn new(vb: VarBuilder, cfg: Transformer2DConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: Transformer2DConfig) -> Result<Self> {
         let c = cfg.channels;
         let head_dim = c / cfg.heads.max(1);
         let inner = cfg.heads * head_dim;
@@ -242,7 +242,7 @@ impl Transformer2D {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
         let residual = xs;
         let xs = self.norm.forward(xs)?;

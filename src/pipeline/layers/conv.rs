@@ -4,16 +4,17 @@
 //! call, single-threaded, and then runs many small gemms. Other devices, dtypes and shapes keep
 //! candle's `Conv2d`. Never changes parameter names or what is computed beyond summation order.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::conv::{ConvGeometry, ConvOp};
+use crate::pipeline::kernels::cpu::takes_host_f32;
 use crate::pipeline::kernels::cpu::winograd::{WinogradOp, WinogradWeights};
 
 /// A convolution with candle's weight layout (c_out, c_in, k, k) and optional bias (c_out,).
 #[derive(Debug, Clone)]
-pub struct Conv2d {
+pub(crate) struct Conv2d {
     kernel: Kernel,
     cfg: Conv2dConfig,
     /// Host copy of the bias for the CPU kernels (a few KiB).
@@ -37,7 +38,7 @@ enum Kernel {
 const WINOGRAD_MAX_OUT: usize = 640;
 
 /// Loads `weight` and `bias` like `candle_nn::conv2d`.
-pub fn conv2d(
+pub(crate) fn conv2d(
     in_channels: usize,
     out_channels: usize,
     kernel_size: usize,
@@ -58,7 +59,7 @@ pub fn conv2d(
 }
 
 impl Conv2d {
-    pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
         Self::build(weight, bias, cfg, true)
     }
 
@@ -98,8 +99,7 @@ impl Conv2d {
 /// The CPU kernels handle plain convolutions (no groups, no dilation, square kernel, padding
 /// and stride, as every SD conv is) on contiguous f32 weights.
 fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
-    matches!(weight.device(), Device::Cpu)
-        && weight.dtype() == DType::F32
+    takes_host_f32(weight)
         && weight.rank() == 4
         && weight.is_contiguous()
         && weight.dim(2).ok() == weight.dim(3).ok()
@@ -111,7 +111,7 @@ fn uses_cpu_kernel(weight: &Tensor, cfg: &Conv2dConfig) -> bool {
 impl Conv2d {
     /// `forward(upsample_nearest2d(xs, 2h, 2w))`; the Winograd kernel reads the half-size
     /// input directly instead of materialising the upsampled tensor.
-    pub fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match &self.kernel {
             Kernel::Winograd(weights) => self.winograd(weights, xs, true),
             _ => {
@@ -137,7 +137,7 @@ impl Conv2d {
 
 /// The contiguous 4-d f32 CPU input our kernels need (their weights were prepared for it).
 fn cpu_input(xs: &Tensor) -> candle_core::Result<Tensor> {
-    if !matches!(xs.device(), Device::Cpu) || xs.dtype() != DType::F32 || xs.rank() != 4 {
+    if !takes_host_f32(xs) || xs.rank() != 4 {
         candle_core::bail!(
             "conv: weights are prepared for 4-d f32 CPU inputs, got {:?} {:?} on {:?}",
             xs.dims(),
@@ -172,6 +172,7 @@ impl Module for Conv2d {
 mod tests {
     use super::*;
     use crate::pipeline::test_util::max_abs_diff;
+    use candle_core::Device;
     use candle_core::IndexOp;
 
     fn check(b: usize, cin: usize, cout: usize, hw: (usize, usize), k: usize, s: usize, p: usize) {

@@ -2,8 +2,11 @@
 //! convolution, group/layer norms and the resnet block. Each picks the host f32 kernel or
 //! candle's op through `kernels::cpu::takes_host_f32`.
 
-pub mod attention;
-pub mod conv;
-pub mod norm;
-pub mod resnet;
-pub mod time_rows;
+pub(crate) mod attention;
+pub(crate) mod conv;
+pub(crate) mod norm;
+pub(crate) mod resnet;
+pub(crate) mod time_rows;
+
+#[cfg(test)]
+mod batch_invariance;

@@ -3,17 +3,18 @@
 //! elementwise ops (each a full-size allocation). Other devices, dtypes and layouts keep
 //! candle's implementation. Never changes what is computed beyond summation order.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
 use candle_nn::{GroupNorm, VarBuilder};
 use rayon::prelude::*;
 
 use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::fast_math;
 use crate::pipeline::kernels::cpu::gemm::contiguous_f32;
+use crate::pipeline::kernels::cpu::takes_host_f32;
 
 /// A GroupNorm layer that can apply SiLU to its output in the same pass.
 #[derive(Debug)]
-pub struct FusedGroupNorm {
+pub(crate) struct FusedGroupNorm {
     /// candle's layer, used whenever the fused CPU kernel does not apply.
     fallback: GroupNorm,
     /// Host copies of gamma/beta for the CPU kernel (present only for f32 CPU weights).
@@ -35,7 +36,7 @@ struct Op<'a> {
 }
 
 /// Loads `weight` and `bias` of a GroupNorm over `channels` channels, like `candle_nn::group_norm`.
-pub fn fused_group_norm(
+pub(crate) fn fused_group_norm(
     groups: usize,
     channels: usize,
     eps: f64,
@@ -48,9 +49,14 @@ pub fn fused_group_norm(
 
 impl FusedGroupNorm {
     /// Wraps gamma/beta tensors of shape (channels,).
-    pub fn from_tensors(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> Result<Self> {
+    pub(crate) fn from_tensors(
+        weight: Tensor,
+        bias: Tensor,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let channels = weight.elem_count();
-        let cpu = if matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32 {
+        let cpu = if takes_host_f32(&weight) {
             Some(CpuGroupNorm {
                 groups,
                 eps,
@@ -65,22 +71,18 @@ impl FusedGroupNorm {
     }
 
     /// GroupNorm of `xs` (N, C, ...).
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.run(xs, false)
     }
 
     /// SiLU(GroupNorm(`xs`)).
-    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
         self.run(xs, true)
     }
 
     fn run(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
         match &self.cpu {
-            Some(p)
-                if matches!(xs.device(), Device::Cpu)
-                    && xs.dtype() == DType::F32
-                    && xs.rank() >= 2 =>
-            {
+            Some(p) if takes_host_f32(xs) && xs.rank() >= 2 => {
                 Ok(xs.apply_op1_no_bwd(&Op { p, silu })?)
             }
             _ => {
@@ -185,6 +187,7 @@ impl CustomOp1 for Op<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     /// The fused kernel matches candle's GroupNorm (+ SiLU) on random data.
     #[test]

@@ -14,7 +14,7 @@ use crate::pipeline::layers::time_rows::TimeRows;
 
 /// Shape of one block (diffusers' defaults for SD: `groups_out` = `groups`, SiLU).
 #[derive(Debug, Clone, Copy)]
-pub struct ResnetConfig {
+pub(crate) struct ResnetConfig {
     pub out_channels: usize,
     pub temb_channels: Option<usize>,
     pub groups: usize,
@@ -23,7 +23,7 @@ pub struct ResnetConfig {
 }
 
 #[derive(Debug)]
-pub struct ResnetBlock2D {
+pub(crate) struct ResnetBlock2D {
     norm1: FusedGroupNorm,
     conv1: Conv2d,
     norm2: FusedGroupNorm,
@@ -34,7 +34,7 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn new(vb: VarBuilder, in_channels: usize, cfg: ResnetConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, in_channels: usize, cfg: ResnetConfig) -> Result<Self> {
         let out = cfg.out_channels;
         let conv3 = Conv2dConfig {
             padding: 1,
@@ -66,7 +66,7 @@ impl ResnetBlock2D {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, temb: Option<&TimeRows>) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, temb: Option<&TimeRows>) -> Result<Tensor> {
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),

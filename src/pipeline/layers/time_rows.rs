@@ -46,10 +46,6 @@ impl TimeRows {
         })
     }
 
-    pub fn samples(&self) -> usize {
-        self.of_sample.len()
-    }
-
     /// `f` applied to each distinct row on its own, gathered to one row per sample:
     /// `[samples, ..]`.
     pub fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {

@@ -257,7 +257,7 @@ impl UNetConfig {
     }
 
     /// Structural consistency (list lengths, divisibility); the UNet builder relies on it.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         let lists = [
             self.down_cross_attn.len(),
@@ -333,7 +333,7 @@ impl VaeConfig {
     }
 
     /// Structural consistency; the VAE builder relies on it.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let g = self.norm_num_groups;
         if self.block_out_channels.is_empty()
             || g == 0
@@ -393,7 +393,7 @@ pub struct ClipConfig {
 }
 
 impl ClipConfig {
-    pub fn from_json(doc: &Value) -> Result<ClipConfig> {
+    pub(crate) fn from_json(doc: &Value) -> Result<ClipConfig> {
         // Some exports nest the text settings under `text_config` (full CLIPConfig).
         let doc = doc.get("text_config").unwrap_or(doc);
         let f = Fields {

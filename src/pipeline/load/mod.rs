@@ -5,6 +5,6 @@
 pub mod config;
 pub mod loader;
 pub mod model_parts;
-pub mod pickle;
+pub(crate) mod pickle;
 pub mod tokenizer;
-pub mod weights;
+pub(crate) mod weights;

@@ -14,8 +14,8 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::pipeline::error::{PipelineError, Result};
 
-pub const BOS: &str = "<|startoftext|>";
-pub const EOS: &str = "<|endoftext|>";
+pub(crate) const BOS: &str = "<|startoftext|>";
+pub(crate) const EOS: &str = "<|endoftext|>";
 /// CLIP's context length.
 pub const MAX_LENGTH: usize = 77;
 
@@ -49,7 +49,7 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
 
 /// The pad token a tokenizer folder declares (`special_tokens_map.json`, else
 /// `tokenizer_config.json`), as a string; `<|endoftext|>` when neither says.
-pub fn declared_pad_token(dir: &Path) -> Result<String> {
+pub(crate) fn declared_pad_token(dir: &Path) -> Result<String> {
     for name in ["special_tokens_map.json", "tokenizer_config.json"] {
         if let Some(doc) = read_json(&dir.join(name))? {
             let pad = doc.get("pad_token");

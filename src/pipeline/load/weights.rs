@@ -69,7 +69,7 @@ fn candle_dtype(d: Dtype) -> Option<DType> {
 
 impl SafetensorsFiles {
     /// Opens every file and indexes its tensors; no tensor data is read yet.
-    pub fn open(paths: &[PathBuf]) -> Result<Self, WeightsError> {
+    pub(crate) fn open(paths: &[PathBuf]) -> Result<Self, WeightsError> {
         let mut files = Vec::with_capacity(paths.len());
         let mut entries = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
@@ -116,12 +116,12 @@ impl SafetensorsFiles {
         Ok(SafetensorsFiles { files, entries })
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
 
     /// Reads one tensor as stored (its file's dtype) onto `device`.
-    pub fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+    pub(crate) fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
         let entry = self
             .entries
             .get(name)

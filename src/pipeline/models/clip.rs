@@ -11,6 +11,7 @@ use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Var
 
 use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::kernels::cpu::clip::{self as clip_cpu, Activation, Write};
+use crate::pipeline::kernels::cpu::{on_host_f32, takes_host_f32};
 use crate::pipeline::load::config::{ClipActivation, ClipConfig};
 
 struct ClipAttention {
@@ -155,7 +156,7 @@ impl ClipLayer {
 }
 
 /// CLIPTextModel up to `last_hidden_state` (after final_layer_norm).
-pub struct ClipTextTransformer {
+pub(crate) struct ClipTextTransformer {
     token_embedding: Embedding,
     position_embedding: Embedding,
     layers: Vec<ClipLayer>,
@@ -169,8 +170,8 @@ pub struct ClipTextTransformer {
 impl ClipTextTransformer {
     /// `vb` points at the model root; weights live under `text_model.` as transformers and
     /// the Hub's SD repos name them. A root without that prefix is accepted too.
-    pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
-        let host_f32 = matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32;
+    pub(crate) fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        let host_f32 = on_host_f32(vb.device(), vb.dtype());
         Self::build(vb, cfg, host_f32)
     }
 
@@ -201,15 +202,11 @@ impl ClipTextTransformer {
         })
     }
 
-    pub fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-
     /// Encodes token ids `[batch, seq]` (u32) into `[batch, seq, hidden]`.
     ///
     /// `clip_skip` as diffusers: None or 0 = output of the last layer; k = output of the
     /// layer k before the last. Either way the result goes through final_layer_norm.
-    pub fn forward(&self, ids: &Tensor, clip_skip: Option<usize>) -> Result<Tensor> {
+    pub(crate) fn forward(&self, ids: &Tensor, clip_skip: Option<usize>) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
         if seq > self.max_positions {
             return Err(PipelineError::InvalidRequest(format!(
@@ -229,7 +226,7 @@ impl ClipTextTransformer {
         let pos = self.position_embedding.forward(&positions)?;
         let mut xs = tok.broadcast_add(&pos)?;
         let layers = &self.layers[..self.layers.len() - skip];
-        if self.host_f32 && xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+        if self.host_f32 && takes_host_f32(&xs) {
             return self.forward_host(&xs, layers);
         }
         let mask = causal_mask(seq, &self.device)?;

@@ -2,7 +2,7 @@
 //! A new model family adds its network here (and its config in `load::config`) without
 //! touching the others.
 
-pub mod clip;
-pub mod unet;
-pub mod vae;
-pub mod vae_blocks;
+pub(crate) mod clip;
+pub(crate) mod unet;
+pub(crate) mod vae;
+pub(crate) mod vae_blocks;

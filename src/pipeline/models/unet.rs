@@ -120,7 +120,7 @@ struct MidBlock {
 
 /// The denoiser. `forward` takes the (scaled, possibly mask-concatenated) latents, one
 /// timestep for the whole batch and the text embeddings.
-pub struct UNet {
+pub(crate) struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
@@ -134,7 +134,7 @@ pub struct UNet {
 }
 
 impl UNet {
-    pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
         cfg.check()?;
         let boc = &cfg.block_out_channels;
         let n = boc.len();
@@ -277,7 +277,7 @@ impl UNet {
     }
 
     /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
-    pub fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
         let b = xs.dim(0)?;
         self.forward_per_sample(xs, &vec![timestep; b], context)
     }
@@ -285,7 +285,7 @@ impl UNet {
     /// As [`UNet::forward`] with one timestep per row of `xs` (and one context row per row):
     /// jobs at different points of their schedules share one call. Row i's result does not
     /// depend on the other rows (see `time_embedding_rows`).
-    pub fn forward_per_sample(
+    pub(crate) fn forward_per_sample(
         &self,
         xs: &Tensor,
         timesteps: &[f64],

@@ -138,12 +138,12 @@ struct Decoder {
 }
 
 /// Posterior of the encoder: a diagonal Gaussian (diffusers clamps logvar to [-30, 20]).
-pub struct Posterior {
+pub(crate) struct Posterior {
     pub mean: Tensor,
     pub std: Tensor,
 }
 
-pub struct Vae {
+pub(crate) struct Vae {
     encoder: Encoder,
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
@@ -152,7 +152,7 @@ pub struct Vae {
 }
 
 impl Vae {
-    pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         cfg.check()?;
         let boc = &cfg.block_out_channels;
         let g = cfg.norm_num_groups;
@@ -227,7 +227,7 @@ impl Vae {
     }
 
     /// Pixels `[b, 3, H, W]` in [-1, 1] -> posterior over unscaled latents.
-    pub fn encode(&self, xs: &Tensor) -> Result<Posterior> {
+    pub(crate) fn encode(&self, xs: &Tensor) -> Result<Posterior> {
         let e = &self.encoder;
         let mut h = e.conv_in.forward(xs)?;
         for block in &e.down {
@@ -247,7 +247,7 @@ impl Vae {
     }
 
     /// Unscaled latents (already divided by scaling_factor) -> pixels.
-    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+    pub(crate) fn decode(&self, z: &Tensor) -> Result<Tensor> {
         let d = &self.decoder;
         let mut h = match &self.post_quant_conv {
             Some(p) => p.forward(z)?,

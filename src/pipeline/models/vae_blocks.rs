@@ -42,13 +42,13 @@ fn run(resnets: &[ResnetBlock2D], xs: &Tensor) -> Result<Tensor> {
 
 /// Encoder stage: `layers` ResNet blocks, then (if `downsample`) pad right/bottom by one and a
 /// 3x3 stride-2 conv with no padding (the SD VAE's `downsample_padding = 0`).
-pub struct EncoderBlock {
+pub(crate) struct EncoderBlock {
     resnets: Vec<ResnetBlock2D>,
     downsample: Option<Conv2d>,
 }
 
 impl EncoderBlock {
-    pub fn new(
+    pub(crate) fn new(
         vb: VarBuilder,
         layers: usize,
         cin: usize,
@@ -71,7 +71,7 @@ impl EncoderBlock {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = run(&self.resnets, xs)?;
         match &self.downsample {
             Some(conv) => {
@@ -86,13 +86,13 @@ impl EncoderBlock {
 }
 
 /// Decoder stage: `layers` ResNet blocks, then (if `upsample`) nearest 2x and a 3x3 conv.
-pub struct DecoderBlock {
+pub(crate) struct DecoderBlock {
     resnets: Vec<ResnetBlock2D>,
     upsample: Option<Conv2d>,
 }
 
 impl DecoderBlock {
-    pub fn new(
+    pub(crate) fn new(
         vb: VarBuilder,
         layers: usize,
         cin: usize,
@@ -115,7 +115,7 @@ impl DecoderBlock {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = run(&self.resnets, xs)?;
         match &self.upsample {
             Some(conv) => Ok(conv.forward_upsampled_2x(&xs)?),

@@ -74,7 +74,7 @@ impl VisionConfig {
     }
 
     /// Patches per image plus the class token.
-    pub fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         let side = self.image_size / self.patch_size;
         side * side + 1
     }

@@ -19,9 +19,9 @@ pub enum SafetyMode {
 }
 
 impl SafetyMode {
-    pub const NAMES: &'static str = "off, black, blur, report";
+    pub(crate) const NAMES: &'static str = "off, black, blur, report";
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "off" => Some(SafetyMode::Off),
             "black" => Some(SafetyMode::Black),
@@ -31,7 +31,7 @@ impl SafetyMode {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SafetyMode::Off => "off",
             SafetyMode::Black => "black",
@@ -44,7 +44,7 @@ impl SafetyMode {
     /// client asked for filtering); nothing else changes the administrator's choice: `off`
     /// stays off (no checker is loaded), `black` and `blur` filter even when the request
     /// says `false`.
-    pub fn for_request(self, do_nsfw_filter: Option<bool>) -> Self {
+    pub(crate) fn for_request(self, do_nsfw_filter: Option<bool>) -> Self {
         match (self, do_nsfw_filter) {
             (SafetyMode::Report, Some(true)) => SafetyMode::Black,
             (mode, _) => mode,
@@ -52,7 +52,7 @@ impl SafetyMode {
     }
 
     /// The image to send for a checked image (`nsfw` = flagged).
-    pub fn apply(self, image: RgbImage, nsfw: bool) -> RgbImage {
+    pub(crate) fn apply(self, image: RgbImage, nsfw: bool) -> RgbImage {
         if !nsfw {
             return image;
         }

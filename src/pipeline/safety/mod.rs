@@ -4,7 +4,7 @@
 
 pub mod checker;
 pub mod config;
-pub mod filter;
+pub(crate) mod filter;
 pub mod preprocess;
 pub(crate) mod vision;
 

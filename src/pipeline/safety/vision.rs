@@ -27,7 +27,7 @@ pub(crate) struct VisionTower {
 
 impl VisionTower {
     /// `vb` points at the tower (`vision_model.vision_model` in the Hub's checkpoint).
-    pub fn new(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
         let h = cfg.layers.hidden_size;
         let emb = vb.pp("embeddings");
         let conv = Conv2dConfig {
@@ -58,7 +58,7 @@ impl VisionTower {
     }
 
     /// `pixel_values [b, 3, S, S]` -> `pooler_output [b, hidden]`.
-    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let (b, _, hh, ww) = pixel_values.dims4()?;
         if hh != self.image_size || ww != self.image_size {
             return Err(PipelineError::InvalidRequest(format!(

@@ -32,7 +32,7 @@ pub(crate) struct Transition {
 
 impl AlphaSchedule {
     /// Rejects timesteps outside the training range, so every later lookup is in bounds.
-    pub fn new(
+    pub(crate) fn new(
         c: &Common,
         timesteps: Vec<f64>,
         final_alpha_cumprod: f32,
@@ -48,19 +48,19 @@ impl AlphaSchedule {
     }
 
     /// The integer training timestep a (float) schedule timestep names.
-    pub fn train_index(&self, timestep: f64) -> Result<usize> {
+    pub(crate) fn train_index(&self, timestep: f64) -> Result<usize> {
         train_index(timestep, self.alphas_cumprod.len())
     }
 
     /// alphas_cumprod at `t`, or the final value for `t < 0`.
-    pub fn alpha_prod(&self, t: i64) -> Result<f32> {
+    pub(crate) fn alpha_prod(&self, t: i64) -> Result<f32> {
         if t < 0 {
             return Ok(self.final_alpha_cumprod);
         }
         at(&self.alphas_cumprod, t as usize, "alphas_cumprod")
     }
 
-    pub fn transition(&self, t: i64, prev_t: i64) -> Result<Transition> {
+    pub(crate) fn transition(&self, t: i64, prev_t: i64) -> Result<Transition> {
         let alpha_prod_t = self.alpha_prod(t)?;
         let alpha_prod_t_prev = self.alpha_prod(prev_t)?;
         Ok(Transition {

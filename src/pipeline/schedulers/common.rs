@@ -361,7 +361,7 @@ pub(crate) fn index_for_timestep(timesteps: &[f64], t: f64, missing: Missing) ->
 
 impl StepIndex {
     /// The index the next `step` will use (`_init_step_index` without mutating).
-    pub fn current(&self, timesteps: &[f64], t: f64, missing: Missing) -> Result<usize> {
+    pub(crate) fn current(&self, timesteps: &[f64], t: f64, missing: Missing) -> Result<usize> {
         match (self.step, self.begin) {
             (Some(s), _) => Ok(s),
             (None, Some(b)) => Ok(b),
@@ -370,7 +370,12 @@ impl StepIndex {
     }
 
     /// The index `add_noise` uses: diffusers reads begin_index/step_index when set.
-    pub fn for_add_noise(&self, timesteps: &[f64], t: f64, missing: Missing) -> Result<usize> {
+    pub(crate) fn for_add_noise(
+        &self,
+        timesteps: &[f64],
+        t: f64,
+        missing: Missing,
+    ) -> Result<usize> {
         match (self.begin, self.step) {
             (None, _) => index_for_timestep(timesteps, t, missing),
             (Some(_), Some(s)) => Ok(s),

@@ -51,7 +51,7 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     /// Reads a diffusers scheduler config; a key of the wrong JSON type is an error.
-    pub fn from_value(value: &serde_json::Value) -> Result<Self, SchedulerError> {
+    pub(crate) fn from_value(value: &serde_json::Value) -> Result<Self, SchedulerError> {
         if !value.is_object() {
             return Err(SchedulerError::InvalidConfig(
                 "scheduler config is not a JSON object".into(),
@@ -74,7 +74,7 @@ pub(crate) fn clip_range(cfg: &SchedulerConfig, default: bool) -> Option<f32> {
 
 /// What the UNet predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PredictionType {
+pub(crate) enum PredictionType {
     Epsilon,
     VPrediction,
     Sample,
@@ -93,7 +93,7 @@ impl PredictionType {
 
 /// How inference timesteps are picked from the training range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spacing {
+pub(crate) enum Spacing {
     Leading,
     Linspace,
     Trailing,

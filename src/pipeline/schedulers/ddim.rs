@@ -16,7 +16,7 @@ use super::{NoiseSource, SchedulerError};
 const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Leading, ZeroSnr::Rescale).with_thresholding();
 
-pub struct Ddim {
+pub(crate) struct Ddim {
     prediction: PredictionType,
     a: AlphaSchedule,
     clip_sample: Option<f32>,
@@ -24,7 +24,7 @@ pub struct Ddim {
 }
 
 impl Ddim {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
         eta: f64,

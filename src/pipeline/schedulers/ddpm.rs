@@ -26,7 +26,7 @@ enum Variance {
 const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Leading, ZeroSnr::Rescale).with_thresholding();
 
-pub struct Ddpm {
+pub(crate) struct Ddpm {
     prediction: PredictionType,
     a: AlphaSchedule,
     clip_sample: Option<f32>,
@@ -35,7 +35,7 @@ pub struct Ddpm {
 
 /// The step coefficients of one DDPM transition t -> prev_t (all float32).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DdpmCoefficients {
+pub(crate) struct DdpmCoefficients {
     pub alpha_prod_t: f32,
     pub alpha_prod_t_prev: f32,
     /// Multiplies the predicted x0.
@@ -47,7 +47,7 @@ pub struct DdpmCoefficients {
 }
 
 impl Ddpm {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {
@@ -70,7 +70,7 @@ impl Ddpm {
     }
 
     /// The coefficients `step` uses at `timestep` (exposed for tests and diagnostics).
-    pub fn coefficients(&self, timestep: f64) -> Result<DdpmCoefficients> {
+    pub(crate) fn coefficients(&self, timestep: f64) -> Result<DdpmCoefficients> {
         let t = self.a.train_index(timestep)?;
         let pos = self
             .a

@@ -23,7 +23,7 @@ enum SolverType {
 const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
 
-pub struct DpmSolverMultistep {
+pub(crate) struct DpmSolverMultistep {
     prediction: PredictionType,
     s: SigmaSchedule,
     solver_order: usize,
@@ -35,7 +35,7 @@ pub struct DpmSolverMultistep {
 }
 
 impl DpmSolverMultistep {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
         karras: bool,

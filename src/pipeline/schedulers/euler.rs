@@ -19,13 +19,13 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 /// The diffusers class defaults of the shared config keys.
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
 
-pub struct Euler {
+pub(crate) struct Euler {
     prediction: PredictionType,
     s: SigmaSchedule,
 }
 
 impl Euler {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {

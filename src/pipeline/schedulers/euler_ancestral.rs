@@ -20,13 +20,13 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 /// The diffusers class defaults of the shared config keys.
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast);
 
-pub struct EulerAncestral {
+pub(crate) struct EulerAncestral {
     prediction: PredictionType,
     s: SigmaSchedule,
 }
 
 impl EulerAncestral {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {

@@ -30,7 +30,7 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored).with_betas(0.00085, 0.012);
 
-pub struct Heun {
+pub(crate) struct Heun {
     prediction: PredictionType,
     clip_sample: Option<f32>,
     s: SigmaSchedule,
@@ -38,7 +38,7 @@ pub struct Heun {
 }
 
 impl Heun {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {

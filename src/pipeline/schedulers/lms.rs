@@ -23,14 +23,14 @@ const SIGMA_OPTIONS: SigmaOptions = SigmaOptions {
 /// The diffusers class defaults of the shared config keys.
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Linspace, ZeroSnr::Ignored);
 
-pub struct Lms {
+pub(crate) struct Lms {
     prediction: PredictionType,
     s: SigmaSchedule,
     derivatives: Vec<Tensor>,
 }
 
 impl Lms {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {

@@ -89,7 +89,7 @@ pub(crate) struct History {
 }
 
 impl History {
-    pub fn new(solver_order: usize) -> Self {
+    pub(crate) fn new(solver_order: usize) -> Self {
         History {
             outputs: vec![None; solver_order],
             lower_order_nums: 0,
@@ -97,13 +97,13 @@ impl History {
     }
 
     /// Shifts the newest data prediction in, dropping the oldest.
-    pub fn push(&mut self, x0: Tensor) {
+    pub(crate) fn push(&mut self, x0: Tensor) {
         self.outputs.remove(0);
         self.outputs.push(Some(x0));
     }
 
     /// The k-th most recent stored data prediction (k = 0: newest).
-    pub fn get(&self, k: usize) -> Result<&Tensor> {
+    pub(crate) fn get(&self, k: usize) -> Result<&Tensor> {
         let n = self.outputs.len();
         self.outputs
             .get(n.wrapping_sub(k + 1))
@@ -112,7 +112,7 @@ impl History {
     }
 
     /// Counts a finished step towards the warm-up.
-    pub fn warm_up(&mut self) {
+    pub(crate) fn warm_up(&mut self) {
         if self.lower_order_nums < self.outputs.len() {
             self.lower_order_nums += 1;
         }

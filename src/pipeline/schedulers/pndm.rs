@@ -14,7 +14,7 @@ use super::SchedulerError;
 /// The diffusers class defaults of the shared config keys.
 const DEFAULTS: ClassDefaults = ClassDefaults::new(Spacing::Leading, ZeroSnr::Ignored);
 
-pub struct Pndm {
+pub(crate) struct Pndm {
     prediction: PredictionType,
     a: AlphaSchedule,
     /// Number of leading Runge-Kutta timesteps (0 with skip_prk_steps).
@@ -27,7 +27,7 @@ pub struct Pndm {
 }
 
 impl Pndm {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {

@@ -48,7 +48,7 @@ pub(crate) struct SigmaOptions {
 }
 
 impl SigmaSchedule {
-    pub fn new(
+    pub(crate) fn new(
         c: &Common,
         cfg: &SchedulerConfig,
         count: usize,
@@ -90,7 +90,7 @@ impl SigmaSchedule {
 
     /// A schedule from already computed tables, at its first step; non-finite sigmas (a
     /// config whose alphas_cumprod reach 0) are an error.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         timesteps: Vec<f64>,
         sigmas: Vec<f32>,
         init_noise_sigma: f64,
@@ -118,16 +118,16 @@ impl SigmaSchedule {
     }
 
     /// The index into `timesteps` / `sigmas` the next `step` at `timestep` uses.
-    pub fn index(&self, timestep: f64) -> Result<usize> {
+    pub(crate) fn index(&self, timestep: f64) -> Result<usize> {
         self.idx.current(&self.timesteps, timestep, self.missing())
     }
 
-    pub fn sigma(&self, i: usize) -> Result<f32> {
+    pub(crate) fn sigma(&self, i: usize) -> Result<f32> {
         at(&self.sigmas, i, "sigmas")
     }
 
     /// Records that the step at index `i` is done.
-    pub fn advance(&mut self, i: usize) {
+    pub(crate) fn advance(&mut self, i: usize) {
         self.idx.step = Some(i + 1);
     }
 }

@@ -24,7 +24,7 @@ enum Variant {
 const DEFAULTS: ClassDefaults =
     ClassDefaults::new(Spacing::Linspace, ZeroSnr::RescaleClampLast).with_thresholding();
 
-pub struct UniPc {
+pub(crate) struct UniPc {
     prediction: PredictionType,
     s: SigmaSchedule,
     solver_order: usize,
@@ -105,7 +105,7 @@ fn coeffs(h: f32, rks: &[f32], order: usize, variant: Variant) -> Coeffs {
 }
 
 impl UniPc {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &SchedulerConfig,
         num_inference_steps: usize,
     ) -> std::result::Result<Self, SchedulerError> {

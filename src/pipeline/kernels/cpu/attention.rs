@@ -8,12 +8,13 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Shape, Tensor};
-use gemm::{gemm, Parallelism};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::pipeline::kernels::cpu::fast_math;
 use crate::pipeline::kernels::cpu::gemm::{contiguous_f32, matmul, View};
+use crate::pipeline::kernels::cpu::shared_out::SharedOut;
 
 /// Query rows per task when there is enough parallelism. gemm repacks k_h and v_h on every
 /// call, so bigger blocks amortise that better; measured on one Zen 4 core, 256 rows beat 64 by
@@ -32,15 +33,13 @@ thread_local! {
 }
 
 /// Whether the fused kernels apply: every tensor on the CPU in f32.
-pub fn supports(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+pub(crate) fn supports(tensors: &[&Tensor]) -> bool {
+    super::all_take_host_f32(tensors)
 }
 
 /// softmax(q k^T * scale) v per head for q `[b, t, heads*d]`, k and v `[b, s, heads*d]`
 /// (CPU, f32), returned as `[b, t, heads*d]`.
-pub fn attention(
+pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -56,7 +55,7 @@ pub fn attention(
 }
 
 /// value * gelu_erf(gate) for `xs` `[.., 2*inner]` holding value then gate (CPU, f32).
-pub fn geglu(xs: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn geglu(xs: &Tensor) -> candle_core::Result<Tensor> {
     xs.contiguous()?.apply_op1_no_bwd(&Geglu)
 }
 
@@ -104,17 +103,6 @@ fn block_rows(d: &Dims) -> usize {
     rows.clamp(1, d.t.max(1))
 }
 
-/// The output buffer shared by the tasks; each writes only its own (rows, head columns) block.
-#[derive(Clone, Copy)]
-struct SharedOut {
-    ptr: *mut f32,
-    len: usize,
-}
-// SAFETY: tasks write disjoint blocks of the buffer (distinct row ranges or distinct head
-// column ranges), and the buffer outlives the parallel loop that uses the pointer.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
 fn attention_f32(
     d: Dims,
     scale: f32,
@@ -132,10 +120,7 @@ fn attention_f32(
     }
     let rows = block_rows(&d);
     let blocks = d.t.div_ceil(rows);
-    let shared = SharedOut {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-    };
+    let shared = SharedOut::new(&mut out);
     (0..d.batch * d.heads * blocks)
         .into_par_iter()
         .try_for_each(|task| {
@@ -175,7 +160,7 @@ fn head_block(
     let kv_off = b * d.s * w + h * d.d;
     // q block: m x d at row stride w; k_h^T: d x s with element (c, j) at j * w + c;
     // v_h: s x d at row stride w; out block: m x d at row stride w.
-    if extent(kv_off, d.s, d.d, w, 1) > v.len() || extent(q_off, m, d.d, w, 1) > out.len {
+    if extent(kv_off, d.s, d.d, w, 1) > v.len() || extent(q_off, m, d.d, w, 1) > out.len() {
         candle_core::bail!("attention: task block outside its buffers");
     }
     let q_block = View {
@@ -193,33 +178,17 @@ fn head_block(
     let none = Parallelism::None;
     matmul(m, d.s, d.d, scores, d.s, false, q_block, k_t, scale, none)?;
     fast_math::softmax_rows(scores, d.s);
-    // SAFETY: extents checked above; this task is the only writer of rows r0..r0 + m of head
-    // h's columns in batch item b (tasks partition (b, h, row block)), and nothing reads `out`
-    // until the parallel loop has finished.
-    unsafe {
-        gemm(
-            m,
-            d.d,
-            d.s,
-            out.ptr.add(q_off),
-            1,
-            w as isize,
-            false,
-            scores.as_ptr(),
-            1,
-            d.s as isize,
-            v.as_ptr().add(kv_off),
-            1,
-            w as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
-    Ok(())
+    let v_h = View {
+        data: v,
+        offset: kv_off,
+        rs: w,
+        cs: 1,
+    };
+    let scores = View::rows(scores, d.s);
+    // SAFETY: this task is the only writer of rows r0..r0 + m of head h's columns in batch
+    // item b (tasks partition (batch, head, row block)), and nothing reads `out` until the
+    // parallel loop has finished.
+    unsafe { out.matmul((m, d.d, d.s), q_off, w, false, scores, v_h, 1.0, none) }
 }
 
 impl CustomOp3 for FusedAttention {
@@ -300,6 +269,7 @@ mod tests {
     use super::*;
     use crate::pipeline::layers::attention::chunked_attention;
     use crate::pipeline::test_util::max_abs_diff;
+    use candle_core::DType;
     use candle_core::{Device, D};
 
     /// The existing candle path: split heads, chunked attention, merge heads.

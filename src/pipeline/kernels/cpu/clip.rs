@@ -2,14 +2,15 @@
 //! layers with bias (and residual) folded into the gemm, causal multi-head attention straight
 //! from a fused QKV projection, and the two activations. clip.rs uses them instead of candle's
 //! op-by-op graph (one allocation and one fork/join per op) when everything is f32 on the CPU.
-//! Never reads or writes outside slices whose sizes are checked before each unsafe gemm call.
+//! Never reads or writes outside its slices: every output region goes through `SharedOut`.
 
 use candle_core::bail;
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::pipeline::kernels::cpu::fast_math;
 use crate::pipeline::kernels::cpu::gemm::{matmul, View};
+use crate::pipeline::kernels::cpu::shared_out::SharedOut;
 
 type KResult<T> = candle_core::Result<T>;
 
@@ -23,7 +24,7 @@ fn rows_per_task(dim: usize) -> usize {
 
 /// How a linear layer combines with what `out` already holds.
 #[derive(Clone, Copy)]
-pub enum Write {
+pub(crate) enum Write {
     /// `out = x W^T + b`.
     Replace,
     /// `out += x W^T + b` (a residual connection, in place).
@@ -34,7 +35,7 @@ pub enum Write {
 
 /// Columns of output per block for a layer with `n` outputs: whole 16-column micro-panels,
 /// two blocks per thread so that a briefly busy core does not hold up the whole product.
-pub fn column_block(n: usize) -> usize {
+pub(crate) fn column_block(n: usize) -> usize {
     let tasks = (2 * rayon::current_num_threads()).max(1);
     n.div_ceil(tasks).next_multiple_of(16).max(16)
 }
@@ -42,7 +43,7 @@ pub fn column_block(n: usize) -> usize {
 /// Rearranges a PyTorch `[n, k]` weight into column blocks for `linear`: block `b` (output
 /// columns `c0 = b * block` up to `c0 + cols`) is stored at `c0 * k` as `[k, cols]` row-major,
 /// so the task computing those columns streams one contiguous range of memory.
-pub fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResult<Vec<f32>> {
+pub(crate) fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResult<Vec<f32>> {
     if weight.len() != n * k || block == 0 {
         bail!(
             "clip: cannot block a weight of {} values as {n} x {k}",
@@ -70,7 +71,7 @@ pub fn block_columns(weight: &[f32], n: usize, k: usize, block: usize) -> KResul
 /// block does the bias, a single-threaded gemm and the activation for its columns: one
 /// parallel region per layer (gemm's own threading leaves these small-m products on one
 /// core, and separate bias/activation passes would each add a fork/join).
-pub fn linear(
+pub(crate) fn linear(
     x: &[f32],
     weight_blocks: &[f32],
     block: usize,
@@ -93,72 +94,51 @@ pub fn linear(
     if rows == 0 {
         return Ok(());
     }
-    let dst = SharedDst(out.as_mut_ptr());
-    (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+    let dst = SharedOut::new(out);
+    (0..n.div_ceil(block)).into_par_iter().try_for_each(|b| {
         let c0 = b * block;
         let cols = block.min(n - c0);
         let bias = &bias[c0..c0 + cols];
-        let dst = &dst;
-        // SAFETY (here and for the row slices below): out holds rows * n values, weight_blocks
-        // k * n and x rows * k (all checked above). This block reads weight_blocks
-        // c0 * k..(c0 + cols) * k (k rows of cols) and touches out columns c0..c0 + cols of
-        // every row, so its last element is at (rows - 1) * n + c0 + cols - 1 < rows * n.
-        // Blocks cover disjoint column ranges, so no two tasks touch the same element; `out`
-        // is exclusively borrowed for the whole parallel region while x and weight_blocks are
-        // only read; and within a task at most one row slice is alive at a time, never while
-        // gemm runs.
-        let for_rows = |f: &dyn Fn(&mut [f32])| {
+        // SAFETY (for the row slices and the gemm below): blocks cover disjoint column ranges
+        // c0..c0 + cols of `out`, so no two tasks touch the same element; `out` is exclusively
+        // borrowed for the whole parallel region while x and weight_blocks are only read; and
+        // within a task at most one row slice is alive at a time, never while gemm runs.
+        // SharedOut checks every range against the buffer.
+        let for_rows = |f: &dyn Fn(&mut [f32])| -> KResult<()> {
             for r in 0..rows {
-                f(unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * n + c0), cols) });
+                // SAFETY: row r's columns c0..c0 + cols belong to this task (see above).
+                f(unsafe { dst.slice_mut(r * n + c0, cols)? });
             }
+            Ok(())
         };
         match mode {
-            Write::Replace => for_rows(&|row| row.copy_from_slice(bias)),
+            Write::Replace => for_rows(&|row| row.copy_from_slice(bias))?,
             Write::Accumulate => for_rows(&|row| {
                 row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-            }),
+            })?,
             Write::Activate(_) => {}
         }
-        unsafe {
-            gemm(
-                rows,
-                cols,
-                k,
-                dst.0.add(c0),
-                1,
-                n as isize,
-                !matches!(mode, Write::Activate(_)),
-                x.as_ptr(),
-                1,
-                k as isize,
-                weight_blocks.as_ptr().add(c0 * k),
-                1,
-                cols as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        let lhs = View::rows(x, k);
+        let rhs = View {
+            data: weight_blocks,
+            offset: c0 * k,
+            rs: cols,
+            cs: 1,
+        };
+        let accumulate = !matches!(mode, Write::Activate(_));
+        let none = Parallelism::None;
+        // SAFETY: as above, this block's columns belong to this task alone.
+        unsafe { dst.matmul((rows, cols, k), c0, n, accumulate, lhs, rhs, 1.0, none)? };
         if let Write::Activate(act) = mode {
-            for_rows(&|row| bias_activation(row, bias, act));
+            for_rows(&|row| bias_activation(row, bias, act))?;
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }
-
-/// The output pointer shared by the column blocks of `linear` (each touches its own columns).
-struct SharedDst(*mut f32);
-
-// SAFETY: only used inside `linear`, whose tasks touch disjoint column ranges of one
-// exclusively borrowed buffer that outlives the parallel region.
-unsafe impl Sync for SharedDst {}
 
 /// Row-wise LayerNorm of `x [rows, gamma.len()]` into `out`, as PyTorch: biased variance of
 /// the centred values, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
-pub fn layer_norm(
+pub(crate) fn layer_norm(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
@@ -201,7 +181,7 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// Which activation the MLP applies after its first linear layer.
 #[derive(Clone, Copy)]
-pub enum Activation {
+pub(crate) enum Activation {
     /// `x * sigmoid(1.702 x)`.
     QuickGelu,
     /// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`.
@@ -230,7 +210,7 @@ fn bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
 /// Causal self-attention of `qkv [batch * seq, 3 * heads * head_dim]` (q, k and v side by side,
 /// each split into heads) into `out [batch * seq, heads * head_dim]`: one task per (sequence,
 /// head), each softmaxing only the unmasked (j <= i) scores.
-pub fn causal_attention(
+pub(crate) fn causal_attention(
     qkv: &[f32],
     batch: usize,
     seq: usize,

@@ -11,13 +11,13 @@ use crate::pipeline::kernels::cpu::gemm::{self as cpu_gemm, all_threads, contigu
 
 /// Square kernel, stride and zero padding of a convolution.
 #[derive(Debug, Clone, Copy)]
-pub struct ConvGeometry {
+pub(crate) struct ConvGeometry {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
 }
 
-pub struct ConvOp<'a> {
+pub(crate) struct ConvOp<'a> {
     pub geometry: ConvGeometry,
     /// One value per output channel, added to every output pixel.
     pub bias: Option<&'a [f32]>,

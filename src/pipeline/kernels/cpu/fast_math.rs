@@ -122,6 +122,7 @@ fn phi_impl<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
+#[cfg(test)]
 #[inline(always)]
 fn erf_impl<const FMA: bool>(z: f32) -> f32 {
     let a = z.abs();
@@ -138,17 +139,18 @@ fn erf_impl<const FMA: bool>(z: f32) -> f32 {
 }
 
 /// e^x (portable copy).
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     exp_impl::<false>(x)
 }
 
-/// erf(x) (portable copy).
-pub fn erf(x: f32) -> f32 {
+/// erf(x) (portable copy; the polynomial GELU kernels inline is checked through it).
+#[cfg(test)]
+pub(crate) fn erf(x: f32) -> f32 {
     erf_impl::<false>(x)
 }
 
 /// GELU with the exact erf: x * (1 + erf(x / sqrt 2)) / 2 (portable copy).
-pub fn gelu_erf(x: f32) -> f32 {
+pub(crate) fn gelu_erf(x: f32) -> f32 {
     x * phi_impl::<false>(x)
 }
 
@@ -236,6 +238,7 @@ mod x86 {
         super::geglu_rows_impl::<true>(src, dst, inner)
     }
 
+    #[cfg(test)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_slice(xs: &mut [f32]) {
         for x in xs {
@@ -255,14 +258,14 @@ mod x86 {
 
 /// Which copy of the loops runs; `Portable` is always allowed, `Avx2Fma` only where detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
+pub(crate) enum Isa {
     Portable,
     Avx2Fma,
 }
 
 impl Isa {
     /// The best copy this CPU can run.
-    pub fn detect() -> Isa {
+    pub(crate) fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if x86::has_avx2_fma() {
@@ -283,12 +286,12 @@ impl Isa {
 
 /// In place, every `width`-long row of `data` becomes its softmax (max-subtracted, so any
 /// finite input is safe). A trailing partial row is left untouched.
-pub fn softmax_rows(data: &mut [f32], width: usize) {
+pub(crate) fn softmax_rows(data: &mut [f32], width: usize) {
     softmax_rows_with(Isa::detect(), data, width)
 }
 
 /// `softmax_rows` on a chosen copy of the loop (tests compare the copies).
-pub fn softmax_rows_with(isa: Isa, data: &mut [f32], width: usize) {
+pub(crate) fn softmax_rows_with(isa: Isa, data: &mut [f32], width: usize) {
     match isa.checked() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
@@ -299,12 +302,12 @@ pub fn softmax_rows_with(isa: Isa, data: &mut [f32], width: usize) {
 
 /// GEGLU: for every row of `src` (`2 * inner` long: value then gate, diffusers' chunk order),
 /// writes `value * gelu_erf(gate)` into the matching `inner`-long row of `dst`.
-pub fn geglu_rows(src: &[f32], dst: &mut [f32], inner: usize) {
+pub(crate) fn geglu_rows(src: &[f32], dst: &mut [f32], inner: usize) {
     geglu_rows_with(Isa::detect(), src, dst, inner)
 }
 
 /// `geglu_rows` on a chosen copy of the loop.
-pub fn geglu_rows_with(isa: Isa, src: &[f32], dst: &mut [f32], inner: usize) {
+pub(crate) fn geglu_rows_with(isa: Isa, src: &[f32], dst: &mut [f32], inner: usize) {
     match isa.checked() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
@@ -313,8 +316,9 @@ pub fn geglu_rows_with(isa: Isa, src: &[f32], dst: &mut [f32], inner: usize) {
     }
 }
 
-/// `x = e^x` for every element, on a chosen copy of the loop.
-pub fn exp_slice_with(isa: Isa, xs: &mut [f32]) {
+/// `x = e^x` for every element, on a chosen copy of the loop (tests compare the copies).
+#[cfg(test)]
+pub(crate) fn exp_slice_with(isa: Isa, xs: &mut [f32]) {
     match isa.checked() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
@@ -329,12 +333,12 @@ pub fn exp_slice_with(isa: Isa, xs: &mut [f32]) {
 
 /// `out[i] = silu(xs[i] * scale + shift)` (the normalise + affine + SiLU pass of GroupNorm);
 /// stops at the shorter slice.
-pub fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+pub(crate) fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
     affine_silu_with(Isa::detect(), out, xs, scale, shift)
 }
 
 /// `affine_silu` on a chosen copy of the loop.
-pub fn affine_silu_with(isa: Isa, out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+pub(crate) fn affine_silu_with(isa: Isa, out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
     match isa.checked() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.

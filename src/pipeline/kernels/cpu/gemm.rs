@@ -1,13 +1,15 @@
 //! What the CPU f32 kernels (convolution, Winograd, attention, text encoder) share: a gemm over
-//! bounds-checked slice views, and read access to a contiguous f32 storage. Never lets the
-//! unsafe gemm call touch an element outside the slices it was given.
+//! bounds-checked slice views, and read access to a contiguous f32 storage. The gemm call itself
+//! lives in `shared_out`, which checks every operand against its slice first.
 
 use candle_core::{bail, CpuStorage, Layout};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
+
+use super::shared_out::SharedOut;
 
 /// A strided read-only matrix view: element (r, c) is `data[offset + r * rs + c * cs]`.
 #[derive(Clone, Copy)]
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     pub data: &'a [f32],
     pub offset: usize,
     pub rs: usize,
@@ -16,7 +18,7 @@ pub struct View<'a> {
 
 impl<'a> View<'a> {
     /// A row-major matrix starting at `data[0]` with rows `rs` apart.
-    pub fn rows(data: &'a [f32], rs: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], rs: usize) -> Self {
         View {
             data,
             offset: 0,
@@ -26,7 +28,7 @@ impl<'a> View<'a> {
     }
 
     /// Whether every element of a `rows` x `cols` matrix lies inside `data`.
-    pub fn covers(&self, rows: usize, cols: usize) -> bool {
+    pub(crate) fn covers(&self, rows: usize, cols: usize) -> bool {
         if rows == 0 || cols == 0 {
             return true;
         }
@@ -43,24 +45,16 @@ impl<'a> View<'a> {
 }
 
 /// Every thread of the rayon pool, or none when there is only one.
-pub fn all_threads() -> Parallelism {
+pub(crate) fn all_threads() -> Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
     }
 }
 
-/// Depth of one gemm call. gemm blocks the shared dimension by an amount it derives from
-/// all three sizes (`min(k, 512)` for small m and n, a cache-based split otherwise), and each
-/// block's partial sums are rounded into `dst`; so the same row could round differently
-/// depending on how many other rows (images of other jobs, folded into one call) share the
-/// call. Feeding gemm at most this depth per call makes its blocking the same on every path.
-const DEPTH: usize = 512;
-
 /// `dst[m, n] (row-major, row stride dst_rs) = (dst if accumulate) + scale * lhs[m, k] * rhs[k, n]`.
-/// A row's result depends only on its own inputs, never on `m` or `n` (see [`DEPTH`]).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -72,101 +66,13 @@ pub fn matmul(
     scale: f32,
     par: Parallelism,
 ) -> candle_core::Result<()> {
-    if k <= DEPTH {
-        return matmul_block(m, n, k, dst, dst_rs, accumulate, lhs, rhs, scale, par);
-    }
-    let mut k0 = 0;
-    while k0 < k {
-        let depth = DEPTH.min(k - k0);
-        let l = View {
-            offset: lhs.offset + k0 * lhs.cs,
-            ..lhs
-        };
-        let r = View {
-            offset: rhs.offset + k0 * rhs.rs,
-            ..rhs
-        };
-        matmul_block(
-            m,
-            n,
-            depth,
-            dst,
-            dst_rs,
-            accumulate || k0 > 0,
-            l,
-            r,
-            scale,
-            par,
-        )?;
-        k0 += depth;
-    }
-    Ok(())
-}
-
-/// One gemm call of depth `k`, bounds-checked.
-#[allow(clippy::too_many_arguments)]
-fn matmul_block(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: View,
-    rhs: View,
-    scale: f32,
-    par: Parallelism,
-) -> candle_core::Result<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let dst_ok = dst_rs >= n
-        && (m - 1)
-            .checked_mul(dst_rs)
-            .and_then(|e| e.checked_add(n))
-            .is_some_and(|end| end <= dst.len());
-    if !dst_ok || !lhs.covers(m, k) || !rhs.covers(k, n) {
-        bail!("gemm: operands smaller than their shapes");
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row.iter_mut().take(n).for_each(|v| *v = 0.0);
-            }
-        }
-        return Ok(());
-    }
-    // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at stride
-    // dst_rs >= n (so no two elements overlap), lhs/rhs through `covers`. dst is a unique
-    // borrow and lhs/rhs shared ones, so the written memory aliases neither input.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-    Ok(())
+    let out = SharedOut::new(dst);
+    // SAFETY: `dst` is exclusively borrowed for this call and this is its only user.
+    unsafe { out.matmul((m, n, k), 0, dst_rs, accumulate, lhs, rhs, scale, par) }
 }
 
 /// The values of a contiguous f32 CPU storage, without copying; `what` names it in errors.
-pub fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     s: &'a CpuStorage,
     l: &Layout,
     what: &str,

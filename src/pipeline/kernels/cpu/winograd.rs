@@ -16,7 +16,7 @@ const CHUNK_BYTES: usize = 8 << 20;
 
 /// The 16 transformed weight matrices, `u[e][co][ci]` row-major.
 #[derive(Debug, Clone)]
-pub struct WinogradWeights {
+pub(crate) struct WinogradWeights {
     u: Vec<f32>,
     c_out: usize,
     c_in: usize,
@@ -24,7 +24,7 @@ pub struct WinogradWeights {
 
 impl WinogradWeights {
     /// `U = G g G^T` for every (output, input) channel pair of a `(c_out, c_in, 3, 3)` weight.
-    pub fn new(weight: &Tensor) -> candle_core::Result<Self> {
+    pub(crate) fn new(weight: &Tensor) -> candle_core::Result<Self> {
         let (c_out, c_in, kh, kw) = weight.dims4()?;
         if kh != 3 || kw != 3 {
             candle_core::bail!("winograd: expected a 3x3 kernel, got {kh}x{kw}");
@@ -70,7 +70,7 @@ fn transform_kernel(k: &[f32]) -> [f32; 16] {
     u
 }
 
-pub struct WinogradOp<'a> {
+pub(crate) struct WinogradOp<'a> {
     pub weights: &'a WinogradWeights,
     pub bias: Option<&'a [f32]>,
     /// Convolve the nearest-neighbour 2x upsampling of the input (read on the fly).

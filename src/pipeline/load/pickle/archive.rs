@@ -16,12 +16,12 @@ use super::PickleError;
 
 /// Where one stored entry's bytes are in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub start: u64,
     pub len: u64,
 }
 
-pub struct Archive {
+pub(crate) struct Archive {
     file: File,
     file_len: u64,
     zip: ZipArchive<BufReader<File>>,
@@ -41,7 +41,7 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, PickleError>
 }
 
 /// Whether `len` bytes from `start` lie within `total`.
-pub fn fits(start: u64, len: u64, total: u64) -> bool {
+pub(crate) fn fits(start: u64, len: u64, total: u64) -> bool {
     start.checked_add(len).is_some_and(|end| end <= total)
 }
 
@@ -113,7 +113,7 @@ fn pickle_prefix(zip: &ZipArchive<BufReader<File>>) -> Result<String, PickleErro
 
 impl Archive {
     /// Opens a zip-format checkpoint; a legacy (non-zip) pickle gets its own error.
-    pub fn open(path: &Path) -> Result<Self, PickleError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, PickleError> {
         let file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut magic = [0u8; 4];
@@ -158,7 +158,7 @@ impl Archive {
     }
 
     /// The span of the stored entry `<prefix>/<rel>`.
-    pub fn entry(&mut self, rel: &str) -> Result<Span, PickleError> {
+    pub(crate) fn entry(&mut self, rel: &str) -> Result<Span, PickleError> {
         let index = self
             .zip
             .index_for_name(&self.name(rel))
@@ -184,7 +184,7 @@ impl Archive {
     }
 
     /// The whole `data.pkl`, at most [`MAX_PICKLE_BYTES`].
-    pub fn read_pickle(&mut self) -> Result<Vec<u8>, PickleError> {
+    pub(crate) fn read_pickle(&mut self) -> Result<Vec<u8>, PickleError> {
         let span = self.entry("data.pkl")?;
         if span.len > MAX_PICKLE_BYTES {
             return Err(PickleError::Limit {
@@ -196,7 +196,7 @@ impl Archive {
     }
 
     /// The file, for reading tensor data later.
-    pub fn into_file(self) -> File {
+    pub(crate) fn into_file(self) -> File {
         self.file
     }
 }

@@ -11,7 +11,7 @@ use super::PickleError;
 
 /// Where a tensor's values are, as the pickle describes them (offsets in elements).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PickledTensor {
+pub(crate) struct PickledTensor {
     pub storage_key: String,
     pub dtype: StorageType,
     pub storage_numel: u64,
@@ -59,7 +59,7 @@ fn tensor(graph: &Graph<'_>, id: Id) -> Option<PickledTensor> {
 }
 
 /// The state dict's tensors by name, and whether they sat under `"state_dict"`.
-pub fn state_dict(
+pub(crate) fn state_dict(
     graph: &Graph<'_>,
 ) -> Result<(BTreeMap<String, PickledTensor>, bool), PickleError> {
     let root = dict_items(graph, graph.root).ok_or(PickleError::Archive(

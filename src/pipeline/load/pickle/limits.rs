@@ -4,28 +4,28 @@
 //! 100 MB and its work at a few hundred milliseconds on any input.
 
 /// Largest `data.pkl` read into memory (real SD checkpoints: 0.1-2 MB).
-pub const MAX_PICKLE_BYTES: u64 = 32 << 20;
+pub(crate) const MAX_PICKLE_BYTES: u64 = 32 << 20;
 /// Opcodes executed before giving up (real: about 20 per tensor).
-pub const MAX_OPS: usize = 8_000_000;
+pub(crate) const MAX_OPS: usize = 8_000_000;
 /// Values built (tuples, strings, tensors, ...; real: about 10 per tensor).
-pub const MAX_NODES: usize = 1_000_000;
+pub(crate) const MAX_NODES: usize = 1_000_000;
 /// Items held by all tuples, lists and dicts together (a dict entry counts two).
-pub const MAX_CHILDREN: usize = 4_000_000;
+pub(crate) const MAX_CHILDREN: usize = 4_000_000;
 /// Memo entries (`BINPUT`, `LONG_BINPUT`, `MEMOIZE`).
-pub const MAX_MEMO: usize = 1_000_000;
+pub(crate) const MAX_MEMO: usize = 1_000_000;
 /// Values on the stack at once.
-pub const MAX_STACK: usize = 1_000_000;
+pub(crate) const MAX_STACK: usize = 1_000_000;
 /// Open `MARK`s at once.
-pub const MAX_MARKS: usize = 64;
+pub(crate) const MAX_MARKS: usize = 64;
 /// Nesting depth of containers (real: 6).
-pub const MAX_DEPTH: u32 = 32;
+pub(crate) const MAX_DEPTH: u32 = 32;
 /// One string or bytes value (tensor names are about 100 bytes).
-pub const MAX_STRING_BYTES: usize = 1 << 20;
+pub(crate) const MAX_STRING_BYTES: usize = 1 << 20;
 /// One `GLOBAL` line (module or name).
-pub const MAX_GLOBAL_LINE: usize = 256;
+pub(crate) const MAX_GLOBAL_LINE: usize = 256;
 /// Dimensions of one tensor.
-pub const MAX_RANK: usize = 8;
+pub(crate) const MAX_RANK: usize = 8;
 /// Entries in the zip archive (one per storage; real: a few thousand).
-pub const MAX_ZIP_ENTRIES: u64 = 200_000;
+pub(crate) const MAX_ZIP_ENTRIES: u64 = 200_000;
 /// Size of the zip central directory.
-pub const MAX_CENTRAL_DIRECTORY_BYTES: u64 = 32 << 20;
+pub(crate) const MAX_CENTRAL_DIRECTORY_BYTES: u64 = 32 << 20;

@@ -14,11 +14,11 @@ use super::rebuild::{self, Global, StorageType};
 use super::PickleError;
 
 /// Index of a value in the arena.
-pub type Id = u32;
+pub(crate) type Id = u32;
 
 /// A value the machine built. Containers hold ids; strings are ranges of `data.pkl`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
+pub(crate) enum Kind {
     None,
     Bool(bool),
     Int(i64),
@@ -51,18 +51,18 @@ struct Node {
 
 /// The values of one pickle and the one it returned.
 #[derive(Debug)]
-pub struct Graph<'a> {
+pub(crate) struct Graph<'a> {
     data: &'a [u8],
     nodes: Vec<Node>,
     pub root: Id,
 }
 
 impl<'a> Graph<'a> {
-    pub fn kind(&self, id: Id) -> &Kind {
+    pub(crate) fn kind(&self, id: Id) -> &Kind {
         &self.nodes[id as usize].kind
     }
 
-    pub fn str(&self, id: Id) -> Option<&'a str> {
+    pub(crate) fn str(&self, id: Id) -> Option<&'a str> {
         match self.kind(id) {
             // Checked to be UTF-8 when the string was read.
             Kind::Str(r) => std::str::from_utf8(&self.data[r.clone()]).ok(),
@@ -70,7 +70,7 @@ impl<'a> Graph<'a> {
         }
     }
 
-    pub fn int(&self, id: Id) -> Option<i64> {
+    pub(crate) fn int(&self, id: Id) -> Option<i64> {
         match self.kind(id) {
             Kind::Int(i) => Some(*i),
             Kind::Bool(b) => Some(i64::from(*b)),
@@ -78,7 +78,7 @@ impl<'a> Graph<'a> {
         }
     }
 
-    pub fn tuple(&self, id: Id) -> Option<&[Id]> {
+    pub(crate) fn tuple(&self, id: Id) -> Option<&[Id]> {
         match self.kind(id) {
             Kind::Tuple(items) => Some(items),
             _ => None,
@@ -100,7 +100,7 @@ fn limit(what: &'static str, limit: usize) -> PickleError {
 }
 
 /// Runs `data` (a whole `data.pkl`) and returns what `STOP` returned.
-pub fn run(data: &[u8]) -> Result<Graph<'_>, PickleError> {
+pub(crate) fn run(data: &[u8]) -> Result<Graph<'_>, PickleError> {
     let mut m = Machine {
         cur: Cursor::new(data),
         nodes: Vec::new(),
@@ -433,7 +433,7 @@ impl<'a> Machine<'a> {
 }
 
 /// What [`super::rebuild`] sees of the machine: read values, add new ones.
-pub trait Builder {
+pub(crate) trait Builder {
     fn kind(&self, id: Id) -> &Kind;
     fn text(&self, id: Id) -> Option<&str>;
     fn build(&mut self, kind: Kind, items: &[Id]) -> Result<Id, PickleError>;

@@ -8,7 +8,7 @@
 
 mod archive;
 mod index;
-pub mod limits;
+pub(crate) mod limits;
 mod machine;
 mod opcodes;
 mod rebuild;
@@ -55,7 +55,7 @@ impl PickleError {
 
 /// One tensor, located in the file and checked against its storage entry.
 #[derive(Debug, Clone)]
-pub struct TensorEntry {
+pub(crate) struct TensorEntry {
     pub dtype: StorageType,
     pub shape: Vec<usize>,
     stride: Vec<usize>,
@@ -119,17 +119,15 @@ fn locate(t: &PickledTensor, span: archive::Span) -> Option<TensorEntry> {
 pub struct Checkpoint {
     file: File,
     tensors: BTreeMap<String, TensorEntry>,
-    /// The tensors sat under the top-level `"state_dict"` key.
-    pub nested: bool,
 }
 
 impl Checkpoint {
     /// Parses `data.pkl` and locates every tensor; reads no tensor data.
-    pub fn open(path: &Path) -> Result<Self, PickleError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, PickleError> {
         let mut archive = Archive::open(path)?;
         let pickle = archive.read_pickle()?;
         let graph = machine::run(&pickle)?;
-        let (pickled, nested) = index::state_dict(&graph)?;
+        let (pickled, _nested) = index::state_dict(&graph)?;
         drop(graph);
         let mut spans = BTreeMap::new();
         let mut tensors = BTreeMap::new();
@@ -151,16 +149,15 @@ impl Checkpoint {
         Ok(Checkpoint {
             file: archive.into_file(),
             tensors,
-            nested,
         })
     }
 
-    pub fn tensors(&self) -> &BTreeMap<String, TensorEntry> {
+    pub(crate) fn tensors(&self) -> &BTreeMap<String, TensorEntry> {
         &self.tensors
     }
 
     /// Reads one tensor in its stored dtype onto `device`.
-    pub fn load(&self, name: &str, device: &Device) -> Result<Tensor, PickleError> {
+    pub(crate) fn load(&self, name: &str, device: &Device) -> Result<Tensor, PickleError> {
         let err = |reason| PickleError::Tensor {
             name: name.to_string(),
             reason,

@@ -7,71 +7,71 @@ use std::ops::Range;
 use super::limits::{MAX_GLOBAL_LINE, MAX_STRING_BYTES};
 use super::PickleError;
 
-pub const PROTO: u8 = 0x80;
-pub const FRAME: u8 = 0x95;
-pub const STOP: u8 = b'.';
-pub const MARK: u8 = b'(';
-pub const POP: u8 = b'0';
-pub const POP_MARK: u8 = b'1';
-pub const DUP: u8 = b'2';
-pub const NONE: u8 = b'N';
-pub const NEWTRUE: u8 = 0x88;
-pub const NEWFALSE: u8 = 0x89;
-pub const BININT: u8 = b'J';
-pub const BININT1: u8 = b'K';
-pub const BININT2: u8 = b'M';
-pub const LONG1: u8 = 0x8a;
-pub const BINFLOAT: u8 = b'G';
-pub const SHORT_BINUNICODE: u8 = 0x8c;
-pub const BINUNICODE: u8 = b'X';
-pub const BINUNICODE8: u8 = 0x8d;
-pub const SHORT_BINBYTES: u8 = b'C';
-pub const BINBYTES: u8 = b'B';
-pub const BINBYTES8: u8 = 0x8e;
-pub const EMPTY_TUPLE: u8 = b')';
-pub const TUPLE: u8 = b't';
-pub const TUPLE1: u8 = 0x85;
-pub const TUPLE2: u8 = 0x86;
-pub const TUPLE3: u8 = 0x87;
-pub const EMPTY_LIST: u8 = b']';
-pub const LIST: u8 = b'l';
-pub const APPEND: u8 = b'a';
-pub const APPENDS: u8 = b'e';
-pub const EMPTY_DICT: u8 = b'}';
-pub const DICT: u8 = b'd';
-pub const SETITEM: u8 = b's';
-pub const SETITEMS: u8 = b'u';
-pub const BINPUT: u8 = b'q';
-pub const LONG_BINPUT: u8 = b'r';
-pub const MEMOIZE: u8 = 0x94;
-pub const BINGET: u8 = b'h';
-pub const LONG_BINGET: u8 = b'j';
-pub const GLOBAL: u8 = b'c';
-pub const STACK_GLOBAL: u8 = 0x93;
-pub const REDUCE: u8 = b'R';
-pub const BINPERSID: u8 = b'Q';
-pub const BUILD: u8 = b'b';
+pub(crate) const PROTO: u8 = 0x80;
+pub(crate) const FRAME: u8 = 0x95;
+pub(crate) const STOP: u8 = b'.';
+pub(crate) const MARK: u8 = b'(';
+pub(crate) const POP: u8 = b'0';
+pub(crate) const POP_MARK: u8 = b'1';
+pub(crate) const DUP: u8 = b'2';
+pub(crate) const NONE: u8 = b'N';
+pub(crate) const NEWTRUE: u8 = 0x88;
+pub(crate) const NEWFALSE: u8 = 0x89;
+pub(crate) const BININT: u8 = b'J';
+pub(crate) const BININT1: u8 = b'K';
+pub(crate) const BININT2: u8 = b'M';
+pub(crate) const LONG1: u8 = 0x8a;
+pub(crate) const BINFLOAT: u8 = b'G';
+pub(crate) const SHORT_BINUNICODE: u8 = 0x8c;
+pub(crate) const BINUNICODE: u8 = b'X';
+pub(crate) const BINUNICODE8: u8 = 0x8d;
+pub(crate) const SHORT_BINBYTES: u8 = b'C';
+pub(crate) const BINBYTES: u8 = b'B';
+pub(crate) const BINBYTES8: u8 = 0x8e;
+pub(crate) const EMPTY_TUPLE: u8 = b')';
+pub(crate) const TUPLE: u8 = b't';
+pub(crate) const TUPLE1: u8 = 0x85;
+pub(crate) const TUPLE2: u8 = 0x86;
+pub(crate) const TUPLE3: u8 = 0x87;
+pub(crate) const EMPTY_LIST: u8 = b']';
+pub(crate) const LIST: u8 = b'l';
+pub(crate) const APPEND: u8 = b'a';
+pub(crate) const APPENDS: u8 = b'e';
+pub(crate) const EMPTY_DICT: u8 = b'}';
+pub(crate) const DICT: u8 = b'd';
+pub(crate) const SETITEM: u8 = b's';
+pub(crate) const SETITEMS: u8 = b'u';
+pub(crate) const BINPUT: u8 = b'q';
+pub(crate) const LONG_BINPUT: u8 = b'r';
+pub(crate) const MEMOIZE: u8 = 0x94;
+pub(crate) const BINGET: u8 = b'h';
+pub(crate) const LONG_BINGET: u8 = b'j';
+pub(crate) const GLOBAL: u8 = b'c';
+pub(crate) const STACK_GLOBAL: u8 = 0x93;
+pub(crate) const REDUCE: u8 = b'R';
+pub(crate) const BINPERSID: u8 = b'Q';
+pub(crate) const BUILD: u8 = b'b';
 
 /// Reads opcode arguments from `data.pkl`; positions are reported in errors, bytes never.
-pub struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         Cursor { data, pos: 0 }
     }
 
-    pub fn pos(&self) -> usize {
+    pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
-    pub fn data(&self) -> &'a [u8] {
+    pub(crate) fn data(&self) -> &'a [u8] {
         self.data
     }
 
-    pub fn error(&self, reason: &'static str) -> PickleError {
+    pub(crate) fn error(&self, reason: &'static str) -> PickleError {
         PickleError::Malformed {
             reason,
             pos: self.pos,
@@ -83,7 +83,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next `n` bytes as a range of the stream.
-    pub fn take(&mut self, n: usize) -> Result<Range<usize>, PickleError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<Range<usize>, PickleError> {
         let end = self
             .pos
             .checked_add(n)
@@ -101,28 +101,28 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
-    pub fn u8(&mut self) -> Result<u8, PickleError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub fn u16(&mut self) -> Result<u16, PickleError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, PickleError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
-    pub fn u32(&mut self) -> Result<u32, PickleError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, PickleError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    pub fn i32(&mut self) -> Result<i32, PickleError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, PickleError> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
-    pub fn u64(&mut self) -> Result<u64, PickleError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, PickleError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A length-prefixed string or bytes value whose length was just read.
-    pub fn counted(&mut self, len: u64) -> Result<Range<usize>, PickleError> {
+    pub(crate) fn counted(&mut self, len: u64) -> Result<Range<usize>, PickleError> {
         let len = usize::try_from(len)
             .ok()
             .filter(|&l| l <= MAX_STRING_BYTES)
@@ -134,7 +134,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A little-endian two's-complement integer of `n` bytes (`LONG1`), if it fits an i64.
-    pub fn long(&mut self, n: usize) -> Result<i64, PickleError> {
+    pub(crate) fn long(&mut self, n: usize) -> Result<i64, PickleError> {
         if n > 8 {
             return Err(self.error("integer wider than 64 bits"));
         }
@@ -147,7 +147,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// One newline-terminated line (`GLOBAL`'s module and name), without the newline.
-    pub fn line(&mut self) -> Result<Range<usize>, PickleError> {
+    pub(crate) fn line(&mut self) -> Result<Range<usize>, PickleError> {
         let rest = &self.data[self.pos..];
         let len = rest
             .iter()

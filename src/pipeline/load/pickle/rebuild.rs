@@ -8,12 +8,12 @@ use super::limits::MAX_RANK;
 use super::machine::{Builder, Id, Kind};
 use super::PickleError;
 
-pub const REFUSED_GLOBAL: &str =
+pub(crate) const REFUSED_GLOBAL: &str =
     "refers to a Python global that is not a tensor rebuild function or storage type";
 
 /// Element type of a storage, from the `torch.*Storage` name in its persistent id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageType {
+pub(crate) enum StorageType {
     Double,
     Float,
     Half,
@@ -27,7 +27,7 @@ pub enum StorageType {
 }
 
 impl StorageType {
-    pub fn elem_size(self) -> usize {
+    pub(crate) fn elem_size(self) -> usize {
         match self {
             StorageType::Double | StorageType::Long => 8,
             StorageType::Float | StorageType::Int => 4,
@@ -39,7 +39,7 @@ impl StorageType {
 
 /// A global the reader accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Global {
+pub(crate) enum Global {
     /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])`
     RebuildTensorV2,
     /// `torch._utils._rebuild_tensor(storage, offset, size, stride)`
@@ -57,7 +57,7 @@ pub enum Global {
 }
 
 /// Resolves `module.name` against the accepted globals.
-pub fn global(module: &[u8], name: &[u8]) -> Option<Global> {
+pub(crate) fn global(module: &[u8], name: &[u8]) -> Option<Global> {
     use StorageType::*;
     Some(match (module, name) {
         (b"torch._utils", b"_rebuild_tensor_v2") => Global::RebuildTensorV2,
@@ -152,7 +152,7 @@ fn rebuild_tensor<B: Builder>(b: &mut B, items: &[Id], v2: bool) -> Result<Id, P
 }
 
 /// `REDUCE`: `callable(*args)` for the accepted callables only.
-pub fn call<B: Builder>(b: &mut B, callable: Id, args_id: Id) -> Result<Id, PickleError> {
+pub(crate) fn call<B: Builder>(b: &mut B, callable: Id, args_id: Id) -> Result<Id, PickleError> {
     let Kind::Global(global) = *b.kind(callable) else {
         return Err(b.error("calls something that is not an accepted global"));
     };
@@ -203,7 +203,7 @@ pub fn call<B: Builder>(b: &mut B, callable: Id, args_id: Id) -> Result<Id, Pick
 }
 
 /// `BINPERSID`: `('storage', torch.XStorage, key, location, numel)` as a storage record.
-pub fn persistent_id<B: Builder>(b: &mut B, pid: Id) -> Result<Id, PickleError> {
+pub(crate) fn persistent_id<B: Builder>(b: &mut B, pid: Id) -> Result<Id, PickleError> {
     let items = match b.kind(pid) {
         Kind::Tuple(items) if items.len() == 5 => items.clone(),
         _ => return Err(b.error("persistent id is not a 5-tuple")),

@@ -1,133 +1,27 @@
-//! Typed server configuration: built-in defaults (identical to `config/default.toml`), then a
-//! config file, then `RUNAI_*` environment variables, then command-line flags. `validate()`
-//! runs once at start-up so nothing downstream re-checks. Never reads the network or writes
-//! to disk.
+//! Typed server configuration: built-in defaults (printed as `config/default.toml`), then a
+//! config file, then `RUNAI_*` environment variables, then command-line flags. The settings
+//! themselves are declared once in `settings.rs`; this file loads and checks them.
+//! `validate()` runs once at start-up so nothing downstream re-checks. Never reads the network
+//! or writes to disk.
+
+mod declare;
+mod settings;
+
+#[cfg(test)]
+pub(crate) use declare::SettingDoc;
+pub(crate) use settings::setting_docs;
+pub use settings::{Config, SettingArgs};
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::net::allow::AllowList;
-use crate::net::secret::Secret;
 use crate::pipeline::safety::SafetyMode;
 use crate::protocol::validate::Limits;
 
 /// Where each model root keeps the safety checker, as the original server lays it out.
 pub const SAFETY_CHECKER_SUBDIR: &str = "CompVis/stable-diffusion-safety-checker";
-
-/// Every setting of the server. Field names are the config file keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub host: String,
-    pub port: u16,
-    /// Idle auto-shutdown (the plugin starts the server with `--timeout`).
-    pub timeout: bool,
-    pub packet_size: usize,
-    /// Model roots; `~` is the home directory.
-    pub model_base_path: Vec<String>,
-    /// Model used when a request names none ("" = none configured).
-    pub default_model: String,
-    pub max_client_connections: usize,
-    /// Jobs waiting for the GPU, all sessions together; a full queue answers `busy`.
-    pub queue_depth: usize,
-    /// Jobs one session may hold at once, queued and running together; more get `busy`
-    /// while other sessions are still admitted.
-    pub max_jobs_per_client: usize,
-    pub max_message_bytes: usize,
-    pub startup_grace_secs: f64,
-    pub idle_secs: f64,
-    pub drain_grace_secs: f64,
-    pub read_timeout_secs: f64,
-    pub write_timeout_secs: f64,
-    /// A session with no job and no message for this long is closed (`closing`); 0 = never.
-    pub idle_timeout_secs: f64,
-    pub max_outgoing_bytes: usize,
-    pub allow_remote_quit: bool,
-    /// Shared secret clients must send first (`{"action": "auth", "token": ...}`);
-    /// empty = no authentication. Never printed (`Secret`).
-    #[serde(alias = "auth_token")]
-    pub token: Secret,
-    /// Peers allowed to connect (CIDRs or addresses); empty = anyone who can reach `host`.
-    pub allow: Vec<String>,
-    /// PEM certificate chain; with `tls_key`, connections must speak TLS. Empty = plain TCP.
-    pub tls_cert: String,
-    /// PEM private key of `tls_cert`.
-    pub tls_key: String,
-    pub max_steps: usize,
-    pub max_pixels: u64,
-    pub max_samples: usize,
-    pub max_input_pixels: u64,
-    /// Longest prompt and negative prompt, in characters.
-    pub max_prompt_chars: usize,
-    pub max_restarts: u32,
-    pub restart_window_secs: f64,
-    // -- Continuous batching (one block: max_batch, max_batch_mb) --
-    /// Jobs (of any users) sharing one denoising step; 1 = one job at a time, no batching.
-    pub max_batch: usize,
-    /// Estimated activation memory one batched step may use, in MiB; a batch never grows
-    /// past it (a single job always runs).
-    pub max_batch_mb: u64,
-    /// Where models run: "cpu", "cuda" or "cuda:N" (needs a build with `--features cuda`).
-    pub device: String,
-    /// Weight precision: "auto" (f32 on CPU, f16 on CUDA), "f32", "f16" or "bf16" (CUDA only).
-    pub dtype: String,
-    /// Models kept loaded at once (least recently used is evicted first).
-    pub max_loaded_models: usize,
-    /// Memory budget of the loaded models, in MiB (estimated from their weights).
-    pub model_cache_mb: u64,
-    /// The CompVis safety checker: "off", "black", "blur" or "report".
-    pub safety_checker: String,
-    /// The checker's transformers folder; "" = `CompVis/stable-diffusion-safety-checker`
-    /// under the first model root that has it.
-    pub safety_checker_path: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            host: "127.0.0.1".into(),
-            port: 50006,
-            timeout: false,
-            packet_size: 1024,
-            model_base_path: vec!["~/stablediffusion".into()],
-            default_model: String::new(),
-            max_client_connections: 16,
-            queue_depth: 32,
-            max_jobs_per_client: 4,
-            max_message_bytes: 64 * 1024 * 1024,
-            startup_grace_secs: 10.0,
-            idle_secs: 3.0,
-            drain_grace_secs: 30.0,
-            read_timeout_secs: 60.0,
-            write_timeout_secs: 60.0,
-            idle_timeout_secs: 300.0,
-            max_outgoing_bytes: 256 * 1024 * 1024,
-            allow_remote_quit: false,
-            token: Secret::default(),
-            allow: Vec::new(),
-            tls_cert: String::new(),
-            tls_key: String::new(),
-            max_steps: 150,
-            max_pixels: 2048 * 2048,
-            max_samples: 8,
-            max_input_pixels: 4096 * 4096,
-            max_prompt_chars: 20_000,
-            max_restarts: 5,
-            restart_window_secs: 600.0,
-            max_batch: 4,
-            max_batch_mb: 8192,
-            device: "cpu".into(),
-            dtype: "auto".into(),
-            max_loaded_models: 2,
-            model_cache_mb: 16384,
-            safety_checker: "off".into(),
-            safety_checker_path: String::new(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -152,8 +46,34 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The shipped defaults file, kept in the binary so `--help` and tests can compare.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// The shipped defaults file, kept in the binary so tests can compare.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The opening comment of `config/default.toml`.
+const DEFAULT_TOML_HEADER: &str = "\
+# runai default configuration, generated by `runai config --print-defaults` from
+# src/config/settings.rs (edit that file, then regenerate this one). Every key is optional in
+# your own file (`runai --config FILE`); precedence: built-in defaults < config file < RUNAI_*
+# environment variables < command line. Each key's flag and variable: `runai --help`.
+";
+
+/// `config/default.toml` as the settings declare it: every key with its comment and its
+/// built-in default.
+pub fn default_toml() -> String {
+    let defaults =
+        toml::Table::try_from(Config::default()).expect("every setting is a plain TOML value");
+    let mut out = String::from(DEFAULT_TOML_HEADER);
+    for setting in settings::setting_docs() {
+        out.push('\n');
+        for line in setting.doc {
+            out.push('#');
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!("{} = {}\n", setting.key, defaults[setting.key]));
+    }
+    out
+}
 
 impl Config {
     /// Parses a TOML config; keys not present keep their defaults.
