@@ -31,7 +31,10 @@ fn start(config: Config, log: &Arc<StepLog>) -> runai::app::ServerThread {
 fn assert_finished(r: &JobReplies, seed: u64, steps: u64) {
     assert_eq!(r.end_event(), "done", "{:?}", r.end);
     let expected: Vec<(u64, u64)> = (0..steps).map(|s| (s, steps)).collect();
-    assert_eq!(r.progress, expected, "its own progress, every step in order");
+    assert_eq!(
+        r.progress, expected,
+        "its own progress, every step in order"
+    );
     assert_eq!(r.images.len(), 1);
     assert_eq!(decode_png(&r.images[0]).get_pixel(0, 0), &seed_colour(seed));
 }
@@ -45,14 +48,24 @@ fn four_clients_share_steps_and_each_gets_its_own_images_and_progress() {
     for (i, c) in clients.iter_mut().enumerate() {
         for j in 0..2u64 {
             let seed = 100 * i as u64 + j;
-            c.send(&txt2img(&format!("c{i}j{j}"), "fox", 6 + i as u32, seed, 64));
+            c.send(&txt2img(
+                &format!("c{i}j{j}"),
+                "fox",
+                6 + i as u32,
+                seed,
+                64,
+            ));
         }
     }
     for (i, c) in clients.iter_mut().enumerate() {
         // A client's two jobs run side by side: sort its messages by job.
         let first = c.collect_job(&format!("c{i}j0"));
         let mut second = JobReplies::default();
-        for m in first.others.iter().filter(|m| m["job_id"] == json!(format!("c{i}j1"))) {
+        for m in first
+            .others
+            .iter()
+            .filter(|m| m["job_id"] == json!(format!("c{i}j1")))
+        {
             if m["action"] == json!(4) {
                 let step = (m["step"].as_u64().unwrap(), m["total"].as_u64().unwrap());
                 second.progress.push(step);

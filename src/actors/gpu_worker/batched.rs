@@ -192,6 +192,11 @@ impl Loop {
 
     /// The shared model call, then every member's own step and progress.
     fn step(&mut self) -> Result<(), Crashed> {
+        log::debug!(
+            "batched step: {} job(s), ~{} MiB",
+            self.batch.len(),
+            self.batch.mib()
+        );
         let predicted = catch_unwind(AssertUnwindSafe(|| {
             predict(self.generator.as_mut(), self.batch.members_mut())
         }));

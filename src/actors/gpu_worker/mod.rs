@@ -1,7 +1,8 @@
 //! `GpuWorkerActor`: the async façade over the worker thread. Owns the fair, bounded job
 //! queue (capped in total and per session), refuses a task the model cannot run before it
 //! waits, hands jobs to the thread in the queue's round-robin order (one at a time, or up to
-//! `max_batch` when the thread runs a continuous batch: see batched.rs), answers `queued`/
+//! `max_batch` when the thread runs a continuous batch: see batched.rs; at most one job per
+//! session at a time, so a client's jobs still run in order), answers `queued`/
 //! `busy`/`done`/`cancelled`/errors, and is supervised: a model panic stops the actor, the
 //! supervisor restarts it with a fresh thread, and a restart budget gives up on a model that
 //! always crashes. The decisions live in plain structs tested without sockets: `fair_queue`,
@@ -137,7 +138,10 @@ impl GpuWorkerActor {
         let Some(thread) = &self.thread else {
             return false;
         };
-        let Some((session, (_, q))) = self.queue.pop() else {
+        // One job per session at a time: a client's jobs run in order (its replies never
+        // interleave), and a batch holds jobs of different callers.
+        let running = &self.running;
+        let Some((session, (_, q))) = self.queue.pop_eligible(|s| running.count_for(s) == 0) else {
             return false;
         };
         let cancel = Arc::new(AtomicBool::new(false));
