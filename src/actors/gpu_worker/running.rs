@@ -71,7 +71,7 @@ impl<E> RunningJobs<E> {
     pub fn cancel_matching(&mut self, session: SessionId, job_id: Option<&str>) -> usize {
         let mut n = 0;
         for j in &mut self.jobs {
-            if j.session == session && job_id.is_none_or(|want| want == j.job_id) {
+            if j.session == session && job_id.map_or(true, |want| want == j.job_id) {
                 j.cancel.store(true, Ordering::SeqCst);
                 j.cancelled_by_client = true;
                 n += 1;
@@ -84,7 +84,7 @@ impl<E> RunningJobs<E> {
     /// marking them cancelled by the client (a drain).
     pub fn stop(&self, keys: Option<&[u64]>) {
         for j in &self.jobs {
-            if keys.is_none_or(|k| k.contains(&j.key)) {
+            if keys.map_or(true, |k| k.contains(&j.key)) {
                 j.cancel.store(true, Ordering::SeqCst);
             }
         }
