@@ -88,43 +88,6 @@ impl<'a> SharedOut<'a> {
         scale: f32,
         par: Parallelism,
     ) -> candle_core::Result<()> {
-        let mut k0 = 0;
-        loop {
-            let depth = DEPTH.min(k - k0);
-            let l = View {
-                offset: lhs.offset + k0 * lhs.cs,
-                ..lhs
-            };
-            let r = View {
-                offset: rhs.offset + k0 * rhs.rs,
-                ..rhs
-            };
-            let acc = accumulate || k0 > 0;
-            // SAFETY: the caller's contract (this dst block is ours alone) covers every part.
-            unsafe { self.matmul_block((m, n, depth), offset, dst_rs, acc, l, r, scale, par)? };
-            k0 += depth;
-            if k0 >= k {
-                return Ok(());
-            }
-        }
-    }
-
-    /// One gemm call of depth at most [`DEPTH`] (or k = 0).
-    ///
-    /// # Safety
-    /// As [`SharedOut::matmul`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn matmul_block(
-        &self,
-        (m, n, k): (usize, usize, usize),
-        offset: usize,
-        dst_rs: usize,
-        accumulate: bool,
-        lhs: View,
-        rhs: View,
-        scale: f32,
-        par: Parallelism,
-    ) -> candle_core::Result<()> {
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -147,32 +110,38 @@ impl<'a> SharedOut<'a> {
             }
             return Ok(());
         }
-        // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at stride
-        // dst_rs >= n from `offset` (no two elements overlap), lhs/rhs through `covers`. The
-        // dst block is this caller's alone (the contract above) and the buffer is a unique
-        // borrow, so the written memory aliases neither input.
-        unsafe {
-            gemm(
-                m,
-                n,
-                k,
-                self.ptr.add(offset),
-                1,
-                dst_rs as isize,
-                accumulate,
-                lhs.data.as_ptr().add(lhs.offset),
-                lhs.cs as isize,
-                lhs.rs as isize,
-                rhs.data.as_ptr().add(rhs.offset),
-                rhs.cs as isize,
-                rhs.rs as isize,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                par,
-            );
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = DEPTH.min(k - k0);
+            // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at
+            // stride dst_rs >= n from `offset` (no two elements overlap), lhs/rhs through
+            // `covers` for the whole depth, so for this slice of it too. The dst block is this
+            // caller's alone (the contract above) and the buffer is a unique borrow, so the
+            // written memory aliases neither input.
+            unsafe {
+                gemm(
+                    m,
+                    n,
+                    depth,
+                    self.ptr.add(offset),
+                    1,
+                    dst_rs as isize,
+                    accumulate || k0 > 0,
+                    lhs.data.as_ptr().add(lhs.offset + k0 * lhs.cs),
+                    lhs.cs as isize,
+                    lhs.rs as isize,
+                    rhs.data.as_ptr().add(rhs.offset + k0 * rhs.rs),
+                    rhs.cs as isize,
+                    rhs.rs as isize,
+                    1.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+            k0 += depth;
         }
         Ok(())
     }
