@@ -9,7 +9,9 @@
 //! context row per sample, and the CPU kernels keep a sample's summation order independent
 //! of the other rows (time embedding never on a single row, attention blocks independent of
 //! the batch size, gemm's depth blocking independent of the row count), so a job's images are
-//! bit-identical alone or mixed with other users' jobs. Never decides who shares a batch
+//! bit-identical alone or mixed with other users' jobs. That guarantee is the CPU f32 path's
+//! (tests/pipeline_batching.rs); on CUDA, cuBLAS picks its kernels by shape, so a mixed job
+//! may differ from its solo run in the last bits there. Never decides who shares a batch
 //! (the worker does) and never touches the wire.
 
 use std::ops::Range;
