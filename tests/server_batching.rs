@@ -2,7 +2,8 @@
 //! real sockets on 127.0.0.1): jobs of several clients share steps and each still gets its
 //! own images and its own progress; a job joins a running batch at a step boundary; cancel
 //! removes one member; a panic in one job's scheduler fails that job only; a batch past
-//! `--max-batch-mb` is not formed; `--max-batch 1` runs whole jobs.
+//! `--max-batch-mb` is not formed; a disconnect or a drain stops members at a step boundary;
+//! `--max-batch 1` runs whole jobs.
 
 mod server_common;
 
@@ -14,7 +15,9 @@ use runai::config::Config;
 use runai::registry::Registry;
 use serde_json::json;
 use server_common::stepping::{stepping_factory, StepLog, SCHEDULER_PANIC_PROMPT};
-use server_common::{decode_png, seed_colour, test_config, txt2img, Client, JobReplies};
+use server_common::{
+    decode_png, join_within, seed_colour, test_config, txt2img, Client, JobReplies,
+};
 
 const STEP: Duration = Duration::from_millis(30);
 
@@ -213,4 +216,57 @@ fn max_batch_one_runs_whole_jobs() {
     // b waited in the queue behind a (one job at a time), and the step form was never used.
     assert_eq!(rb.queued.len(), 1, "{:?}", rb.queued);
     assert_eq!(log.count(), 0);
+}
+
+#[test]
+fn a_client_that_disconnects_leaves_the_batch_and_the_others_finish() {
+    let log = Arc::new(StepLog::default());
+    let server = start(test_config(), &log);
+    let mut a = Client::connect(server.local_addr);
+    let mut b = Client::connect(server.local_addr);
+    a.send(&txt2img("abandoned", "fox", 60, 1, 64));
+    b.send(&txt2img("kept", "fox", 15, 2, 64));
+    a.recv_until(|m| m["action"] == json!(4) && m["step"] == json!(2));
+    a.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(a);
+    assert_finished(&b.collect_job("kept"), 2, 15);
+    assert!(log.shared(1, 2));
+    // The abandoned job left at a step boundary soon after its session went away.
+    let with_a = log
+        .steps
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.contains(&1))
+        .count();
+    assert!(
+        with_a < 30,
+        "the abandoned job ran {with_a} of its 60 steps"
+    );
+}
+
+#[test]
+fn a_drain_stops_every_member_after_its_grace_and_the_server_exits_zero() {
+    let log = Arc::new(StepLog::default());
+    let config = Config {
+        drain_grace_secs: 0.2,
+        ..test_config()
+    };
+    let server = start(config, &log);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.local_addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(&txt2img(&format!("j{i}"), "fox", 150, i as u64, 64));
+    }
+    for c in clients.iter_mut() {
+        c.recv_until(|m| m["action"] == json!(4) && m["step"] == json!(1));
+    }
+    server.shutdown();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.collect_job(&format!("j{i}"));
+        let end = r.end.unwrap();
+        assert_eq!(end["code"], json!("unavailable"), "{end}");
+        assert!(r.progress.len() < 150);
+    }
+    assert_eq!(join_within(server, Duration::from_secs(20)), 0);
+    assert!(log.largest_batch() >= 2, "the jobs ran as one batch");
 }
