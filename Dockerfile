@@ -41,9 +41,11 @@ ENV RUNAI_CONFIG=/etc/runai/default.toml \
     RUNAI_PORT=50006 \
     RUNAI_MODEL_BASE_PATH=/models \
     RUNAI_DEVICE=cuda \
+    RUNAI_HTTP_PORT=7860 \
     RUST_LOG=info
 USER runai
-EXPOSE 50006
+# 50006: the RunAI socket protocol (Krita); 7860: the A1111 / OpenAI HTTP API.
+EXPOSE 50006 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["runai", "client", "--host", "127.0.0.1", "--port", "50006", "ping"]
 ENTRYPOINT ["runai"]
@@ -67,9 +69,10 @@ ENV RUNAI_CONFIG=/etc/runai/default.toml \
     RUNAI_HOST=0.0.0.0 \
     RUNAI_PORT=50006 \
     RUNAI_MODEL_BASE_PATH=/models \
+    RUNAI_HTTP_PORT=7860 \
     RUST_LOG=info
 USER runai
-EXPOSE 50006
+EXPOSE 50006 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["runai", "client", "--host", "127.0.0.1", "--port", "50006", "ping"]
 ENTRYPOINT ["runai"]

@@ -27,15 +27,16 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 lb=$(free_port); b1=$(free_port); b2=$(free_port); relay=$(free_port)
+lbh=$(free_port); h1=$(free_port); h2=$(free_port)
 
-start_backend() { # name port
-  RUST_LOG=info "$RUNAI" --host 127.0.0.1 --port "$2" \
+start_backend() { # name port http-port
+  RUST_LOG=info "$RUNAI" --host 127.0.0.1 --port "$2" --http-port "$3" \
     --model-base-path tests/fixtures/models --model tiny-sd1 >"$work/$1.log" 2>&1 &
   pids+=($!)
   eval "pid_$1=$!"
 }
-start_backend b1 "$b1"
-start_backend b2 "$b2"
+start_backend b1 "$b1" "$h1"
+start_backend b2 "$b2" "$h2"
 for p in "$b1" "$b2"; do
   ok=
   for _ in $(seq 1 100); do
@@ -46,7 +47,8 @@ for p in "$b1" "$b2"; do
 done
 
 RUNAI_LB_BIND="127.0.0.1:$lb" RUNAI_BACKEND1="127.0.0.1:$b1" RUNAI_BACKEND2="127.0.0.1:$b2" \
-  haproxy -db -f deploy/haproxy.cfg >"$work/haproxy.log" 2>&1 &
+RUNAI_LB_HTTP_BIND="127.0.0.1:$lbh" RUNAI_HTTP_BACKEND1="127.0.0.1:$h1" \
+RUNAI_HTTP_BACKEND2="127.0.0.1:$h2" haproxy -db -f deploy/haproxy.cfg >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do
   "$RUNAI" client --port "$lb" --wait 2 ping >/dev/null 2>&1 && break
@@ -64,6 +66,24 @@ for _ in $(seq 1 50); do
 done
 python3 deploy/plugin_style_reader.py "$relay" --jobs 2 --size 256 --samples 2 --rcvbuf 3000 \
   || fail "a plugin-style reader behind relay + HAProxy lost or split a message"
+
+echo "phase 0b: the HTTP API through HAProxy on :$lbh (A1111 txt2img)"
+python3 - "$lbh" <<'PY' || fail "HTTP through HAProxy"
+import json, sys, time, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(50):
+    try:
+        urllib.request.urlopen(base + "/health", timeout=2)
+        break
+    except Exception:
+        time.sleep(0.2)
+body = json.dumps({"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64}).encode()
+for i in range(4):
+    req = urllib.request.Request(base + "/sdapi/v1/txt2img", body, {"Content-Type": "application/json"})
+    reply = json.load(urllib.request.urlopen(req, timeout=60))
+    assert len(reply["images"]) == 1, reply
+print("HTTP: 4 txt2img requests answered through HAProxy")
+PY
 
 echo "phase 1: 8 concurrent clients x 3 jobs through HAProxy on :$lb"
 python3 deploy/scale_out_driver.py "$lb" 8 3 --steps 4 || fail "phase 1 lost jobs"

@@ -20,10 +20,12 @@ use crate::actors::shutdown::{ShutdownActor, ShutdownSettings};
 use crate::config::{Config, ConfigError};
 use crate::engine::safety::with_safety;
 use crate::engine::GeneratorFactory;
+use crate::http::server::{Binding, HttpFront};
+use crate::http::state::{Access, HttpState, Peers};
 use crate::messages::registry::RegistryHealth;
 use crate::messages::shutdown::{AttachActors, BeginDrain};
 use crate::net::allow::{cleartext_warning, exposure_warning};
-use crate::net::tls::{server_acceptor, TlsError};
+use crate::net::tls::{server_acceptor, server_config, TlsError};
 use crate::registry::ModelResolver;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum AppError {
 #[derive(Clone)]
 pub struct AppHandle {
     pub local_addr: SocketAddr,
+    /// The HTTP front end's address, when `http_port` is set.
+    pub http_addr: Option<SocketAddr>,
     shutdown: Addr<ShutdownActor>,
     sessions: Arc<AtomicUsize>,
 }
@@ -157,6 +161,7 @@ pub async fn start(
     let sessions = shutdown.sessions_gauge();
     let shutdown = shutdown.start();
     let registry_health = RegistryHealth::default();
+    let session_health = registry_health.clone();
     let registry = ModelRegistryActor::start(
         resolver,
         config.default_model.clone(),
@@ -190,20 +195,41 @@ pub async fn start(
         max_outgoing_bytes: config.max_outgoing_bytes,
         limits: config.limits(),
         token: (!config.token.is_empty()).then(|| config.token.clone()),
-        registry_health,
+        registry_health: session_health,
     });
     let listener = ListenerActor::new(
         listener,
         config.max_client_connections,
         session_settings,
         worker.clone(),
-        registry,
+        registry.clone(),
         shutdown.clone(),
         access.clone(),
     )
     .start();
+    let (http_addr, stop_accepting) = match config.http_port {
+        None => (None, listener.clone().recipient()),
+        Some(port) => {
+            let peers = Peers {
+                submit: worker.clone().recipient(),
+                cancel: worker.clone().recipient(),
+                status: worker.clone().recipient(),
+                resolve: registry.clone().recipient(),
+                list: registry.recipient(),
+                opened: shutdown.clone().recipient(),
+                closed: shutdown.clone().recipient(),
+            };
+            let (addr, handle) =
+                start_http(&config, SocketAddr::new(ip, port), peers, registry_health)?;
+            let front = HttpFront {
+                handle,
+                next: listener.clone().recipient(),
+            };
+            (Some(addr), front.start().recipient())
+        }
+    };
     shutdown.do_send(AttachActors {
-        stop_accepting: listener.clone().recipient(),
+        stop_accepting,
         close_sessions: listener.recipient(),
         drain_worker: worker.recipient(),
     });
@@ -238,14 +264,70 @@ pub async fn start(
     }
     Ok(AppHandle {
         local_addr,
+        http_addr,
         shutdown,
         sessions,
     })
 }
 
+/// Starts the HTTP front end with the socket listener's access settings.
+fn start_http(
+    config: &Config,
+    addr: SocketAddr,
+    peers: Peers,
+    registry_health: RegistryHealth,
+) -> Result<(SocketAddr, actix_web::dev::ServerHandle), AppError> {
+    let tls = match config.tls_files()? {
+        Some((cert, key)) => Some(server_config(&cert, &key)?),
+        None => None,
+    };
+    let access = Access {
+        allow: config.allow_list()?,
+        token: (!config.token.is_empty()).then(|| config.token.clone()),
+        user: config.http_user.clone(),
+    };
+    let flags = serde_json::json!({
+        "api": true,
+        "nowebui": true,
+        "listen": !crate::net::allow::is_loopback(addr.ip()),
+        "port": addr.port(),
+        "api_auth": access.token.is_some(),
+        "tls": tls.is_some(),
+        "cors_allow_origins": config.cors_origin,
+        "ckpt_dir": config.model_roots().first().map(|r| r.display().to_string()),
+    });
+    let is_tls = tls.is_some();
+    let state = HttpState::new(
+        peers,
+        access,
+        config.limits(),
+        config.max_message_bytes,
+        registry_health,
+        flags,
+    );
+    let binding = Binding {
+        addr,
+        tls,
+        cors_origins: config.cors_origin.clone(),
+        drain_grace: config.drain_grace(),
+    };
+    let (local, handle) =
+        crate::http::server::start(binding, state).map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    log::info!(
+        "HTTP API on {}://{local} (A1111 /sdapi/v1, OpenAI /v1/images)",
+        if is_tls { "https" } else { "http" }
+    );
+    Ok((local, handle))
+}
+
 /// A server running on its own thread with its own actix system.
 pub struct ServerThread {
     pub local_addr: SocketAddr,
+    /// The HTTP front end's address, when `http_port` is set.
+    pub http_addr: Option<SocketAddr>,
     handle: AppHandle,
     join: JoinHandle<std::io::Result<i32>>,
 }
@@ -307,6 +389,7 @@ pub fn spawn_server(
     let handle = rx.recv().map_err(|_| AppError::NotReady)??;
     Ok(ServerThread {
         local_addr: handle.local_addr,
+        http_addr: handle.http_addr,
         handle,
         join,
     })

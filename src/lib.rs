@@ -9,6 +9,7 @@
 //! - [`messages`]: typed actor messages, grouped by the actor that handles them.
 //! - [`actors`]: the actix actors (listener, session, GPU worker, model registry, shutdown).
 //! - [`net`]: access control: allow-list, token secret, TLS set-up, session transport.
+//! - `http`: the HTTP front end (A1111 `/sdapi/v1`, OpenAI `/v1/images`) on actix-web.
 //! - [`config`]: typed configuration (file < env < CLI) validated at start-up.
 //! - [`app`]: wiring: starts the actors in order and returns a handle.
 
@@ -17,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub(crate) mod http;
 pub mod messages;
 pub mod net;
 pub mod pipeline;

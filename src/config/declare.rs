@@ -38,7 +38,8 @@ macro_rules! scalar_setting {
     )*};
 }
 
-scalar_setting!(String => "TEXT", u16 => "N", u32 => "N", u64 => "N", usize => "N", f64 => "NUMBER");
+// Every fractional setting is a duration in seconds.
+scalar_setting!(String => "TEXT", u16 => "N", u32 => "N", u64 => "N", usize => "N", f64 => "SECS");
 
 impl SettingValue for Secret {
     fn configure(arg: Arg) -> Arg {
@@ -52,6 +53,21 @@ impl SettingValue for Secret {
     }
     fn shown(&self) -> Option<String> {
         None
+    }
+}
+
+/// An optional port: unset in the file means off; the flag sets it.
+impl SettingValue for Option<u16> {
+    fn configure(arg: Arg) -> Arg {
+        arg.action(ArgAction::Set)
+            .value_parser(value_parser!(u16))
+            .value_name("PORT")
+    }
+    fn given(matches: &ArgMatches, id: &str) -> Option<Self> {
+        matches.get_one::<u16>(id).copied().map(Some)
+    }
+    fn shown(&self) -> Option<String> {
+        self.map(|p| p.to_string())
     }
 }
 

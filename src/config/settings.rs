@@ -69,40 +69,34 @@ settings! {
     /// Seconds to wait for a first client when timeout is on.
     startup_grace_secs: f64 = 10.0,
         flag "startup-grace", env "RUNAI_STARTUP_GRACE",
-        help "With --timeout: seconds to wait for the first client",
-        cli .value_name("SECS");
+        help "With --timeout: seconds to wait for the first client";
 
     /// Seconds after the last client left before exiting when timeout is on.
     idle_secs: f64 = 3.0,
         flag "idle", env "RUNAI_IDLE",
-        help "With --timeout: seconds after the last client left before exiting",
-        cli .value_name("SECS");
+        help "With --timeout: seconds after the last client left before exiting";
 
     /// On SIGINT/SIGTERM: seconds the running job may take to finish before it is cancelled.
     drain_grace_secs: f64 = 30.0,
         flag "drain-grace", env "RUNAI_DRAIN_GRACE",
-        help "On SIGINT/SIGTERM: seconds the running job may finish before it is cancelled",
-        cli .value_name("SECS");
+        help "On SIGINT/SIGTERM: seconds the running job may finish before it is cancelled";
 
     /// A client that stops in the middle of a message is dropped after this many seconds.
     read_timeout_secs: f64 = 60.0,
         flag "read-timeout", env "RUNAI_READ_TIMEOUT",
-        help "Drop a client that stalls mid-message for this many seconds",
-        cli .value_name("SECS");
+        help "Drop a client that stalls mid-message for this many seconds";
 
     /// A client that stops reading is dropped when one packet cannot be written in this time.
     write_timeout_secs: f64 = 60.0,
         flag "write-timeout", env "RUNAI_WRITE_TIMEOUT",
-        help "Drop a client that does not read a packet for this many seconds",
-        cli .value_name("SECS");
+        help "Drop a client that does not read a packet for this many seconds";
 
     /// A session with no job queued or running and no message for this many seconds is closed
     /// (it receives a "closing" event first); 0 keeps idle sessions forever. The plugin reconnects.
     idle_timeout_secs: f64 = 300.0,
         flag "idle-timeout", env "RUNAI_IDLE_TIMEOUT",
         help "Close a client with no job and no message for this many seconds (closing first); \
-              0 = never",
-        cli .value_name("SECS");
+              0 = never";
 
     /// Bytes of replies waiting for a slow client before it is dropped (256 MiB).
     max_outgoing_bytes: usize = 256 * 1024 * 1024,
@@ -183,8 +177,7 @@ settings! {
     /// The restart budget's window in seconds (see max_restarts).
     restart_window_secs: f64 = 600.0,
         flag "restart-window", env "RUNAI_RESTART_WINDOW",
-        help "Restart window in seconds",
-        cli .value_name("SECS");
+        help "Restart window in seconds";
 
     /// Continuous batching: up to max_batch jobs (of any users, same model and size) share each
     /// denoising step, joining and leaving at step boundaries; 1 runs one job at a time.
@@ -240,4 +233,31 @@ settings! {
         help "Safety checker folder (transformers layout)",
         shown "CompVis/stable-diffusion-safety-checker under a model root",
         cli .value_name("DIR");
+
+    // HTTP front end (src/http/): these three settings belong together.
+    /// HTTP front end: AUTOMATIC1111's /sdapi/v1 and OpenAI's /v1/images (Open WebUI,
+    /// SillyTavern, LibreChat, webuiapi ...) on host:http_port, with the same models, queue,
+    /// limits, allow-list, token and TLS certificate as the socket port. Not set: no HTTP server
+    /// (7860 is the port A1111 clients expect; 0 = any free port). With a token, clients send
+    /// "Authorization: Bearer <token>" or HTTP Basic with the token as password.
+    http_port: Option<u16> = None,
+        flag "http-port", env "RUNAI_HTTP_PORT",
+        help "Serve the A1111 and OpenAI HTTP APIs on this port (7860 is the usual one)",
+        shown "off";
+
+    /// HTTP Basic user name required with the token (A1111's --api-auth user:token); "" = any
+    /// user name. Each Basic user is its own lane of the fair queue. Needs token.
+    http_user: String = String::new(),
+        flag "http-user", env "RUNAI_HTTP_USER",
+        help "HTTP Basic user name required with the token",
+        shown "any",
+        cli .value_name("USER");
+
+    /// Browser origins allowed to call the HTTP API (CORS), e.g. ["https://chat.example.org"];
+    /// "*" allows any. Empty: no CORS headers (server-side clients need none).
+    cors_origin: Vec<String> = Vec::new(),
+        flag "cors-origin", env "RUNAI_CORS_ORIGIN",
+        help "Browser origins allowed to call the HTTP API (CORS), comma-separated; * = any",
+        shown "none",
+        cli .value_delimiter(',').value_name("ORIGIN,...");
 }

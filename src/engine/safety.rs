@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::factory::runtime_options;
 use super::step::{StepGenerator, StepJob};
-use super::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use super::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use crate::config::ComputeSpec;
 use crate::pipeline::params::GeneratedImage;
 use crate::pipeline::safety::{SafetyChecker, SafetyMode};
@@ -44,7 +44,7 @@ impl Generator for SafeGenerator {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let images = self.inner.generate(job, progress)?;
         let started = Instant::now();

@@ -22,6 +22,7 @@ use serde_json::Value;
 use super::error::{PipelineError, Result};
 use super::images::{decoded_to_unit, unit_to_rgb};
 use super::model::StableDiffusion;
+use super::models::added_cond::AddedCond;
 use super::noise::{NoiseSource, SeededNoise};
 use super::params::{GenerateParams, GeneratedImage};
 use super::schedulers::Scheduler;
@@ -38,12 +39,22 @@ pub(crate) enum InpaintMode {
     },
 }
 
+/// UNet inputs of some images of one job: one timestep, context row and added row per row.
+struct ModelInputs {
+    xs: Tensor,
+    timesteps: Vec<f64>,
+    context: Tensor,
+    added: Option<AddedCond>,
+}
+
 /// One job between two denoising steps.
 pub struct Denoising {
     n: usize,
     guidance: f64,
     /// `[uncond, cond]` when guidance is on, else `[cond]`.
     context: Tensor,
+    /// SDXL's added conditioning, rows as `context`'s.
+    added: Option<AddedCond>,
     sched: Box<dyn Scheduler>,
     timesteps: Vec<f64>,
     next: usize,
@@ -56,6 +67,7 @@ impl Denoising {
     pub(crate) fn new(
         params: &GenerateParams,
         context: Tensor,
+        added: Option<AddedCond>,
         sched: Box<dyn Scheduler>,
         timesteps: Vec<f64>,
         latents: Tensor,
@@ -65,6 +77,7 @@ impl Denoising {
             n: params.n_samples,
             guidance: params.guidance_scale,
             context,
+            added,
             sched,
             timesteps,
             next: 0,
@@ -130,7 +143,7 @@ impl Denoising {
     /// UNet inputs of images `images` at the current step: latents (twice with guidance),
     /// scaled by the scheduler, with inpainting's extra channels; one timestep and one
     /// context row per input row.
-    fn model_inputs(&self, images: Range<usize>) -> Result<(Tensor, Vec<f64>, Tensor)> {
+    fn model_inputs(&self, images: Range<usize>) -> Result<ModelInputs> {
         let t = self.timestep()?;
         let count = images.len();
         let per_image = if self.do_cfg() { 2 } else { 1 };
@@ -149,9 +162,19 @@ impl Denoising {
             }
             rows.push(model_in);
         }
-        let xs = Tensor::cat(&rows, 0)?;
-        let context = self.context.repeat((count, 1, 1))?;
-        Ok((xs, vec![t; count * per_image], context))
+        let added = match &self.added {
+            Some(a) => Some(AddedCond {
+                text_embeds: a.text_embeds.repeat((count, 1))?,
+                time_ids: a.time_ids.repeat((count, 1))?,
+            }),
+            None => None,
+        };
+        Ok(ModelInputs {
+            xs: Tensor::cat(&rows, 0)?,
+            timesteps: vec![t; count * per_image],
+            context: self.context.repeat((count, 1, 1))?,
+            added,
+        })
     }
 
     /// Classifier-free guidance over raw UNet rows (`[u, c]` per image, or `[c]`): one
@@ -249,17 +272,39 @@ impl StableDiffusion {
         let mut xs = Vec::with_capacity(parts.len());
         let mut ts = Vec::new();
         let mut ctx = Vec::with_capacity(parts.len());
+        let (mut text, mut ids) = (Vec::new(), Vec::new());
         let mut rows = Vec::with_capacity(parts.len());
         for (job, images) in parts {
-            let (x, t, c) = job.model_inputs(images.clone())?;
-            rows.push(x.dim(0)?);
-            xs.push(x);
-            ts.extend(t);
-            ctx.push(c);
+            let inputs = job.model_inputs(images.clone())?;
+            rows.push(inputs.xs.dim(0)?);
+            xs.push(inputs.xs);
+            ts.extend(inputs.timesteps);
+            ctx.push(inputs.context);
+            if let Some(a) = inputs.added {
+                text.push(a.text_embeds);
+                ids.push(a.time_ids);
+            }
         }
+        let added = if text.is_empty() {
+            None
+        } else if text.len() == parts.len() {
+            Some(AddedCond {
+                text_embeds: Tensor::cat(&text, 0)?,
+                time_ids: Tensor::cat(&ids, 0)?,
+            })
+        } else {
+            return Err(PipelineError::Config(
+                "jobs with and without added conditioning in one UNet call".into(),
+            ));
+        };
         let out = self
             .unet
-            .forward_per_sample(&Tensor::cat(&xs, 0)?, &ts, &Tensor::cat(&ctx, 0)?)?
+            .forward_per_sample(
+                &Tensor::cat(&xs, 0)?,
+                &ts,
+                &Tensor::cat(&ctx, 0)?,
+                added.as_ref(),
+            )?
             .to_dtype(DType::F32)?;
         let mut start = 0;
         let mut split = Vec::with_capacity(parts.len());
@@ -312,7 +357,7 @@ impl StableDiffusion {
             .map(|(params, context)| {
                 let shape = self.latent_shape(params)?;
                 let context = match context {
-                    Some(c) => c?,
+                    Some(c) => (c?, None),
                     None => self.encode_context(params, &mut None)?,
                 };
                 let mut noise = SeededNoise::new(params.seed, params.n_samples);
@@ -326,6 +371,10 @@ impl StableDiffusion {
     /// Contexts of the jobs without clip skip, from one encoder call (None for the others,
     /// which are encoded alone). A failed call fails each of its jobs with the same error.
     fn shared_contexts(&self, jobs: &[&GenerateParams]) -> Vec<Option<Result<Tensor>>> {
+        if self.xl.is_some() {
+            // SDXL's two encoders and pooled embeddings: each job on its own.
+            return jobs.iter().map(|_| None).collect();
+        }
         let mut prompts: Vec<&str> = Vec::new();
         let mut spans = Vec::with_capacity(jobs.len());
         for p in jobs {

@@ -8,6 +8,7 @@ use image::GrayImage;
 use serde_json::Value;
 
 use super::denoise::{Denoising, InpaintMode};
+use super::models::added_cond::AddedCond;
 use super::error::{PipelineError, Result};
 use super::images::{binarize_mask, decoded_to_unit, nearest_resize, rgb_to_tensor, unit_to_rgb};
 use super::model::StableDiffusion;
@@ -119,8 +120,24 @@ impl StableDiffusion {
         Ok(job.images(unit_to_rgb(&unit)?))
     }
 
-    /// Text embeddings: `[uncond, cond]` when guidance is on, else `[cond]`.
+    /// Text embeddings, `[uncond, cond]` when guidance is on, else `[cond]`, and SDXL's added
+    /// conditioning with the same rows (both encoders: xl_conditioning.rs).
     pub(crate) fn encode_context(
+        &self,
+        params: &GenerateParams,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<(Tensor, Option<AddedCond>)> {
+        let do_cfg = params.guidance_scale > 1.0;
+        if let Some(xl) = &self.xl {
+            let size = self.resolve_size(params)?;
+            let (context, added) = self.xl_conditioning(xl, params, do_cfg, size, trace)?;
+            return Ok((context, Some(added)));
+        }
+        Ok((self.encode_clip_context(params, trace)?, None))
+    }
+
+    /// The CLIP text embeddings of an SD1/SD2 model (see [`StableDiffusion::encode_context`]).
+    fn encode_clip_context(
         &self,
         params: &GenerateParams,
         trace: &mut Option<&mut Trace>,
@@ -152,16 +169,21 @@ impl StableDiffusion {
         &self,
         params: &GenerateParams,
         scheduler_config: &Value,
-        context: Tensor,
+        (context, added): (Tensor, Option<AddedCond>),
         shape: &[usize; 4],
         noise: &mut dyn NoiseSource,
         trace: &mut Option<&mut Trace>,
     ) -> Result<Denoising> {
         let n = params.n_samples;
         let dev = self.device.clone();
-        let mut sched =
-            schedulers::build(params.scheduler, scheduler_config, params.steps, params.eta)
-                .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
+        let scheduler_config = schedulers::with_spacing(scheduler_config, params.timestep_spacing);
+        let mut sched = schedulers::build(
+            params.scheduler,
+            &scheduler_config,
+            params.steps,
+            params.eta,
+        )
+        .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
         let (timesteps, strength) = match &params.task {
             Task::Txt2Img => (sched.timesteps().to_vec(), None),
             Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {
@@ -200,7 +222,7 @@ impl StableDiffusion {
             }
         };
         Ok(Denoising::new(
-            params, context, sched, timesteps, latents, inpaint,
+            params, context, added, sched, timesteps, latents, inpaint,
         ))
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runai::engine::step::{downcast, BatchKey, StepGenerator, StepJob};
-use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use runai::pipeline::params::{GenerateParams, GeneratedImage};
 
 use super::FakeGenerator;
@@ -85,7 +85,7 @@ impl Generator for SteppingFake {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         self.inner.generate(job, progress)
     }

@@ -66,15 +66,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server's TLS acceptor from PEM files (TLS 1.2 and 1.3, no client certificates).
-pub fn server_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// The server's TLS configuration from PEM files (TLS 1.2 and 1.3, no client certificates).
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let certs = load_certificates(cert)?;
     let key = load_key(key)?;
-    let config = ServerConfig::builder_with_provider(provider())
+    Ok(ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .with_single_cert(certs, key)?)
+}
+
+/// The server's TLS acceptor from PEM files (see [`server_config`]).
+pub fn server_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(cert, key)?)))
 }
 
 /// A client configuration that trusts exactly the certificates in `ca` (a self-signed server

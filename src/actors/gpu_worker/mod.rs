@@ -6,14 +6,13 @@
 //! `busy`/`done`/`cancelled`/errors, and is supervised: a model panic stops the actor, the
 //! supervisor restarts it with a fresh thread, and a restart budget gives up on a model that
 //! always crashes. The decisions live in plain structs tested without sockets: `fair_queue`,
-//! `running` (jobs handed to the thread, cancel flags), `restart_budget`, `batch` (who
-//! shares a step). Never runs a model on the async threads.
+//! `running` (jobs handed to the thread, cancel flags), `batch` (who shares a step), and
+//! the shared `actors::restart_budget`. Never runs a model on the async threads.
 
 pub mod batch;
 mod batched;
 pub mod fair_queue;
 pub mod no_backend;
-pub mod restart_budget;
 pub mod running;
 pub mod thread;
 
@@ -25,9 +24,9 @@ use actix::prelude::*;
 
 use self::batch::BatchLimits;
 use self::fair_queue::{FairQueue, Refused};
-use self::restart_budget::{RestartBudget, Verdict};
 use self::running::RunningJobs;
 use self::thread::{JobFinished, Outcome, RunJob, ThreadReady, WorkerThread};
+use crate::actors::restart_budget::{Restart, RestartBudget};
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::{GenerateJob, GeneratorFactory};
 use crate::messages::session::{ErrorKind as ErrorCode, JobEvent, JobUpdate};
@@ -243,14 +242,19 @@ impl Supervised for GpuWorkerActor {
                 "the worker restarted while running this job",
             );
         }
-        match self.restarts.record(Instant::now()) {
-            Verdict::GiveUp(reason) => {
+        match self.restarts.crashed(Instant::now()) {
+            Restart::Exhausted { crashes } => {
+                let reason = format!(
+                    "the model backend crashed {crashes} times within {:?}; giving up",
+                    self.settings.restart_window
+                );
                 log::error!("{reason}");
                 self.gave_up = Some(reason);
             }
-            Verdict::Restart { used, allowed } => {
-                log::warn!("restarting the worker thread (restart {used} of {allowed} allowed)");
-            }
+            Restart::Allowed { restart } => log::warn!(
+                "restarting the worker thread (restart {restart} of {} allowed)",
+                self.settings.max_restarts
+            ),
         }
     }
 }

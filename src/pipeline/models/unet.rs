@@ -1,8 +1,9 @@
-//! UNet2DConditionModel (SD1/SD2 family) assembled from the diffusers config: time embedding,
-//! down blocks (with or without cross-attention), mid block, up blocks with skip connections.
-//! Reuses candle's timestep embedding (numerically identical to diffusers); ResNet blocks (fused
-//! GroupNorm+SiLU on CPU, resnet.rs) and attention (attention.rs) are ours. Never allocates
-//! noise or touches schedulers.
+//! UNet2DConditionModel (SD1/SD2; SDXL with its added `text_time` embedding, added_cond.rs)
+//! assembled from the diffusers config: time embedding, down blocks (with or without
+//! cross-attention), mid block, up blocks with skip connections. Reuses candle's timestep
+//! embedding (numerically identical to diffusers); ResNet blocks (fused GroupNorm+SiLU on CPU,
+//! resnet.rs) and attention (attention.rs) are ours. Never allocates noise or touches
+//! schedulers.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
@@ -10,6 +11,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 
+use super::added_cond::{AddedCond, TextTimeEmbedding};
 use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
@@ -124,6 +126,8 @@ pub(crate) struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// SDXL's `text_time` added embedding (None for SD1/SD2).
+    add_embedding: Option<TextTimeEmbedding>,
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
@@ -152,6 +156,16 @@ impl UNet {
         let conv_in = conv3(vb.pp("conv_in"), cfg.in_channels, c0, 1)?;
         let time_proj = Timesteps::new(c0, cfg.flip_sin_to_cos, cfg.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), c0, temb)?;
+        let add_embedding = match &cfg.addition {
+            Some(a) => Some(TextTimeEmbedding::new(
+                vb.clone(),
+                a,
+                cfg.flip_sin_to_cos,
+                cfg.freq_shift,
+                temb,
+            )?),
+            None => None,
+        };
 
         let mut down = Vec::with_capacity(n);
         let mut out_ch = c0;
@@ -266,6 +280,7 @@ impl UNet {
             conv_in,
             time_proj,
             time_embedding,
+            add_embedding,
             down,
             mid,
             up,
@@ -278,18 +293,31 @@ impl UNet {
 
     /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
     pub(crate) fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
-        let b = xs.dim(0)?;
-        self.forward_per_sample(xs, &vec![timestep; b], context)
+        self.forward_added(xs, timestep, context, None)
     }
 
-    /// As [`UNet::forward`] with one timestep per row of `xs` (and one context row per row):
-    /// jobs at different points of their schedules share one call. Row i's result does not
-    /// depend on the other rows (see `time_embedding_rows`).
+    /// As [`UNet::forward`] with the added conditioning a `text_time` UNet (SDXL) requires
+    /// (one row per batch row); other UNets take None.
+    pub(crate) fn forward_added(
+        &self,
+        xs: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
+        let b = xs.dim(0)?;
+        self.forward_per_sample(xs, &vec![timestep; b], context, added)
+    }
+
+    /// As [`UNet::forward_added`] with one timestep per row of `xs` (and one context row and
+    /// added row per row): jobs at different points of their schedules share one call. Row
+    /// i's result does not depend on the other rows (see `time_embedding_rows`).
     pub(crate) fn forward_per_sample(
         &self,
         xs: &Tensor,
         timesteps: &[f64],
         context: &Tensor,
+        added: Option<&AddedCond>,
     ) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
         if timesteps.len() != b {
@@ -305,7 +333,7 @@ impl UNet {
         } else {
             xs
         };
-        let temb = self.time_embedding_rows(timesteps, xs.device())?;
+        let temb = self.time_embedding_rows(timesteps, added, xs.device())?;
 
         let mut xs = self.conv_in.forward(&xs)?;
         let mut skips = vec![xs.clone()];
@@ -339,20 +367,43 @@ impl UNet {
         Ok(self.conv_out.forward(&xs)?)
     }
 
-    /// The time embeddings of `timesteps`, one distinct timestep at a time (sinusoidal in
-    /// f32 as diffusers computes it, then the model dtype): see [`TimeRows`].
+    /// The time embeddings of `timesteps` (sinusoidal in f32 as diffusers computes it, then
+    /// the model dtype), plus SDXL's added embedding: one distinct timestep at a time, or one
+    /// row at a time with added conditioning (its rows differ per sample). See [`TimeRows`].
     fn time_embedding_rows(
         &self,
         timesteps: &[f64],
+        added: Option<&AddedCond>,
         device: &candle_core::Device,
     ) -> Result<TimeRows> {
-        let (distinct, of_sample) = TimeRows::group(timesteps);
-        let mut rows = Vec::with_capacity(distinct.len());
-        for t in distinct {
+        let embed = |t: f64| -> Result<Tensor> {
             let t = Tensor::new(&[t as f32], device)?;
             let temb = self.time_proj.forward(&t)?.to_dtype(self.dtype)?;
-            rows.push(self.time_embedding.forward(&temb)?);
+            Ok(self.time_embedding.forward(&temb)?)
+        };
+        match (&self.add_embedding, added) {
+            (None, None) => {
+                let (distinct, of_sample) = TimeRows::group(timesteps);
+                let rows = distinct.into_iter().map(embed).collect::<Result<Vec<_>>>()?;
+                TimeRows::new(rows, of_sample)
+            }
+            (Some(emb), Some(added)) => {
+                let mut rows = Vec::with_capacity(timesteps.len());
+                for (i, &t) in timesteps.iter().enumerate() {
+                    let row = AddedCond {
+                        text_embeds: added.text_embeds.narrow(0, i, 1)?,
+                        time_ids: added.time_ids.narrow(0, i, 1)?,
+                    };
+                    rows.push((embed(t)? + emb.forward(&row, self.dtype)?)?);
+                }
+                TimeRows::new(rows, (0..timesteps.len() as u32).collect())
+            }
+            (Some(_), None) => Err(PipelineError::Config(
+                "this UNet needs the pooled text embedding and time ids (SDXL)".into(),
+            )),
+            (None, Some(_)) => Err(PipelineError::Config(
+                "this UNet takes no added conditioning".into(),
+            )),
         }
-        TimeRows::new(rows, of_sample)
     }
 }
