@@ -12,7 +12,9 @@
 #                 as the real one), made once by diffusers_gpu.py make and cached
 #   6. server     a whole runai server on loopback: one 512x512 txt2img must come back as a PNG,
 #                 then images/s with 1 and 4 concurrent clients (bench/throughput.py)
-#   7. phases     bench/compare.sh: runai f16 against diffusers fp16 + SDPA, alternating, for a
+#   7. batching   bench/batching.sh: images/min and p50/p95 latency with --max-batch 1, 4
+#                 and 8 for 1, 4 and 8 clients (3 jobs each, mixed samplers, 10 steps)
+#   7b. phases    bench/compare.sh: runai f16 against diffusers fp16 + SDPA, alternating, for a
 #                 text encode, a UNet step (batch 2, 512x512), a VAE decode (512x512) and a
 #                 50-step DDIM txt2img (512x512)
 #   8. summary    one table (bench/gpu_summary.py), also written to OUT/summary.md
@@ -229,6 +231,17 @@ else
 fi
 stop_server
 trap - EXIT
+
+step "continuous batching: --max-batch 1, 4, 8 with 1, 4 and 8 clients"
+# Issue #19's measurement at the GPU's size: REQUESTS jobs per client, mixed samplers (DDIM,
+# Euler a, DPM++ 2M Karras), 10 steps (4 in a dry run), each server flag on a fresh server.
+if RUNAI="$RUNAI" PYTHON="$PYTHON" CLIENTS="1 4 8" BATCHES="1 4 8" REQUESTS=3 SIZE="$SIZE" \
+    STEPS=$([ $DRY = 1 ] && echo 4 || echo 10) RUNAI_ARGS="--device $DEVICE --dtype $DTYPE" \
+    "$here/batching.sh" "$MODEL" "$OUT/batching.jsonl" >"$OUT/batching.md" 2>"$OUT/batching.err"; then
+    record batching ok "$(grep '^| [0-9]' "$OUT/batching.md" | awk -F'|' '{printf "%s clients, max-batch%s:%s img/min, p95%ss;", $2, $3, $5, $7}')"
+else
+    record batching FAIL "$(tail -c 300 "$OUT/batching.err" | tr '\n' ' ')"
+fi
 
 step "phases: runai $DTYPE against diffusers"
 reference=none

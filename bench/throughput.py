@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Images per second a running runai server delivers to N concurrent clients, for
-bench/gpu.sh: each client connects over loopback (framing of examples/client.py, the plugin's
-own), sends REQUESTS txt2img requests one after the other (seed i for its i-th) and waits for
-each image; the clock runs from the first request to the last image. One untimed request
-first loads the model. Prints one `RESULT {json}` line (clients, images, wall_s,
-images_per_s, per-request latencies). Python standard library only; writes nothing.
+bench/gpu.sh and bench/batching.sh: each client connects over loopback (framing of
+examples/client.py, the plugin's own), sends REQUESTS txt2img requests one after the other
+(seed i for its i-th) and waits for each image; the clock runs from the first request to the
+last image. `--scheduler` takes a comma-separated list: request i of client c uses entry
+(c + i) mod len, so concurrent clients mix samplers. One untimed request first loads the
+model. Prints one `RESULT {json}` line (clients, images, wall_s, images_per_s,
+images_per_min, p50/p95 latency, per-request latencies). Python standard library only;
+writes nothing.
 
-usage: throughput.py --port P --clients N --requests K --size S --steps T [--scheduler ddim]"""
+usage: throughput.py --port P --clients N --requests K --size S --steps T
+                     [--scheduler ddim[,euler_a,...]]"""
 import argparse
 import json
 import os
@@ -44,6 +48,13 @@ def generate(port, size, steps, scheduler, seed):
                 raise RuntimeError(json.dumps(msg))
 
 
+def nearest_rank(values, pct):
+    """The pct-th percentile by the nearest-rank method (an observed value)."""
+    ordered = sorted(values)
+    rank = max(1, -(-pct * len(ordered) // 100))
+    return ordered[rank - 1]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,14 +66,16 @@ def main():
     p.add_argument("--scheduler", default="ddim")
     a = p.parse_args()
 
-    generate(a.port, a.size, a.steps, a.scheduler, 0)  # warm-up: loads the model
+    schedulers = [x for x in a.scheduler.split(",") if x]
+    generate(a.port, a.size, a.steps, schedulers[0], 0)  # warm-up: loads the model
     latencies, errors, lock = [], [], threading.Lock()
 
     def one_client(c):
         for i in range(a.requests):
             t = time.perf_counter()
             try:
-                n = generate(a.port, a.size, a.steps, a.scheduler, 1000 * c + i)
+                sched = schedulers[(c + i) % len(schedulers)]
+                n = generate(a.port, a.size, a.steps, sched, 1000 * c + i)
                 if n != 1:
                     raise RuntimeError(f"expected 1 image, got {n}")
             except Exception as e:  # reported in the RESULT line, counted as a failure
@@ -83,7 +96,9 @@ def main():
            "size": a.size, "steps": a.steps, "scheduler": a.scheduler,
            "images": len(latencies), "wall_s": round(wall, 3),
            "images_per_s": round(len(latencies) / wall, 4) if wall > 0 else None,
+           "images_per_min": round(60 * len(latencies) / wall, 3) if wall > 0 else None,
            "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
+           "latency_p95_s": round(nearest_rank(latencies, 95), 3) if latencies else None,
            "latencies_s": [round(x, 3) for x in latencies], "errors": errors}
     print("RESULT " + json.dumps(res), flush=True)
     return 1 if errors else 0

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use tokio::net::TcpListener;
 
+use crate::actors::gpu_worker::batch::BatchLimits;
 use crate::actors::gpu_worker::{GpuWorkerActor, WorkerSettings};
 use crate::actors::listener::{AccessPolicy, ListenerActor};
 use crate::actors::model_registry::{ModelRegistryActor, RegistrySupervision};
@@ -176,6 +177,10 @@ pub async fn start(
         max_jobs_per_client: config.max_jobs_per_client,
         max_restarts: config.max_restarts,
         restart_window: config.restart_window(),
+        batch: BatchLimits {
+            max_batch: config.max_batch,
+            max_mib: config.max_batch_mb,
+        },
     };
     let shutdown_for_worker = shutdown.clone();
     let worker = Supervisor::start(move |_| {

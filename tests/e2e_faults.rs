@@ -10,6 +10,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use e2e_common::*;
+use runai::config::Config;
 use serde_json::json;
 use server_common::{join_within, test_config, Client};
 
@@ -68,7 +69,13 @@ fn panic_fails_only_its_job_and_queued_jobs_run_after_the_rebuild() {
 
 #[test]
 fn disconnect_mid_job_frees_the_worker_within_a_step() {
-    let server = start_real();
+    // One job at a time, so the next job waits behind the abandoned one (with continuous
+    // batching it would join at once: tests/server_batching.rs covers that mode).
+    let config = Config {
+        max_batch: 1,
+        ..test_config()
+    };
+    let server = start_real_with(config, real_factory(), &[fixtures().join("models")]);
     let addr = server.local_addr;
     let mut a = Client::connect(addr);
     let mut b = Client::connect(addr);
@@ -134,6 +141,8 @@ fn drain_with_three_jobs_in_flight_answers_everyone_and_exits_zero() {
     for (grace, running_end) in [(30.0, "done"), (0.2, "unavailable")] {
         let mut config = test_config();
         config.drain_grace_secs = grace;
+        // One job at a time, so two jobs wait in the queue when the drain starts.
+        config.max_batch = 1;
         let server = start_real_with(config, real_factory(), &[fixtures().join("models")]);
         let addr = server.local_addr;
         let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();

@@ -29,7 +29,9 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 #[cfg(unix)]
 #[test]
 fn binary_serves_real_images_and_sigterm_drains_three_clients() {
-    let (mut child, addr) = spawn_runai(&fixtures().join("models"));
+    // One job at a time, so two jobs are queued when SIGTERM comes (with continuous
+    // batching they would run beside the first one).
+    let (mut child, addr) = spawn_runai_with(&fixtures().join("models"), &["--max-batch", "1"]);
     let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
     // A first job proves the binary serves the real model with the default model.
     clients[0].send(&txt2img("warm", "", 2, 1, 64, 64));

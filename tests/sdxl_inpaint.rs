@@ -102,6 +102,8 @@ fn params(task: Task) -> GenerateParams {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        syntax: Default::default(),
+        loras: Vec::new(),
         timestep_spacing: None,
         xl: Default::default(),
     }

@@ -139,6 +139,15 @@ impl Config {
                 format!("must be 1..=100000, got {}", self.max_jobs_per_client),
             ));
         }
+        if !(1..=64).contains(&self.max_batch) {
+            return Err(invalid(
+                "max_batch",
+                format!("must be 1..=64, got {}", self.max_batch),
+            ));
+        }
+        if self.max_batch_mb == 0 {
+            return Err(invalid("max_batch_mb", "must be at least 1, got 0"));
+        }
         if self.max_message_bytes < self.packet_size {
             return Err(invalid(
                 "max_message_bytes",

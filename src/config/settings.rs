@@ -195,6 +195,20 @@ settings! {
         flag "restart-window", env "RUNAI_RESTART_WINDOW",
         help "Restart window in seconds";
 
+    /// Continuous batching: up to max_batch jobs (of any users, same model and size) share each
+    /// denoising step, joining and leaving at step boundaries; 1 runs one job at a time.
+    max_batch: usize = 4,
+        flag "max-batch", env "RUNAI_MAX_BATCH",
+        help "Jobs (any users, same model and size) sharing one denoising step; 1 = one job at \
+              a time";
+
+    /// Estimated activation memory of one batched step in MiB: a batch never grows past it (a
+    /// single job always runs). Jobs finishing together are decoded within the same bound.
+    max_batch_mb: u64 = 8192,
+        flag "max-batch-mb", env "RUNAI_MAX_BATCH_MB",
+        help "Estimated activation memory of one batched step in MiB; a batch never grows past it",
+        cli .value_name("MIB");
+
     /// Where models run: "cpu", "cuda" or "cuda:N" (CUDA needs a build with --features cuda).
     device: String = "cpu".into(),
         flag "device", env "RUNAI_DEVICE",

@@ -7,6 +7,8 @@ pub mod client_text;
 pub mod factory;
 pub mod safety;
 pub mod sd;
+mod sd_step;
+pub mod step;
 
 use crate::pipeline::params::{GenerateParams, GeneratedImage, Task};
 use crate::registry::model::{ModelKind, ResolvedModel};
@@ -77,6 +79,11 @@ pub trait Generator: Send {
 
     /// Human-readable device and dtype, e.g. "cpu f32".
     fn device(&self) -> String;
+
+    /// The step-level form for continuous batching, when this generator has one.
+    fn stepper(&mut self) -> Option<&mut dyn step::StepGenerator> {
+        None
+    }
 }
 
 /// Builds a fresh generator; called on the worker thread at start and after every crash.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::factory::runtime_options;
+use super::step::{StepGenerator, StepJob};
 use super::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use crate::config::ComputeSpec;
 use crate::pipeline::params::GeneratedImage;
@@ -19,6 +20,26 @@ struct SafeGenerator {
     mode: SafetyMode,
 }
 
+impl SafeGenerator {
+    /// The checker's verdict on one image, applied as the job's mode says.
+    fn check(
+        &self,
+        job: &GenerateJob,
+        img: GeneratedImage,
+    ) -> Result<GeneratedImage, GenerateError> {
+        let mode = self.mode.for_request(job.nsfw_filter);
+        let report = self
+            .checker
+            .check(&img.image)
+            .map_err(|e| GenerateError::Internal(format!("safety checker: {e}")))?;
+        Ok(GeneratedImage {
+            image: mode.apply(img.image, report.nsfw),
+            seed: img.seed,
+            nsfw: Some(report.nsfw),
+        })
+    }
+}
+
 impl Generator for SafeGenerator {
     fn generate(
         &mut self,
@@ -26,26 +47,17 @@ impl Generator for SafeGenerator {
         progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let images = self.inner.generate(job, progress)?;
-        let mode = self.mode.for_request(job.nsfw_filter);
         let started = Instant::now();
         let mut checked = Vec::with_capacity(images.len());
         for img in images {
             if !progress.proceed() {
                 return Err(GenerateError::Cancelled);
             }
-            let report = self
-                .checker
-                .check(&img.image)
-                .map_err(|e| GenerateError::Internal(format!("safety checker: {e}")))?;
-            checked.push(GeneratedImage {
-                image: mode.apply(img.image, report.nsfw),
-                seed: img.seed,
-                nsfw: Some(report.nsfw),
-            });
+            checked.push(self.check(job, img)?);
         }
         log::debug!(
             "safety checker ({}): {} images in {} ms",
-            mode.as_str(),
+            self.mode.for_request(job.nsfw_filter).as_str(),
             checked.len(),
             started.elapsed().as_millis()
         );
@@ -59,6 +71,46 @@ impl Generator for SafeGenerator {
     fn device(&self) -> String {
         self.inner.device()
     }
+
+    fn stepper(&mut self) -> Option<&mut dyn StepGenerator> {
+        match self.inner.stepper() {
+            Some(_) => Some(self),
+            None => None,
+        }
+    }
+}
+
+/// The inner generator's steps; finished images go through the checker.
+impl StepGenerator for SafeGenerator {
+    fn start(&mut self, jobs: &[&GenerateJob]) -> Vec<Result<Box<dyn StepJob>, GenerateError>> {
+        match self.inner.stepper() {
+            Some(inner) => inner.start(jobs),
+            None => jobs.iter().map(|_| Err(no_stepper())).collect(),
+        }
+    }
+
+    fn predict(&mut self, batch: &mut [&mut dyn StepJob]) -> Result<(), GenerateError> {
+        self.inner.stepper().ok_or_else(no_stepper)?.predict(batch)
+    }
+
+    fn finish(
+        &mut self,
+        done: &mut [(&GenerateJob, &mut dyn StepJob)],
+    ) -> Vec<Result<Vec<GeneratedImage>, GenerateError>> {
+        let results = match self.inner.stepper() {
+            Some(inner) => inner.finish(done),
+            None => return done.iter().map(|_| Err(no_stepper())).collect(),
+        };
+        results
+            .into_iter()
+            .zip(done.iter())
+            .map(|(r, (job, _))| r?.into_iter().map(|img| self.check(job, img)).collect())
+            .collect()
+    }
+}
+
+fn no_stepper() -> GenerateError {
+    GenerateError::Internal("the generator lost its step-level form".into())
 }
 
 /// `inner` with the checker of `dir` loaded on `compute`'s device when the generator is

@@ -1,20 +1,24 @@
 //! The real [`Generator`]: loads Stable Diffusion models (folder or single file, as
 //! `registry::loader::ModelSource` reads them) into an LRU [`ModelCache`] bounded by count and
-//! estimated bytes, and runs the pipeline. Lives on the worker thread; knows nothing of actors
-//! or the wire, and writes nothing to disk.
+//! estimated bytes, picks the model a job runs on (the loaded one, or one LoRA-merged copy
+//! of it: addons.rs) with the embeddings its prompt may name, and runs the pipeline, whole
+//! (`generate`) or step by step (sd_step.rs). Lives on the worker thread; knows nothing of
+//! actors or the wire, and writes nothing to disk.
 
+use std::path::Path;
+
+use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::params::{GeneratedImage, LoraRequest, PromptSyntax};
 use crate::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
+use crate::registry::addons::AddOnRoots;
 use crate::registry::cache::ModelCache;
 use crate::registry::guard::contained;
 use crate::registry::loader::ModelSource;
 use crate::registry::model::ResolvedModel;
 
 use super::addons::AddOnCache;
+use super::step::StepGenerator;
 use super::{GenerateError, GenerateJob, Generator, Progress};
-use crate::pipeline::load::model_parts::ModelParts;
-use crate::pipeline::params::GeneratedImage;
-use crate::pipeline::params::PromptSyntax;
-use crate::registry::addons::AddOnRoots;
 
 /// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
 pub const DEFAULT_MAX_MODELS: usize = 2;
@@ -34,6 +38,15 @@ pub struct SdGenerator {
     loads: usize,
     roots: AddOnRoots,
     addons: AddOnCache,
+}
+
+/// Maps a pipeline failure to the engine's kinds.
+pub(super) fn generate_error(e: PipelineError) -> GenerateError {
+    match e {
+        PipelineError::Cancelled => GenerateError::Cancelled,
+        PipelineError::InvalidRequest(msg) => GenerateError::Invalid(msg),
+        e => GenerateError::Internal(e.to_string()),
+    }
 }
 
 fn load_error(model: &ResolvedModel, e: impl std::fmt::Display) -> GenerateError {
@@ -65,7 +78,7 @@ impl SdGenerator {
 
     /// Loads `model` unless cached, making room first so evicted weights are freed before
     /// the new ones are read.
-    fn ensure_loaded(&mut self, model: &ResolvedModel) -> Result<(), GenerateError> {
+    pub(super) fn ensure_loaded(&mut self, model: &ResolvedModel) -> Result<(), GenerateError> {
         if self.cache.contains(&model.path) {
             return Ok(());
         }
@@ -92,6 +105,73 @@ impl SdGenerator {
         );
         Ok(())
     }
+
+    /// The model a job with `loras` runs on, loaded by `ensure_loaded`: the loaded model
+    /// itself, or the one LoRA-merged copy kept (built again when the set differs from the
+    /// last one). Returns it with the key naming its LoRA set ("" without LoRAs).
+    pub(super) fn select(
+        &mut self,
+        path: &Path,
+        loras: &[LoraRequest],
+    ) -> Result<(&mut StableDiffusion, String), GenerateError> {
+        let loaded = self
+            .cache
+            .get_mut(path)
+            .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
+        if loras.is_empty() {
+            return Ok((&mut loaded.model, String::new()));
+        }
+        let (applied, key) = self.addons.loras(&self.roots.lora, loras)?;
+        let hit = matches!(&self.addons.merged, Some((p, k, _)) if p == path && *k == key);
+        if !hit {
+            // Free the previous LoRA model before building the next one.
+            self.addons.merged = None;
+            let started = std::time::Instant::now();
+            let (parts, opts) = (&loaded.parts, &self.opts);
+            let merged = contained("merging LoRAs", || {
+                StableDiffusion::with_loras(parts, &applied, opts)
+            })
+            .map_err(|failure| GenerateError::Internal(failure.to_string()))?
+            .map_err(|e| match e {
+                PipelineError::InvalidRequest(msg) => GenerateError::Invalid(msg),
+                e => GenerateError::Internal(e.to_string()),
+            })?;
+            log::info!(
+                "merged {} LoRA(s) into {} in {} ms",
+                applied.len(),
+                loaded.name,
+                started.elapsed().as_millis()
+            );
+            self.addons.merged = Some((path.to_path_buf(), key.clone(), merged));
+        }
+        match &mut self.addons.merged {
+            Some((_, _, m)) => Ok((m, key)),
+            None => Err(GenerateError::Internal("LoRA model vanished".into())),
+        }
+    }
+
+    /// `select`, with the textual-inversion embeddings set on the model when the jobs it is
+    /// for read A1111 prompts (`a1111`).
+    pub(super) fn prepare(
+        &mut self,
+        path: &Path,
+        loras: &[LoraRequest],
+        a1111: bool,
+    ) -> Result<(&mut StableDiffusion, String), GenerateError> {
+        let embeddings = if a1111 {
+            self.addons.embeddings(&self.roots.embeddings)
+        } else {
+            Vec::new()
+        };
+        let (model, key) = self.select(path, loras)?;
+        model.set_embeddings(embeddings);
+        Ok((model, key))
+    }
+}
+
+/// Whether the job reads its prompts with A1111's syntax (and may name embeddings).
+pub(super) fn reads_a1111(job: &GenerateJob) -> bool {
+    matches!(job.params.syntax, PromptSyntax::A1111 { .. })
 }
 
 impl Generator for SdGenerator {
@@ -105,55 +185,16 @@ impl Generator for SdGenerator {
         if !progress.proceed() {
             return Err(GenerateError::Cancelled);
         }
-        let loaded = self
-            .cache
-            .get_mut(&job.model.path)
-            .ok_or_else(|| GenerateError::Internal("model vanished from the cache".into()))?;
-        let embeddings = match job.params.syntax {
-            PromptSyntax::A1111 { .. } => self.addons.embeddings(&self.roots.embeddings),
-            PromptSyntax::Literal => Vec::new(),
-        };
-        let model = if job.params.loras.is_empty() {
-            &mut loaded.model
-        } else {
-            let (loras, key) = self.addons.loras(&self.roots.lora, &job.params.loras)?;
-            let hit =
-                matches!(&self.addons.merged, Some((p, k, _)) if *p == job.model.path && *k == key);
-            if !hit {
-                // Free the previous LoRA model before building the next one.
-                self.addons.merged = None;
-                let started = std::time::Instant::now();
-                let (parts, opts) = (&loaded.parts, &self.opts);
-                let merged = contained("merging LoRAs", || {
-                    StableDiffusion::with_loras(parts, &loras, opts)
-                })
-                .map_err(|failure| GenerateError::Internal(failure.to_string()))?
-                .map_err(|e| match e {
-                    PipelineError::InvalidRequest(msg) => GenerateError::Invalid(msg),
-                    e => GenerateError::Internal(e.to_string()),
-                })?;
-                log::info!(
-                    "merged {} LoRA(s) into {} in {} ms",
-                    loras.len(),
-                    job.model.name,
-                    started.elapsed().as_millis()
-                );
-                self.addons.merged = Some((job.model.path.clone(), key, merged));
-            }
-            match &mut self.addons.merged {
-                Some((_, _, m)) => m,
-                None => return Err(GenerateError::Internal("LoRA model vanished".into())),
-            }
-        };
-        model.set_embeddings(embeddings);
+        let (model, _) = self.prepare(&job.model.path, &job.params.loras, reads_a1111(job))?;
         // The pipeline calls `progress` after every step with the engine's contract and
         // returns Cancelled itself (before the next UNet call or before decoding).
-        match model.generate(&job.params, progress) {
-            Ok(images) => Ok(images),
-            Err(PipelineError::Cancelled) => Err(GenerateError::Cancelled),
-            Err(PipelineError::InvalidRequest(msg)) => Err(GenerateError::Invalid(msg)),
-            Err(e) => Err(GenerateError::Internal(e.to_string())),
-        }
+        model
+            .generate(&job.params, progress)
+            .map_err(generate_error)
+    }
+
+    fn stepper(&mut self) -> Option<&mut dyn StepGenerator> {
+        Some(self)
     }
 
     fn loaded_models(&self) -> Vec<String> {
@@ -193,7 +234,7 @@ impl SdGenerator {
         Ok((sd, parts, bytes))
     }
 
-    fn cache_name(&self, key: &std::path::Path) -> Option<String> {
+    fn cache_name(&self, key: &Path) -> Option<String> {
         self.cache.peek(key).map(|l| l.name.clone())
     }
 }

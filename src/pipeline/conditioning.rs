@@ -1,14 +1,13 @@
 //! The text conditioning of one request: prompt and negative prompt encoded as literal text
 //! (diffusers: one 77-token window each) or with A1111's syntax (any number of 77-token
 //! chunks, emphasis, textual inversion), and how the UNet takes them: one batch
-//! `[uncond, cond]`, or (A1111 with different chunk counts) one call each.
+//! `[uncond, cond]`, or (A1111 with different chunk counts) one call each (denoise.rs groups
+//! a step's rows by context length).
 
 use candle_core::Tensor;
 
 use super::error::Result;
 use super::model::StableDiffusion;
-use super::models::added_cond::AddedCond;
-use super::models::unet::UNet;
 use super::params::GenerateParams;
 use super::prompt::chunk::SpecialIds;
 use super::prompt::encode::{encode_a1111, Tower, TowerEmbedding};
@@ -24,34 +23,12 @@ pub(crate) enum Context {
 }
 
 impl Context {
-    /// The UNet's prediction for `model_in` (one row per context row), with SDXL's added
-    /// conditioning when the model has it.
-    pub(crate) fn predict(
-        &self,
-        unet: &UNet,
-        model_in: &Tensor,
-        t: f64,
-        added: Option<&AddedCond>,
-    ) -> Result<Tensor> {
-        match self {
-            Context::Joint(c) => unet.forward_added(model_in, t, c, added),
-            Context::Split { uncond, cond } => {
-                let row = |i: usize| -> Result<Option<AddedCond>> {
-                    added
-                        .map(|a| {
-                            Ok(AddedCond {
-                                text_embeds: a.text_embeds.narrow(0, i, 1)?,
-                                time_ids: a.time_ids.narrow(0, i, 1)?,
-                            })
-                        })
-                        .transpose()
-                };
-                let (ua, ca) = (row(0)?, row(1)?);
-                let u = unet.forward_added(&model_in.narrow(0, 0, 1)?, t, uncond, ua.as_ref())?;
-                let c = unet.forward_added(&model_in.narrow(0, 1, 1)?, t, cond, ca.as_ref())?;
-                Ok(Tensor::cat(&[&u, &c], 0)?)
-            }
-        }
+    /// Tokens of the longest context row (77 per prompt chunk).
+    pub(crate) fn max_len(&self) -> Result<usize> {
+        Ok(match self {
+            Context::Joint(c) => c.dim(1)?,
+            Context::Split { uncond, cond } => uncond.dim(1)?.max(cond.dim(1)?),
+        })
     }
 }
 

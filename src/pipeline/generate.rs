@@ -8,9 +8,11 @@ use image::GrayImage;
 use serde_json::Value;
 
 use super::conditioning::Context;
+use super::denoise::{Denoising, InpaintMode};
 use super::error::{PipelineError, Result};
 use super::images::{binarize_mask, decoded_to_unit, nearest_resize, rgb_to_tensor, unit_to_rgb};
 use super::model::StableDiffusion;
+use super::models::added_cond::AddedCond;
 use super::noise::{NoiseSource, SeededNoise};
 use super::params::{GenerateParams, GeneratedImage, Task};
 use super::progress::Progress;
@@ -24,18 +26,6 @@ fn proceed(progress: &mut dyn Progress) -> Result<()> {
     } else {
         Err(PipelineError::Cancelled)
     }
-}
-
-/// Inpainting state that the denoising loop needs.
-enum InpaintMode {
-    /// 9-channel UNet: `[mask, masked image latents]` per image (`[n, 5, h, w]`).
-    Concat { extra: Tensor },
-    /// 4-channel UNet: blend the known region back after every step.
-    Blend {
-        mask: Tensor,
-        image_latents: Tensor,
-        noise: Tensor,
-    },
 }
 
 impl StableDiffusion {
@@ -73,50 +63,94 @@ impl StableDiffusion {
         progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>> {
         let n = params.n_samples;
-        if n == 0 {
-            return Err(PipelineError::InvalidRequest(
-                "n_samples must be at least 1".into(),
-            ));
-        }
-        if !(params.guidance_scale.is_finite() && params.guidance_scale >= 0.0) {
-            return Err(PipelineError::InvalidRequest(
-                "guidance_scale must be finite and >= 0".into(),
-            ));
-        }
-        let (width, height) = self.resolve_size(params)?;
-        let sf = self.vae_scale_factor();
-        let lc = self.vae.config.latent_channels;
-        if self.unet.config.in_channels != lc && !matches!(params.task, Task::Inpaint { .. }) {
-            return Err(PipelineError::InvalidRequest(format!(
-                "this is an inpainting model ({}-channel UNet): it runs inpaint and outpaint only",
-                self.unet.config.in_channels
-            )));
-        }
-        let shape = [n, lc, height / sf, width / sf];
-        let dev = self.device.clone();
-
+        let shape = self.latent_shape(params)?;
+        let (width, height) = (
+            shape[3] * self.vae_scale_factor(),
+            shape[2] * self.vae_scale_factor(),
+        );
         let started = std::time::Instant::now();
-        // Text embeddings: [uncond, cond] when guidance is on, else [cond].
-        let do_cfg = params.guidance_scale > 1.0;
-        // The UNet runs one image at a time ([uncond, cond] for that image): batching images
-        // changes float summation order in the matmuls, and image i must be bit-identical
-        // whether it is generated alone or in a batch.
-        // SDXL: both encoders and the added conditioning (xl_conditioning.rs).
-        let (xl_context, added) = match &self.xl {
-            Some(xl) => {
-                let (c, a) =
-                    self.xl_conditioning(xl, params, do_cfg, (width, height), &mut trace)?;
-                (Some(c), Some(a))
-            }
-            None => (None, None),
-        };
-        let context = match xl_context {
-            Some(c) => Context::Joint(c),
-            None => self.text_context(params, do_cfg, &mut trace)?,
-        };
-
+        let context = self.encode_context(params, &mut trace)?;
+        proceed(progress)?;
+        let mut job =
+            self.prepare_denoising(params, scheduler_config, context, &shape, noise, &mut trace)?;
         proceed(progress)?;
 
+        let total = job.total_steps();
+        while !job.is_done() {
+            let i = job.steps_done();
+            // One image per UNet call ([uncond, cond] for that image), as before batching.
+            let mut preds = Vec::with_capacity(n);
+            let mut uncond_outs = Vec::with_capacity(n);
+            let mut cond_outs = Vec::with_capacity(n);
+            for j in 0..n {
+                let raw = self.unet_parts(&[(&job, j..j + 1)])?.remove(0);
+                preds.push(job.guide(&raw)?);
+                if i == 0 {
+                    let rows = raw.dim(0)?;
+                    if rows == 2 {
+                        uncond_outs.push(raw.narrow(0, 0, 1)?);
+                    }
+                    cond_outs.push(raw.narrow(0, rows - 1, 1)?);
+                }
+            }
+            if i == 0 {
+                uncond_outs.extend(cond_outs);
+                record(&mut trace, "unet_out_0", &Tensor::cat(&uncond_outs, 0)?)?;
+            }
+            job.advance(&Tensor::cat(&preds, 0)?, noise)?;
+            if !progress.step(i, total) {
+                return Err(PipelineError::Cancelled);
+            }
+        }
+
+        log::debug!(
+            "denoised {n} image(s) {width}x{height}, {total} steps in {:.2?}",
+            started.elapsed()
+        );
+        record(&mut trace, "final_latents", job.latents())?;
+        let mut decoded = Vec::with_capacity(n);
+        // One image at a time: the decoder's activations dominate memory at large sizes.
+        for i in 0..n {
+            proceed(progress)?;
+            decoded.push(self.decode_rows(&[(&job, i..i + 1)])?);
+        }
+        let decoded = Tensor::cat(&decoded, 0)?;
+        record(&mut trace, "vae_decode_out", &decoded)?;
+        let unit = decoded_to_unit(&decoded)?;
+        record(&mut trace, "image", &unit)?;
+        Ok(job.images(unit_to_rgb(&unit)?))
+    }
+
+    /// Text embeddings, `[uncond, cond]` when guidance is on, else `[cond]` (one UNet call
+    /// each when A1111 prompts of different lengths are not padded), and SDXL's added
+    /// conditioning with the same rows (both encoders: xl_conditioning.rs).
+    pub(crate) fn encode_context(
+        &self,
+        params: &GenerateParams,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<(Context, Option<AddedCond>)> {
+        let do_cfg = params.guidance_scale > 1.0;
+        if let Some(xl) = &self.xl {
+            let size = self.resolve_size(params)?;
+            let (context, added) = self.xl_conditioning(xl, params, do_cfg, size, trace)?;
+            return Ok((Context::Joint(context), Some(added)));
+        }
+        Ok((self.text_context(params, do_cfg, trace)?, None))
+    }
+
+    /// Scheduler set-up and initial latents (in diffusers' draw order) of a job whose text
+    /// embeddings are `context`: the state its denoising steps start from.
+    pub(crate) fn prepare_denoising(
+        &self,
+        params: &GenerateParams,
+        scheduler_config: &Value,
+        (context, added): (Context, Option<AddedCond>),
+        shape: &[usize; 4],
+        noise: &mut dyn NoiseSource,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<Denoising> {
+        let n = params.n_samples;
+        let dev = self.device.clone();
         let scheduler_config = schedulers::with_spacing(scheduler_config, params.timestep_spacing);
         let mut sched = schedulers::build(
             params.scheduler,
@@ -137,15 +171,15 @@ impl StableDiffusion {
             .first()
             .ok_or_else(|| PipelineError::Scheduler("empty timestep schedule".into()))?;
 
-        let (mut latents, inpaint) = match &params.task {
+        let (latents, inpaint) = match &params.task {
             Task::Txt2Img => {
-                let init = noise.initial_latents(&shape, &dev)?;
+                let init = noise.initial_latents(shape, &dev)?;
                 ((init * sched.init_noise_sigma())?, None)
             }
             Task::Img2Img { init, .. } => {
                 let image = rgb_to_tensor(init, &dev)?;
                 let image_latents = self.encode_sample(&image, n, noise)?;
-                let eps = noise.randn(&shape, &dev)?;
+                let eps = noise.randn(shape, &dev)?;
                 (sched.add_noise(&image_latents, &eps, first_t)?, None)
             }
             Task::Inpaint { init, mask, .. } => {
@@ -153,102 +187,43 @@ impl StableDiffusion {
                 self.prepare_inpaint(
                     init,
                     mask.as_ref(),
-                    &shape,
+                    shape,
                     full_strength,
                     first_t,
                     sched.as_ref(),
                     noise,
-                    &mut trace,
+                    trace,
                 )?
             }
         };
+        Ok(Denoising::new(
+            params, context, added, sched, timesteps, latents, inpaint,
+        ))
+    }
 
-        proceed(progress)?;
-
-        let total = timesteps.len();
-        let g = params.guidance_scale;
-        for (i, &t) in timesteps.iter().enumerate() {
-            let mut preds = Vec::with_capacity(n);
-            let mut uncond_outs = Vec::with_capacity(n);
-            let mut cond_outs = Vec::with_capacity(n);
-            for j in 0..n {
-                let lat = latents.narrow(0, j, 1)?;
-                let model_in = if do_cfg {
-                    Tensor::cat(&[&lat, &lat], 0)?
-                } else {
-                    lat
-                };
-                let mut model_in = sched.scale_model_input(&model_in, t)?;
-                if let Some(InpaintMode::Concat { extra }) = &inpaint {
-                    let rows = model_in.dim(0)?;
-                    let e = extra.narrow(0, j, 1)?.repeat((rows, 1, 1, 1))?;
-                    model_in = Tensor::cat(&[&model_in, &e], 1)?;
-                }
-                let out = context
-                    .predict(&self.unet, &model_in, t, added.as_ref())?
-                    .to_dtype(DType::F32)?;
-                if do_cfg {
-                    let u = out.narrow(0, 0, 1)?;
-                    let c = out.narrow(0, 1, 1)?;
-                    preds.push((&u + ((&c - &u)? * g)?)?);
-                    uncond_outs.push(u);
-                    cond_outs.push(c);
-                } else {
-                    preds.push(out.clone());
-                    cond_outs.push(out);
-                }
-            }
-            if i == 0 {
-                uncond_outs.extend(cond_outs);
-                record(&mut trace, "unet_out_0", &Tensor::cat(&uncond_outs, 0)?)?;
-            }
-            let pred = Tensor::cat(&preds, 0)?;
-            latents = sched.step(&pred, t, &latents, noise)?;
-            if let Some(InpaintMode::Blend {
-                mask,
-                image_latents,
-                noise: eps,
-            }) = &inpaint
-            {
-                let known = match timesteps.get(i + 1) {
-                    Some(&next_t) => sched.add_noise(image_latents, eps, next_t)?,
-                    None => image_latents.clone(),
-                };
-                let keep = (1.0 - mask)?;
-                latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(mask)?)?;
-            }
-            if !progress.step(i, total) {
-                return Err(PipelineError::Cancelled);
-            }
+    /// Checks what the model can run and returns the job's latent shape `[n, c, h, w]`.
+    pub(crate) fn latent_shape(&self, params: &GenerateParams) -> Result<[usize; 4]> {
+        let n = params.n_samples;
+        if n == 0 {
+            return Err(PipelineError::InvalidRequest(
+                "n_samples must be at least 1".into(),
+            ));
         }
-
-        log::debug!(
-            "denoised {n} image(s) {width}x{height}, {total} steps in {:.2?}",
-            started.elapsed()
-        );
-        record(&mut trace, "final_latents", &latents)?;
-        let z = (&latents / self.vae_scaling_factor())?;
-        let mut decoded = Vec::with_capacity(n);
-        // One image at a time: the decoder's activations dominate memory at large sizes.
-        for i in 0..n {
-            proceed(progress)?;
-            let zi = z.narrow(0, i, 1)?.to_dtype(self.vae_dtype())?;
-            decoded.push(self.vae.decode(&zi)?.to_dtype(DType::F32)?);
+        if !(params.guidance_scale.is_finite() && params.guidance_scale >= 0.0) {
+            return Err(PipelineError::InvalidRequest(
+                "guidance_scale must be finite and >= 0".into(),
+            ));
         }
-        let decoded = Tensor::cat(&decoded, 0)?;
-        record(&mut trace, "vae_decode_out", &decoded)?;
-        let unit = decoded_to_unit(&decoded)?;
-        record(&mut trace, "image", &unit)?;
-        let images = unit_to_rgb(&unit)?;
-        Ok(images
-            .into_iter()
-            .enumerate()
-            .map(|(i, image)| GeneratedImage {
-                image,
-                seed: params.seed.wrapping_add(i as u64),
-                nsfw: None,
-            })
-            .collect())
+        let (width, height) = self.resolve_size(params)?;
+        let sf = self.vae_scale_factor();
+        let lc = self.vae.config.latent_channels;
+        if self.unet.config.in_channels != lc && !matches!(params.task, Task::Inpaint { .. }) {
+            return Err(PipelineError::InvalidRequest(format!(
+                "this is an inpainting model ({}-channel UNet): it runs inpaint and outpaint only",
+                self.unet.config.in_channels
+            )));
+        }
+        Ok([n, lc, height / sf, width / sf])
     }
 
     /// Request size, defaulting to the init image's size, else the model's native size;

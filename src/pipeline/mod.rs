@@ -20,6 +20,7 @@ pub mod load;
 pub(crate) mod models;
 
 pub(crate) mod conditioning;
+pub mod denoise;
 pub(crate) mod error;
 pub(crate) mod generate;
 pub mod images;

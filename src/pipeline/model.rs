@@ -169,6 +169,16 @@ impl StableDiffusion {
         self.unet.forward(xs, timestep, context)
     }
 
+    /// One UNet call with a timestep per row (for tests and tools).
+    pub fn unet_forward_per_sample(
+        &self,
+        xs: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        self.unet.forward_per_sample(xs, timesteps, context, None)
+    }
+
     /// VAE decode of unscaled latents (for component tests and tools).
     pub fn vae_decode(&self, z: &Tensor) -> Result<Tensor> {
         self.vae.decode(&z.to_dtype(self.vae_dtype())?)

@@ -242,7 +242,7 @@ mod tests {
             error(ErrorCode::BadRequest, "x", None, None),
             cancelled("j"),
             pong("v", 0, "cpu", &[]),
-            models(&[]),
+            models(&[], &AddOns::default()),
             closing("shutdown"),
         ];
         for v in all {

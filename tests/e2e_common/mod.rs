@@ -44,8 +44,14 @@ pub fn runai_command() -> Command {
 /// Starts the `runai` binary on an ephemeral loopback port over `root`, default model
 /// `tiny-sd1`, and returns it with its address (read from its "listening on" log line).
 pub fn spawn_runai(root: &Path) -> (Child, SocketAddr) {
+    spawn_runai_with(root, &[])
+}
+
+/// As [`spawn_runai`], with `extra` flags.
+pub fn spawn_runai_with(root: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let mut child = runai_command()
         .args(["--host", "127.0.0.1", "--port", "0", "--model", "tiny-sd1"])
+        .args(extra)
         .arg("--model-base-path")
         .arg(root)
         .env("RUST_LOG", "info")

@@ -4,6 +4,8 @@
 //! Loopback only; never downloads anything.
 #![allow(dead_code)]
 
+pub mod stepping;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use image::{Rgb, RgbImage};
 use runai::app::{spawn_server, ServerThread};
 use runai::config::Config;
 use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
-use runai::pipeline::params::{GeneratedImage, Task};
+use runai::pipeline::params::{GenerateParams, GeneratedImage, Task};
 use runai::registry::Registry;
 use serde_json::{json, Value};
 
@@ -29,9 +31,9 @@ pub fn seed_colour(seed: u64) -> Rgb<u8> {
 }
 
 pub struct FakeGenerator {
-    step_delay: Duration,
+    pub step_delay: Duration,
     /// Paint seeded noise (incompressible, ~1 MB of base64 at 512x512) instead of a colour.
-    noise: bool,
+    pub noise: bool,
 }
 
 /// Seeded noise: a 512x512 PNG of it is ~790 KB, like a real image reply.
@@ -47,31 +49,21 @@ pub fn noise_image(w: u32, h: u32, seed: u64) -> RgbImage {
     img
 }
 
-impl Generator for FakeGenerator {
-    fn generate(
-        &mut self,
-        job: &GenerateJob,
-        progress: &mut dyn Progress,
-    ) -> Result<Vec<GeneratedImage>, GenerateError> {
-        let p = &job.params;
-        let total = match &p.task {
+impl FakeGenerator {
+    /// Steps the job runs: all of them, or the strength's share for img2img and inpaint.
+    pub fn total_steps(p: &GenerateParams) -> usize {
+        match &p.task {
             Task::Txt2Img => p.steps,
             Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {
                 ((p.steps as f64 * strength) as usize).max(1)
             }
-        };
-        for step in 0..total {
-            std::thread::sleep(self.step_delay);
-            if !progress.step(step, total) {
-                return Err(GenerateError::Cancelled);
-            }
         }
-        // Panics mid-job, after its progress, like a model blowing up in the VAE.
-        if p.prompt == PANIC_PROMPT {
-            panic!("fake generator asked to panic");
-        }
+    }
+
+    /// The job's images: one colour per seed, or seeded noise.
+    pub fn paint(&self, p: &GenerateParams) -> Vec<GeneratedImage> {
         let (w, h) = (p.width.unwrap_or(64), p.height.unwrap_or(64));
-        Ok((0..p.n_samples as u64)
+        (0..p.n_samples as u64)
             .map(|i| {
                 let seed = p.seed.wrapping_add(i);
                 let image = if self.noise {
@@ -85,7 +77,29 @@ impl Generator for FakeGenerator {
                     nsfw: None,
                 }
             })
-            .collect())
+            .collect()
+    }
+}
+
+impl Generator for FakeGenerator {
+    fn generate(
+        &mut self,
+        job: &GenerateJob,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<GeneratedImage>, GenerateError> {
+        let p = &job.params;
+        let total = Self::total_steps(p);
+        for step in 0..total {
+            std::thread::sleep(self.step_delay);
+            if !progress.step(step, total) {
+                return Err(GenerateError::Cancelled);
+            }
+        }
+        // Panics mid-job, after its progress, like a model blowing up in the VAE.
+        if p.prompt == PANIC_PROMPT {
+            panic!("fake generator asked to panic");
+        }
+        Ok(self.paint(p))
     }
 
     fn loaded_models(&self) -> Vec<String> {

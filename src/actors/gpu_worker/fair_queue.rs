@@ -82,23 +82,26 @@ impl<T> FairQueue<T> {
     /// The next job: the oldest job of the session whose turn it is; that session then
     /// goes to the back of the rotation.
     pub fn pop(&mut self) -> Option<(SessionId, T)> {
-        while let Some(session) = self.order.pop_front() {
-            let Some(q) = self.jobs.get_mut(&session) else {
-                continue;
-            };
-            let Some(item) = q.pop_front() else {
-                self.jobs.remove(&session);
-                continue;
-            };
-            self.len -= 1;
-            if q.is_empty() {
-                self.jobs.remove(&session);
-            } else {
-                self.order.push_back(session);
-            }
-            return Some((session, item));
+        self.pop_eligible(|_| true)
+    }
+
+    /// As [`FairQueue::pop`], skipping the sessions for which `eligible` is false; a skipped
+    /// session keeps its place in the rotation, so it is served first once eligible again.
+    pub fn pop_eligible(
+        &mut self,
+        mut eligible: impl FnMut(SessionId) -> bool,
+    ) -> Option<(SessionId, T)> {
+        let i = self.order.iter().position(|s| eligible(*s))?;
+        let session = self.order.remove(i)?;
+        let q = self.jobs.get_mut(&session)?;
+        let item = q.pop_front()?;
+        self.len -= 1;
+        if q.is_empty() {
+            self.jobs.remove(&session);
+        } else {
+            self.order.push_back(session);
         }
-        None
+        Some((session, item))
     }
 
     /// Removes every job matching `pred`, in queue order per session.
@@ -262,6 +265,23 @@ mod tests {
             let want = expected.iter().find(|(c, _)| *c == j).unwrap().1;
             assert_eq!(want, n, "job {j}");
         }
+    }
+
+    #[test]
+    fn pop_eligible_skips_busy_sessions_without_losing_their_turn() {
+        let mut q = FairQueue::new(100, 100);
+        q.push(1, 0, "a0").unwrap();
+        q.push(1, 0, "a1").unwrap();
+        q.push(2, 0, "b0").unwrap();
+        q.push(3, 0, "c0").unwrap();
+        // Session 1 has a job running: 2 and 3 are served, 1 keeps the head of the rotation.
+        assert_eq!(q.pop_eligible(|s| s != 1), Some((2, "b0")));
+        assert_eq!(q.pop_eligible(|s| s != 1), Some((3, "c0")));
+        assert_eq!(q.pop_eligible(|s| s != 1), None);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_eligible(|_| true), Some((1, "a0")));
+        assert_eq!(q.pop(), Some((1, "a1")));
+        assert!(q.is_empty());
     }
 
     #[test]

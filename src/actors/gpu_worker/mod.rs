@@ -1,21 +1,30 @@
 //! `GpuWorkerActor`: the async façade over the worker thread. Owns the fair, bounded job
 //! queue (capped in total and per session), refuses a task the model cannot run before it
-//! waits, hands one job at a time to the thread, answers `queued`/`busy`/`done`/`cancelled`/
-//! errors, and is supervised: a job panic stops the actor, the supervisor restarts it with a
-//! fresh thread, and a restart budget gives up on a model that always crashes. Never runs a
-//! model on the async threads.
+//! waits, hands jobs to the thread in the queue's round-robin order (one at a time, or up to
+//! `max_batch` when the thread runs a continuous batch: see batched.rs; at most one job per
+//! session at a time, so a client's jobs still run in order), answers `queued`/
+//! `busy`/`done`/`cancelled`/errors, and is supervised: a model panic stops the actor, the
+//! supervisor restarts it with a fresh thread, and a restart budget gives up on a model that
+//! always crashes. The decisions live in plain structs tested without sockets: `fair_queue`,
+//! `running` (jobs handed to the thread, cancel flags), `batch` (who shares a step), and
+//! the shared `actors::restart_budget`. Never runs a model on the async threads.
 
+pub mod batch;
+mod batched;
 pub mod fair_queue;
 pub mod no_backend;
+pub mod running;
 pub mod thread;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use self::batch::BatchLimits;
 use self::fair_queue::{FairQueue, Refused};
+use self::running::RunningJobs;
 use self::thread::{JobFinished, Outcome, RunJob, ThreadReady, WorkerThread};
 use crate::actors::restart_budget::{Restart, RestartBudget};
 use crate::actors::shutdown::ShutdownActor;
@@ -34,6 +43,8 @@ pub struct WorkerSettings {
     pub max_jobs_per_client: usize,
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Continuous batching: jobs per model call and the activation-memory bound.
+    pub batch: BatchLimits,
 }
 
 struct QueuedJob {
@@ -44,16 +55,7 @@ struct QueuedJob {
     events: Recipient<JobEvent>,
 }
 
-struct RunningJob {
-    key: u64,
-    session: SessionId,
-    job_id: String,
-    events: Recipient<JobEvent>,
-    cancel: Arc<AtomicBool>,
-    started: Instant,
-    /// The job was cancelled by the client (not by a drain): answer `cancelled`.
-    cancelled_by_client: bool,
-}
+type RunningJob = running::RunningJob<Recipient<JobEvent>>;
 
 pub struct GpuWorkerActor {
     settings: WorkerSettings,
@@ -63,7 +65,10 @@ pub struct GpuWorkerActor {
     thread: Option<WorkerThread>,
     /// Bumped on every restart so stale thread reports are ignored.
     epoch: u64,
-    running: Option<RunningJob>,
+    /// Jobs handed to the thread (running, or about to join its batch).
+    running: RunningJobs<Recipient<JobEvent>>,
+    /// How many jobs the thread takes at once (from its ready report; 1 until then).
+    capacity: usize,
     restarts: RestartBudget,
     gave_up: Option<String>,
     draining: bool,
@@ -87,7 +92,8 @@ impl GpuWorkerActor {
             queue,
             thread: None,
             epoch: 0,
-            running: None,
+            running: RunningJobs::default(),
+            capacity: 1,
             restarts,
             gave_up: None,
             draining: false,
@@ -118,16 +124,24 @@ impl GpuWorkerActor {
         self.send(events, job_id, update);
     }
 
-    /// Hands the next job to the thread when it is free.
+    /// Hands waiting jobs to the thread while it has room.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        if self.running.is_some() || self.gave_up.is_some() {
-            return;
+        while self.running.len() < self.capacity && self.dispatch_one(ctx) {}
+    }
+
+    /// Hands the next job to the thread; false when none was handed over.
+    fn dispatch_one(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.gave_up.is_some() {
+            return false;
         }
         let Some(thread) = &self.thread else {
-            return;
+            return false;
         };
-        let Some((session, (_, q))) = self.queue.pop() else {
-            return;
+        // One job per session at a time: a client's jobs run in order (its replies never
+        // interleave), and a batch holds jobs of different callers.
+        let running = &self.running;
+        let Some((session, (_, q))) = self.queue.pop_eligible(|s| running.count_for(s) == 0) else {
+            return false;
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let run = RunJob {
@@ -148,9 +162,9 @@ impl GpuWorkerActor {
             );
             self.thread = None;
             ctx.stop();
-            return;
+            return false;
         }
-        self.running = Some(RunningJob {
+        self.running.insert(RunningJob {
             key: q.key,
             session,
             job_id: q.job_id,
@@ -159,6 +173,7 @@ impl GpuWorkerActor {
             started: Instant::now(),
             cancelled_by_client: false,
         });
+        true
     }
 
     fn fail_all_queued(&mut self, code: ErrorCode, message: &str) {
@@ -177,16 +192,11 @@ impl GpuWorkerActor {
                 self.send(&q.events, &q.job_id, JobUpdate::Cancelled);
             }
         }
-        if let Some(r) = &mut self.running {
-            if r.session == session && matches(&r.job_id) {
-                r.cancel.store(true, Ordering::SeqCst);
-                r.cancelled_by_client = true;
-            }
-        }
+        self.running.cancel_matching(session, job_id);
     }
 
     fn notify_if_drained(&self) {
-        if self.draining && self.running.is_none() {
+        if self.draining && self.running.is_empty() {
             self.shutdown.do_send(WorkerIdle);
         }
     }
@@ -202,7 +212,8 @@ impl Actor for GpuWorkerActor {
             self.shutdown.do_send(WorkerGaveUp { reason });
             return;
         }
-        match thread::spawn(self.epoch, self.factory.clone(), ctx.address()) {
+        let limits = self.settings.batch;
+        match thread::spawn(self.epoch, self.factory.clone(), ctx.address(), limits) {
             Ok(t) => self.thread = Some(t),
             Err(e) => {
                 let reason = format!("cannot start the worker thread: {e}");
@@ -222,7 +233,8 @@ impl Supervised for GpuWorkerActor {
         self.epoch += 1;
         // The old thread exits on its own once its channel closes.
         self.thread = None;
-        if let Some(r) = self.running.take() {
+        self.capacity = 1;
+        for r in self.running.take_all() {
             self.send_error(
                 &r.events,
                 &r.job_id,
@@ -279,11 +291,7 @@ impl Handler<SubmitJob> for GpuWorkerActor {
             job: msg.job,
             events: msg.events,
         };
-        let running = usize::from(
-            self.running
-                .as_ref()
-                .is_some_and(|r| r.session == msg.session),
-        );
+        let running = self.running.count_for(msg.session);
         if let Err(refused) = self.queue.push(msg.session, running, (msg.session, q)) {
             let (text, (_, q)) = match refused {
                 Refused::SessionFull(item) => (
@@ -335,7 +343,7 @@ impl Handler<GetWorkerStatus> for GpuWorkerActor {
 
     fn handle(&mut self, _msg: GetWorkerStatus, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(WorkerStatus {
-            queue: self.queue.len() + usize::from(self.running.is_some()),
+            queue: self.queue.len() + self.running.len(),
             device: self.device.clone(),
             loaded_models: self.loaded_models.clone(),
         })
@@ -350,20 +358,16 @@ impl Handler<DrainWorker> for GpuWorkerActor {
             self.draining = true;
             self.fail_all_queued(ErrorCode::Unavailable, "the server is shutting down");
         }
-        if let Some(r) = &self.running {
-            let key = r.key;
-            if msg.grace.is_zero() {
-                r.cancel.store(true, Ordering::SeqCst);
-            } else {
-                ctx.run_later(msg.grace, move |act, _| {
-                    if let Some(r) = &act.running {
-                        if r.key == key {
-                            log::warn!("drain grace period over: cancelling the running job");
-                            r.cancel.store(true, Ordering::SeqCst);
-                        }
-                    }
-                });
-            }
+        if msg.grace.is_zero() {
+            self.running.stop(None);
+        } else if !self.running.is_empty() {
+            let keys = self.running.keys();
+            ctx.run_later(msg.grace, move |act, _| {
+                if keys.iter().any(|k| act.running.contains(*k)) {
+                    log::warn!("drain grace period over: cancelling the running jobs");
+                }
+                act.running.stop(Some(&keys));
+            });
         }
         self.notify_if_drained();
     }
@@ -372,9 +376,14 @@ impl Handler<DrainWorker> for GpuWorkerActor {
 impl Handler<ThreadReady> for GpuWorkerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ThreadReady, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ThreadReady, ctx: &mut Context<Self>) {
         if msg.epoch == self.epoch {
             self.device = msg.device;
+            self.capacity = msg.capacity.max(1);
+            if self.capacity > 1 {
+                log::info!("continuous batching: up to {} jobs per step", self.capacity);
+            }
+            self.dispatch(ctx);
         }
     }
 }
@@ -386,7 +395,7 @@ impl Handler<JobFinished> for GpuWorkerActor {
         if msg.epoch != self.epoch {
             return;
         }
-        let Some(r) = self.running.take_if(|r| r.key == msg.key) else {
+        let Some(r) = self.running.take(msg.key) else {
             return;
         };
         if !matches!(msg.outcome, Outcome::Panicked { .. }) {

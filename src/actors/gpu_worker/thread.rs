@@ -1,6 +1,7 @@
 //! The dedicated, named OS thread that owns the generator (and so the models). Runs one job
-//! at a time, sends progress and images straight to the job's session, and reports the
-//! outcome to the actor. Catches panics: after one it reports and exits, so the supervisor
+//! at a time (or, when the generator has a step-level form and `max_batch` > 1, a running
+//! batch: see batched.rs), sends progress and images straight to the job's front end, and
+//! reports each outcome to the actor. Catches panics: after one it reports and exits, so the supervisor
 //! can build a fresh thread. Never touches actix state or the socket directly.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,12 +12,15 @@ use std::thread::JoinHandle;
 
 use actix::{Addr, Message, Recipient};
 
+use super::batch::BatchLimits;
+use super::batched;
 use super::GpuWorkerActor;
 use crate::engine::{
     client_text, GenerateError, GenerateJob, Generator, GeneratorFactory, Progress,
 };
 use crate::messages::session::{ErrorKind as ErrorCode, JobEvent, JobUpdate};
 use crate::pipeline::images::encode_png_base64;
+use crate::pipeline::params::GeneratedImage;
 use crate::registry::guard::panic_message;
 
 pub const THREAD_NAME: &str = "runai-gpu-worker";
@@ -64,6 +68,8 @@ pub struct ThreadReady {
     pub epoch: u64,
     pub device: String,
     pub load_error: Option<String>,
+    /// Jobs the thread takes at once: `max_batch` when the generator runs steps, else 1.
+    pub capacity: usize,
 }
 
 pub struct WorkerThread {
@@ -75,11 +81,12 @@ pub fn spawn(
     epoch: u64,
     factory: GeneratorFactory,
     actor: Addr<GpuWorkerActor>,
+    limits: BatchLimits,
 ) -> std::io::Result<WorkerThread> {
     let (tx, rx) = mpsc::channel::<RunJob>();
     let join = std::thread::Builder::new()
         .name(THREAD_NAME.to_string())
-        .spawn(move || thread_main(epoch, factory, actor, rx))?;
+        .spawn(move || thread_main(epoch, factory, actor, rx, limits))?;
     Ok(WorkerThread { tx, join })
 }
 
@@ -88,6 +95,7 @@ fn thread_main(
     factory: GeneratorFactory,
     actor: Addr<GpuWorkerActor>,
     rx: mpsc::Receiver<RunJob>,
+    limits: BatchLimits,
 ) {
     let built: Result<Box<dyn Generator>, String> =
         match catch_unwind(AssertUnwindSafe(|| factory())) {
@@ -107,11 +115,22 @@ fn thread_main(
         Ok(g) => (g.device(), None),
         Err(e) => ("none".to_string(), Some(e.clone())),
     };
+    let batching = limits.max_batch > 1
+        && generator.as_mut().is_ok_and(|g| {
+            catch_unwind(AssertUnwindSafe(|| g.stepper().is_some())).unwrap_or(false)
+        });
     actor.do_send(ThreadReady {
         epoch,
         device,
         load_error,
+        capacity: if batching { limits.max_batch } else { 1 },
     });
+    if batching {
+        if let Ok(generator) = generator {
+            batched::run(Reporter { epoch, actor }, generator, rx, limits);
+        }
+        return;
+    }
     while let Ok(run) = rx.recv() {
         let gen = match &mut generator {
             Ok(g) => g,
@@ -167,11 +186,7 @@ impl Progress for JobProgress<'_> {
         if self.cancelled() {
             return false;
         }
-        let run = self.run;
-        run.events.do_send(JobEvent {
-            job_id: run.job_id.clone(),
-            update: JobUpdate::Progress { step, total },
-        });
+        send_progress(self.run, step, total);
         !self.cancelled()
     }
 
@@ -183,44 +198,82 @@ impl Progress for JobProgress<'_> {
 fn run_one(gen: &mut dyn Generator, run: &RunJob) -> Outcome {
     let mut progress = JobProgress { run };
     let result = catch_unwind(AssertUnwindSafe(|| gen.generate(&run.job, &mut progress)));
+    match result {
+        Ok(Ok(images)) => send_images(run, images),
+        Ok(Err(e)) => error_outcome(run, e),
+        Err(p) => Outcome::Panicked {
+            message: panic_message(&*p),
+        },
+    }
+}
+
+/// Tells the job's front end that step `step` (0-based) of `total` is done.
+pub(super) fn send_progress(run: &RunJob, step: usize, total: usize) {
+    run.events.do_send(JobEvent {
+        job_id: run.job_id.clone(),
+        update: JobUpdate::Progress { step, total },
+    });
+}
+
+/// Sends a finished job's images (PNG-encoded here) to its front end.
+pub(super) fn send_images(run: &RunJob, images: Vec<GeneratedImage>) -> Outcome {
+    let n = images.len();
+    for img in images {
+        // PNG encoding is the last expensive phase; a cancel stops it between images.
+        if run.cancel.load(Ordering::SeqCst) {
+            return Outcome::Cancelled;
+        }
+        match encode_png_base64(&img.image) {
+            Ok(png_base64) => run.events.do_send(JobEvent {
+                job_id: run.job_id.clone(),
+                update: JobUpdate::Image {
+                    png_base64,
+                    seed: img.seed,
+                    nsfw: img.nsfw,
+                },
+            }),
+            Err(e) => {
+                return error_outcome(
+                    run,
+                    GenerateError::Internal(format!("PNG encoding failed: {e}")),
+                )
+            }
+        }
+    }
+    Outcome::Done { images: n }
+}
+
+/// The outcome of a job that failed with `e`.
+pub(super) fn error_outcome(run: &RunJob, e: GenerateError) -> Outcome {
     let failed = |code, message: String| Outcome::Failed {
         code,
         message: client_text::for_client(&message, &run.job.model),
     };
-    match result {
-        Ok(Ok(images)) => {
-            let n = images.len();
-            for img in images {
-                // PNG encoding is the last expensive phase; a cancel stops it between images.
-                if progress.cancelled() {
-                    return Outcome::Cancelled;
-                }
-                match encode_png_base64(&img.image) {
-                    Ok(png_base64) => run.events.do_send(JobEvent {
-                        job_id: run.job_id.clone(),
-                        update: JobUpdate::Image {
-                            png_base64,
-                            seed: img.seed,
-                            nsfw: img.nsfw,
-                        },
-                    }),
-                    Err(e) => {
-                        return failed(ErrorCode::Internal, format!("PNG encoding failed: {e}"))
-                    }
-                }
-            }
-            Outcome::Done { images: n }
-        }
-        Ok(Err(GenerateError::Cancelled)) => Outcome::Cancelled,
-        Ok(Err(GenerateError::ModelLoad(m))) => failed(ErrorCode::Unavailable, m),
-        Ok(Err(GenerateError::Invalid(m))) => failed(ErrorCode::InvalidField, m),
-        Ok(Err(GenerateError::Internal(m))) => {
+    match e {
+        GenerateError::Cancelled => Outcome::Cancelled,
+        GenerateError::ModelLoad(m) => failed(ErrorCode::Unavailable, m),
+        GenerateError::Invalid(m) => failed(ErrorCode::InvalidField, m),
+        GenerateError::Internal(m) => {
             // The whole text, backtrace included, stays in the server's log.
             log::warn!("job {} failed inside the model: {m}", run.job_id);
             failed(ErrorCode::Internal, m)
         }
-        Err(p) => Outcome::Panicked {
-            message: panic_message(&*p),
-        },
+    }
+}
+
+/// Sends job reports to the actor, tagged with this thread's epoch.
+pub(super) struct Reporter {
+    pub epoch: u64,
+    pub actor: Addr<GpuWorkerActor>,
+}
+
+impl Reporter {
+    pub fn finished(&self, key: u64, outcome: Outcome, loaded_models: Vec<String>) {
+        self.actor.do_send(JobFinished {
+            epoch: self.epoch,
+            key,
+            outcome,
+            loaded_models,
+        });
     }
 }

@@ -6,3 +6,7 @@ pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod norm;
 pub(crate) mod resnet;
+pub(crate) mod time_rows;
+
+#[cfg(test)]
+mod batch_invariance;

@@ -10,6 +10,7 @@ use crate::pipeline::layers::conv::{conv2d, Conv2d};
 
 use crate::pipeline::error::Result;
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
+use crate::pipeline::layers::time_rows::TimeRows;
 
 /// Shape of one block (diffusers' defaults for SD: `groups_out` = `groups`, SiLU).
 #[derive(Debug, Clone, Copy)]
@@ -65,15 +66,15 @@ impl ResnetBlock2D {
         })
     }
 
-    pub(crate) fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xs: &Tensor, temb: Option<&TimeRows>) -> Result<Tensor> {
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
         };
         let h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
         let h = match (temb, &self.time_emb_proj) {
-            (Some(temb), Some(proj)) => proj
-                .forward(&candle_nn::ops::silu(temb)?)?
+            (Some(temb), Some(proj)) => temb
+                .map(|row| Ok(proj.forward(&candle_nn::ops::silu(row)?)?))?
                 .unsqueeze(D::Minus1)?
                 .unsqueeze(D::Minus1)?
                 .broadcast_add(&h)?,

@@ -18,6 +18,34 @@ pub(crate) struct AddedCond {
     pub(crate) time_ids: Tensor,
 }
 
+impl AddedCond {
+    /// Rows `start..start + len`.
+    pub(crate) fn narrow(&self, start: usize, len: usize) -> Result<AddedCond> {
+        Ok(AddedCond {
+            text_embeds: self.text_embeds.narrow(0, start, len)?,
+            time_ids: self.time_ids.narrow(0, start, len)?,
+        })
+    }
+
+    /// All rows `times` times over (one copy per image).
+    pub(crate) fn repeat(&self, times: usize) -> Result<AddedCond> {
+        Ok(AddedCond {
+            text_embeds: self.text_embeds.repeat((times, 1))?,
+            time_ids: self.time_ids.repeat((times, 1))?,
+        })
+    }
+
+    /// The rows of several calls' parts, in order.
+    pub(crate) fn cat(parts: &[&AddedCond]) -> Result<AddedCond> {
+        let text: Vec<&Tensor> = parts.iter().map(|a| &a.text_embeds).collect();
+        let ids: Vec<&Tensor> = parts.iter().map(|a| &a.time_ids).collect();
+        Ok(AddedCond {
+            text_embeds: Tensor::cat(&text, 0)?,
+            time_ids: Tensor::cat(&ids, 0)?,
+        })
+    }
+}
+
 /// `add_time_proj` (sinusoidal, per time id) + `add_embedding` (linear, SiLU, linear).
 pub(crate) struct TextTimeEmbedding {
     time_proj: Timesteps,

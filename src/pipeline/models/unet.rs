@@ -16,6 +16,7 @@ use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
 use crate::pipeline::layers::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::pipeline::layers::time_rows::TimeRows;
 use crate::pipeline::load::config::UNetConfig;
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv2d> {
@@ -55,7 +56,7 @@ impl DownBlock {
     fn forward(
         &self,
         xs: &Tensor,
-        temb: &Tensor,
+        temb: &TimeRows,
         context: &Tensor,
         skips: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
@@ -85,7 +86,7 @@ impl UpBlock {
     fn forward(
         &self,
         xs: &Tensor,
-        temb: &Tensor,
+        temb: &TimeRows,
         context: &Tensor,
         skips: &mut Vec<Tensor>,
         upsample_size: Option<(usize, usize)>,
@@ -290,21 +291,31 @@ impl UNet {
         })
     }
 
-    /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
+    /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep` (UNets without
+    /// added conditioning).
     pub(crate) fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
-        self.forward_added(xs, timestep, context, None)
+        let b = xs.dim(0)?;
+        self.forward_per_sample(xs, &vec![timestep; b], context, None)
     }
 
-    /// As [`UNet::forward`] with the added conditioning a `text_time` UNet (SDXL) requires
-    /// (one row per batch row); other UNets take None.
-    pub(crate) fn forward_added(
+    /// Predicts for `xs` with one timestep per row (and one context row and added row per
+    /// row; the added conditioning a `text_time` UNet (SDXL) requires, None for others): jobs
+    /// at different points of their schedules share one call. Row i's result does not depend
+    /// on the other rows (see `time_embedding_rows`).
+    pub(crate) fn forward_per_sample(
         &self,
         xs: &Tensor,
-        timestep: f64,
+        timesteps: &[f64],
         context: &Tensor,
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
+        if timesteps.len() != b {
+            return Err(PipelineError::Config(format!(
+                "unet: {} timesteps for a batch of {b}",
+                timesteps.len()
+            )));
+        }
         let xs = xs.to_dtype(self.dtype)?;
         let context = context.to_dtype(self.dtype)?;
         let xs = if self.config.center_input_sample {
@@ -312,24 +323,7 @@ impl UNet {
         } else {
             xs
         };
-        // Sinusoidal embedding in f32 as diffusers computes it, then the model dtype.
-        let t = (Tensor::ones(b, DType::F32, xs.device())? * timestep)?;
-        let temb = self.time_proj.forward(&t)?.to_dtype(self.dtype)?;
-        let temb = self.time_embedding.forward(&temb)?;
-        let temb = match (&self.add_embedding, added) {
-            (Some(emb), Some(added)) => (temb + emb.forward(added, self.dtype)?)?,
-            (None, None) => temb,
-            (Some(_), None) => {
-                return Err(PipelineError::Config(
-                    "this UNet needs the pooled text embedding and time ids (SDXL)".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(PipelineError::Config(
-                    "this UNet takes no added conditioning".into(),
-                ))
-            }
-        };
+        let temb = self.time_embedding_rows(timesteps, added, xs.device())?;
 
         let mut xs = self.conv_in.forward(&xs)?;
         let mut skips = vec![xs.clone()];
@@ -361,5 +355,48 @@ impl UNet {
         }
         let xs = self.conv_norm_out.forward_silu(&xs)?;
         Ok(self.conv_out.forward(&xs)?)
+    }
+
+    /// The time embeddings of `timesteps` (sinusoidal in f32 as diffusers computes it, then
+    /// the model dtype), plus SDXL's added embedding: one distinct timestep at a time, or one
+    /// row at a time with added conditioning (its rows differ per sample). See [`TimeRows`].
+    fn time_embedding_rows(
+        &self,
+        timesteps: &[f64],
+        added: Option<&AddedCond>,
+        device: &candle_core::Device,
+    ) -> Result<TimeRows> {
+        let embed = |t: f64| -> Result<Tensor> {
+            let t = Tensor::new(&[t as f32], device)?;
+            let temb = self.time_proj.forward(&t)?.to_dtype(self.dtype)?;
+            Ok(self.time_embedding.forward(&temb)?)
+        };
+        match (&self.add_embedding, added) {
+            (None, None) => {
+                let (distinct, of_sample) = TimeRows::group(timesteps);
+                let rows = distinct
+                    .into_iter()
+                    .map(embed)
+                    .collect::<Result<Vec<_>>>()?;
+                TimeRows::new(rows, of_sample)
+            }
+            (Some(emb), Some(added)) => {
+                let mut rows = Vec::with_capacity(timesteps.len());
+                for (i, &t) in timesteps.iter().enumerate() {
+                    let row = AddedCond {
+                        text_embeds: added.text_embeds.narrow(0, i, 1)?,
+                        time_ids: added.time_ids.narrow(0, i, 1)?,
+                    };
+                    rows.push((embed(t)? + emb.forward(&row, self.dtype)?)?);
+                }
+                TimeRows::new(rows, (0..timesteps.len() as u32).collect())
+            }
+            (Some(_), None) => Err(PipelineError::Config(
+                "this UNet needs the pooled text embedding and time ids (SDXL)".into(),
+            )),
+            (None, Some(_)) => Err(PipelineError::Config(
+                "this UNet takes no added conditioning".into(),
+            )),
+        }
     }
 }

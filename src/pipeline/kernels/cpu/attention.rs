@@ -91,10 +91,13 @@ fn extent(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usiz
 
 /// Query rows per task: `BLOCK_ROWS`, fewer when the scratch would be too large or when there
 /// would be too few tasks to keep every thread busy (small images, the UNet's lowest level).
+/// Never depends on the batch size: the block is the gemm's row count, and gemm's blocking
+/// over the shared dimension (so the rounding of a row's sums) changes with it; a sample's
+/// result must not depend on how many samples share the call (continuous batching).
 fn block_rows(d: &Dims) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let mut rows = BLOCK_ROWS.min(MAX_SCRATCH / d.s.max(1)).max(1);
-    while rows > MIN_BLOCK_ROWS && d.batch * d.heads * d.t.div_ceil(rows) < 4 * threads {
+    while rows > MIN_BLOCK_ROWS && d.heads * d.t.div_ceil(rows) < 4 * threads {
         rows /= 2;
     }
     rows.clamp(1, d.t.max(1))

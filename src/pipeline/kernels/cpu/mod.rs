@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-pub(crate) mod attention;
+pub mod attention;
 pub(crate) mod clip;
 pub(crate) mod conv;
 pub(crate) mod fast_math;

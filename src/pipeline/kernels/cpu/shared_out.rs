@@ -11,6 +11,13 @@ use gemm::{gemm, Parallelism};
 
 use super::gemm::View;
 
+/// Depth of one gemm call. gemm blocks the shared dimension by an amount it derives from all
+/// three sizes (`min(k, 512)` when m and n are small, a cache-based even split otherwise) and
+/// rounds each block's partial sums into dst, so a row could round differently depending on
+/// how many other rows share the call (other jobs' images folded into one call by continuous
+/// batching). Calling gemm with at most this depth makes its blocking equal on every path.
+const DEPTH: usize = 512;
+
 /// An exclusively borrowed f32 buffer that parallel tasks write through, region by region.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut<'a> {
@@ -64,7 +71,8 @@ impl<'a> SharedOut<'a> {
     }
 
     /// `dst = (dst if accumulate) + scale * lhs[m, k] * rhs[k, n]` where dst is the m x n block
-    /// at `offset` with rows `dst_rs` apart. Every operand is bounds-checked first.
+    /// at `offset` with rows `dst_rs` apart. Every operand is bounds-checked first. A row's
+    /// result depends only on its own inputs, never on `m` or `n` (see [`DEPTH`]).
     ///
     /// # Safety
     /// While it runs, no other task touches any element of that dst block.
@@ -102,32 +110,38 @@ impl<'a> SharedOut<'a> {
             }
             return Ok(());
         }
-        // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at stride
-        // dst_rs >= n from `offset` (no two elements overlap), lhs/rhs through `covers`. The
-        // dst block is this caller's alone (the contract above) and the buffer is a unique
-        // borrow, so the written memory aliases neither input.
-        unsafe {
-            gemm(
-                m,
-                n,
-                k,
-                self.ptr.add(offset),
-                1,
-                dst_rs as isize,
-                accumulate,
-                lhs.data.as_ptr().add(lhs.offset),
-                lhs.cs as isize,
-                lhs.rs as isize,
-                rhs.data.as_ptr().add(rhs.offset),
-                rhs.cs as isize,
-                rhs.rs as isize,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                par,
-            );
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = DEPTH.min(k - k0);
+            // SAFETY: every element gemm touches was bounds-checked above: dst rows 0..m at
+            // stride dst_rs >= n from `offset` (no two elements overlap), lhs/rhs through
+            // `covers` for the whole depth, so for this slice of it too. The dst block is this
+            // caller's alone (the contract above) and the buffer is a unique borrow, so the
+            // written memory aliases neither input.
+            unsafe {
+                gemm(
+                    m,
+                    n,
+                    depth,
+                    self.ptr.add(offset),
+                    1,
+                    dst_rs as isize,
+                    accumulate || k0 > 0,
+                    lhs.data.as_ptr().add(lhs.offset + k0 * lhs.cs),
+                    lhs.cs as isize,
+                    lhs.rs as isize,
+                    rhs.data.as_ptr().add(rhs.offset + k0 * rhs.rs),
+                    rhs.cs as isize,
+                    rhs.rs as isize,
+                    1.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+            k0 += depth;
         }
         Ok(())
     }
