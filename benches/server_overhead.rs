@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use image::{Rgb, RgbImage};
 use runai::app::spawn_server;
 use runai::config::Config;
-use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use runai::pipeline::params::GeneratedImage;
 use runai::protocol::assembler::{Assembler, Frame};
 use runai::protocol::codec::frame_message;
@@ -30,7 +30,7 @@ impl Generator for InstantGenerator {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let p = &job.params;
         for step in 0..p.steps {

@@ -46,6 +46,8 @@ fn params(task: Task) -> GenerateParams {
         scheduler: SchedulerKind::Ddim,
         eta: 0.0,
         clip_skip: None,
+        timestep_spacing: None,
+        xl: Default::default(),
     }
 }
 

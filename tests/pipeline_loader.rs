@@ -40,6 +40,8 @@ fn small_request() -> GenerateParams {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        timestep_spacing: None,
+        xl: Default::default(),
     }
 }
 

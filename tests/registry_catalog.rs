@@ -157,17 +157,14 @@ fn unsupported_and_broken_models_are_reported_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
     write_safetensors(
-        &r.join("sdxl.safetensors"),
+        &r.join("sdxl-refiner.safetensors"),
         &[
             (
                 "model.diffusion_model.input_blocks.0.0.weight",
                 &[8, 4, 3, 3],
             ),
             ("model.diffusion_model.label_emb.0.0.weight", &[8, 16]),
-            (
-                "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
-                &[8],
-            ),
+            ("conditioner.embedders.0.model.ln_final.weight", &[8]),
         ],
     );
     write_safetensors(
@@ -209,8 +206,10 @@ fn unsupported_and_broken_models_are_reported_not_served() {
         (report.served, report.unsupported, report.unreadable),
         (0, 4, 2)
     );
-    match reg.resolve("sdxl.safetensors") {
-        Err(ResolveError::Unsupported { arch, .. }) => assert_eq!(arch, "SDXL"),
+    match reg.resolve("sdxl-refiner.safetensors") {
+        Err(ResolveError::Unsupported { arch, .. }) => {
+            assert!(arch.contains("SDXL refiner"), "{arch}")
+        }
         other => panic!("{other:?}"),
     }
     match reg.resolve("old.ckpt") {
@@ -236,23 +235,65 @@ fn unsupported_and_broken_models_are_reported_not_served() {
 }
 
 #[test]
-fn sdxl_diffusers_folder_is_unsupported() {
+fn sdxl_refiner_folder_is_unsupported() {
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("sdxl-base");
-    for c in ["unet", "vae", "text_encoder", "text_encoder_2"] {
+    let m = dir.path().join("sdxl-refiner");
+    for c in ["unet", "vae", "text_encoder_2"] {
         std::fs::create_dir_all(m.join(c)).unwrap();
     }
     std::fs::write(
         m.join("model_index.json"),
-        r#"{"_class_name": "StableDiffusionXLPipeline", "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}"#,
+        r#"{"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [null, null], "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}"#,
     )
     .unwrap();
     let mut reg = Registry::new(&[dir.path()]);
     assert!(reg.list().is_empty());
     assert!(matches!(
-        reg.resolve("sdxl-base"),
-        Err(ResolveError::Unsupported { arch, .. }) if arch == "SDXL"
+        reg.resolve("sdxl-refiner"),
+        Err(ResolveError::Unsupported { arch, .. }) if arch.contains("SDXL refiner")
     ));
+}
+
+/// SDXL base models are served and listed as `sdxl`, from the folder and the single file.
+#[test]
+fn sdxl_folder_and_single_file_are_listed_as_sdxl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ext = fixtures().join("ext");
+    link(
+        &ext.join("models/tiny-sdxl"),
+        &dir.path().join("xl/tiny-sdxl"),
+    );
+    for e in ["safetensors", "yaml"] {
+        link(
+            &ext.join(format!("single_file/tiny-sdxl.{e}")),
+            &dir.path().join(format!("xl/tiny-sdxl.{e}")),
+        );
+    }
+    let mut reg = Registry::new(&[dir.path()]);
+    reg.rescan();
+    let mut listed: Vec<_> = reg
+        .list()
+        .iter()
+        .map(|m| (m.name.clone(), m.version, m.format, m.prediction))
+        .collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        listed,
+        vec![
+            (
+                "xl/tiny-sdxl".to_string(),
+                ModelVersion::Xl,
+                ModelFormat::Diffusers,
+                Prediction::Epsilon
+            ),
+            (
+                "xl/tiny-sdxl.safetensors".to_string(),
+                ModelVersion::Xl,
+                ModelFormat::Safetensors,
+                Prediction::Epsilon
+            ),
+        ]
+    );
 }
 
 #[test]

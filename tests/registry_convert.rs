@@ -54,6 +54,8 @@ fn image_of(model: &Path) -> image::RgbImage {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        timestep_spacing: None,
+        xl: Default::default(),
     };
     sd.generate(&params, &mut |_, _| true).unwrap()[0]
         .image
@@ -99,6 +101,43 @@ fn sd2_safetensors_converts_to_the_reference_folder() {
         "safetensors",
         ModelVersion::V2,
         Prediction::VPrediction,
+    );
+}
+
+/// An SDXL single file (SGM layout, float16) becomes an SDXL folder: both text encoders and
+/// tokenizers, the UNet's added embedding, weights equal to the reference folder's, the same
+/// identity, and the same image as the reference folder.
+#[test]
+fn sdxl_safetensors_converts_to_the_reference_folder() {
+    let out = tempfile::tempdir().unwrap();
+    let dst = out.path().join("tiny-sdxl");
+    let ext = fixtures().join("ext");
+    let report = convert_single_file(&ext.join("single_file/tiny-sdxl.safetensors"), &dst).unwrap();
+    assert_eq!(
+        (report.version, report.kind),
+        (ModelVersion::Xl, ModelKind::Txt2Img)
+    );
+    let reference = ext.join("models/tiny-sdxl");
+    for file in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "text_encoder_2/model.safetensors",
+    ] {
+        assert_same_weights(&dst.join(file), &reference.join(file));
+    }
+    let id = identify_diffusers(&dst).unwrap();
+    assert_eq!(
+        (id.version, id.kind, id.prediction),
+        (ModelVersion::Xl, ModelKind::Txt2Img, Prediction::Epsilon)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dst.join("model_index.json")).unwrap()).unwrap();
+    assert_eq!(index["_class_name"], "StableDiffusionXLPipeline");
+    assert_eq!(index["force_zeros_for_empty_prompt"], true);
+    assert!(
+        image_of(&dst) == image_of(&reference),
+        "tiny-sdxl: images differ"
     );
 }
 

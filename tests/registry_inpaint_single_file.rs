@@ -42,7 +42,9 @@ fn write_ldm_inpaint(dst: &Path) {
                     let (o, i) = t.dims2().unwrap();
                     t.reshape((o, i, 1, 1)).unwrap()
                 }
-                Transform::Rows { .. } => panic!("no fused tensors in SD1"),
+                Transform::Rows { .. } | Transform::Transpose => {
+                    panic!("no fused or transposed tensors in SD1")
+                }
             };
             out.insert(m.source.clone(), t);
         }
@@ -129,6 +131,8 @@ fn ldm_inpaint_checkpoint_is_identified_converted_and_served() {
         scheduler: SchedulerKind::Euler,
         eta: 0.0,
         clip_skip: None,
+        timestep_spacing: None,
+        xl: Default::default(),
     };
     let mut g = SdGenerator::new(RuntimeOptions::default(), 2, u64::MAX);
     let mut image = |model| {

@@ -754,6 +754,7 @@ fn hostile_configs_error_instead_of_panicking() {
         SchedulerKind::DpmPp2mKarras,
         SchedulerKind::UniPc,
         SchedulerKind::Ddpm,
+        SchedulerKind::Lcm,
     ];
     let patches = [
         json!({"num_train_timesteps": 1}),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use runai::app::{spawn_server, AppError, ServerThread};
 use runai::config::Config;
-use runai::engine::{GenerateError, GenerateJob, Generator, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, Progress};
 use runai::pipeline::params::GeneratedImage;
 use runai::registry::Registry;
 use serde_json::{json, Value};
@@ -48,7 +48,7 @@ impl Generator for FixtureImages {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        _progress: &mut ProgressFn<'_>,
+        _progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let p = &job.params;
         Ok((0..p.n_samples as u64)

@@ -9,13 +9,13 @@
 //! `models` say so) and the shutdown actor exits the process non-zero for its supervisor
 //! (systemd, Docker) to restart it.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::restart_budget::{Restart, RestartBudget};
 use crate::actors::shutdown::ShutdownActor;
 use crate::messages::registry::{
     ConvertModel, ListModels, RegistryHealth, ResolveModel, REGISTRY_DOWN,
@@ -38,7 +38,7 @@ pub struct ModelRegistryActor {
     resolver: Box<dyn ModelResolver>,
     default_model: String,
     supervision: RegistrySupervision,
-    restarts: VecDeque<Instant>,
+    budget: RestartBudget,
 }
 
 const RESTARTED: &str = "the model registry hit an internal error and was restarted; try again";
@@ -61,8 +61,8 @@ impl ModelRegistryActor {
             ModelRegistryActor {
                 resolver,
                 default_model: default_model.clone(),
+                budget: RestartBudget::new(supervision.max_restarts, supervision.window),
                 supervision: supervision.clone(),
-                restarts: VecDeque::new(),
             }
         })
     }
@@ -86,30 +86,24 @@ impl ModelRegistryActor {
             Err(payload) => payload,
         };
         log::error!("model registry panicked: {}", panic_message(&*payload));
-        let now = Instant::now();
-        self.restarts.push_back(now);
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.supervision.window)
-        {
-            self.restarts.pop_front();
-        }
+        let verdict = self.budget.crashed(Instant::now());
         let reset = catch_unwind(AssertUnwindSafe(|| self.resolver.reset()));
-        if reset.is_err() || self.restarts.len() > self.supervision.max_restarts as usize {
-            self.give_up(format!(
-                "the model registry failed {} times within {:?}; giving up",
-                self.restarts.len(),
-                self.supervision.window
-            ));
-            return Err(ResolveError::Unavailable(REGISTRY_DOWN.to_string()));
+        match verdict {
+            Restart::Allowed { restart } if reset.is_ok() => {
+                log::warn!(
+                    "model registry restarted (restart {restart} of {} allowed)",
+                    self.budget.max_restarts()
+                );
+                Err(ResolveError::Unavailable(RESTARTED.to_string()))
+            }
+            Restart::Allowed { restart: crashes } | Restart::Exhausted { crashes } => {
+                self.give_up(format!(
+                    "the model registry failed {crashes} times within {:?}; giving up",
+                    self.budget.window()
+                ));
+                Err(ResolveError::Unavailable(REGISTRY_DOWN.to_string()))
+            }
         }
-        log::warn!(
-            "model registry restarted (restart {} of {} allowed)",
-            self.restarts.len(),
-            self.supervision.max_restarts
-        );
-        Err(ResolveError::Unavailable(RESTARTED.to_string()))
     }
 }
 

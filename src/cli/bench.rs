@@ -279,6 +279,8 @@ fn measure(
                 scheduler: SchedulerKind::Ddim,
                 eta: 0.0,
                 clip_skip: None,
+                timestep_spacing: None,
+                xl: Default::default(),
             };
             let times = time_runs(repeats, dev, || {
                 let images = sd.generate(&params, &mut |_, _| true)?;

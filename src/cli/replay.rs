@@ -14,7 +14,7 @@ use super::replay_safety;
 use crate::pipeline::load::loader::load_diffusers_folder;
 use crate::pipeline::load::model_parts::ModelParts;
 use crate::pipeline::noise::NoiseSource;
-use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
+use crate::pipeline::params::{EmptyNegative, GenerateParams, SchedulerKind, Task, XlOptions};
 use crate::pipeline::trace::Trace;
 use crate::pipeline::{RuntimeOptions, StableDiffusion};
 
@@ -26,6 +26,13 @@ pub const OUTPUT_NAMES: &[&str] = &[
     "final_latents",
     "vae_decode_out",
     "image",
+];
+
+/// The further names an SDXL replay writes (pooled embeddings, micro-conditioning).
+pub const XL_OUTPUT_NAMES: &[&str] = &[
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+    "add_time_ids",
 ];
 
 #[derive(clap::Args, Debug, Clone)]
@@ -231,6 +238,8 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
             .get("clip_skip")
             .and_then(Value::as_u64)
             .and_then(|v| usize::try_from(v).ok()),
+        timestep_spacing: None,
+        xl: xl_options(case)?,
     };
     let randn_keys = case
         .get("randn_draws_in_order")
@@ -250,6 +259,33 @@ pub fn load_case(manifest: &Path, id: &str) -> anyhow::Result<GoldenCase> {
         params,
         randn_keys,
     })
+}
+
+/// SDXL fields of a case: a `null` negative prompt is diffusers' `None` (zeros where the
+/// model forces them), `""` is encoded; recorded time ids must be the defaults or sizes.
+fn xl_options(case: &Value) -> anyhow::Result<XlOptions> {
+    let empty_negative = match case.get("negative_prompt") {
+        None | Some(Value::Null) => EmptyNegative::Zeros,
+        Some(_) => EmptyNegative::Encode,
+    };
+    let mut xl = XlOptions {
+        empty_negative,
+        ..XlOptions::default()
+    };
+    if let Some(ids) = case.get("add_time_ids").and_then(Value::as_array) {
+        let v: Vec<u32> = ids
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as u32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| anyhow!("add_time_ids must be numbers"))?;
+        let [oh, ow, ct, cl, th, tw] = v[..] else {
+            bail!("add_time_ids must have 6 values");
+        };
+        xl.original_size = Some((ow, oh));
+        xl.crop_top_left = (ct, cl);
+        xl.target_size = Some((tw, th));
+    }
+    Ok(xl)
 }
 
 /// Replays recorded draws: `init_noise` for the initial latents, `randn_i` in order for
@@ -361,7 +397,7 @@ pub fn run_with_loader(
     let model = StableDiffusion::from_parts(parts, &opts)?;
     let trace = replay_case(&model, &case)?.trace;
     let mut out: HashMap<String, Tensor> = HashMap::new();
-    for name in OUTPUT_NAMES {
+    for name in OUTPUT_NAMES.iter().chain(XL_OUTPUT_NAMES) {
         if let Some(t) = trace.get(name) {
             out.insert((*name).to_owned(), t.clone());
         }

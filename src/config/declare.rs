@@ -38,7 +38,8 @@ macro_rules! scalar_setting {
     )*};
 }
 
-scalar_setting!(String => "TEXT", u16 => "N", u32 => "N", u64 => "N", usize => "N", f64 => "NUMBER");
+// Every fractional setting is a duration in seconds.
+scalar_setting!(String => "TEXT", u16 => "N", u32 => "N", u64 => "N", usize => "N", f64 => "SECS");
 
 impl SettingValue for Secret {
     fn configure(arg: Arg) -> Arg {

@@ -510,78 +510,19 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key() {
         let cases = [
-            (
-                Config {
-                    packet_size: 0,
-                    ..Config::default()
-                },
-                "packet_size",
-            ),
-            (
-                Config {
-                    host: "not a host".into(),
-                    ..Config::default()
-                },
-                "host",
-            ),
-            (
-                Config {
-                    idle_secs: -1.0,
-                    ..Config::default()
-                },
-                "idle_secs",
-            ),
-            (
-                Config {
-                    startup_grace_secs: f64::NAN,
-                    ..Config::default()
-                },
-                "startup_grace_secs",
-            ),
-            (
-                Config {
-                    max_client_connections: 0,
-                    ..Config::default()
-                },
-                "max_client_connections",
-            ),
-            (
-                Config {
-                    queue_depth: 0,
-                    ..Config::default()
-                },
-                "queue_depth",
-            ),
-            (
-                Config {
-                    max_message_bytes: 10,
-                    ..Config::default()
-                },
-                "max_message_bytes",
-            ),
-            (
-                Config {
-                    max_jobs_per_client: 0,
-                    ..Config::default()
-                },
-                "max_jobs_per_client",
-            ),
-            (
-                Config {
-                    idle_timeout_secs: -1.0,
-                    ..Config::default()
-                },
-                "idle_timeout_secs",
-            ),
-            (
-                Config {
-                    max_prompt_chars: 0,
-                    ..Config::default()
-                },
-                "max_prompt_chars",
-            ),
+            ("packet_size = 0", "packet_size"),
+            ("host = \"not a host\"", "host"),
+            ("idle_secs = -1.0", "idle_secs"),
+            ("startup_grace_secs = nan", "startup_grace_secs"),
+            ("max_client_connections = 0", "max_client_connections"),
+            ("queue_depth = 0", "queue_depth"),
+            ("max_message_bytes = 10", "max_message_bytes"),
+            ("max_jobs_per_client = 0", "max_jobs_per_client"),
+            ("idle_timeout_secs = -1.0", "idle_timeout_secs"),
+            ("max_prompt_chars = 0", "max_prompt_chars"),
         ];
-        for (c, key) in cases {
+        for (line, key) in cases {
+            let c = Config::from_toml_str(line, Path::new("x")).unwrap();
             assert!(c.validate().unwrap_err().to_string().contains(key), "{key}");
         }
     }

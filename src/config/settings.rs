@@ -69,40 +69,34 @@ settings! {
     /// Seconds to wait for a first client when timeout is on.
     startup_grace_secs: f64 = 10.0,
         flag "startup-grace", env "RUNAI_STARTUP_GRACE",
-        help "With --timeout: seconds to wait for the first client",
-        cli .value_name("SECS");
+        help "With --timeout: seconds to wait for the first client";
 
     /// Seconds after the last client left before exiting when timeout is on.
     idle_secs: f64 = 3.0,
         flag "idle", env "RUNAI_IDLE",
-        help "With --timeout: seconds after the last client left before exiting",
-        cli .value_name("SECS");
+        help "With --timeout: seconds after the last client left before exiting";
 
     /// On SIGINT/SIGTERM: seconds the running job may take to finish before it is cancelled.
     drain_grace_secs: f64 = 30.0,
         flag "drain-grace", env "RUNAI_DRAIN_GRACE",
-        help "On SIGINT/SIGTERM: seconds the running job may finish before it is cancelled",
-        cli .value_name("SECS");
+        help "On SIGINT/SIGTERM: seconds the running job may finish before it is cancelled";
 
     /// A client that stops in the middle of a message is dropped after this many seconds.
     read_timeout_secs: f64 = 60.0,
         flag "read-timeout", env "RUNAI_READ_TIMEOUT",
-        help "Drop a client that stalls mid-message for this many seconds",
-        cli .value_name("SECS");
+        help "Drop a client that stalls mid-message for this many seconds";
 
     /// A client that stops reading is dropped when one packet cannot be written in this time.
     write_timeout_secs: f64 = 60.0,
         flag "write-timeout", env "RUNAI_WRITE_TIMEOUT",
-        help "Drop a client that does not read a packet for this many seconds",
-        cli .value_name("SECS");
+        help "Drop a client that does not read a packet for this many seconds";
 
     /// A session with no job queued or running and no message for this many seconds is closed
     /// (it receives a "closing" event first); 0 keeps idle sessions forever. The plugin reconnects.
     idle_timeout_secs: f64 = 300.0,
         flag "idle-timeout", env "RUNAI_IDLE_TIMEOUT",
         help "Close a client with no job and no message for this many seconds (closing first); \
-              0 = never",
-        cli .value_name("SECS");
+              0 = never";
 
     /// Bytes of replies waiting for a slow client before it is dropped (256 MiB).
     max_outgoing_bytes: usize = 256 * 1024 * 1024,
@@ -183,8 +177,7 @@ settings! {
     /// The restart budget's window in seconds (see max_restarts).
     restart_window_secs: f64 = 600.0,
         flag "restart-window", env "RUNAI_RESTART_WINDOW",
-        help "Restart window in seconds",
-        cli .value_name("SECS");
+        help "Restart window in seconds";
 
     /// Where models run: "cpu", "cuda" or "cuda:N" (CUDA needs a build with --features cuda).
     device: String = "cpu".into(),

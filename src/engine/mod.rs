@@ -39,12 +39,11 @@ impl GenerateJob {
     }
 }
 
-/// Progress and cancellation, as the pipeline reports them (see [`Progress`]): `step` after
-/// every denoising step with (index 0-based, total), `proceed` between the other expensive
-/// phases. Either returning `false` asks the generator to stop: it must return
-/// [`GenerateError::Cancelled`] before its next expensive phase. A closure
-/// `FnMut(usize, usize) -> bool` is a `ProgressFn` that never stops between phases.
-pub type ProgressFn<'a> = dyn Progress + 'a;
+/// Progress and cancellation, as the pipeline reports them: `step` after every denoising
+/// step with (index 0-based, total), `proceed` between the other expensive phases. Either
+/// returning `false` asks the generator to stop: it must return [`GenerateError::Cancelled`]
+/// before its next expensive phase. A closure `FnMut(usize, usize) -> bool` is a `Progress`
+/// that never stops between phases.
 pub use crate::pipeline::Progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +68,7 @@ pub trait Generator: Send {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError>;
 
     /// Names of the models currently held in memory (for `ping`).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::factory::runtime_options;
-use super::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use super::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use crate::config::ComputeSpec;
 use crate::pipeline::params::GeneratedImage;
 use crate::pipeline::safety::{SafetyChecker, SafetyMode};
@@ -23,7 +23,7 @@ impl Generator for SafeGenerator {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let images = self.inner.generate(job, progress)?;
         let mode = self.mode.for_request(job.nsfw_filter);

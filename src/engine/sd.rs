@@ -1,16 +1,15 @@
-//! The real [`Generator`]: loads Stable Diffusion models (diffusers folders directly, single
-//! files through the registry's converter) into an LRU [`ModelCache`] bounded by count and
+//! The real [`Generator`]: loads Stable Diffusion models (folder or single file, as
+//! `registry::loader::ModelSource` reads them) into an LRU [`ModelCache`] bounded by count and
 //! estimated bytes, and runs the pipeline. Lives on the worker thread; knows nothing of actors
 //! or the wire, and writes nothing to disk.
 
 use crate::pipeline::{PipelineError, RuntimeOptions, StableDiffusion};
 use crate::registry::cache::ModelCache;
 use crate::registry::guard::contained;
-use crate::registry::model::{ModelFormat, ResolvedModel};
-use crate::registry::single_file::SingleFile;
-use crate::registry::weights::diffusers_bytes;
+use crate::registry::loader::ModelSource;
+use crate::registry::model::ResolvedModel;
 
-use super::{GenerateError, GenerateJob, Generator, ProgressFn};
+use super::{GenerateError, GenerateJob, Generator, Progress};
 use crate::pipeline::params::GeneratedImage;
 
 /// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
@@ -81,7 +80,7 @@ impl Generator for SdGenerator {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         self.ensure_loaded(&job.model)?;
         // Loading can take seconds: a cancel meanwhile stops here, before any encoding.
@@ -124,26 +123,16 @@ impl Generator for SdGenerator {
 impl SdGenerator {
     /// Reads `model` from disk, making room in the cache first.
     fn load(&mut self, model: &ResolvedModel) -> Result<(StableDiffusion, u64), GenerateError> {
-        Ok(match model.format {
-            ModelFormat::Diffusers => {
-                let bytes = diffusers_bytes(&model.path, self.opts.dtype);
-                self.cache.make_room(bytes);
-                let sd = StableDiffusion::load_folder(&model.path, &self.opts)
-                    .map_err(|e| load_error(model, e))?;
-                (sd, bytes)
-            }
-            ModelFormat::Safetensors | ModelFormat::Ckpt => {
-                let sf = SingleFile::open(&model.path).map_err(|e| load_error(model, e))?;
-                let bytes = sf.weight_bytes(self.opts.dtype);
-                self.cache.make_room(bytes);
-                let parts = sf
-                    .into_parts(self.opts.dtype, &self.opts.device)
-                    .map_err(|e| load_error(model, e))?;
-                let sd = StableDiffusion::from_parts(parts, &self.opts)
-                    .map_err(|e| load_error(model, e))?;
-                (sd, bytes)
-            }
-        })
+        let source =
+            ModelSource::open(&model.path, model.format).map_err(|e| load_error(model, e))?;
+        let bytes = source.weight_bytes(self.opts.dtype);
+        self.cache.make_room(bytes);
+        let parts = source
+            .into_parts(&self.opts)
+            .map_err(|e| load_error(model, e))?;
+        let sd =
+            StableDiffusion::from_parts(parts, &self.opts).map_err(|e| load_error(model, e))?;
+        Ok((sd, bytes))
     }
 
     fn cache_name(&self, key: &std::path::Path) -> Option<String> {

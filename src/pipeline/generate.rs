@@ -100,7 +100,18 @@ impl StableDiffusion {
         // The UNet runs one image at a time ([uncond, cond] for that image): batching images
         // changes float summation order in the matmuls, and image i must be bit-identical
         // whether it is generated alone or in a batch.
-        let context = if do_cfg && params.clip_skip.unwrap_or(0) == 0 {
+        // SDXL: both encoders and the added conditioning (xl_conditioning.rs).
+        let (xl_context, added) = match &self.xl {
+            Some(xl) => {
+                let (c, a) =
+                    self.xl_conditioning(xl, params, do_cfg, (width, height), &mut trace)?;
+                (Some(c), Some(a))
+            }
+            None => (None, None),
+        };
+        let context = if let Some(c) = xl_context {
+            c
+        } else if do_cfg && params.clip_skip.unwrap_or(0) == 0 {
             // Both prompts use the last layer: one batch-2 encoder call (every row of it is
             // computed on its own, so this only saves a second pass over the weights).
             let both = self.encode_prompts(&[&params.negative_prompt, &params.prompt], None)?;
@@ -123,9 +134,14 @@ impl StableDiffusion {
 
         proceed(progress)?;
 
-        let mut sched =
-            schedulers::build(params.scheduler, scheduler_config, params.steps, params.eta)
-                .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
+        let scheduler_config = schedulers::with_spacing(scheduler_config, params.timestep_spacing);
+        let mut sched = schedulers::build(
+            params.scheduler,
+            &scheduler_config,
+            params.steps,
+            params.eta,
+        )
+        .map_err(|e| PipelineError::Scheduler(e.to_string()))?;
         let (timesteps, strength) = match &params.task {
             Task::Txt2Img => (sched.timesteps().to_vec(), None),
             Task::Img2Img { strength, .. } | Task::Inpaint { strength, .. } => {
@@ -187,7 +203,7 @@ impl StableDiffusion {
                 }
                 let out = self
                     .unet
-                    .forward(&model_in, t, &context)?
+                    .forward_added(&model_in, t, &context, added.as_ref())?
                     .to_dtype(DType::F32)?;
                 if do_cfg {
                     let u = out.narrow(0, 0, 1)?;

@@ -9,7 +9,8 @@
 //! - `load/`: reading weights (safetensors, pickle checkpoints), configs and tokenizers;
 //! - `schedulers/`, `safety/`: the samplers and the safety checker;
 //! - at the top, orchestration: the loaded model (`model`), the denoising loop (`generate`),
-//!   noise, image conversion, request parameters, progress and tracing.
+//!   noise, image conversion, request parameters, progress and tracing, and SDXL's text
+//!   conditioning (`xl_conditioning`).
 
 pub(crate) mod kernels;
 pub(crate) mod layers;
@@ -27,6 +28,7 @@ pub(crate) mod progress;
 pub mod safety;
 pub mod schedulers;
 pub mod trace;
+pub mod xl_conditioning;
 
 #[cfg(test)]
 mod test_util;

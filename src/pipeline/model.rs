@@ -17,6 +17,7 @@ use super::models::clip::ClipTextTransformer;
 use super::models::unet::UNet;
 use super::models::vae::Vae;
 use super::options::RuntimeOptions;
+use super::xl_conditioning::XlText;
 
 pub struct StableDiffusion {
     pub(crate) text_encoder: ClipTextTransformer,
@@ -25,6 +26,8 @@ pub struct StableDiffusion {
     pub(crate) unet: UNet,
     pub(crate) vae: Vae,
     pub(crate) scheduler_config: Value,
+    /// SDXL's second text tower; None for SD1/SD2.
+    pub(crate) xl: Option<XlText>,
     pub(crate) device: Device,
     pub(crate) dtype: DType,
 }
@@ -59,6 +62,17 @@ impl StableDiffusion {
                 .map_err(|_| PipelineError::Config("the UNet loader thread panicked".into()))?;
             Ok::<_, PipelineError>((unet?, vae?, text_encoder?))
         })?;
+        let xl = match parts.xl {
+            Some(xl) => Some(XlText::from_parts(xl, opts)?),
+            None => None,
+        };
+        if unet_cfg.addition.is_some() != xl.is_some() {
+            return Err(PipelineError::Config(
+                "the UNet's added text_time embedding and a second text encoder come together \
+                 (SDXL); this model has only one of them"
+                    .into(),
+            ));
+        }
         if unet_cfg.out_channels != vae_cfg.latent_channels {
             return Err(PipelineError::Config(format!(
                 "unet predicts {} channels but the vae has {} latent channels",
@@ -72,6 +86,7 @@ impl StableDiffusion {
             unet,
             vae,
             scheduler_config: parts.scheduler_config,
+            xl,
             device: opts.device.clone(),
             dtype: opts.dtype,
         })
@@ -92,6 +107,11 @@ impl StableDiffusion {
         let s = self.unet.config.sample_size * self.vae_scale_factor();
         let s = u32::try_from(s).unwrap_or(u32::MAX);
         (s, s)
+    }
+
+    /// True for SDXL models (two text encoders, added conditioning).
+    pub fn is_xl(&self) -> bool {
+        self.xl.is_some()
     }
 
     /// Token ids (77, padded with the model's pad token) for `prompt`.

@@ -3,6 +3,8 @@
 
 use image::{GrayImage, RgbImage};
 
+pub use super::schedulers::config::Spacing;
+
 /// Scheduler names the server accepts (plugin names and Part 2 additions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
@@ -16,6 +18,8 @@ pub enum SchedulerKind {
     DpmPp2mKarras,
     UniPc,
     Ddpm,
+    /// Latent consistency models (LCM-distilled UNets, LCM-LoRAs): 1-8 steps.
+    Lcm,
 }
 
 impl SchedulerKind {
@@ -36,6 +40,7 @@ impl SchedulerKind {
         ("unipc", SchedulerKind::UniPc),
         ("pndm", SchedulerKind::Pndm),
         ("euler_ancestral", SchedulerKind::EulerAncestral),
+        ("lcm", SchedulerKind::Lcm),
     ];
 
     /// Parses a client's scheduler name (case-insensitive).
@@ -93,6 +98,32 @@ pub struct GenerateParams {
     pub eta: f64,
     /// CLIP skip as diffusers defines it (None or 0 = last layer).
     pub clip_skip: Option<usize>,
+    /// The request's timestep spacing (`trailing` for SDXL Turbo/Lightning); None = the
+    /// model's scheduler config.
+    pub timestep_spacing: Option<Spacing>,
+    /// SDXL micro-conditioning and empty-negative semantics; ignored by SD1/SD2 models.
+    pub xl: XlOptions,
+}
+
+/// What an empty negative prompt means to a model whose config asks for zeros
+/// (`force_zeros_for_empty_prompt`, SDXL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmptyNegative {
+    /// All-zero negative embeddings (diffusers' `negative_prompt=None`, AUTOMATIC1111's `""`).
+    #[default]
+    Zeros,
+    /// `""` is encoded like any prompt (diffusers' `negative_prompt=""`).
+    Encode,
+}
+
+/// SDXL's `add_time_ids` micro-conditioning: sizes as (width, height), `None` = the request's
+/// size; the crop as diffusers' `crops_coords_top_left` (top, left), default (0, 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XlOptions {
+    pub original_size: Option<(u32, u32)>,
+    pub crop_top_left: (u32, u32),
+    pub target_size: Option<(u32, u32)>,
+    pub empty_negative: EmptyNegative,
 }
 
 /// One generated image.

@@ -10,6 +10,7 @@ pub mod json;
 pub mod lenient;
 pub mod request;
 pub mod responses;
+pub(crate) mod sampling;
 pub mod validate;
 
 /// Packet size of the Krita plugin and the protocol's default.

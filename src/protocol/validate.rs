@@ -46,8 +46,8 @@ pub const MIN_SIDE: u32 = 64;
 /// Longest side of any input image, whatever its pixel count.
 pub const MAX_INPUT_SIDE: u32 = 16384;
 
-/// Largest native size of a supported model (SD 2.x 768 px), for limit checks.
-pub const NATIVE_SIDE_MAX: u32 = 768;
+/// Largest native size of a supported model (SDXL 1024 px), for limit checks.
+pub const NATIVE_SIDE_MAX: u32 = 1024;
 
 pub const DEFAULT_STEPS: i64 = 20;
 pub const DEFAULT_SCALE: f64 = 7.5;
@@ -71,11 +71,11 @@ pub struct ValidGenerateRequest {
     pub nsfw_filter: Option<bool>,
 }
 
-fn invalid(field: &str, message: String) -> RequestError {
+pub(super) fn invalid(field: &str, message: String) -> RequestError {
     RequestError::new(ErrorCode::InvalidField, format!("{field}: {message}"))
 }
 
-fn from_field(e: FieldError) -> RequestError {
+pub(super) fn from_field(e: FieldError) -> RequestError {
     RequestError::new(ErrorCode::InvalidField, e.to_string())
 }
 
@@ -181,6 +181,8 @@ fn validate_inner(
         Some(c) => return Err(invalid(&clip_key, format!("must be 0..=11, got {c}"))),
     };
 
+    let (timestep_spacing, xl) = super::sampling::parse_sampling(o, a)?;
+
     let width = parse_side(o, &key("width"), limits)?;
     let height = parse_side(o, &key("height"), limits)?;
     if width.is_some() || height.is_some() {
@@ -273,6 +275,8 @@ fn validate_inner(
             scheduler,
             eta,
             clip_skip,
+            timestep_spacing,
+            xl,
         },
         pos_x: o.get("pos_x").cloned().unwrap_or(Value::from(0)),
         pos_y: o.get("pos_y").cloned().unwrap_or(Value::from(0)),

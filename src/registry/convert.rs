@@ -97,11 +97,65 @@ fn write_folder(sf: &SingleFile, dst: &Path) -> Result<(), ConvertError> {
         &sf.configs.scheduler,
     )?;
 
-    let tokenizer_dir = dst.join("tokenizer");
-    std::fs::create_dir(&tokenizer_dir).map_err(|e| write_err(&tokenizer_dir, e))?;
     let (tokenizer, pad_id) =
         single_file_tokenizer(&sf.path, sf.identity.version).map_err(SingleFileError::from)?;
-    let tokenizer_path = tokenizer_dir.join("tokenizer.json");
+    write_tokenizer(&dst.join("tokenizer"), &tokenizer, pad_id)?;
+    let xl = sf.identity.version == ModelVersion::Xl;
+    if let Some(config) = &sf.configs.text_encoder_2 {
+        write_component(
+            sf,
+            Component::TextEncoder2,
+            &dst.join("text_encoder_2"),
+            "model.safetensors",
+            ("config.json", config),
+        )?;
+        // SDXL's second tokenizer pads with `!` like SD2's.
+        let (tokenizer, pad_id) =
+            single_file_tokenizer(&sf.path, ModelVersion::V2).map_err(SingleFileError::from)?;
+        write_tokenizer(&dst.join("tokenizer_2"), &tokenizer, pad_id)?;
+    }
+
+    let pipeline = match (sf.identity.kind, xl) {
+        (ModelKind::Txt2Img, false) => "StableDiffusionPipeline",
+        (ModelKind::Inpaint, false) => "StableDiffusionInpaintPipeline",
+        (ModelKind::Txt2Img, true) => "StableDiffusionXLPipeline",
+        (ModelKind::Inpaint, true) => "StableDiffusionXLInpaintPipeline",
+    };
+    let scheduler_class = sf
+        .configs
+        .scheduler
+        .get("_class_name")
+        .cloned()
+        .unwrap_or(json!("PNDMScheduler"));
+    let mut index = json!({
+        "_class_name": pipeline,
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [null, null],
+        "requires_safety_checker": false,
+        "safety_checker": [null, null],
+        "scheduler": ["diffusers", scheduler_class],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    });
+    if xl {
+        index["text_encoder_2"] = json!(["transformers", "CLIPTextModelWithProjection"]);
+        index["tokenizer_2"] = json!(["transformers", "CLIPTokenizer"]);
+        index["force_zeros_for_empty_prompt"] = json!(true);
+    }
+    write_json(&dst.join("model_index.json"), &index)
+}
+
+/// A tokenizer folder as transformers writes it for CLIPTokenizer (`tokenizer.json`, the
+/// special tokens with the model's pad token, `tokenizer_config.json`).
+fn write_tokenizer(
+    dir: &Path,
+    tokenizer: &tokenizers::Tokenizer,
+    pad_id: u32,
+) -> Result<(), ConvertError> {
+    std::fs::create_dir(dir).map_err(|e| write_err(dir, e))?;
+    let tokenizer_path = dir.join("tokenizer.json");
     tokenizer
         .save(&tokenizer_path, false)
         .map_err(|e| write_err(&tokenizer_path, e))?;
@@ -114,41 +168,14 @@ fn write_folder(sf: &SingleFile, dst: &Path) -> Result<(), ConvertError> {
         "pad_token": pad,
         "unk_token": "<|endoftext|>",
     });
-    write_json(&tokenizer_dir.join("special_tokens_map.json"), &special)?;
+    write_json(&dir.join("special_tokens_map.json"), &special)?;
     let mut tokenizer_config = special;
     if let Some(obj) = tokenizer_config.as_object_mut() {
         obj.insert("model_max_length".into(), json!(77));
         obj.insert("tokenizer_class".into(), json!("CLIPTokenizer"));
         obj.insert("do_lower_case".into(), json!(true));
     }
-    write_json(
-        &tokenizer_dir.join("tokenizer_config.json"),
-        &tokenizer_config,
-    )?;
-
-    let pipeline = match sf.identity.kind {
-        ModelKind::Txt2Img => "StableDiffusionPipeline",
-        ModelKind::Inpaint => "StableDiffusionInpaintPipeline",
-    };
-    let scheduler_class = sf
-        .configs
-        .scheduler
-        .get("_class_name")
-        .cloned()
-        .unwrap_or(json!("PNDMScheduler"));
-    let index = json!({
-        "_class_name": pipeline,
-        "_diffusers_version": "0.42.1",
-        "feature_extractor": [null, null],
-        "requires_safety_checker": false,
-        "safety_checker": [null, null],
-        "scheduler": ["diffusers", scheduler_class],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    });
-    write_json(&dst.join("model_index.json"), &index)
+    write_json(&dir.join("tokenizer_config.json"), &tokenizer_config)
 }
 
 /// What was converted, for the caller's message.

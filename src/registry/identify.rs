@@ -1,11 +1,13 @@
-//! Decides what a model is (SD1 or SD2, txt2img or inpaint, epsilon or v-prediction, or an
-//! architecture runai does not serve) from its weights' names and shapes and its config files,
-//! never from its path. Reads headers and small JSON/yaml files only.
+//! Decides what a model is (SD1, SD2 or SDXL, txt2img or inpaint, epsilon or v-prediction, or
+//! an architecture runai does not serve, such as the SDXL refiner) from its weights' names and
+//! shapes and its config files, never from its path. Reads headers and small JSON/yaml files
+//! only.
 //!
 //! Prediction type rules, in order: a diffusers folder's `scheduler/scheduler_config.json`
-//! `prediction_type`; for a single file, `parameterization: "v"` in the `.yaml` beside it (as
-//! AUTOMATIC1111 does); otherwise **epsilon** (the documented default: SD1.x, SD2.x-base and the
-//! inpainting models are epsilon models; a 768-v SD2 file needs its `.yaml`).
+//! `prediction_type`; for a single file, a `v_pred` key in the state dict (as ComfyUI reads
+//! it), `parameterization: "v"` or an SGM `VScaling` denoiser in the `.yaml` beside it (as
+//! AUTOMATIC1111 does); otherwise **epsilon** (the documented default: SD1.x, SD2.x-base, SDXL
+//! and the inpainting models are epsilon models; a 768-v SD2 file needs its `.yaml`).
 
 use std::path::Path;
 
@@ -14,6 +16,7 @@ use serde_json::Value;
 use super::ldm_shapes::{SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, UNET_PREFIX};
 use super::ldm_yaml::LdmYaml;
 use super::model::{ModelKind, ModelVersion, Prediction};
+use super::sgm::{XL_REFINER_TEXT_PREFIX, XL_TEXT1_PREFIX, XL_TEXT2_PREFIX};
 use super::tensors::TensorIndex;
 
 /// Config JSON files larger than this are not diffusers configs.
@@ -50,22 +53,42 @@ fn version_from_context_dim(dim: u64) -> Result<ModelVersion, IdentifyError> {
     match dim {
         768 => Ok(ModelVersion::V1),
         1024 => Ok(ModelVersion::V2),
-        2048 => Err(IdentifyError::Unsupported("SDXL".into())),
+        2048 => Err(IdentifyError::Unsupported(
+            "2048-wide cross-attention (SDXL) without SDXL's text encoders and added embedding"
+                .into(),
+        )),
         n => Err(IdentifyError::Unsupported(format!(
             "cross-attention width {n} without a known text encoder"
         ))),
     }
 }
 
-/// Identifies an LDM/CompVis single-file checkpoint.
+/// The SDXL refiner is not served: its UNet is conditioned on aesthetic scores, not on the
+/// base model's time ids, and it has only the 1280-wide text encoder.
+fn refiner() -> IdentifyError {
+    IdentifyError::Unsupported(
+        "SDXL refiner (one 1280-wide text encoder, aesthetic-score conditioning): runai serves \
+         SDXL base models and fine-tunes only"
+            .into(),
+    )
+}
+
+/// Identifies an LDM/CompVis/SGM single-file checkpoint.
 pub fn identify_checkpoint(
     index: &TensorIndex,
     yaml: Option<&LdmYaml>,
 ) -> Result<Identity, IdentifyError> {
-    if index.has_prefix("conditioner.embedders.")
-        || index.has_prefix(&format!("{UNET_PREFIX}label_emb."))
-    {
-        return Err(IdentifyError::Unsupported("SDXL".into()));
+    let xl = index.has_prefix("conditioner.embedders.")
+        || index.has_prefix(&format!("{UNET_PREFIX}label_emb."));
+    if xl {
+        if index.has_prefix(XL_REFINER_TEXT_PREFIX) && !index.has_prefix(XL_TEXT1_PREFIX) {
+            return Err(refiner());
+        }
+        if !index.has_prefix(XL_TEXT1_PREFIX) || !index.has_prefix(XL_TEXT2_PREFIX) {
+            return Err(IdentifyError::Unsupported(
+                "SDXL weights without both text encoders (a UNet-only file?)".into(),
+            ));
+        }
     }
     let conv_in = index
         .shape(&format!("{UNET_PREFIX}input_blocks.0.0.weight"))
@@ -78,7 +101,9 @@ pub fn identify_checkpoint(
         })?;
     let in_channels = conv_in.get(1).copied().unwrap_or(0) as u64;
     let kind = kind_from_in_channels(in_channels)?;
-    let version = if index.has_prefix(SD2_TEXT_PREFIX) {
+    let version = if xl {
+        ModelVersion::Xl
+    } else if index.has_prefix(SD2_TEXT_PREFIX) {
         ModelVersion::V2
     } else if index.has_prefix(SD1_TEXT_PREFIX) {
         ModelVersion::V1
@@ -91,7 +116,7 @@ pub fn identify_checkpoint(
             .unwrap_or(0);
         version_from_context_dim(context_dim as u64)?
     };
-    let prediction = if yaml.is_some_and(LdmYaml::is_v_prediction) {
+    let prediction = if index.contains("v_pred") || yaml.is_some_and(LdmYaml::is_v_prediction) {
         Prediction::VPrediction
     } else {
         Prediction::Epsilon
@@ -136,15 +161,22 @@ pub fn identify_diffusers(dir: &Path) -> Result<Identity, IdentifyError> {
             .get("_class_name")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if index.get("text_encoder_2").is_some() || class.contains("XL") {
-            return Err(IdentifyError::Unsupported("SDXL".into()));
+        let named = |key: &str| {
+            index
+                .get(key)
+                .and_then(Value::as_array)
+                .is_some_and(|v| v.iter().any(|x| !x.is_null()))
+        };
+        if class.contains("XL") && named("text_encoder_2") && !named("text_encoder") {
+            return Err(refiner());
         }
     }
     let unet = read_json_config(&dir.join("unet").join("config.json"))?.ok_or_else(|| {
         IdentifyError::Unreadable("the folder has no unet/config.json".to_string())
     })?;
-    if unet.get("addition_embed_type").and_then(Value::as_str) == Some("text_time") {
-        return Err(IdentifyError::Unsupported("SDXL".into()));
+    let xl = unet.get("addition_embed_type").and_then(Value::as_str) == Some("text_time");
+    if xl && !dir.join("text_encoder").join("config.json").is_file() {
+        return Err(refiner());
     }
     let in_channels = unet.get("in_channels").and_then(Value::as_u64).unwrap_or(4);
     let kind = kind_from_in_channels(in_channels)?;
@@ -153,11 +185,13 @@ pub fn identify_diffusers(dir: &Path) -> Result<Identity, IdentifyError> {
     // cross-attention width only when the text config says nothing.
     let version = match text
         .as_ref()
+        .filter(|_| !xl)
         .and_then(|t| t.get("hidden_act"))
         .and_then(Value::as_str)
     {
         Some("quick_gelu") => ModelVersion::V1,
         Some("gelu") => ModelVersion::V2,
+        _ if xl => ModelVersion::Xl,
         _ => {
             let dim = match unet.get("cross_attention_dim") {
                 Some(Value::Array(dims)) => dims.first().and_then(Value::as_u64),

@@ -1,8 +1,8 @@
 //! Synthesizes the diffusers-format JSON configs (unet, vae, text_encoder as transformers
 //! writes it, scheduler) of a single-file checkpoint: structure from the tensor shapes, the
 //! numbers shapes cannot tell (attention heads, betas, scaling factor, prediction type) from
-//! the `.yaml` beside the file when there is one, else from the standard SD1.5 / SD2.1
-//! configs. Pure functions; reads nothing from disk.
+//! the `.yaml` beside the file when there is one, else from the standard SD1.5 / SD2.1 / SDXL
+//! configs (SDXL's additions: sgm.rs). Pure functions; reads nothing from disk.
 
 use serde_json::{json, Value};
 
@@ -18,6 +18,8 @@ pub struct SynthesizedConfigs {
     pub vae: Value,
     pub text_encoder: Value,
     pub scheduler: Value,
+    /// SDXL's second text encoder (CLIPTextModelWithProjection); None for SD1/SD2.
+    pub text_encoder_2: Option<Value>,
     /// SD2 runs all but the last OpenCLIP block (the "penultimate" layer).
     pub text_layers_used: usize,
 }
@@ -26,6 +28,7 @@ pub struct SynthesizedConfigs {
 fn default_sample_size(identity: &Identity) -> usize {
     match (identity.version, identity.prediction) {
         (ModelVersion::V2, Prediction::VPrediction) => 96,
+        (ModelVersion::Xl, _) => 128,
         _ => 64,
     }
 }
@@ -41,7 +44,7 @@ fn warn_mismatch(yaml: &LdmYaml, what: &str, from_yaml: Option<usize>, from_weig
     }
 }
 
-fn unet_config(unet: &UnetShape, identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
+pub(crate) fn unet_config(unet: &UnetShape, identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
     if let Some(y) = yaml {
         warn_mismatch(
             y,
@@ -71,7 +74,7 @@ fn unet_config(unet: &UnetShape, identity: &Identity, yaml: Option<&LdmYaml>) ->
             .collect::<Vec<_>>()),
         (_, Some(n), _) => json!(n),
         (_, _, ModelVersion::V1) => json!(8),
-        (_, _, ModelVersion::V2) => json!(unet
+        (_, _, ModelVersion::V2 | ModelVersion::Xl) => json!(unet
             .block_out_channels
             .iter()
             .map(|ch| ch / 64)
@@ -132,7 +135,7 @@ fn unet_config(unet: &UnetShape, identity: &Identity, yaml: Option<&LdmYaml>) ->
     })
 }
 
-fn vae_config(vae: &VaeShape, unet_sample_size: u64, yaml: Option<&LdmYaml>) -> Value {
+pub(crate) fn vae_config(vae: &VaeShape, unet_sample_size: u64, yaml: Option<&LdmYaml>) -> Value {
     if let Some(y) = yaml {
         warn_mismatch(
             y,
@@ -178,7 +181,7 @@ pub fn text_layers_used(text: &TextShape, identity: &Identity, yaml: Option<&Ldm
     match (identity.version, layer) {
         (ModelVersion::V2, Some("last")) => text.layers_in_file,
         (ModelVersion::V2, _) => text.layers_in_file.saturating_sub(1).max(1),
-        (ModelVersion::V1, _) => text.layers_in_file,
+        (ModelVersion::V1 | ModelVersion::Xl, _) => text.layers_in_file,
     }
 }
 
@@ -188,20 +191,36 @@ fn text_config(
     yaml: Option<&LdmYaml>,
     layers: usize,
 ) -> Value {
-    // CLIP towers use 64-wide heads (ViT-L/14: 12 heads, ViT-H/14: 16 heads).
-    let default_heads = if text.hidden_size >= 64 && text.hidden_size % 64 == 0 {
-        text.hidden_size / 64
-    } else {
-        1
-    };
-    let heads = yaml.and_then(|y| y.text.heads).unwrap_or(default_heads);
+    let heads = yaml
+        .and_then(|y| y.text.heads)
+        .unwrap_or_else(|| default_text_heads(text));
     let default_act = match identity.version {
-        ModelVersion::V1 => "quick_gelu",
+        ModelVersion::V1 | ModelVersion::Xl => "quick_gelu",
         ModelVersion::V2 => "gelu",
     };
     let act = yaml
         .and_then(|y| y.text.hidden_act.clone())
         .unwrap_or_else(|| default_act.to_string());
+    clip_text_config(text, heads, &act, layers, text.hidden_size)
+}
+
+/// CLIP towers use 64-wide heads (ViT-L/14: 12 heads, ViT-H/14: 16, ViT-bigG/14: 20).
+pub(crate) fn default_text_heads(text: &TextShape) -> usize {
+    if text.hidden_size >= 64 && text.hidden_size % 64 == 0 {
+        text.hidden_size / 64
+    } else {
+        1
+    }
+}
+
+/// A transformers CLIPTextConfig document (legacy `eos_token_id` 2, as the Hub's SD configs).
+pub(crate) fn clip_text_config(
+    text: &TextShape,
+    heads: usize,
+    act: &str,
+    layers: usize,
+    projection_dim: usize,
+) -> Value {
     json!({
         "architectures": ["CLIPTextModel"],
         "attention_dropout": 0.0,
@@ -219,12 +238,12 @@ fn text_config(
         "num_attention_heads": heads,
         "num_hidden_layers": layers,
         "pad_token_id": 1,
-        "projection_dim": text.hidden_size,
+        "projection_dim": projection_dim,
         "vocab_size": text.vocab_size,
     })
 }
 
-fn scheduler_config(identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
+pub(crate) fn scheduler_config(identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
     let prediction = match identity.prediction {
         Prediction::Epsilon => "epsilon",
         Prediction::VPrediction => "v_prediction",
@@ -233,6 +252,7 @@ fn scheduler_config(identity: &Identity, yaml: Option<&LdmYaml>) -> Value {
     let class = match identity.version {
         ModelVersion::V1 => "PNDMScheduler",
         ModelVersion::V2 => "DDIMScheduler",
+        ModelVersion::Xl => "EulerDiscreteScheduler",
     };
     json!({
         "_class_name": class,
@@ -266,6 +286,7 @@ pub fn synthesize_configs(
         vae: vae_config(vae, sample_size, yaml),
         text_encoder: text_config(text, identity, yaml, layers),
         scheduler: scheduler_config(identity, yaml),
+        text_encoder_2: None,
         unet: unet_json,
         text_layers_used: layers,
     }
@@ -303,7 +324,9 @@ mod tests {
                 layers_per_block: 2,
             },
             TextShape {
-                layout: TextLayout::OpenClip,
+                layout: TextLayout::OpenClip {
+                    prefix: String::new(),
+                },
                 hidden_size: hidden,
                 intermediate_size: hidden * 4,
                 vocab_size: 49408,

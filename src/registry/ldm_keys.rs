@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ldm_shapes::{
-    TextLayout, TextShape, UnetShape, VaeShape, SD2_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX,
-};
+use super::ldm_shapes::{TextLayout, TextShape, UnetShape, VaeShape, UNET_PREFIX, VAE_PREFIX};
 use super::tensors::TensorIndex;
 
 /// What to do to a checkpoint tensor to get the diffusers tensor.
@@ -23,6 +21,8 @@ pub enum Transform {
         start: usize,
         len: usize,
     },
+    /// The transpose of a matrix (OpenCLIP's `text_projection` is stored `[width, proj]`).
+    Transpose,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct KeyMap {
     pub unet: BTreeMap<String, Mapping>,
     pub vae: BTreeMap<String, Mapping>,
     pub text_encoder: BTreeMap<String, Mapping>,
+    /// SDXL's second text encoder (empty for SD1/SD2).
+    pub text_encoder_2: BTreeMap<String, Mapping>,
 }
 
 fn same(source: &str) -> Mapping {
@@ -248,7 +250,7 @@ fn open_clip_layer_part(rest: &str) -> Option<&'static str> {
     })
 }
 
-fn text_map(
+pub(crate) fn text_map(
     index: &TensorIndex,
     text: &TextShape,
     layers_used: usize,
@@ -273,8 +275,8 @@ fn text_map(
                 out.insert(format!("text_model.{rest}"), same(key));
             }
         }
-        TextLayout::OpenClip => {
-            let p = SD2_TEXT_PREFIX;
+        TextLayout::OpenClip { prefix } => {
+            let p = prefix.as_str();
             let t = "text_model.";
             out.insert(
                 format!("{t}embeddings.token_embedding.weight"),
@@ -359,6 +361,7 @@ pub fn build_key_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::ldm_shapes::SD2_TEXT_PREFIX;
     use crate::registry::tensors::TensorMeta;
 
     /// SD1.5's real layout (4 levels, 2 resnets each, attention on the first three): the
@@ -507,7 +510,9 @@ mod tests {
             );
         }
         let text = TextShape {
-            layout: TextLayout::OpenClip,
+            layout: TextLayout::OpenClip {
+                prefix: SD2_TEXT_PREFIX.to_string(),
+            },
             hidden_size: 16,
             intermediate_size: 64,
             vocab_size: 10,

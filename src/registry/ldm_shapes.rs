@@ -57,8 +57,9 @@ pub struct VaeShape {
 pub enum TextLayout {
     /// SD1: Hugging Face CLIPTextModel names under this prefix (with or without `text_model.`).
     HfClip { prefix: String },
-    /// SD2: OpenCLIP names under `cond_stage_model.model.` with fused attention projections.
-    OpenClip,
+    /// OpenCLIP names under this prefix (SD2: `cond_stage_model.model.`, SDXL's second tower:
+    /// `conditioner.embedders.1.model.`) with fused attention projections.
+    OpenClip { prefix: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +81,14 @@ pub fn indices(index: &TensorIndex, prefix: &str) -> BTreeSet<usize> {
         .collect()
 }
 
-fn dim(index: &TensorIndex, name: &str, d: usize) -> Result<usize, ShapeError> {
+pub(crate) fn dim(index: &TensorIndex, name: &str, d: usize) -> Result<usize, ShapeError> {
     index
         .shape(name)
         .and_then(|s| s.get(d).copied())
         .ok_or_else(|| layout(format!("missing or malformed tensor {name}")))
 }
 
-fn count(set: &BTreeSet<usize>, what: &str) -> Result<usize, ShapeError> {
+pub(crate) fn count(set: &BTreeSet<usize>, what: &str) -> Result<usize, ShapeError> {
     // Indices must be 0..n with no holes, or the numbering rules below do not apply.
     let n = set.len();
     if n == 0 || set.iter().copied().ne(0..n) {
@@ -183,32 +184,42 @@ pub fn vae_shape(index: &TensorIndex) -> Result<VaeShape, ShapeError> {
 
 pub fn text_shape(index: &TensorIndex) -> Result<TextShape, ShapeError> {
     if index.has_prefix(SD2_TEXT_PREFIX) {
-        let p = SD2_TEXT_PREFIX;
-        let emb = format!("{p}token_embedding.weight");
-        return Ok(TextShape {
-            layout: TextLayout::OpenClip,
-            hidden_size: dim(index, &emb, 1)?,
-            vocab_size: dim(index, &emb, 0)?,
-            max_position_embeddings: dim(index, &format!("{p}positional_embedding"), 0)?,
-            intermediate_size: dim(
-                index,
-                &format!("{p}transformer.resblocks.0.mlp.c_fc.weight"),
-                0,
-            )?,
-            layers_in_file: count(
-                &indices(index, &format!("{p}transformer.resblocks.")),
-                "text layer",
-            )?,
-        });
+        return open_clip_shape(index, SD2_TEXT_PREFIX);
     }
     let with_text_model = format!("{SD1_TEXT_PREFIX}text_model.");
-    let prefix = if index.has_prefix(&with_text_model) {
-        with_text_model
+    if index.has_prefix(&with_text_model) {
+        hf_clip_shape(index, &with_text_model)
     } else if index.has_prefix(SD1_TEXT_PREFIX) {
-        SD1_TEXT_PREFIX.to_string()
+        hf_clip_shape(index, SD1_TEXT_PREFIX)
     } else {
-        return Err(layout("no text encoder weights"));
-    };
+        Err(layout("no text encoder weights"))
+    }
+}
+
+/// An OpenCLIP text tower stored under `p`.
+pub fn open_clip_shape(index: &TensorIndex, p: &str) -> Result<TextShape, ShapeError> {
+    let emb = format!("{p}token_embedding.weight");
+    Ok(TextShape {
+        layout: TextLayout::OpenClip {
+            prefix: p.to_string(),
+        },
+        hidden_size: dim(index, &emb, 1)?,
+        vocab_size: dim(index, &emb, 0)?,
+        max_position_embeddings: dim(index, &format!("{p}positional_embedding"), 0)?,
+        intermediate_size: dim(
+            index,
+            &format!("{p}transformer.resblocks.0.mlp.c_fc.weight"),
+            0,
+        )?,
+        layers_in_file: count(
+            &indices(index, &format!("{p}transformer.resblocks.")),
+            "text layer",
+        )?,
+    })
+}
+
+/// A Hugging Face CLIPTextModel stored under `prefix` (ending in `text_model.` or not).
+pub fn hf_clip_shape(index: &TensorIndex, prefix: &str) -> Result<TextShape, ShapeError> {
     let emb = format!("{prefix}embeddings.token_embedding.weight");
     Ok(TextShape {
         hidden_size: dim(index, &emb, 1)?,
@@ -227,6 +238,8 @@ pub fn text_shape(index: &TensorIndex) -> Result<TextShape, ShapeError> {
             &indices(index, &format!("{prefix}encoder.layers.")),
             "text layer",
         )?,
-        layout: TextLayout::HfClip { prefix },
+        layout: TextLayout::HfClip {
+            prefix: prefix.to_string(),
+        },
     })
 }

@@ -1,6 +1,8 @@
 //! Reads the LDM/CompVis `.yaml` that AUTOMATIC1111 places beside a checkpoint
-//! (`model.safetensors` + `model.yaml`): architecture numbers and the prediction type. Only the
-//! few fields runai needs are extracted; everything else is ignored. Never writes anything.
+//! (`model.safetensors` + `model.yaml`): architecture numbers and the prediction type. SDXL's
+//! SGM configs are read too (`network_config` for the UNet, the denoiser's scaling for the
+//! prediction type, per-embedder text towers). Only the few fields runai needs are extracted;
+//! everything else is ignored. Never writes anything.
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +30,7 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| "yaml".to_string())
 }
 
-/// UNet numbers from `model.params.unet_config.params`.
+/// UNet numbers from `model.params.unet_config.params` (SGM: `network_config`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct YamlUnet {
     pub in_channels: Option<usize>,
@@ -62,6 +64,8 @@ pub struct YamlText {
     pub layer: Option<String>,
     pub heads: Option<usize>,
     pub hidden_act: Option<String>,
+    /// SGM (SDXL): attention heads of each `conditioner_config` embedder's text tower.
+    pub embedder_heads: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -78,11 +82,17 @@ pub struct LdmYaml {
     pub unet: YamlUnet,
     pub vae: YamlVae,
     pub text: YamlText,
+    /// SGM: `denoiser_config.params.scaling_config.target` (`...EpsScaling` / `...VScaling`).
+    pub denoiser_scaling: Option<String>,
 }
 
 impl LdmYaml {
     pub fn is_v_prediction(&self) -> bool {
         self.parameterization.as_deref() == Some("v")
+            || self
+                .denoiser_scaling
+                .as_deref()
+                .is_some_and(|t| t.ends_with(".VScaling"))
     }
 }
 
@@ -123,6 +133,23 @@ fn list_at(root: &Value, base: &[&str], key: &str) -> Option<Vec<usize>> {
         .collect()
 }
 
+/// SGM: the text-tower heads of each `conditioner_config.params.emb_models[i]` (from the
+/// `tiny_text_tower` settings the test fixtures carry; real SDXL configs have none).
+fn embedder_heads(root: &Value) -> Vec<Option<usize>> {
+    let models = at(
+        root,
+        &["model", "params", "conditioner_config", "params"],
+        "emb_models",
+    )
+    .and_then(Value::as_sequence);
+    models.map_or_else(Vec::new, |list| {
+        list.iter()
+            .take(8)
+            .map(|m| usize_at(m, &["params", "tiny_text_tower"], "num_attention_heads"))
+            .collect()
+    })
+}
+
 /// Parses yaml text; `path` is only recorded for messages.
 pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| YamlError::Read {
@@ -134,7 +161,11 @@ pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
     })?;
     let r = &root;
     let p: &[&str] = &["model", "params"];
-    let u: &[&str] = &["model", "params", "unet_config", "params"];
+    let u: &[&str] = if at(r, &["model", "params"], "network_config").is_some() {
+        &["model", "params", "network_config", "params"]
+    } else {
+        &["model", "params", "unet_config", "params"]
+    };
     let dd: &[&str] = &[
         "model",
         "params",
@@ -185,7 +216,19 @@ pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
             layer: str_at(r, csp, "layer"),
             heads: usize_at(r, tiny, "heads"),
             hidden_act: str_at(r, tiny, "hidden_act"),
+            embedder_heads: embedder_heads(r),
         },
+        denoiser_scaling: str_at(
+            r,
+            &[
+                "model",
+                "params",
+                "denoiser_config",
+                "params",
+                "scaling_config",
+            ],
+            "target",
+        ),
     };
     check_numbers(&yaml)?;
     Ok(yaml)
@@ -223,6 +266,9 @@ fn check_numbers(y: &LdmYaml) -> Result<(), YamlError> {
         ("vae out_ch", y.vae.out_ch, 64),
         ("text heads", y.text.heads, 1024),
     ];
+    if !y.text.embedder_heads.iter().all(|&h| count(h, 1024)) {
+        return Err(invalid("text heads", "1..=1024".into()));
+    }
     for (field, value, max) in small {
         if !count(value, max) {
             return Err(invalid(field, format!("1..={max}")));

@@ -1,11 +1,11 @@
-//! Model discovery, identification (SD1/SD2, inpaint, prediction type) and single-file
+//! Model discovery, identification (SD1/SD2/SDXL, inpaint, prediction type) and single-file
 //! checkpoint conversion. No actix here.
 //!
 //! - [`catalog::Registry`]: scans the roots, identifies models, resolves client names with path
 //!   confinement ([`paths`]).
 //! - [`single_file`]: LDM `.safetensors` / `.ckpt` checkpoints as diffusers-named
 //!   [`crate::pipeline::load::model_parts::ModelParts`] ([`tensors`], [`ldm_shapes`], [`ldm_keys`],
-//!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]).
+//!   [`ldm_config`], [`ldm_yaml`], [`tokenizer`]; SDXL's SGM layout: [`sgm`]).
 //! - [`resolver`]: the `ModelResolver` seam the registry actor drives, and `ResolveError`.
 //! - [`convert`]: writes a diffusers folder from a single file, on explicit request only.
 //! - [`cache`]: the LRU of loaded models used by the worker.
@@ -15,12 +15,13 @@
 //! - Any folder layout works under a root: the seed's (`runwayml/stable-diffusion-v1-5`,
 //!   `v1/`, `v2/`, ...) and AUTOMATIC1111's flat `models/Stable-diffusion` alike. A model's
 //!   name is its path relative to its root.
-//! - SD1/SD2, txt2img/inpaint and the prediction type come from the weights and configs, never
-//!   from names. A single file's architecture numbers come from its tensor shapes plus the
+//! - SD1/SD2/SDXL, txt2img/inpaint and the prediction type come from the weights and configs,
+//!   never from names. A single file's architecture numbers come from its tensor shapes plus the
 //!   `.yaml` beside it (`model.yaml` for `model.safetensors`) when present, else from the
 //!   standard SD1.5 / SD2.1 configs; `parameterization: "v"` in that yaml means
 //!   v-prediction, and without a yaml a single file is an epsilon model.
-//! - SDXL and other architectures are listed nowhere and answered with a clear error.
+//! - SDXL base models and fine-tunes are served (folders and SGM single files); the SDXL
+//!   refiner and other architectures are listed nowhere and answered with a clear error.
 //! - Clients' paths are confined lexically to the roots; links placed inside a root by the
 //!   administrator are followed. Model files are only read, and `.ckpt` pickles only parsed.
 
@@ -38,6 +39,7 @@ pub mod model;
 pub mod paths;
 pub mod resolver;
 pub mod scan;
+pub mod sgm;
 pub mod single_file;
 pub mod tensors;
 pub mod tokenizer;

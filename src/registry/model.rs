@@ -31,8 +31,9 @@ macro_rules! named {
 }
 
 named! {
-    /// Stable Diffusion family, detected from the weights.
-    ModelVersion { V1 = "v1", V2 = "v2" }
+    /// Stable Diffusion family, detected from the weights (`Xl`: SDXL base and fine-tunes,
+    /// two text encoders and the `text_time` added conditioning).
+    ModelVersion { V1 = "v1", V2 = "v2", Xl = "sdxl" }
 }
 
 named! {

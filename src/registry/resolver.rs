@@ -20,7 +20,8 @@ pub enum ResolveError {
     /// The name leaves the model roots (wire code `forbidden_path`); nothing was opened.
     #[error("model path is outside the model roots: {0}")]
     Forbidden(String),
-    /// A model of an architecture runai does not serve, e.g. SDXL (wire code `unavailable`).
+    /// A model of an architecture runai does not serve, e.g. the SDXL refiner (wire code
+    /// `unavailable`).
     #[error("model {name} is not supported: {arch}")]
     Unsupported { name: String, arch: String },
     /// The model's files could not be read or are corrupt (wire code `unavailable`).

@@ -1,4 +1,4 @@
-//! Serves an LDM/CompVis single-file checkpoint (`.safetensors` by positioned reads, or a zip
+//! Serves an LDM/CompVis (or SDXL SGM, see sgm.rs) single-file checkpoint (`.safetensors` by positioned reads, or a zip
 //! `.ckpt` through our bounded pickle reader) as diffusers-named [`ModelParts`]: configs are
 //! synthesized, tensors are renamed (and reshaped or split) lazily when the pipeline asks for
 //! them. Never writes to the checkpoint; never executes pickle code.
@@ -16,12 +16,13 @@ use super::ldm_config::{synthesize_configs, SynthesizedConfigs};
 use super::ldm_keys::{build_key_map, KeyMap, Mapping, Transform};
 use super::ldm_shapes::{text_shape, unet_shape, vae_shape, ShapeError};
 use super::ldm_yaml::{read_yaml_beside, LdmYaml, YamlError};
-use super::model::ModelFormat;
+use super::model::{ModelFormat, ModelVersion};
+use super::sgm::{xl_configs, xl_key_map, xl_shape};
 use super::tensors::{
     read_ckpt_index, read_safetensors_index, TensorIndex, TensorsError, WeightSource,
 };
 use super::tokenizer::{single_file_tokenizer, TokenizerError};
-use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::load::model_parts::{ModelParts, XlParts};
 use crate::pipeline::load::pickle::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,8 @@ pub enum Component {
     Unet,
     Vae,
     TextEncoder,
+    /// SDXL's second text encoder.
+    TextEncoder2,
 }
 
 /// An opened single-file checkpoint, ready to hand out diffusers-named tensors.
@@ -106,9 +109,20 @@ impl SingleFile {
         let identity = identify_checkpoint(&index, yaml.as_ref())?;
         let unet = unet_shape(&index)?;
         let vae = vae_shape(&index)?;
-        let text = text_shape(&index)?;
-        let configs = synthesize_configs(&unet, &vae, &text, &identity, yaml.as_ref());
-        let keys = build_key_map(&index, &unet, &vae, &text, configs.text_layers_used);
+        let (mut configs, keys) = if identity.version == ModelVersion::Xl {
+            let xl = xl_shape(&index, &unet)?;
+            let configs = xl_configs(&unet, &vae, &xl, &identity, yaml.as_ref());
+            (configs, xl_key_map(&index, &unet, &vae, &xl))
+        } else {
+            let text = text_shape(&index)?;
+            let configs = synthesize_configs(&unet, &vae, &text, &identity, yaml.as_ref());
+            let keys = build_key_map(&index, &unet, &vae, &text, configs.text_layers_used);
+            (configs, keys)
+        };
+        // A `ztsnr` key (as ComfyUI reads it): trained with zero terminal SNR.
+        if index.contains("ztsnr") {
+            configs.scheduler["rescale_betas_zero_snr"] = serde_json::json!(true);
+        }
         let source = match ckpt {
             Some(ckpt) => WeightSource::Pickle(ckpt),
             None => WeightSource::safetensors(path)?,
@@ -130,6 +144,7 @@ impl SingleFile {
             Component::Unet => &self.keys.unet,
             Component::Vae => &self.keys.vae,
             Component::TextEncoder => &self.keys.text_encoder,
+            Component::TextEncoder2 => &self.keys.text_encoder_2,
         }
     }
 
@@ -168,7 +183,10 @@ impl SingleFile {
                 .sum()
         };
         let size = dtype.size_in_bytes() as u64;
-        (elements(&self.keys.unet) + elements(&self.keys.text_encoder)) * size
+        (elements(&self.keys.unet)
+            + elements(&self.keys.text_encoder)
+            + elements(&self.keys.text_encoder_2))
+            * size
             + elements(&self.keys.vae) * 4
     }
 
@@ -188,10 +206,27 @@ impl SingleFile {
     /// Hands the checkpoint over as [`ModelParts`]; weights load when modules are built.
     pub fn into_parts(self, dtype: DType, device: &Device) -> Result<ModelParts, SingleFileError> {
         let (tokenizer, pad_token_id) = single_file_tokenizer(&self.path, self.identity.version)?;
+        let xl = match &self.configs.text_encoder_2 {
+            Some(config) => {
+                // SDXL's second tokenizer pads with `!` like SD2's.
+                let (tokenizer_2, pad_token_id_2) =
+                    single_file_tokenizer(&self.path, ModelVersion::V2)?;
+                Some(XlParts {
+                    text_encoder_2_config: config.clone(),
+                    tokenizer_2,
+                    pad_token_id_2,
+                    text_encoder_2: self.var_builder(Component::TextEncoder2, dtype, device),
+                    // SGM zeroes an empty negative prompt, as AUTOMATIC1111 does.
+                    force_zeros_for_empty_prompt: true,
+                })
+            }
+            None => None,
+        };
         Ok(ModelParts {
             unet: self.var_builder(Component::Unet, dtype, device),
             vae: self.var_builder(Component::Vae, dtype, device),
             text_encoder: self.var_builder(Component::TextEncoder, dtype, device),
+            xl,
             unet_config: self.configs.unet,
             vae_config: self.configs.vae,
             text_encoder_config: self.configs.text_encoder,
@@ -239,6 +274,7 @@ fn load_mapped(
             .narrow(0, start, len)
             .and_then(|t| t.contiguous())
             .map_err(err),
+        Transform::Transpose => tensor.t().and_then(|t| t.contiguous()).map_err(err),
     }
 }
 

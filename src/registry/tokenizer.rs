@@ -73,7 +73,8 @@ pub fn with_pad_convention(
     origin: &str,
 ) -> Result<(Tokenizer, u32), TokenizerError> {
     let pad = match version {
-        ModelVersion::V1 => EOS,
+        // SDXL's first tokenizer pads like SD1 (its second like SD2).
+        ModelVersion::V1 | ModelVersion::Xl => EOS,
         ModelVersion::V2 => {
             tokenizer.add_special_tokens(&[AddedToken::from(SD2_PAD, true)]);
             SD2_PAD

@@ -56,7 +56,10 @@ fn component_elements(dir: &Path) -> u64 {
 /// Bytes a diffusers folder's weights take at `dtype` (VAE at f32).
 pub fn diffusers_bytes(dir: &Path, dtype: DType) -> u64 {
     let size = dtype.size_in_bytes() as u64;
-    (component_elements(&dir.join("unet")) + component_elements(&dir.join("text_encoder"))) * size
+    (component_elements(&dir.join("unet"))
+        + component_elements(&dir.join("text_encoder"))
+        + component_elements(&dir.join("text_encoder_2")))
+        * size
         + component_elements(&dir.join("vae")) * 4
 }
 

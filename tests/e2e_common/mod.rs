@@ -16,7 +16,7 @@ use base64::Engine;
 use runai::app::{spawn_server, ServerThread};
 use runai::config::{ComputeSpec, Config};
 use runai::engine::factory::sd_factory;
-use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use runai::pipeline::params::GeneratedImage;
 use runai::registry::Registry;
 use serde_json::{json, Map, Value};
@@ -88,7 +88,7 @@ impl Generator for PanickyGenerator {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         if job.params.prompt == PANIC_PROMPT {
             // Panics inside the model call (from the step callback) after the last step's

@@ -14,7 +14,7 @@ use base64::Engine;
 use image::{Rgb, RgbImage};
 use runai::app::{spawn_server, ServerThread};
 use runai::config::Config;
-use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use runai::pipeline::params::{GeneratedImage, Task};
 use runai::registry::Registry;
 use serde_json::{json, Value};
@@ -51,7 +51,7 @@ impl Generator for FakeGenerator {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let p = &job.params;
         let total = match &p.task {

@@ -9,7 +9,6 @@ pub mod fair_queue;
 pub mod no_backend;
 pub mod thread;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use actix::prelude::*;
 
 use self::fair_queue::{FairQueue, Refused};
 use self::thread::{JobFinished, Outcome, RunJob, ThreadReady, WorkerThread};
+use crate::actors::restart_budget::{Restart, RestartBudget};
 use crate::actors::shutdown::ShutdownActor;
 use crate::engine::{GenerateJob, GeneratorFactory};
 use crate::messages::session::{ErrorKind as ErrorCode, JobEvent, JobUpdate};
@@ -64,7 +64,7 @@ pub struct GpuWorkerActor {
     /// Bumped on every restart so stale thread reports are ignored.
     epoch: u64,
     running: Option<RunningJob>,
-    restarts: VecDeque<Instant>,
+    restarts: RestartBudget,
     gave_up: Option<String>,
     draining: bool,
     next_key: u64,
@@ -79,6 +79,7 @@ impl GpuWorkerActor {
         shutdown: Addr<ShutdownActor>,
     ) -> Self {
         let queue = FairQueue::new(settings.queue_depth, settings.max_jobs_per_client);
+        let restarts = RestartBudget::new(settings.max_restarts, settings.restart_window);
         GpuWorkerActor {
             settings,
             factory,
@@ -87,7 +88,7 @@ impl GpuWorkerActor {
             thread: None,
             epoch: 0,
             running: None,
-            restarts: VecDeque::new(),
+            restarts,
             gave_up: None,
             draining: false,
             next_key: 0,
@@ -229,29 +230,19 @@ impl Supervised for GpuWorkerActor {
                 "the worker restarted while running this job",
             );
         }
-        let now = Instant::now();
-        self.restarts.push_back(now);
-        while let Some(t) = self.restarts.front() {
-            if now.duration_since(*t) > self.settings.restart_window {
-                self.restarts.pop_front();
-            } else {
-                break;
+        match self.restarts.crashed(Instant::now()) {
+            Restart::Exhausted { crashes } => {
+                let reason = format!(
+                    "the model backend crashed {crashes} times within {:?}; giving up",
+                    self.settings.restart_window
+                );
+                log::error!("{reason}");
+                self.gave_up = Some(reason);
             }
-        }
-        if self.restarts.len() > self.settings.max_restarts as usize {
-            let reason = format!(
-                "the model backend crashed {} times within {:?}; giving up",
-                self.restarts.len(),
-                self.settings.restart_window
-            );
-            log::error!("{reason}");
-            self.gave_up = Some(reason);
-        } else {
-            log::warn!(
-                "restarting the worker thread (restart {} of {} allowed)",
-                self.restarts.len(),
+            Restart::Allowed { restart } => log::warn!(
+                "restarting the worker thread (restart {restart} of {} allowed)",
                 self.settings.max_restarts
-            );
+            ),
         }
     }
 }

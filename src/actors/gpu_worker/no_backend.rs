@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, ProgressFn};
+use crate::engine::{GenerateError, GenerateJob, Generator, GeneratorFactory, Progress};
 use crate::pipeline::params::GeneratedImage;
 
 pub struct NoBackendGenerator;
@@ -13,7 +13,7 @@ impl Generator for NoBackendGenerator {
     fn generate(
         &mut self,
         _job: &GenerateJob,
-        _progress: &mut ProgressFn<'_>,
+        _progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         Err(GenerateError::ModelLoad(
             "no model backend compiled in".to_string(),

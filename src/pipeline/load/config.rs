@@ -149,6 +149,45 @@ pub struct UNetConfig {
     pub downsample_padding: usize,
     pub mid_block_scale_factor: f64,
     pub center_input_sample: bool,
+    /// SDXL's added conditioning (`addition_embed_type: text_time`); None for SD1/SD2.
+    pub addition: Option<TextTimeConfig>,
+}
+
+/// `addition_embed_type: "text_time"` (SDXL): the pooled text embedding and the sinusoidal
+/// embedding of the micro-conditioning time ids, projected and added to the time embedding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextTimeConfig {
+    /// `addition_time_embed_dim`: sinusoidal width per time id.
+    pub time_embed_dim: usize,
+    /// `projection_class_embeddings_input_dim`: pooled width + time ids * time_embed_dim.
+    pub input_dim: usize,
+}
+
+impl TextTimeConfig {
+    /// None without an added embedding; an error for another kind or missing widths.
+    fn from_fields(f: &Fields) -> Result<Option<TextTimeConfig>> {
+        match f.get("addition_embed_type") {
+            None => {
+                // A projection width without an added embedding selects class embeddings.
+                f.require_absent_or("projection_class_embeddings_input_dim", &[])?;
+                Ok(None)
+            }
+            Some(v) if v.as_str() == Some("text_time") => {
+                let cfg = TextTimeConfig {
+                    time_embed_dim: f.usize_req("addition_time_embed_dim")?,
+                    input_dim: f.usize_req("projection_class_embeddings_input_dim")?,
+                };
+                if cfg.time_embed_dim == 0 || cfg.time_embed_dim % 2 != 0 || cfg.input_dim == 0 {
+                    return Err(f.bad("addition_time_embed_dim"));
+                }
+                Ok(Some(cfg))
+            }
+            Some(v) => Err(PipelineError::Config(format!(
+                "{}: unsupported `addition_embed_type` = {v}",
+                f.what
+            ))),
+        }
+    }
 }
 
 impl UNetConfig {
@@ -194,9 +233,9 @@ impl UNetConfig {
                 "unet config: unsupported mid block {mid}"
             )));
         }
+        let addition = TextTimeConfig::from_fields(&f)?;
         for key in [
             "class_embed_type",
-            "addition_embed_type",
             "encoder_hid_dim",
             "encoder_hid_dim_type",
             "time_cond_proj_dim",
@@ -204,7 +243,6 @@ impl UNetConfig {
             "time_embedding_dim",
             "time_embedding_act_fn",
             "timestep_post_act",
-            "projection_class_embeddings_input_dim",
         ] {
             f.require_absent_or(key, &[])?;
         }
@@ -251,6 +289,7 @@ impl UNetConfig {
             block_out_channels,
             down_cross_attn,
             up_cross_attn,
+            addition,
         };
         cfg.check()?;
         Ok(cfg)

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use serde_json::Value;
 
 use crate::pipeline::error::{PipelineError, Result};
-use crate::pipeline::load::model_parts::ModelParts;
+use crate::pipeline::load::model_parts::{ModelParts, XlParts};
 use crate::pipeline::load::pickle::Checkpoint;
 use crate::pipeline::load::tokenizer::load_tokenizer_dir;
 use crate::pipeline::load::weights::SafetensorsFiles;
@@ -116,6 +116,39 @@ pub fn component_weights(
     }
 }
 
+/// SDXL's second tower when the folder has `text_encoder_2/` (None otherwise). A refiner (a
+/// second tower only) is refused: its UNet wants aesthetic-score time ids runai does not make.
+fn load_xl_parts(path: &Path, opts: &RuntimeOptions) -> Result<Option<XlParts>> {
+    let dir = path.join("text_encoder_2");
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    if !path.join("text_encoder").is_dir() {
+        return Err(PipelineError::Config(
+            "an SDXL refiner (one 1280-wide text encoder, aesthetic-score time ids) is not \
+             supported; use an SDXL base model or fine-tune"
+                .into(),
+        ));
+    }
+    let (tokenizer_2, pad_token_id_2) = load_tokenizer_dir(&path.join("tokenizer_2"))?;
+    let index = path.join("model_index.json");
+    let force_zeros_for_empty_prompt = if index.is_file() {
+        read_json(&index)?
+            .get("force_zeros_for_empty_prompt")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    } else {
+        true
+    };
+    Ok(Some(XlParts {
+        text_encoder_2_config: read_json(&require(path, "text_encoder_2/config.json")?)?,
+        tokenizer_2,
+        pad_token_id_2,
+        text_encoder_2: component_weights(&dir, opts.dtype, opts)?,
+        force_zeros_for_empty_prompt,
+    }))
+}
+
 /// Reads a diffusers folder into [`ModelParts`]. The VAE is opened in f32 when its config asks
 /// for upcasting (`force_upcast`, true for SD VAEs).
 pub fn load_diffusers_folder(path: &Path, opts: &RuntimeOptions) -> Result<ModelParts> {
@@ -133,7 +166,9 @@ pub fn load_diffusers_folder(path: &Path, opts: &RuntimeOptions) -> Result<Model
     } else {
         opts.dtype
     };
+    let xl = load_xl_parts(path, opts)?;
     Ok(ModelParts {
+        xl,
         unet: component_weights(&path.join("unet"), opts.dtype, opts)?,
         vae: component_weights(&path.join("vae"), vae_dtype, opts)?,
         text_encoder: component_weights(&path.join("text_encoder"), opts.dtype, opts)?,

@@ -23,4 +23,17 @@ pub struct ModelParts {
     pub unet: VarBuilder<'static>,
     pub vae: VarBuilder<'static>,
     pub text_encoder: VarBuilder<'static>,
+    /// SDXL's second text tower (None for SD1/SD2).
+    pub xl: Option<XlParts>,
+}
+
+/// What an SDXL model adds: `text_encoder_2` (CLIPTextModelWithProjection, keys
+/// `text_model.*` and `text_projection.weight`), `tokenizer_2`, and the pipeline's
+/// `force_zeros_for_empty_prompt` (model_index.json; diffusers' default true).
+pub struct XlParts {
+    pub text_encoder_2_config: serde_json::Value,
+    pub tokenizer_2: tokenizers::Tokenizer,
+    pub pad_token_id_2: u32,
+    pub text_encoder_2: VarBuilder<'static>,
+    pub force_zeros_for_empty_prompt: bool,
 }

@@ -236,18 +236,59 @@ impl ClipTextTransformer {
         Ok(self.final_layer_norm.forward(&xs)?)
     }
 
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// SDXL's two outputs of one pass: the hidden state after the first `keep` layers,
+    /// without final_layer_norm (diffusers' `hidden_states[keep]`), and final_layer_norm of
+    /// the last layer's output (what the pooled embedding is taken from).
+    pub(crate) fn forward_states(&self, ids: &Tensor, keep: usize) -> Result<(Tensor, Tensor)> {
+        let (_, seq) = ids.dims2()?;
+        if seq > self.max_positions || keep > self.layers.len() {
+            return Err(PipelineError::InvalidRequest(format!(
+                "{seq} tokens / hidden state {keep} exceed the text encoder's {} positions / \
+                 {} layers",
+                self.max_positions,
+                self.layers.len()
+            )));
+        }
+        let positions = Tensor::arange(0u32, seq as u32, &self.device)?.unsqueeze(0)?;
+        let tok = self.token_embedding.forward(ids)?;
+        let xs = tok.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let (first, rest) = self.layers.split_at(keep);
+        if self.host_f32 && takes_host_f32(&xs) {
+            let (batch, seq, hidden) = xs.dims3()?;
+            let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
+            let mut bufs = HostBuffers::new(batch * seq, hidden, &self.layers);
+            for layer in first {
+                layer.forward_host(&mut x, &mut bufs, batch, seq)?;
+            }
+            let hidden_state = Tensor::from_slice(&x, (batch, seq, hidden), &self.device)?;
+            for layer in rest {
+                layer.forward_host(&mut x, &mut bufs, batch, seq)?;
+            }
+            host_layer_norm(&self.final_layer_norm, &x, &mut bufs.normed)?;
+            let last = Tensor::from_vec(bufs.normed, (batch, seq, hidden), &self.device)?;
+            return Ok((hidden_state, last));
+        }
+        let mask = causal_mask(seq, &self.device)?;
+        let mut xs = xs;
+        for layer in first {
+            xs = layer.forward(&xs, &mask)?;
+        }
+        let hidden_state = xs.clone();
+        for layer in rest {
+            xs = layer.forward(&xs, &mask)?;
+        }
+        Ok((hidden_state, self.final_layer_norm.forward(&xs)?))
+    }
+
     /// `layers` then final_layer_norm on host buffers, reused from layer to layer.
     fn forward_host(&self, xs: &Tensor, layers: &[ClipLayer]) -> Result<Tensor> {
         let (batch, seq, hidden) = xs.dims3()?;
         let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
-        let rows = batch * seq;
-        let inner = layers.first().map_or(0, |l| l.mlp.fc1.out_dim());
-        let mut bufs = HostBuffers {
-            normed: vec![0f32; rows * hidden],
-            qkv: vec![0f32; rows * 3 * hidden],
-            attn: vec![0f32; rows * hidden],
-            mid: vec![0f32; rows * inner],
-        };
+        let mut bufs = HostBuffers::new(batch * seq, hidden, layers);
         for layer in layers {
             layer.forward_host(&mut x, &mut bufs, batch, seq)?;
         }
@@ -340,6 +381,18 @@ struct HostBuffers {
     qkv: Vec<f32>,
     attn: Vec<f32>,
     mid: Vec<f32>,
+}
+
+impl HostBuffers {
+    fn new(rows: usize, hidden: usize, layers: &[ClipLayer]) -> Self {
+        let inner = layers.first().map_or(0, |l| l.mlp.fc1.out_dim());
+        HostBuffers {
+            normed: vec![0f32; rows * hidden],
+            qkv: vec![0f32; rows * 3 * hidden],
+            attn: vec![0f32; rows * hidden],
+            mid: vec![0f32; rows * inner],
+        }
+    }
 }
 
 /// Read access to a contiguous host f32 tensor's values, without copying them.

@@ -1,8 +1,9 @@
-//! UNet2DConditionModel (SD1/SD2 family) assembled from the diffusers config: time embedding,
-//! down blocks (with or without cross-attention), mid block, up blocks with skip connections.
-//! Reuses candle's timestep embedding (numerically identical to diffusers); ResNet blocks (fused
-//! GroupNorm+SiLU on CPU, resnet.rs) and attention (attention.rs) are ours. Never allocates
-//! noise or touches schedulers.
+//! UNet2DConditionModel (SD1/SD2; SDXL with its added `text_time` embedding, added_cond.rs)
+//! assembled from the diffusers config: time embedding, down blocks (with or without
+//! cross-attention), mid block, up blocks with skip connections. Reuses candle's timestep
+//! embedding (numerically identical to diffusers); ResNet blocks (fused GroupNorm+SiLU on CPU,
+//! resnet.rs) and attention (attention.rs) are ours. Never allocates noise or touches
+//! schedulers.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
@@ -10,6 +11,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 
+use super::added_cond::{AddedCond, TextTimeEmbedding};
 use crate::pipeline::error::{PipelineError, Result};
 use crate::pipeline::layers::attention::{Transformer2D, Transformer2DConfig};
 use crate::pipeline::layers::norm::{fused_group_norm, FusedGroupNorm};
@@ -123,6 +125,8 @@ pub(crate) struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// SDXL's `text_time` added embedding (None for SD1/SD2).
+    add_embedding: Option<TextTimeEmbedding>,
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
@@ -151,6 +155,16 @@ impl UNet {
         let conv_in = conv3(vb.pp("conv_in"), cfg.in_channels, c0, 1)?;
         let time_proj = Timesteps::new(c0, cfg.flip_sin_to_cos, cfg.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), c0, temb)?;
+        let add_embedding = match &cfg.addition {
+            Some(a) => Some(TextTimeEmbedding::new(
+                vb.clone(),
+                a,
+                cfg.flip_sin_to_cos,
+                cfg.freq_shift,
+                temb,
+            )?),
+            None => None,
+        };
 
         let mut down = Vec::with_capacity(n);
         let mut out_ch = c0;
@@ -265,6 +279,7 @@ impl UNet {
             conv_in,
             time_proj,
             time_embedding,
+            add_embedding,
             down,
             mid,
             up,
@@ -277,6 +292,18 @@ impl UNet {
 
     /// Predicts noise (or v) for `xs` `[b, in_channels, h, w]` at `timestep`.
     pub(crate) fn forward(&self, xs: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        self.forward_added(xs, timestep, context, None)
+    }
+
+    /// As [`UNet::forward`] with the added conditioning a `text_time` UNet (SDXL) requires
+    /// (one row per batch row); other UNets take None.
+    pub(crate) fn forward_added(
+        &self,
+        xs: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
         let xs = xs.to_dtype(self.dtype)?;
         let context = context.to_dtype(self.dtype)?;
@@ -289,6 +316,20 @@ impl UNet {
         let t = (Tensor::ones(b, DType::F32, xs.device())? * timestep)?;
         let temb = self.time_proj.forward(&t)?.to_dtype(self.dtype)?;
         let temb = self.time_embedding.forward(&temb)?;
+        let temb = match (&self.add_embedding, added) {
+            (Some(emb), Some(added)) => (temb + emb.forward(added, self.dtype)?)?,
+            (None, None) => temb,
+            (Some(_), None) => {
+                return Err(PipelineError::Config(
+                    "this UNet needs the pooled text embedding and time ids (SDXL)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(PipelineError::Config(
+                    "this UNet takes no added conditioning".into(),
+                ))
+            }
+        };
 
         let mut xs = self.conv_in.forward(&xs)?;
         let mut skips = vec![xs.clone()];

@@ -45,6 +45,9 @@ pub struct SchedulerConfig {
     pub predict_x0: Option<bool>,
     pub disable_corrector: Option<Vec<usize>>,
     pub use_dynamic_shifting: Option<bool>,
+    /// LCM: the distillation schedule's length and the boundary-condition time scale.
+    pub original_inference_steps: Option<usize>,
+    pub timestep_scaling: Option<f64>,
     /// Python writes the default as `-Infinity` (not JSON); any finite value is unsupported.
     pub lambda_min_clipped: Option<f64>,
 }
@@ -93,13 +96,33 @@ impl PredictionType {
 
 /// How inference timesteps are picked from the training range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Spacing {
+pub enum Spacing {
     Leading,
     Linspace,
     Trailing,
 }
 
 impl Spacing {
+    /// A request's spacing name: diffusers' three, and `sgm_uniform` (ComfyUI's name for the
+    /// schedule SDXL Turbo/Lightning use), which is diffusers' `trailing`.
+    pub fn from_name(name: &str) -> Option<Spacing> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "leading" => Some(Self::Leading),
+            "linspace" => Some(Self::Linspace),
+            "trailing" | "sgm_uniform" => Some(Self::Trailing),
+            _ => None,
+        }
+    }
+
+    /// The `timestep_spacing` value of a diffusers scheduler config.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Self::Leading => "leading",
+            Self::Linspace => "linspace",
+            Self::Trailing => "trailing",
+        }
+    }
+
     pub(crate) fn parse(value: Option<&str>, default: Spacing) -> Result<Self, SchedulerError> {
         match value {
             None => Ok(default),

@@ -1,5 +1,6 @@
 //! Diffusion schedulers, reproducing diffusers 0.42 numerics (fractional sigma-space
-//! timesteps, epsilon and v-prediction, leading/linspace/trailing spacing).
+//! timesteps, epsilon and v-prediction, leading/linspace/trailing spacing, the latter
+//! selectable per request through [`with_spacing`]; LCM for few-step models).
 //! Plain candle tensor math; no model code here, and never a panic on a bad config.
 //!
 //! [`build`] is `Class.from_config(model_config)` + `set_timesteps(steps)`: each class
@@ -30,6 +31,7 @@ pub(crate) mod dpm_solver;
 pub(crate) mod euler;
 pub(crate) mod euler_ancestral;
 pub(crate) mod heun;
+pub(crate) mod lcm;
 pub(crate) mod lms;
 mod multistep;
 pub(crate) mod pndm;
@@ -121,7 +123,26 @@ pub fn build(
         )?),
         SchedulerKind::UniPc => Box::new(unipc::UniPc::new(&cfg, num_inference_steps)?),
         SchedulerKind::Ddpm => Box::new(ddpm::Ddpm::new(&cfg, num_inference_steps)?),
+        SchedulerKind::Lcm => Box::new(lcm::Lcm::new(&cfg, num_inference_steps)?),
     })
+}
+
+/// The model's scheduler config with a request's `timestep_spacing` (e.g. `trailing` for
+/// SDXL Turbo/Lightning), or unchanged without one.
+pub fn with_spacing(
+    model_scheduler_config: &serde_json::Value,
+    spacing: Option<config::Spacing>,
+) -> std::borrow::Cow<'_, serde_json::Value> {
+    match spacing {
+        None => std::borrow::Cow::Borrowed(model_scheduler_config),
+        Some(s) => {
+            let mut cfg = model_scheduler_config.clone();
+            if let Some(obj) = cfg.as_object_mut() {
+                obj.insert("timestep_spacing".into(), s.config_name().into());
+            }
+            std::borrow::Cow::Owned(cfg)
+        }
+    }
 }
 
 /// The contract the denoising loop drives, mirroring diffusers' scheduler API:
@@ -160,4 +181,34 @@ pub trait Scheduler: Send {
     ) -> Result<Tensor>;
     /// Forward diffusion to `timestep` (img2img start latents, inpaint latent blending).
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// diffusers' trailing formula, `round(arange(1000, 0, -1000 / n)) - 1`, worked out by
+    /// hand for 4 steps: a request's spacing replaces the model's `leading`.
+    #[test]
+    fn a_request_spacing_overrides_the_model_config() {
+        let sdxl = json!({
+            "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+            "steps_offset": 1, "timestep_spacing": "leading", "num_train_timesteps": 1000,
+        });
+        let leading = build(SchedulerKind::Euler, &with_spacing(&sdxl, None), 4, 0.0).unwrap();
+        assert_eq!(leading.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+        let spaced = with_spacing(&sdxl, config::Spacing::from_name("sgm_uniform"));
+        for kind in [
+            SchedulerKind::Euler,
+            SchedulerKind::Ddim,
+            SchedulerKind::DpmPp2m,
+        ] {
+            let s = build(kind, &spaced, 4, 0.0).unwrap();
+            assert_eq!(s.timesteps(), &[999.0, 749.0, 499.0, 249.0], "{kind:?}");
+        }
+        // LCM keeps its own distillation schedule whatever the spacing.
+        let lcm = build(SchedulerKind::Lcm, &spaced, 4, 0.0).unwrap();
+        assert_eq!(lcm.timesteps(), &[999.0, 759.0, 499.0, 259.0]);
+    }
 }
