@@ -11,7 +11,7 @@ use std::time::Duration;
 use http_common::*;
 use runai::app::{spawn_server, ServerThread};
 use runai::config::Config;
-use runai::engine::{GenerateError, GenerateJob, Generator, ProgressFn};
+use runai::engine::{GenerateError, GenerateJob, Generator, Progress};
 use runai::net::secret::Secret;
 use runai::pipeline::params::GeneratedImage;
 use runai::registry::Registry;
@@ -580,7 +580,7 @@ impl Generator for Flagging {
     fn generate(
         &mut self,
         job: &GenerateJob,
-        progress: &mut ProgressFn<'_>,
+        progress: &mut dyn Progress,
     ) -> Result<Vec<GeneratedImage>, GenerateError> {
         let mut images = self.0.generate(job, progress)?;
         for i in &mut images {
@@ -634,4 +634,71 @@ fn a_drain_closes_the_http_port_and_the_server_exits() {
         std::net::TcpStream::connect(addr).is_err(),
         "HTTP port still open after the drain"
     );
+}
+
+#[test]
+fn cors_only_when_configured() {
+    let config = Config {
+        cors_origin: vec!["https://chat.example".into()],
+        token: Secret::new("s3cret"),
+        ..http_config()
+    };
+    let (server, addr) = start_http(config);
+    // A browser's preflight carries no credentials and is answered before the token check.
+    let pre = request(
+        addr,
+        "OPTIONS",
+        "/sdapi/v1/txt2img",
+        &[
+            ("Origin", "https://chat.example"),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(pre.status, 200);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
+    let r = request(
+        addr,
+        "GET",
+        "/sdapi/v1/options",
+        &[
+            ("Origin", "https://chat.example"),
+            ("Authorization", "Bearer s3cret"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
+    // A refusal carries the header too, so the page can read it.
+    let r = request(
+        addr,
+        "GET",
+        "/sdapi/v1/options",
+        &[("Origin", "https://chat.example")],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.header("access-control-allow-origin").is_some());
+    server.shutdown();
+    let (plain, addr) = start_http(http_config());
+    let r = request(
+        addr,
+        "GET",
+        "/sdapi/v1/options",
+        &[("Origin", "https://chat.example")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("access-control-allow-origin").is_none());
+    plain.shutdown();
 }
