@@ -38,11 +38,7 @@ pub(crate) fn lcm_timesteps(
     original_steps: usize,
     steps: usize,
 ) -> std::result::Result<Vec<f64>, SchedulerError> {
-    let k = if original_steps == 0 {
-        0
-    } else {
-        n_train / original_steps
-    };
+    let k = n_train.checked_div(original_steps).unwrap_or(0);
     if k == 0 || steps == 0 || steps > original_steps {
         return Err(SchedulerError::InvalidConfig(format!(
             "LCM runs 1..={original_steps} steps of its {original_steps}-step distillation \
