@@ -408,26 +408,17 @@ fn token_bearer_and_basic() {
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some());
     assert_eq!(r.json()["error"], "unauthorized");
-    assert_eq!(
-        post_json_as(addr, "/sdapi/v1/txt2img", "Basic ", &body).status,
-        401
-    );
-    assert_eq!(
-        post_json_as(addr, "/sdapi/v1/txt2img", "Bearer nope", &body).status,
-        401
-    );
-    assert_eq!(
-        post_json_as(addr, "/sdapi/v1/txt2img", &basic("other", "s3cret"), &body).status,
-        401
-    );
-    assert_eq!(
-        post_json_as(addr, "/sdapi/v1/txt2img", "Bearer s3cret", &body).status,
-        200
-    );
-    assert_eq!(
-        post_json_as(addr, "/sdapi/v1/txt2img", &basic("team", "s3cret"), &body).status,
-        200
-    );
+    let cases = [
+        ("Basic ".to_string(), 401),
+        ("Bearer nope".to_string(), 401),
+        (basic("other", "s3cret"), 401),
+        ("Bearer s3cret".to_string(), 200),
+        (basic("team", "s3cret"), 200),
+    ];
+    for (auth, status) in cases {
+        let r = post_json_as(addr, "/sdapi/v1/txt2img", &auth, &body);
+        assert_eq!(r.status, status, "{auth}");
+    }
     // Health needs no credentials (load balancers, Docker).
     assert_eq!(get(addr, "/health").status, 200);
     server.shutdown();
@@ -643,4 +634,71 @@ fn a_drain_closes_the_http_port_and_the_server_exits() {
         std::net::TcpStream::connect(addr).is_err(),
         "HTTP port still open after the drain"
     );
+}
+
+#[test]
+fn cors_only_when_configured() {
+    let config = Config {
+        cors_origin: vec!["https://chat.example".into()],
+        token: Secret::new("s3cret"),
+        ..http_config()
+    };
+    let (server, addr) = start_http(config);
+    // A browser's preflight carries no credentials and is answered before the token check.
+    let pre = request(
+        addr,
+        "OPTIONS",
+        "/sdapi/v1/txt2img",
+        &[
+            ("Origin", "https://chat.example"),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(pre.status, 200);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
+    let r = request(
+        addr,
+        "GET",
+        "/sdapi/v1/options",
+        &[
+            ("Origin", "https://chat.example"),
+            ("Authorization", "Bearer s3cret"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
+    // A refusal carries the header too, so the page can read it.
+    let r = request(
+        addr,
+        "GET",
+        "/sdapi/v1/options",
+        &[("Origin", "https://chat.example")],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.header("access-control-allow-origin").is_some());
+    server.shutdown();
+    let (plain, addr) = start_http(http_config());
+    let r = request(
+        addr,
+        "GET",
+        "/sdapi/v1/options",
+        &[("Origin", "https://chat.example")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("access-control-allow-origin").is_none());
+    plain.shutdown();
 }

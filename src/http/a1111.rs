@@ -27,9 +27,7 @@ async fn generate(
     state: Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller_of(&req)?;
-    let bytes = body::read(&req, payload, state.max_body).await?;
-    let body = body::json_object(&bytes)?;
-    drop(bytes);
+    let body = body::read_json(&req, payload, state.max_body).await?;
     let request = translate(endpoint, &body, &state.callers.defaults(&caller))?;
     drop(body);
     let prepared = prepare(&state, request).await?;
@@ -140,8 +138,7 @@ pub(crate) async fn png_info(
     state: Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     caller_of(&req)?;
-    let bytes = body::read(&req, payload, state.max_body).await?;
-    let body = body::json_object(&bytes)?;
+    let body = body::read_json(&req, payload, state.max_body).await?;
     let image = lenient::get_str(&body, "image")
         .map_err(|e| ApiError::invalid(e.to_string()))?
         .filter(|s| !s.is_empty())

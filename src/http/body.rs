@@ -40,6 +40,15 @@ pub(crate) async fn read(
     }
 }
 
+/// The body, at most `limit` bytes, as a JSON object.
+pub(crate) async fn read_json(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+) -> Result<Map<String, Value>, ApiError> {
+    json_object(&read(req, payload, limit).await?)
+}
+
 /// A JSON object body.
 pub(crate) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {

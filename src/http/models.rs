@@ -114,8 +114,7 @@ pub(crate) async fn set_options(
     state: Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller_of(&req)?;
-    let bytes = body::read(&req, payload, state.max_body).await?;
-    let body = body::json_object(&bytes)?;
+    let body = body::read_json(&req, payload, state.max_body).await?;
     let model = match lenient::get_str(&body, "sd_model_checkpoint")
         .map_err(|e| ApiError::invalid(e.to_string()))?
     {

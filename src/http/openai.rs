@@ -169,8 +169,7 @@ pub(crate) async fn generations(
     state: Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let run = async {
-        let bytes = body::read(&req, payload, state.max_body).await?;
-        let fields = body::json_object(&bytes)?;
+        let fields = body::read_json(&req, payload, state.max_body).await?;
         let r = read_request(&fields)?;
         generate(&state, &req, Endpoint::Txt2Img, Map::new(), r).await
     };
