@@ -47,22 +47,22 @@ pub enum AppError {
 
 /// A running server inside the current actix system.
 #[derive(Clone)]
-pub struct AppHandle {
-    pub local_addr: SocketAddr,
+pub(crate) struct AppHandle {
+    pub(crate) local_addr: SocketAddr,
     /// The HTTP front end's address, when `http_port` is set.
-    pub http_addr: Option<SocketAddr>,
+    pub(crate) http_addr: Option<SocketAddr>,
     shutdown: Addr<ShutdownActor>,
     sessions: Arc<AtomicUsize>,
 }
 
 impl AppHandle {
     /// Client sessions open right now (admitted connections not yet closed).
-    pub fn open_sessions(&self) -> usize {
+    pub(crate) fn open_sessions(&self) -> usize {
         self.sessions.load(Ordering::SeqCst)
     }
 
     /// Starts a graceful drain, exactly as SIGTERM does.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.shutdown.do_send(BeginDrain {
             reason: "shutdown requested".into(),
             exit_code: 0,
@@ -72,7 +72,7 @@ impl AppHandle {
 
     /// Turns SIGINT/SIGTERM into a drain (a second signal exits at once). Call once, inside
     /// the system; only the process owner (main, a dedicated test) should do this.
-    pub fn handle_signals(&self) {
+    pub(crate) fn handle_signals(&self) {
         let addr = self.shutdown.clone();
         actix_rt::spawn(async move {
             let mut seen = 0;
@@ -114,7 +114,7 @@ async fn wait_for_signal() -> &'static str {
 }
 
 /// Starts every actor and begins listening. Call from inside a running actix system.
-pub async fn start(
+pub(crate) async fn start(
     config: Config,
     generator: GeneratorFactory,
     resolver: Box<dyn ModelResolver>,

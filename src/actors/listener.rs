@@ -26,13 +26,13 @@ use crate::protocol::{frame_json, responses};
 
 /// Who may connect and how: checked per connection by the listener.
 #[derive(Clone, Default)]
-pub struct AccessPolicy {
-    pub allow: AllowList,
+pub(crate) struct AccessPolicy {
+    pub(crate) allow: AllowList,
     /// When set, every connection must complete a TLS handshake first.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-pub struct ListenerActor {
+pub(crate) struct ListenerActor {
     listener: Option<TcpListener>,
     access: AccessPolicy,
     accept_task: Option<actix_rt::task::JoinHandle<()>>,
@@ -47,7 +47,7 @@ pub struct ListenerActor {
 }
 
 impl ListenerActor {
-    pub fn new(
+    pub(crate) fn new(
         listener: TcpListener,
         max_connections: usize,
         settings: Arc<SessionSettings>,

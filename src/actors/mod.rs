@@ -3,9 +3,9 @@
 //! budget the worker and the registry share. Actors talk only through `crate::messages`; none of them runs model code on
 //! the async threads.
 
-pub mod gpu_worker;
-pub mod listener;
-pub mod model_registry;
+pub(crate) mod gpu_worker;
+pub(crate) mod listener;
+pub(crate) mod model_registry;
 pub(crate) mod restart_budget;
-pub mod session;
-pub mod shutdown;
+pub(crate) mod session;
+pub(crate) mod shutdown;

@@ -28,14 +28,14 @@ use crate::registry::{ModelResolver, ResolveError};
 
 /// How many contained panics the registry tolerates within `window` before giving up.
 #[derive(Debug, Clone)]
-pub struct RegistrySupervision {
-    pub max_restarts: u32,
-    pub window: Duration,
-    pub health: RegistryHealth,
-    pub shutdown: Addr<ShutdownActor>,
+pub(crate) struct RegistrySupervision {
+    pub(crate) max_restarts: u32,
+    pub(crate) window: Duration,
+    pub(crate) health: RegistryHealth,
+    pub(crate) shutdown: Addr<ShutdownActor>,
 }
 
-pub struct ModelRegistryActor {
+pub(crate) struct ModelRegistryActor {
     resolver: Box<dyn ModelResolver>,
     default_model: String,
     supervision: RegistrySupervision,
@@ -46,7 +46,7 @@ const RESTARTED: &str = "the model registry hit an internal error and was restar
 
 impl ModelRegistryActor {
     /// Starts the actor on its own thread.
-    pub fn start(
+    pub(crate) fn start(
         resolver: Box<dyn ModelResolver>,
         default_model: String,
         supervision: RegistrySupervision,

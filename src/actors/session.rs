@@ -48,19 +48,19 @@ use crate::protocol::{frame_json, RUNAI_VERSION};
 
 /// Per-connection limits, shared by all sessions.
 #[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub packet_size: usize,
-    pub max_message_bytes: usize,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
+pub(crate) struct SessionSettings {
+    pub(crate) packet_size: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Close a session with no job, no convert and no message for this long; `None` = never.
-    pub idle_timeout: Option<Duration>,
-    pub max_outgoing_bytes: usize,
-    pub limits: Limits,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_outgoing_bytes: usize,
+    pub(crate) limits: Limits,
     /// When set, the first message must be `auth` with this token, within `read_timeout`.
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// Set when the model registry gave up: `ping` and `models` report it.
-    pub registry_health: RegistryHealth,
+    pub(crate) registry_health: RegistryHealth,
 }
 
 /// Largest first message before authentication: `auth` is tiny, and an unauthenticated peer
@@ -101,7 +101,7 @@ struct LegacyEcho {
     pos_y: Value,
 }
 
-pub struct SessionActor {
+pub(crate) struct SessionActor {
     echoes: HashMap<String, VecDeque<LegacyEcho>>,
     id: SessionId,
     peer: SocketAddr,
@@ -126,7 +126,7 @@ pub struct SessionActor {
 
 impl SessionActor {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         id: SessionId,
         peer: SocketAddr,
         conn: Incoming,

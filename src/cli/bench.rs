@@ -34,7 +34,7 @@ const CONTEXT_DIM: usize = 768;
 const TOKENS: usize = 77;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// CLIP text encoder, batch 2 (negative + prompt) x 77 tokens.
     #[value(name = "text_encode")]
     TextEncode,
@@ -94,14 +94,14 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchDType {
+pub(crate) enum BenchDType {
     F32,
     F16,
     Bf16,
 }
 
 impl BenchDType {
-    pub fn to_dtype(self) -> DType {
+    pub(crate) fn to_dtype(self) -> DType {
         match self {
             BenchDType::F32 => DType::F32,
             BenchDType::F16 => DType::F16,
@@ -114,19 +114,19 @@ impl BenchDType {
 pub struct BenchArgs {
     /// A diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long)]
-    pub model: PathBuf,
+    pub(crate) model: PathBuf,
     /// What to time.
     #[arg(long, value_enum)]
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Timed runs after the one untimed warm-up.
     #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
+    pub(crate) repeats: usize,
     /// `cpu` or `cuda:N` (`cuda` = `cuda:0`; needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub(crate) device: String,
     /// Weight dtype of UNet and text encoder (the SD VAE always runs in f32).
     #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: BenchDType,
+    pub(crate) dtype: BenchDType,
 }
 
 /// Runs one phase and prints its `RESULT` line on stdout.

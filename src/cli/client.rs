@@ -17,25 +17,25 @@ use crate::protocol::codec::QUIT_BYTE;
 pub struct ClientArgs {
     /// Server address
     #[arg(long, default_value = "127.0.0.1", env = "RUNAI_HOST")]
-    pub host: String,
+    pub(crate) host: String,
     /// Server port
     #[arg(long, default_value_t = 50006, env = "RUNAI_PORT")]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Packet size (must match the server)
     #[arg(long, default_value_t = 1024)]
-    pub packet_size: usize,
+    pub(crate) packet_size: usize,
     /// Seconds to wait for any reply
     #[arg(long, default_value_t = 600.0)]
-    pub wait: f64,
+    pub(crate) wait: f64,
     #[command(flatten)]
-    pub access: Box<ClientAccess>,
+    pub(crate) access: Box<ClientAccess>,
     #[command(subcommand)]
-    pub command: ClientCommand,
+    pub(crate) command: ClientCommand,
 }
 
 /// How to get into a server that has a token or TLS (boxed: keeps the command enum small).
 #[derive(Debug, Args)]
-pub struct ClientAccess {
+pub(crate) struct ClientAccess {
     /// Token of a server started with --token (sent as the first message)
     #[arg(
         long,
@@ -43,17 +43,17 @@ pub struct ClientAccess {
         hide_env_values = true,
         value_name = "TOKEN"
     )]
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// Speak TLS, trusting the server certificate (or its CA) in this PEM file
     #[arg(long, env = "RUNAI_TLS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
     /// Name to check the server certificate against [default: --host]
     #[arg(long, value_name = "NAME")]
-    pub tls_name: Option<String>,
+    pub(crate) tls_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ClientCommand {
+pub(crate) enum ClientCommand {
     /// Health check: prints the pong event, exit 0 on success
     Ping,
     /// Lists the models the server can see
@@ -69,41 +69,41 @@ pub enum ClientCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct GenArgs {
+pub(crate) struct GenArgs {
     #[arg(long, default_value = "")]
-    pub prompt: String,
+    pub(crate) prompt: String,
     #[arg(long, default_value = "")]
-    pub negative_prompt: String,
+    pub(crate) negative_prompt: String,
     #[arg(long, default_value_t = 20)]
-    pub steps: u32,
+    pub(crate) steps: u32,
     #[arg(long, default_value_t = 7.5)]
-    pub scale: f64,
+    pub(crate) scale: f64,
     /// Seed; -1 for a random one
     #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
-    pub seed: i64,
+    pub(crate) seed: i64,
     #[arg(long, default_value_t = 512)]
-    pub width: u32,
+    pub(crate) width: u32,
     #[arg(long, default_value_t = 512)]
-    pub height: u32,
+    pub(crate) height: u32,
     #[arg(long, default_value_t = 1)]
-    pub n_samples: u32,
+    pub(crate) n_samples: u32,
     #[arg(long, default_value = "euler_a")]
-    pub scheduler: String,
+    pub(crate) scheduler: String,
     /// Model (empty: the server's default)
     #[arg(long, default_value = "")]
-    pub model: String,
+    pub(crate) model: String,
     /// img2img/inpaint strength
     #[arg(long)]
-    pub strength: Option<f64>,
+    pub(crate) strength: Option<f64>,
     /// Init image (PNG) for img2img and inpaint
     #[arg(long)]
-    pub image: Option<PathBuf>,
+    pub(crate) image: Option<PathBuf>,
     /// Mask (PNG, white = repaint) for inpaint
     #[arg(long)]
-    pub mask: Option<PathBuf>,
+    pub(crate) mask: Option<PathBuf>,
     /// Output file prefix: images are saved as PREFIX-<n>.png
     #[arg(long, default_value = "runai-out")]
-    pub out: String,
+    pub(crate) out: String,
 }
 
 fn b64_file(path: &PathBuf) -> anyhow::Result<String> {

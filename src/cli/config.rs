@@ -13,10 +13,10 @@ use crate::config::{default_toml, setting_docs};
 pub struct ConfigArgs {
     /// Print config/default.toml: every key with its comment and built-in default
     #[arg(long)]
-    pub print_defaults: bool,
+    pub(crate) print_defaults: bool,
     /// Print the README's table of the server's flags, variables, keys and defaults (Markdown)
     #[arg(long)]
-    pub print_flag_table: bool,
+    pub(crate) print_flag_table: bool,
 }
 
 /// Prints what was asked for; returns the exit code.

@@ -11,9 +11,9 @@ use crate::registry::convert::{convert_single_file, default_destination};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConvertArgs {
     /// The checkpoint to convert (`.safetensors` or `.ckpt`; a `.yaml` beside it is used).
-    pub src: PathBuf,
+    pub(crate) src: PathBuf,
     /// The diffusers folder to create (must not exist). Default: SRC without its extension.
-    pub dst: Option<PathBuf>,
+    pub(crate) dst: Option<PathBuf>,
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {

@@ -10,9 +10,9 @@ pub mod convert;
 pub mod parity;
 pub mod replay;
 pub mod replay_prompt;
-pub mod replay_safety;
+pub(crate) mod replay_safety;
 pub mod serve;
-pub mod wire_client;
+pub(crate) mod wire_client;
 
 use clap::{Parser, Subcommand};
 

@@ -20,10 +20,10 @@ use crate::pipeline::{RuntimeOptions, StableDiffusion};
 /// How far one traced tensor may be from its golden one: the largest absolute difference may
 /// reach `abs + rel * max|golden|`.
 #[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub name: &'static str,
-    pub abs: f32,
-    pub rel: f32,
+pub(crate) struct Bound {
+    pub(crate) name: &'static str,
+    pub(crate) abs: f32,
+    pub(crate) rel: f32,
 }
 
 const fn abs(name: &'static str, abs: f32) -> Bound {
@@ -46,14 +46,14 @@ const fn rel(name: &'static str, rel: f32) -> Bound {
 /// listed are not compared), and the largest per-channel level difference of the 8-bit image
 /// against the reference PNG.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub tensors: &'static [Bound],
-    pub png_levels: u8,
+pub(crate) struct Limits {
+    pub(crate) tensors: &'static [Bound],
+    pub(crate) png_levels: u8,
 }
 
 /// f32 on any device: the absolute tolerances of the parity issue (the VAE output is reported
 /// only; the image it becomes is checked). Rounding to 8 bits may flip one level.
-pub const F32_LIMITS: Limits = Limits {
+pub(crate) const F32_LIMITS: Limits = Limits {
     tensors: &[
         abs("prompt_embeds", 1e-4),
         abs("negative_prompt_embeds", 1e-4),
@@ -74,7 +74,7 @@ pub const F32_LIMITS: Limits = Limits {
 /// output 3.7e-3 -> 1.5e-2, final latents after 4 steps 7.3e-3 -> 3e-2, image 2.0e-2 ->
 /// 8e-2 (20 of 255 levels). A wrong kernel errs by the order of the tensor itself (rel ~1).
 /// Measurements: BENCHMARKS.md, "Golden parity in f16".
-pub const F16_LIMITS: Limits = Limits {
+pub(crate) const F16_LIMITS: Limits = Limits {
     tensors: &[
         rel("prompt_embeds", 5e-3),
         rel("negative_prompt_embeds", 5e-3),
@@ -87,7 +87,7 @@ pub const F16_LIMITS: Limits = Limits {
 };
 
 /// The limits for `dtype`; bf16 (8 significant bits) has none derived yet.
-pub fn limits_for(dtype: DType) -> anyhow::Result<&'static Limits> {
+pub(crate) fn limits_for(dtype: DType) -> anyhow::Result<&'static Limits> {
     match dtype {
         DType::F32 => Ok(&F32_LIMITS),
         DType::F16 => Ok(&F16_LIMITS),
@@ -99,16 +99,16 @@ pub fn limits_for(dtype: DType) -> anyhow::Result<&'static Limits> {
 pub struct ParityArgs {
     /// The fixtures manifest.json.
     #[arg(long)]
-    pub manifest: PathBuf,
+    pub(crate) manifest: PathBuf,
     /// Only the cases whose id starts with this (e.g. `tiny-sd1/`); all by default.
     #[arg(long, default_value = "")]
-    pub cases: String,
+    pub(crate) cases: String,
     /// `cpu` or `cuda:N` (`cuda` = `cuda:0`; needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub(crate) device: String,
     /// Weight and activation dtype of the UNet and text encoder (the VAE follows its config).
     #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: BenchDType,
+    pub(crate) dtype: BenchDType,
 }
 
 /// What one case gave: each compared tensor's difference and its limit, the image's level
@@ -122,7 +122,7 @@ pub struct CaseReport {
 }
 
 /// Replays `case` on `model` and compares it with its golden files within `limits`.
-pub fn check_case(
+pub(crate) fn check_case(
     model: &StableDiffusion,
     case: &GoldenCase,
     limits: &Limits,
@@ -205,7 +205,7 @@ pub fn check_manifest(
 }
 
 /// The ids of the manifest's cases that start with `prefix`, in manifest order.
-pub fn case_ids(manifest: &Path, prefix: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn case_ids(manifest: &Path, prefix: &str) -> anyhow::Result<Vec<String>> {
     let doc = read_json(manifest)?;
     let cases = doc
         .get("cases")

@@ -33,7 +33,7 @@ pub const OUTPUT_NAMES: &[&str] = &[
 ];
 
 /// The further names an SDXL replay writes (pooled embeddings, micro-conditioning).
-pub const XL_OUTPUT_NAMES: &[&str] = &[
+pub(crate) const XL_OUTPUT_NAMES: &[&str] = &[
     "pooled_prompt_embeds",
     "negative_pooled_prompt_embeds",
     "add_time_ids",
@@ -58,13 +58,13 @@ pub struct ReplayArgs {
 
 /// One manifest case, resolved to paths and a typed request.
 pub struct GoldenCase {
-    pub id: String,
+    pub(crate) id: String,
     pub model_dir: PathBuf,
     pub tensors_path: PathBuf,
-    pub scheduler_config: Value,
+    pub(crate) scheduler_config: Value,
     pub params: GenerateParams,
     /// Keys of the recorded draws, in the order the reference pipeline made them.
-    pub randn_keys: Vec<String>,
+    pub(crate) randn_keys: Vec<String>,
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a Value> {

@@ -12,21 +12,21 @@ use crate::engine::GeneratorFactory;
 use crate::registry::ModelResolver;
 
 /// Exit code for invalid flags or configuration values (clap uses 2 as well).
-pub const EXIT_BAD_CONFIG: i32 = 2;
+pub(crate) const EXIT_BAD_CONFIG: i32 = 2;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// Load settings from this TOML file (keys as in config/default.toml)
     #[arg(long, env = "RUNAI_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     // Every setting as a flag and a `RUNAI_*` variable (declared in `config/settings.rs`).
     #[command(flatten)]
-    pub settings: SettingArgs,
+    pub(crate) settings: SettingArgs,
 }
 
 impl ServeArgs {
     /// Config file (or defaults), then these flags and variables on top, validated.
-    pub fn to_config(&self) -> Result<Config, crate::config::ConfigError> {
+    pub(crate) fn to_config(&self) -> Result<Config, crate::config::ConfigError> {
         let mut c = Config::load(self.config.as_deref())?;
         self.settings.apply(&mut c);
         c.validate()?;

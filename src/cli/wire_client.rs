@@ -18,13 +18,13 @@ use crate::protocol::codec::{control_packet, frame_message};
 trait Transport: Read + Write + Send {}
 impl<T: Read + Write + Send> Transport for T {}
 
-pub struct WireClient {
+pub(crate) struct WireClient {
     stream: Box<dyn Transport>,
     packet_size: usize,
 }
 
 impl WireClient {
-    pub fn connect(addr: &str, packet_size: usize, timeout: Duration) -> io::Result<Self> {
+    pub(crate) fn connect(addr: &str, packet_size: usize, timeout: Duration) -> io::Result<Self> {
         Ok(WireClient {
             stream: Box::new(tcp(addr, timeout)?),
             packet_size: packet_size.max(1),
@@ -33,7 +33,7 @@ impl WireClient {
 
     /// Connects and negotiates TLS, checking the server certificate against `config`'s
     /// roots for `server_name` (a DNS name or an IP address).
-    pub fn connect_tls(
+    pub(crate) fn connect_tls(
         addr: &str,
         packet_size: usize,
         timeout: Duration,
@@ -59,7 +59,7 @@ impl WireClient {
     }
 
     /// Sends one JSON message.
-    pub fn send(&mut self, value: &Value) -> io::Result<()> {
+    pub(crate) fn send(&mut self, value: &Value) -> io::Result<()> {
         let bytes = frame_message(value.to_string().as_bytes(), self.packet_size);
         for packet in bytes.chunks(self.packet_size) {
             self.stream.write_all(packet)?;
@@ -68,13 +68,13 @@ impl WireClient {
     }
 
     /// Sends a control packet (`b'c'` cancel, `b'x'` quit).
-    pub fn send_control(&mut self, byte: u8) -> io::Result<()> {
+    pub(crate) fn send_control(&mut self, byte: u8) -> io::Result<()> {
         self.stream
             .write_all(&control_packet(byte, self.packet_size))
     }
 
     /// Reads one message; `Ok(None)` when the server closed the connection.
-    pub fn recv(&mut self) -> io::Result<Option<Value>> {
+    pub(crate) fn recv(&mut self) -> io::Result<Option<Value>> {
         let mut message = Vec::new();
         let mut packet = vec![0u8; self.packet_size];
         loop {

@@ -21,7 +21,7 @@ use crate::pipeline::safety::SafetyMode;
 use crate::protocol::validate::Limits;
 
 /// Where each model root keeps the safety checker, as the original server lays it out.
-pub const SAFETY_CHECKER_SUBDIR: &str = "CompVis/stable-diffusion-safety-checker";
+pub(crate) const SAFETY_CHECKER_SUBDIR: &str = "CompVis/stable-diffusion-safety-checker";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,7 +47,8 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The shipped defaults file, kept in the binary so tests can compare.
-pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+#[cfg(test)]
+pub(crate) const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// The opening comment of `config/default.toml`.
 const DEFAULT_TOML_HEADER: &str = "\
@@ -59,7 +60,7 @@ const DEFAULT_TOML_HEADER: &str = "\
 
 /// `config/default.toml` as the settings declare it: every key with its comment and its
 /// built-in default.
-pub fn default_toml() -> String {
+pub(crate) fn default_toml() -> String {
     let defaults =
         toml::Table::try_from(Config::default()).expect("every setting is a plain TOML value");
     let mut out = String::from(DEFAULT_TOML_HEADER);
@@ -81,7 +82,7 @@ pub fn default_toml() -> String {
 
 impl Config {
     /// Parses a TOML config; keys not present keep their defaults.
-    pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -89,7 +90,7 @@ impl Config {
     }
 
     /// Loads `path` over the defaults, or the defaults alone.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             None => Ok(Config::default()),
             Some(p) => {
@@ -103,7 +104,7 @@ impl Config {
     }
 
     /// Checks every value; the first problem is reported with its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.bind_ip().is_none() {
             return Err(invalid(
                 "host",
@@ -286,7 +287,7 @@ impl Config {
     }
 
     /// The administrator's safety-checker mode.
-    pub fn safety_mode(&self) -> Result<SafetyMode, ConfigError> {
+    pub(crate) fn safety_mode(&self) -> Result<SafetyMode, ConfigError> {
         SafetyMode::parse(&self.safety_checker).ok_or_else(|| {
             invalid(
                 "safety_checker",
@@ -302,7 +303,7 @@ impl Config {
     /// The checker folder for an enabled mode: `safety_checker_path`, else
     /// `CompVis/stable-diffusion-safety-checker` under the first model root holding it.
     /// `None` when the mode is off; an error naming every place looked at when none exists.
-    pub fn safety_checker_dir(&self) -> Result<Option<PathBuf>, ConfigError> {
+    pub(crate) fn safety_checker_dir(&self) -> Result<Option<PathBuf>, ConfigError> {
         if self.safety_mode()? == SafetyMode::Off {
             return Ok(None);
         }
@@ -339,7 +340,7 @@ impl Config {
     }
 
     /// The address to bind; `None` when `host` is invalid.
-    pub fn bind_ip(&self) -> Option<IpAddr> {
+    pub(crate) fn bind_ip(&self) -> Option<IpAddr> {
         let h = self.host.trim();
         if h.eq_ignore_ascii_case("localhost") {
             return Some(IpAddr::from([127, 0, 0, 1]));
@@ -348,12 +349,12 @@ impl Config {
     }
 
     /// The parsed allow-list (empty = open).
-    pub fn allow_list(&self) -> Result<AllowList, ConfigError> {
+    pub(crate) fn allow_list(&self) -> Result<AllowList, ConfigError> {
         AllowList::parse(&self.allow).map_err(|e| invalid("allow", e.to_string()))
     }
 
     /// Certificate and key paths (`~` expanded) when TLS is on; both or neither must be set.
-    pub fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    pub(crate) fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
         match (self.tls_cert.trim(), self.tls_key.trim()) {
             ("", "") => Ok(None),
             (cert, key) if !cert.is_empty() && !key.is_empty() => {
@@ -391,7 +392,7 @@ impl Config {
             .collect()
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_steps: self.max_steps,
             max_pixels: self.max_pixels,
@@ -401,40 +402,40 @@ impl Config {
         }
     }
 
-    pub fn startup_grace(&self) -> Duration {
+    pub(crate) fn startup_grace(&self) -> Duration {
         secs(self.startup_grace_secs)
     }
-    pub fn idle(&self) -> Duration {
+    pub(crate) fn idle(&self) -> Duration {
         secs(self.idle_secs)
     }
-    pub fn drain_grace(&self) -> Duration {
+    pub(crate) fn drain_grace(&self) -> Duration {
         secs(self.drain_grace_secs)
     }
-    pub fn read_timeout(&self) -> Duration {
+    pub(crate) fn read_timeout(&self) -> Duration {
         secs(self.read_timeout_secs)
     }
-    pub fn write_timeout(&self) -> Duration {
+    pub(crate) fn write_timeout(&self) -> Duration {
         secs(self.write_timeout_secs)
     }
     /// `None` when idle sessions are kept forever (`idle_timeout_secs = 0`).
-    pub fn idle_timeout(&self) -> Option<Duration> {
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout_secs > 0.0).then(|| secs(self.idle_timeout_secs))
     }
-    pub fn restart_window(&self) -> Duration {
+    pub(crate) fn restart_window(&self) -> Duration {
         secs(self.restart_window_secs)
     }
 }
 
 /// Which device models run on (validated from `Config::device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSpec {
+pub(crate) enum DeviceSpec {
     Cpu,
     Cuda(usize),
 }
 
 /// Weight precision (validated from `Config::dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DTypeSpec {
+pub(crate) enum DTypeSpec {
     F32,
     F16,
     Bf16,
@@ -444,8 +445,8 @@ pub enum DTypeSpec {
 /// The default is the CPU in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ComputeSpec {
-    pub device: DeviceSpec,
-    pub dtype: DTypeSpec,
+    pub(crate) device: DeviceSpec,
+    pub(crate) dtype: DTypeSpec,
 }
 
 impl Default for ComputeSpec {
@@ -462,7 +463,7 @@ fn secs(v: f64) -> Duration {
 }
 
 /// Expands a leading `~` to `$HOME` (left as is when HOME is unset).
-pub fn expand_home(p: &str) -> PathBuf {
+pub(crate) fn expand_home(p: &str) -> PathBuf {
     let home = std::env::var_os("HOME");
     match (p.strip_prefix('~'), home) {
         (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {

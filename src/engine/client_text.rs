@@ -11,7 +11,7 @@ const MAX_CHARS: usize = 400;
 
 /// `text` without any backtrace, its remaining lines joined with `": "`, at most
 /// [`MAX_CHARS`] characters.
-pub fn without_backtrace(text: &str) -> String {
+pub(crate) fn without_backtrace(text: &str) -> String {
     let mut kept = Vec::new();
     for line in text.lines() {
         if is_backtrace_line(line) {
@@ -31,7 +31,7 @@ pub fn without_backtrace(text: &str) -> String {
 
 /// `text` for a client of a job on `model`: no backtrace, the model's location shown as its
 /// name, and any other absolute path cut to its last component.
-pub fn for_client(text: &str, model: &ResolvedModel) -> String {
+pub(crate) fn for_client(text: &str, model: &ResolvedModel) -> String {
     let text = without_backtrace(text);
     let named = replace_path(&text, &model.path, &model.name);
     redact_paths(&named)

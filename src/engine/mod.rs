@@ -3,9 +3,9 @@
 //! knows about actors or the wire.
 
 pub mod addons;
-pub mod client_text;
+pub(crate) mod client_text;
 pub mod factory;
-pub mod safety;
+pub(crate) mod safety;
 pub mod sd;
 mod sd_step;
 pub mod step;
@@ -26,7 +26,7 @@ impl GenerateJob {
     /// Whether the model can run the task at all, known from the registry before anything
     /// is loaded: an inpainting model (9-channel UNet, which needs a mask and a masked image)
     /// runs inpaint and outpaint only. Returns the reason for the client otherwise.
-    pub fn unsupported_task(&self) -> Option<String> {
+    pub(crate) fn unsupported_task(&self) -> Option<String> {
         let task = match self.params.task {
             Task::Inpaint { .. } => return None,
             Task::Txt2Img => "txt2img",

@@ -20,10 +20,6 @@ use super::addons::AddOnCache;
 use super::step::StepGenerator;
 use super::{GenerateError, GenerateJob, Generator, Progress};
 
-/// Default cache bounds: two models (switching back and forth stays fast) and 16 GiB.
-pub const DEFAULT_MAX_MODELS: usize = 2;
-pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
-
 struct Loaded {
     name: String,
     model: StableDiffusion,

@@ -29,22 +29,22 @@ pub(crate) enum Endpoint {
 /// What the caller chose earlier through `POST /sdapi/v1/options`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct CallerDefaults {
-    pub model: Option<String>,
-    pub clip_stop: Option<i64>,
+    pub(crate) model: Option<String>,
+    pub(crate) clip_stop: Option<i64>,
 }
 
 /// A translated request: the protocol-level request plus what only the HTTP reply needs.
 #[derive(Debug, Clone)]
 pub(crate) struct A1111Job {
-    pub raw: RawGenerate,
-    pub sampler: SamplerChoice,
+    pub(crate) raw: RawGenerate,
+    pub(crate) sampler: SamplerChoice,
     /// A1111's clip skip (1 = none).
-    pub clip_stop: i64,
-    pub send_images: bool,
-    pub invert_mask: bool,
-    pub mask_blur: u32,
+    pub(crate) clip_stop: i64,
+    pub(crate) send_images: bool,
+    pub(crate) invert_mask: bool,
+    pub(crate) mask_blur: u32,
     /// The request with defaults filled in and image data left out, for `parameters`.
-    pub echo: Map<String, Value>,
+    pub(crate) echo: Map<String, Value>,
 }
 
 /// Keys A1111 and runai's `A_` options share, for error messages: (option suffix, field).

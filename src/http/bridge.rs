@@ -43,17 +43,17 @@ impl Handler<JobEvent> for EventForwarder {
 /// One finished image as the worker sent it.
 #[derive(Debug, Clone)]
 pub(crate) struct JobImage {
-    pub png_base64: String,
-    pub seed: u64,
-    pub nsfw: Option<bool>,
+    pub(crate) png_base64: String,
+    pub(crate) seed: u64,
+    pub(crate) nsfw: Option<bool>,
 }
 
 /// How a job ended, short of an error.
 #[derive(Debug, Default)]
 pub(crate) struct JobResult {
-    pub images: Vec<JobImage>,
+    pub(crate) images: Vec<JobImage>,
     /// Interrupted by the caller: `images` holds what was finished before.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
 }
 
 /// What one worker event meant.

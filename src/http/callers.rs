@@ -21,21 +21,21 @@ const MAX_CALLERS: usize = 4096;
 
 /// The caller of one request, as the auth middleware identified it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Caller(pub String);
+pub(crate) struct Caller(pub(crate) String);
 
 /// One job's state as its events arrived.
 #[derive(Debug, Clone)]
 pub(crate) struct JobState {
-    pub job_id: String,
-    pub started: Option<Instant>,
+    pub(crate) job_id: String,
+    pub(crate) started: Option<Instant>,
     /// Jobs ahead in the queue when last told.
-    pub position: usize,
+    pub(crate) position: usize,
     /// Steps done and the total (0, 0 before the first step).
-    pub step: usize,
-    pub total: usize,
-    pub images_done: usize,
-    pub images: usize,
-    pub interrupted: bool,
+    pub(crate) step: usize,
+    pub(crate) total: usize,
+    pub(crate) images_done: usize,
+    pub(crate) images: usize,
+    pub(crate) interrupted: bool,
 }
 
 #[derive(Debug)]
@@ -49,9 +49,9 @@ struct CallerState {
 /// What `/progress` reports about one caller.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// The job that has started (else the oldest waiting one).
-    pub current: Option<JobState>,
+    pub(crate) current: Option<JobState>,
 }
 
 #[derive(Debug, Default)]

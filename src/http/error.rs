@@ -24,11 +24,11 @@ pub(crate) enum Dialect {
 
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {
-    pub kind: ErrorKind,
-    pub message: String,
-    pub dialect: Dialect,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    pub(crate) dialect: Dialect,
     /// A status other than the kind's (a peer outside the allow-list gets 403).
-    pub status: Option<StatusCode>,
+    pub(crate) status: Option<StatusCode>,
 }
 
 impl ApiError {

@@ -25,9 +25,9 @@ use crate::registry::model::ResolvedModel;
 
 /// A validated job with what its reply needs.
 pub(crate) struct Prepared {
-    pub request: A1111Job,
-    pub params: GenerateParams,
-    pub model: ResolvedModel,
+    pub(crate) request: A1111Job,
+    pub(crate) params: GenerateParams,
+    pub(crate) model: ResolvedModel,
 }
 
 /// Resolves a model name through the registry ("" = the default model).

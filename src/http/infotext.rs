@@ -14,20 +14,20 @@ use serde_json::{Map, Value};
 /// What one image's infotext says.
 #[derive(Debug, Clone)]
 pub(crate) struct InfoText<'a> {
-    pub prompt: &'a str,
-    pub negative_prompt: &'a str,
-    pub steps: usize,
-    pub sampler: &'a str,
-    pub schedule: &'a str,
-    pub cfg_scale: f64,
-    pub seed: u64,
-    pub width: u32,
-    pub height: u32,
-    pub model: &'a str,
+    pub(crate) prompt: &'a str,
+    pub(crate) negative_prompt: &'a str,
+    pub(crate) steps: usize,
+    pub(crate) sampler: &'a str,
+    pub(crate) schedule: &'a str,
+    pub(crate) cfg_scale: f64,
+    pub(crate) seed: u64,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) model: &'a str,
     /// Only for image-conditioned jobs.
-    pub denoising_strength: Option<f64>,
+    pub(crate) denoising_strength: Option<f64>,
     /// A1111's "Clip skip" (1 = last layer, not written).
-    pub clip_skip: usize,
+    pub(crate) clip_skip: usize,
 }
 
 /// A Python-style float: `7.0`, `7.5`.

@@ -7,9 +7,9 @@ use super::error::ApiError;
 /// One part of the form.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Part<'a> {
-    pub name: String,
-    pub filename: Option<String>,
-    pub data: &'a [u8],
+    pub(crate) name: String,
+    pub(crate) filename: Option<String>,
+    pub(crate) data: &'a [u8],
 }
 
 /// The boundary of a `multipart/form-data` content type.

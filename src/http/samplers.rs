@@ -35,10 +35,10 @@ pub(crate) const SCHEDULE_TYPES: &[(&str, &str)] =
 /// (infotext, `info`) and any fallback warning.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SamplerChoice {
-    pub kind: SchedulerKind,
-    pub sampler: &'static str,
-    pub schedule: &'static str,
-    pub warnings: Vec<String>,
+    pub(crate) kind: SchedulerKind,
+    pub(crate) sampler: &'static str,
+    pub(crate) schedule: &'static str,
+    pub(crate) warnings: Vec<String>,
 }
 
 fn find_sampler(name: &str) -> Option<(&'static str, SchedulerKind)> {

@@ -25,12 +25,12 @@ const HTTP_WORKERS: usize = 2;
 
 /// Where and how to listen.
 pub(crate) struct Binding {
-    pub addr: SocketAddr,
-    pub tls: Option<rustls::ServerConfig>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: Option<rustls::ServerConfig>,
     /// Browser origins allowed by CORS; empty = CORS off, `*` = any origin.
-    pub cors_origins: Vec<String>,
+    pub(crate) cors_origins: Vec<String>,
     /// How long in-flight requests may run once the drain begins.
-    pub drain_grace: Duration,
+    pub(crate) drain_grace: Duration,
 }
 
 fn cors(origins: &[String]) -> Cors {
@@ -125,8 +125,8 @@ pub(crate) fn start(
 
 /// Stops the HTTP server when the drain begins, then passes the message on.
 pub(crate) struct HttpFront {
-    pub handle: ServerHandle,
-    pub next: Recipient<StopAccepting>,
+    pub(crate) handle: ServerHandle,
+    pub(crate) next: Recipient<StopAccepting>,
 }
 
 impl Actor for HttpFront {

@@ -18,35 +18,35 @@ use crate::protocol::validate::Limits;
 /// The messages the HTTP front end sends.
 #[derive(Clone)]
 pub(crate) struct Peers {
-    pub submit: Recipient<SubmitJob>,
-    pub cancel: Recipient<CancelJobs>,
-    pub status: Recipient<GetWorkerStatus>,
-    pub resolve: Recipient<ResolveModel>,
-    pub list: Recipient<ListModels>,
-    pub opened: Recipient<SessionOpened>,
-    pub closed: Recipient<SessionClosed>,
+    pub(crate) submit: Recipient<SubmitJob>,
+    pub(crate) cancel: Recipient<CancelJobs>,
+    pub(crate) status: Recipient<GetWorkerStatus>,
+    pub(crate) resolve: Recipient<ResolveModel>,
+    pub(crate) list: Recipient<ListModels>,
+    pub(crate) opened: Recipient<SessionOpened>,
+    pub(crate) closed: Recipient<SessionClosed>,
 }
 
 /// Who may call and how they prove it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Access {
-    pub allow: AllowList,
+    pub(crate) allow: AllowList,
     /// The shared token (Bearer, or Basic's password); `None` = open.
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// The Basic user name required with the token; "" = any.
-    pub user: String,
+    pub(crate) user: String,
 }
 
 pub(crate) struct HttpState {
-    pub peers: Peers,
-    pub access: Access,
-    pub limits: Limits,
+    pub(crate) peers: Peers,
+    pub(crate) access: Access,
+    pub(crate) limits: Limits,
     /// Largest request body in bytes.
-    pub max_body: usize,
-    pub registry_health: RegistryHealth,
-    pub callers: Callers,
+    pub(crate) max_body: usize,
+    pub(crate) registry_health: RegistryHealth,
+    pub(crate) callers: Callers,
     /// What `/cmd-flags` reports.
-    pub flags: Value,
+    pub(crate) flags: Value,
     next_job: AtomicU64,
 }
 

@@ -10,26 +10,26 @@ use super::SessionId;
 /// The accept loop got a connection.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Accepted {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
 }
 
 /// A session actor stopped.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct SessionEnded {
-    pub session: SessionId,
+pub(crate) struct SessionEnded {
+    pub(crate) session: SessionId,
 }
 
 /// Drain step 1: close the listening socket.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct StopAccepting;
+pub(crate) struct StopAccepting;
 
 /// Drain step 3: tell every session to flush and close.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct CloseAllSessions {
-    pub reason: String,
+pub(crate) struct CloseAllSessions {
+    pub(crate) reason: String,
 }

@@ -1,11 +1,11 @@
 //! Typed actor messages, grouped by the actor that handles them. Wire types never double as
 //! actor messages: sessions translate between the two. Never does I/O.
 
-pub mod listener;
-pub mod registry;
-pub mod session;
-pub mod shutdown;
-pub mod worker;
+pub(crate) mod listener;
+pub(crate) mod registry;
+pub(crate) mod session;
+pub(crate) mod shutdown;
+pub(crate) mod worker;
 
 /// Identifies one client connection for its whole life.
-pub type SessionId = u64;
+pub(crate) type SessionId = u64;

@@ -26,19 +26,19 @@ impl From<&ResolveError> for ErrorKind {
 }
 
 /// What every reply says while the model registry is down.
-pub const REGISTRY_DOWN: &str = "model registry is down";
+pub(crate) const REGISTRY_DOWN: &str = "model registry is down";
 
 /// Whether the model registry is serving. Shared with sessions so `ping` and `models` can
 /// report a registry that gave up without waiting on its (possibly busy) thread.
 #[derive(Debug, Clone, Default)]
-pub struct RegistryHealth(Arc<AtomicBool>);
+pub(crate) struct RegistryHealth(Arc<AtomicBool>);
 
 impl RegistryHealth {
-    pub fn mark_down(&self) {
+    pub(crate) fn mark_down(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
@@ -46,13 +46,13 @@ impl RegistryHealth {
 /// Resolve a requested model; empty means the configured default.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<ResolvedModel, ResolveError>")]
-pub struct ResolveModel {
-    pub requested: String,
+pub(crate) struct ResolveModel {
+    pub(crate) requested: String,
 }
 
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Vec<ResolvedModel>, ResolveError>")]
-pub struct ListModels;
+pub(crate) struct ListModels;
 
 /// The LoRAs and textual-inversion embeddings in their folders (for `models`).
 #[derive(Message, Debug)]
@@ -62,6 +62,6 @@ pub struct ListAddOns;
 /// Convert a single-file model into a diffusers folder beside it (legacy `convert`).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<ResolvedModel, ResolveError>")]
-pub struct ConvertModel {
-    pub requested: String,
+pub(crate) struct ConvertModel {
+    pub(crate) requested: String,
 }

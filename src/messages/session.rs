@@ -3,11 +3,11 @@
 
 use actix::Message;
 
-pub use crate::protocol::error::ErrorCode as ErrorKind;
+pub(crate) use crate::protocol::error::ErrorCode as ErrorKind;
 
 /// What happened to a job.
 #[derive(Debug, Clone, PartialEq)]
-pub enum JobUpdate {
+pub(crate) enum JobUpdate {
     /// The job waits; `position` jobs are ahead of it.
     Queued {
         position: usize,
@@ -38,14 +38,14 @@ pub enum JobUpdate {
 /// One event about one of the session's jobs.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct JobEvent {
-    pub job_id: String,
-    pub update: JobUpdate,
+pub(crate) struct JobEvent {
+    pub(crate) job_id: String,
+    pub(crate) update: JobUpdate,
 }
 
 impl JobEvent {
     /// The job's last event (done, failed, cancelled).
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         matches!(
             self.update,
             JobUpdate::Done { .. } | JobUpdate::Cancelled | JobUpdate::Failed { .. }
@@ -56,6 +56,6 @@ impl JobEvent {
 /// Sent during shutdown: say goodbye, flush, close.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct CloseSession {
-    pub reason: String,
+pub(crate) struct CloseSession {
+    pub(crate) reason: String,
 }

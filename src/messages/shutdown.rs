@@ -12,44 +12,44 @@ use crate::messages::worker::DrainWorker;
 /// sends them: no dependency on the listener or worker actors themselves.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AttachActors {
-    pub stop_accepting: Recipient<StopAccepting>,
-    pub close_sessions: Recipient<CloseAllSessions>,
-    pub drain_worker: Recipient<DrainWorker>,
+pub(crate) struct AttachActors {
+    pub(crate) stop_accepting: Recipient<StopAccepting>,
+    pub(crate) close_sessions: Recipient<CloseAllSessions>,
+    pub(crate) drain_worker: Recipient<DrainWorker>,
 }
 
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct SessionOpened;
+pub(crate) struct SessionOpened;
 
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct SessionClosed;
+pub(crate) struct SessionClosed;
 
 /// A client sent the quit packet.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct QuitRequested {
-    pub peer: SocketAddr,
+pub(crate) struct QuitRequested {
+    pub(crate) peer: SocketAddr,
 }
 
 /// Start a graceful shutdown (signal, API call). `force` skips the grace period.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct BeginDrain {
-    pub reason: String,
-    pub exit_code: i32,
-    pub force: bool,
+pub(crate) struct BeginDrain {
+    pub(crate) reason: String,
+    pub(crate) exit_code: i32,
+    pub(crate) force: bool,
 }
 
 /// The worker has no running job any more during a drain.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct WorkerIdle;
+pub(crate) struct WorkerIdle;
 
 /// The worker exhausted its restart budget: the process must exit non-zero.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct WorkerGaveUp {
-    pub reason: String,
+pub(crate) struct WorkerGaveUp {
+    pub(crate) reason: String,
 }

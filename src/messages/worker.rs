@@ -13,46 +13,46 @@ use crate::engine::GenerateJob;
 /// progress, images and `done`, or exactly one error or `cancelled`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SubmitJob {
-    pub session: SessionId,
-    pub job_id: String,
+pub(crate) struct SubmitJob {
+    pub(crate) session: SessionId,
+    pub(crate) job_id: String,
     /// The task's name (`txt2img`, ...), for messages and logs.
-    pub reqtype: &'static str,
-    pub job: GenerateJob,
-    pub events: Recipient<JobEvent>,
+    pub(crate) reqtype: &'static str,
+    pub(crate) job: GenerateJob,
+    pub(crate) events: Recipient<JobEvent>,
 }
 
 /// Cancel a session's jobs (`job_id: None` = all of them); each gets a `cancelled` event.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct CancelJobs {
-    pub session: SessionId,
-    pub job_id: Option<String>,
+pub(crate) struct CancelJobs {
+    pub(crate) session: SessionId,
+    pub(crate) job_id: Option<String>,
 }
 
 /// The session is gone: drop its queued jobs and stop its running job.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct SessionGone {
-    pub session: SessionId,
+pub(crate) struct SessionGone {
+    pub(crate) session: SessionId,
 }
 
 #[derive(Debug, Clone)]
-pub struct WorkerStatus {
+pub(crate) struct WorkerStatus {
     /// Jobs waiting plus the running one.
-    pub queue: usize,
-    pub device: String,
-    pub loaded_models: Vec<String>,
+    pub(crate) queue: usize,
+    pub(crate) device: String,
+    pub(crate) loaded_models: Vec<String>,
 }
 
 #[derive(Message, Debug)]
 #[rtype(result = "WorkerStatus")]
-pub struct GetWorkerStatus;
+pub(crate) struct GetWorkerStatus;
 
 /// Refuse new jobs, fail the queued ones, let the running job finish within `grace`
 /// (then cancel it), and tell the shutdown actor when idle.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct DrainWorker {
-    pub grace: Duration,
+pub(crate) struct DrainWorker {
+    pub(crate) grace: Duration,
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AllowError {
+pub(crate) enum AllowError {
     #[error("{0:?} is not an IP address or CIDR (examples: 192.168.1.0/24, 10.0.0.7, fd00::/8)")]
     BadAddress(String),
     #[error("{rule:?}: prefix length must be 0..={max}")]
@@ -17,14 +17,14 @@ pub enum AllowError {
 
 /// One rule: an address and how many leading bits must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     addr: IpAddr,
     prefix: u8,
 }
 
 impl Cidr {
     /// True when `ip` lies inside this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 same_prefix(u32::from(net).into(), u32::from(ip).into(), 32, self.prefix)
@@ -110,13 +110,13 @@ impl fmt::Display for Cidr {
 
 /// Who may connect. Empty means everyone who can reach the bind address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowList {
+pub(crate) struct AllowList {
     rules: Vec<Cidr>,
 }
 
 impl AllowList {
     /// Parses every rule; the first bad one is the error.
-    pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<AllowList, AllowError> {
+    pub(crate) fn parse<S: AsRef<str>>(rules: &[S]) -> Result<AllowList, AllowError> {
         let rules = rules
             .iter()
             .map(|r| r.as_ref().parse())
@@ -125,22 +125,22 @@ impl AllowList {
     }
 
     /// True when no rule is configured (every peer is let in).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.rules.is_empty()
     }
 
-    pub fn permits(&self, peer: IpAddr) -> bool {
+    pub(crate) fn permits(&self, peer: IpAddr) -> bool {
         self.is_open() || self.rules.iter().any(|r| r.contains(peer))
     }
 
-    pub fn rules(&self) -> &[Cidr] {
+    pub(crate) fn rules(&self) -> &[Cidr] {
         &self.rules
     }
 }
 
 /// The warning to log for a bind address, if any: a non-loopback address with no allow-list
 /// serves anyone who can route to it.
-pub fn exposure_warning(bind: IpAddr, allow: &AllowList) -> Option<String> {
+pub(crate) fn exposure_warning(bind: IpAddr, allow: &AllowList) -> Option<String> {
     if canonical(bind).is_loopback() || !allow.is_open() {
         return None;
     }
@@ -157,7 +157,7 @@ pub fn exposure_warning(bind: IpAddr, allow: &AllowList) -> Option<String> {
 
 /// The warning to log when a token is sent in clear text over the network: a non-loopback
 /// bind with a token but without TLS lets anyone on the path read the token and the images.
-pub fn cleartext_warning(bind: IpAddr, tls: bool, token: bool) -> Option<String> {
+pub(crate) fn cleartext_warning(bind: IpAddr, tls: bool, token: bool) -> Option<String> {
     if canonical(bind).is_loopback() || tls || !token {
         return None;
     }
@@ -169,7 +169,7 @@ pub fn cleartext_warning(bind: IpAddr, tls: bool, token: bool) -> Option<String>
 }
 
 /// Loopback for both families, mapped addresses included.
-pub fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()
 }
 

@@ -8,12 +8,12 @@ use super::allow::is_loopback;
 
 /// Whether a session from `peer` may convert. `token_authenticated` is true only when the
 /// server has a token and this session presented it (without a token nobody authenticates).
-pub fn convert_allowed(peer: IpAddr, token_authenticated: bool) -> bool {
+pub(crate) fn convert_allowed(peer: IpAddr, token_authenticated: bool) -> bool {
     token_authenticated || is_loopback(peer)
 }
 
 /// The `unauthorized` message for a refused convert, telling the client what would work.
-pub fn convert_refusal(server_has_token: bool) -> &'static str {
+pub(crate) fn convert_refusal(server_has_token: bool) -> &'static str {
     if server_has_token {
         "convert writes to the server's disk: authenticate with the server's token first"
     } else {

@@ -11,7 +11,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// An accepted connection, before the session starts.
-pub enum Incoming {
+pub(crate) enum Incoming {
     Plain(TcpStream),
     /// TLS still to be negotiated; the session does it so the handshake counts against the
     /// connection limit and is bounded by its timeout.
@@ -22,7 +22,7 @@ pub enum Incoming {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("TLS handshake with {peer} failed: {source}")]
     Failed {
         peer: SocketAddr,
@@ -33,7 +33,7 @@ pub enum HandshakeError {
 }
 
 /// Runs the server side of a TLS handshake, giving up after `limit`.
-pub async fn tls_handshake(
+pub(crate) async fn tls_handshake(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     peer: SocketAddr,
@@ -47,7 +47,7 @@ pub async fn tls_handshake(
 }
 
 /// A read half that may ask the kernel to acknowledge at once before each read.
-pub trait QuickAck {
+pub(crate) trait QuickAck {
     fn quick_ack(&self) {}
 }
 

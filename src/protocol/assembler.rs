@@ -46,12 +46,12 @@ impl Assembler {
     }
 
     /// Changes the size cap from the next byte on (raised once a session is authorized).
-    pub fn set_max_message(&mut self, max_message: usize) {
+    pub(crate) fn set_max_message(&mut self, max_message: usize) {
         self.max_message = max_message;
     }
 
     /// True when no partial packet or message is held (the client is between messages).
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.packet.is_empty() && self.message.is_empty()
     }
 

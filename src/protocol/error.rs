@@ -5,7 +5,7 @@ use std::fmt;
 
 /// The `code` of an `{"event": "error"}` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     BadRequest,
     UnknownAction,
     InvalidField,
@@ -19,7 +19,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownAction => "unknown_action",
@@ -46,14 +46,14 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct RequestError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub job_id: Option<String>,
-    pub reqtype: Option<String>,
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+    pub(crate) job_id: Option<String>,
+    pub(crate) reqtype: Option<String>,
 }
 
 impl RequestError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         RequestError {
             code,
             message: message.into(),
@@ -63,7 +63,7 @@ impl RequestError {
     }
 
     /// Names the job this error answers, so the client can match it.
-    pub fn for_job(mut self, job_id: Option<String>, reqtype: Option<String>) -> Self {
+    pub(crate) fn for_job(mut self, job_id: Option<String>, reqtype: Option<String>) -> Self {
         if self.job_id.is_none() {
             self.job_id = job_id;
         }

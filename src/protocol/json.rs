@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 /// Serializes `value` in Python `json.dumps` style.
-pub fn to_python_json(value: &Value) -> String {
+pub(crate) fn to_python_json(value: &Value) -> String {
     let mut out = String::new();
     write_value(&mut out, value);
     out
@@ -82,7 +82,7 @@ fn write_string(out: &mut String, s: &str) {
 
 /// Python's `repr(float)`: shortest round-trip digits, positional for exponents -5 < e < 16,
 /// otherwise `d.ddde+XX`; integral values keep a trailing `.0`.
-pub fn python_float_repr(f: f64) -> String {
+pub(crate) fn python_float_repr(f: f64) -> String {
     if f.is_nan() {
         return "NaN".to_string();
     }

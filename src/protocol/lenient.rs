@@ -6,9 +6,9 @@ use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
+pub(crate) struct FieldError {
+    pub(crate) field: String,
+    pub(crate) message: String,
 }
 
 fn field_error(field: &str, expected: &str, got: &Value) -> FieldError {
@@ -19,7 +19,7 @@ fn field_error(field: &str, expected: &str, got: &Value) -> FieldError {
 }
 
 /// A short, log-safe rendering of a client value for error messages.
-pub fn short(value: &Value) -> String {
+pub(crate) fn short(value: &Value) -> String {
     let text = match value {
         Value::String(s) => format!("{s:?}"),
         Value::Array(_) => "an array".to_string(),
@@ -42,7 +42,7 @@ fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 }
 
 /// A string option; numbers are accepted and rendered (a prompt of `5` is "5").
-pub fn get_str(map: &Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
+pub(crate) fn get_str(map: &Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
     match present(map, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -52,7 +52,7 @@ pub fn get_str(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Fi
 }
 
 /// An integer option. Integral floats (`20.0`, `"20.0"`) are accepted; `""` means missing.
-pub fn get_i64(map: &Map<String, Value>, key: &str) -> Result<Option<i64>, FieldError> {
+pub(crate) fn get_i64(map: &Map<String, Value>, key: &str) -> Result<Option<i64>, FieldError> {
     let Some(v) = present(map, key) else {
         return Ok(None);
     };
@@ -83,7 +83,7 @@ fn is_integral(f: f64) -> bool {
 
 /// A float option; `""` means missing. Non-finite values are returned for the validator
 /// to refuse with its limit in the message.
-pub fn get_f64(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, FieldError> {
+pub(crate) fn get_f64(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, FieldError> {
     let Some(v) = present(map, key) else {
         return Ok(None);
     };
@@ -99,7 +99,7 @@ pub fn get_f64(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Field
 }
 
 /// A boolean option: `true`/`false`, `"true"`/`"false"` (any case), `1`/`0`.
-pub fn get_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, FieldError> {
+pub(crate) fn get_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, FieldError> {
     let Some(v) = present(map, key) else {
         return Ok(None);
     };

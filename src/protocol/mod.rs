@@ -5,9 +5,9 @@
 pub mod assembler;
 /// Packet framing lives in the model-free `runai-wire` crate, shared with `runai relay`.
 pub use runai_wire::framing as codec;
-pub mod error;
-pub mod json;
-pub mod lenient;
+pub(crate) mod error;
+pub(crate) mod json;
+pub(crate) mod lenient;
 pub mod prompt_fields;
 pub mod request;
 pub mod responses;
@@ -18,7 +18,7 @@ pub mod validate;
 pub const DEFAULT_PACKET_SIZE: usize = 1024;
 
 /// The version this server reports in `versions` and `pong`.
-pub const RUNAI_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const RUNAI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serializes a reply in Python style and frames it: the bytes a session writes, packet by
 /// packet.

@@ -7,11 +7,11 @@ use serde_json::{Map, Value};
 use super::error::{ErrorCode, RequestError};
 
 /// Longest client-chosen job id.
-pub const MAX_JOB_ID_CHARS: usize = 64;
+pub(crate) const MAX_JOB_ID_CHARS: usize = 64;
 
 /// The four generation actions of the plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GenerateAction {
+pub(crate) enum GenerateAction {
     Txt2Img,
     Img2Img,
     Inpaint,
@@ -19,7 +19,7 @@ pub enum GenerateAction {
 }
 
 impl GenerateAction {
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
             "txt2img" => Some(GenerateAction::Txt2Img),
             "img2img" => Some(GenerateAction::Img2Img),
@@ -30,7 +30,7 @@ impl GenerateAction {
     }
 
     /// The action name, also the `reqtype` of replies and the prefix of option keys.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             GenerateAction::Txt2Img => "txt2img",
             GenerateAction::Img2Img => "img2img",
@@ -43,9 +43,9 @@ impl GenerateAction {
 /// A generation request before validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawGenerate {
-    pub action: GenerateAction,
-    pub job_id: Option<String>,
-    pub options: Map<String, Value>,
+    pub(crate) action: GenerateAction,
+    pub(crate) job_id: Option<String>,
+    pub(crate) options: Map<String, Value>,
 }
 
 /// Every request a client can make.
@@ -145,7 +145,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
 
 /// The option keys naming the file to convert, in priority order (`model_path` is the key
 /// the plugin sends).
-pub const CONVERT_MODEL_KEYS: [&str; 2] = ["model_path", "model"];
+pub(crate) const CONVERT_MODEL_KEYS: [&str; 2] = ["model_path", "model"];
 
 fn parse_convert(
     top: &Map<String, Value>,

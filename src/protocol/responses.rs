@@ -16,7 +16,7 @@ fn obj(pairs: Vec<(&str, Value)>) -> Value {
 }
 
 /// Sent on connect. Both runai fields carry our version so the plugin's Update stays off.
-pub fn versions(version: &str) -> Value {
+pub(crate) fn versions(version: &str) -> Value {
     obj(vec![(
         "versions",
         obj(vec![
@@ -27,7 +27,7 @@ pub fn versions(version: &str) -> Value {
     )])
 }
 
-pub fn progress(step: usize, total: usize, reqtype: &str, job_id: &str) -> Value {
+pub(crate) fn progress(step: usize, total: usize, reqtype: &str, job_id: &str) -> Value {
     obj(vec![
         ("action", Value::from(4)),
         ("step", Value::from(step)),
@@ -62,7 +62,7 @@ pub fn image(
     obj(pairs)
 }
 
-pub fn queued(job_id: &str, reqtype: &str, position: usize) -> Value {
+pub(crate) fn queued(job_id: &str, reqtype: &str, position: usize) -> Value {
     obj(vec![
         ("event", Value::from("queued")),
         ("job_id", Value::from(job_id)),
@@ -71,7 +71,7 @@ pub fn queued(job_id: &str, reqtype: &str, position: usize) -> Value {
     ])
 }
 
-pub fn done(job_id: &str, reqtype: &str, images: usize, elapsed_ms: u64) -> Value {
+pub(crate) fn done(job_id: &str, reqtype: &str, images: usize, elapsed_ms: u64) -> Value {
     obj(vec![
         ("event", Value::from("done")),
         ("job_id", Value::from(job_id)),
@@ -82,7 +82,7 @@ pub fn done(job_id: &str, reqtype: &str, images: usize, elapsed_ms: u64) -> Valu
 }
 
 /// The end of a `convert`: `model` is the new folder's model name (what `models` will list).
-pub fn converted(job_id: Option<&str>, model: &str, elapsed_ms: u64) -> Value {
+pub(crate) fn converted(job_id: Option<&str>, model: &str, elapsed_ms: u64) -> Value {
     let mut pairs = vec![("event", Value::from("done"))];
     if let Some(j) = job_id {
         pairs.push(("job_id", Value::from(j)));
@@ -94,7 +94,12 @@ pub fn converted(job_id: Option<&str>, model: &str, elapsed_ms: u64) -> Value {
     obj(pairs)
 }
 
-pub fn error(code: ErrorCode, message: &str, job_id: Option<&str>, reqtype: Option<&str>) -> Value {
+pub(crate) fn error(
+    code: ErrorCode,
+    message: &str,
+    job_id: Option<&str>,
+    reqtype: Option<&str>,
+) -> Value {
     let mut pairs = vec![
         ("event", Value::from("error")),
         ("code", Value::from(code.as_str())),
@@ -109,14 +114,14 @@ pub fn error(code: ErrorCode, message: &str, job_id: Option<&str>, reqtype: Opti
     obj(pairs)
 }
 
-pub fn cancelled(job_id: &str) -> Value {
+pub(crate) fn cancelled(job_id: &str) -> Value {
     obj(vec![
         ("event", Value::from("cancelled")),
         ("job_id", Value::from(job_id)),
     ])
 }
 
-pub fn pong(version: &str, queue: usize, device: &str, loaded_models: &[String]) -> Value {
+pub(crate) fn pong(version: &str, queue: usize, device: &str, loaded_models: &[String]) -> Value {
     obj(vec![
         ("event", Value::from("pong")),
         ("version", Value::from(version)),
@@ -135,17 +140,17 @@ pub fn pong(version: &str, queue: usize, device: &str, loaded_models: &[String])
 }
 
 /// One entry of the `models` reply.
-pub struct ModelEntry<'a> {
-    pub name: &'a str,
-    pub path: &'a str,
-    pub version: &'a str,
-    pub kind: &'a str,
-    pub format: &'a str,
+pub(crate) struct ModelEntry<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) format: &'a str,
 }
 
 /// The `models` reply: the models, then the LoRAs and textual-inversion embeddings in their
 /// folders (`{"name", "path"}` each; `name` is what a prompt or `loras` field writes).
-pub fn models(entries: &[ModelEntry<'_>], add_ons: &AddOns) -> Value {
+pub(crate) fn models(entries: &[ModelEntry<'_>], add_ons: &AddOns) -> Value {
     let list = entries
         .iter()
         .map(|e| {
@@ -179,12 +184,12 @@ pub fn models(entries: &[ModelEntry<'_>], add_ons: &AddOns) -> Value {
 }
 
 /// The answer to the legacy `update` action; runai changes nothing.
-pub fn upgrade_complete() -> Value {
+pub(crate) fn upgrade_complete() -> Value {
     obj(vec![("upgrade_complete", Value::Bool(true))])
 }
 
 /// Sent to every client when the server drains, just before it closes the connection.
-pub fn closing(reason: &str) -> Value {
+pub(crate) fn closing(reason: &str) -> Value {
     obj(vec![
         ("event", Value::from("closing")),
         ("reason", Value::from(reason)),

@@ -59,7 +59,7 @@ pub const DEFAULT_INPAINT_STRENGTH: f64 = 1.0;
 /// A validated generation request plus what the replies must echo.
 #[derive(Debug, Clone)]
 pub struct ValidGenerateRequest {
-    pub action: GenerateAction,
+    pub(crate) action: GenerateAction,
     pub job_id: Option<String>,
     /// Requested model (`A_model`); empty means the server's default model.
     pub model: String,

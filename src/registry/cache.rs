@@ -12,7 +12,7 @@ struct Slot<V> {
 }
 
 /// Least-recently-used cache keyed by model path.
-pub struct ModelCache<V> {
+pub(crate) struct ModelCache<V> {
     max_count: usize,
     max_bytes: u64,
     /// Least recently used first.
@@ -20,9 +20,19 @@ pub struct ModelCache<V> {
 }
 
 impl<V> ModelCache<V> {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// `max_count` is at least 1: the model in use always stays. `max_bytes` bounds the sum
     /// of the estimates; one model larger than the budget is still kept alone.
-    pub fn new(max_count: usize, max_bytes: u64) -> Self {
+    pub(crate) fn new(max_count: usize, max_bytes: u64) -> Self {
         ModelCache {
             max_count: max_count.max(1),
             max_bytes,
@@ -30,24 +40,16 @@ impl<V> ModelCache<V> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.slots.iter().map(|s| s.bytes).sum()
     }
 
-    pub fn contains(&self, key: &Path) -> bool {
+    pub(crate) fn contains(&self, key: &Path) -> bool {
         self.slots.iter().any(|s| s.key == key)
     }
 
     /// The cached model, marked most recently used.
-    pub fn get_mut(&mut self, key: &Path) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, key: &Path) -> Option<&mut V> {
         let i = self.slots.iter().position(|s| s.key == key)?;
         let slot = self.slots.remove(i);
         self.slots.push(slot);
@@ -55,13 +57,13 @@ impl<V> ModelCache<V> {
     }
 
     /// The cached model without marking it used.
-    pub fn peek(&self, key: &Path) -> Option<&V> {
+    pub(crate) fn peek(&self, key: &Path) -> Option<&V> {
         self.slots.iter().find(|s| s.key == key).map(|s| &s.value)
     }
 
     /// Evicts least recently used models until one more of `incoming` bytes fits. Returns
     /// the evicted keys; their memory is released when this returns.
-    pub fn make_room(&mut self, incoming: u64) -> Vec<PathBuf> {
+    pub(crate) fn make_room(&mut self, incoming: u64) -> Vec<PathBuf> {
         let mut evicted = Vec::new();
         while !self.slots.is_empty()
             && (self.slots.len() + 1 > self.max_count
@@ -75,7 +77,7 @@ impl<V> ModelCache<V> {
     }
 
     /// Inserts (or replaces) a model as most recently used, evicting others to stay in bounds.
-    pub fn insert(&mut self, key: PathBuf, bytes: u64, value: V) -> Vec<PathBuf> {
+    pub(crate) fn insert(&mut self, key: PathBuf, bytes: u64, value: V) -> Vec<PathBuf> {
         self.remove(&key);
         let evicted = self.make_room(bytes);
         if bytes > self.max_bytes {
@@ -90,13 +92,13 @@ impl<V> ModelCache<V> {
         evicted
     }
 
-    pub fn remove(&mut self, key: &Path) -> Option<V> {
+    pub(crate) fn remove(&mut self, key: &Path) -> Option<V> {
         let i = self.slots.iter().position(|s| s.key == key)?;
         Some(self.slots.remove(i).value)
     }
 
     /// Keys, most recently used first.
-    pub fn keys(&self) -> Vec<PathBuf> {
+    pub(crate) fn keys(&self) -> Vec<PathBuf> {
         self.slots.iter().rev().map(|s| s.key.clone()).collect()
     }
 }

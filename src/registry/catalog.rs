@@ -112,13 +112,9 @@ impl Registry {
 
     /// Forgets every identification, as a freshly started registry (after a contained panic,
     /// nothing half-updated survives).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.entries.clear();
         self.last_report = None;
-    }
-
-    pub fn roots(&self) -> Vec<PathBuf> {
-        self.roots.iter().map(|r| r.lexical.clone()).collect()
     }
 
     fn examine(

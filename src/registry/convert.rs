@@ -181,7 +181,7 @@ fn write_tokenizer(
 /// What was converted, for the caller's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvertReport {
-    pub destination: PathBuf,
+    pub(crate) destination: PathBuf,
     pub version: ModelVersion,
     pub kind: ModelKind,
 }

@@ -8,7 +8,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The text of a panic payload, for logs.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -19,12 +19,12 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// What a contained panic reports to callers.
-pub const INTERNAL_FAILURE: &str = "an internal error occurred while reading this model \
+pub(crate) const INTERNAL_FAILURE: &str = "an internal error occurred while reading this model \
                                     (logged on the server; the file is skipped)";
 
 /// Runs `f`; a panic inside it is logged with `what` and returned as `Err(INTERNAL_FAILURE)`.
 /// `f` must leave no shared state half-updated when it unwinds (per-file work only reads).
-pub fn contained<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, &'static str> {
+pub(crate) fn contained<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, &'static str> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         log::error!("{what} panicked: {}", panic_message(&*payload));
         INTERNAL_FAILURE

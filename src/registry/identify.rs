@@ -74,7 +74,7 @@ fn refiner() -> IdentifyError {
 }
 
 /// Identifies an LDM/CompVis/SGM single-file checkpoint.
-pub fn identify_checkpoint(
+pub(crate) fn identify_checkpoint(
     index: &TensorIndex,
     yaml: Option<&LdmYaml>,
 ) -> Result<Identity, IdentifyError> {
@@ -129,7 +129,7 @@ pub fn identify_checkpoint(
 }
 
 /// Reads a small JSON config; a missing file is `Ok(None)`.
-pub fn read_json_config(path: &Path) -> Result<Option<Value>, IdentifyError> {
+pub(crate) fn read_json_config(path: &Path) -> Result<Option<Value>, IdentifyError> {
     // Named by its last two components (`unet/config.json`), never the full path.
     let shown: Vec<_> = path.iter().rev().take(2).collect();
     let shown = shown

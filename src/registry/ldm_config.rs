@@ -19,9 +19,9 @@ pub struct SynthesizedConfigs {
     pub text_encoder: Value,
     pub scheduler: Value,
     /// SDXL's second text encoder (CLIPTextModelWithProjection); None for SD1/SD2.
-    pub text_encoder_2: Option<Value>,
+    pub(crate) text_encoder_2: Option<Value>,
     /// SD2 runs all but the last OpenCLIP block (the "penultimate" layer).
-    pub text_layers_used: usize,
+    pub(crate) text_layers_used: usize,
 }
 
 /// Latent size of the standard configs (512 px for SD1 and SD2-base, 768 px for SD2 v models).
@@ -176,7 +176,11 @@ pub(crate) fn vae_config(vae: &VaeShape, unet_sample_size: u64, yaml: Option<&Ld
 
 /// How many text layers the model runs: SD2 uses the penultimate OpenCLIP block unless its
 /// yaml says `layer: last`; SD1 uses them all.
-pub fn text_layers_used(text: &TextShape, identity: &Identity, yaml: Option<&LdmYaml>) -> usize {
+pub(crate) fn text_layers_used(
+    text: &TextShape,
+    identity: &Identity,
+    yaml: Option<&LdmYaml>,
+) -> usize {
     let layer = yaml.and_then(|y| y.text.layer.as_deref());
     match (identity.version, layer) {
         (ModelVersion::V2, Some("last")) => text.layers_in_file,
@@ -269,7 +273,7 @@ pub(crate) fn scheduler_config(identity: &Identity, yaml: Option<&LdmYaml>) -> V
     })
 }
 
-pub fn synthesize_configs(
+pub(crate) fn synthesize_configs(
     unet: &UnetShape,
     vae: &VaeShape,
     text: &TextShape,

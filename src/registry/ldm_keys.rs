@@ -33,12 +33,12 @@ pub struct Mapping {
 
 /// diffusers name -> where it comes from, per component.
 #[derive(Debug, Clone, Default)]
-pub struct KeyMap {
-    pub unet: BTreeMap<String, Mapping>,
-    pub vae: BTreeMap<String, Mapping>,
-    pub text_encoder: BTreeMap<String, Mapping>,
+pub(crate) struct KeyMap {
+    pub(crate) unet: BTreeMap<String, Mapping>,
+    pub(crate) vae: BTreeMap<String, Mapping>,
+    pub(crate) text_encoder: BTreeMap<String, Mapping>,
     /// SDXL's second text encoder (empty for SD1/SD2).
-    pub text_encoder_2: BTreeMap<String, Mapping>,
+    pub(crate) text_encoder_2: BTreeMap<String, Mapping>,
 }
 
 fn same(source: &str) -> Mapping {
@@ -323,7 +323,7 @@ pub(crate) fn text_map(
 
 /// Builds the full rename map. `text_layers_used` is how many text transformer layers the
 /// model runs (SD2 drops the last one: it uses the penultimate layer's output).
-pub fn build_key_map(
+pub(crate) fn build_key_map(
     index: &TensorIndex,
     unet: &UnetShape,
     vae: &VaeShape,

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use super::tensors::TensorIndex;
 
-pub const UNET_PREFIX: &str = "model.diffusion_model.";
-pub const VAE_PREFIX: &str = "first_stage_model.";
-pub const SD1_TEXT_PREFIX: &str = "cond_stage_model.transformer.";
-pub const SD2_TEXT_PREFIX: &str = "cond_stage_model.model.";
+pub(crate) const UNET_PREFIX: &str = "model.diffusion_model.";
+pub(crate) const VAE_PREFIX: &str = "first_stage_model.";
+pub(crate) const SD1_TEXT_PREFIX: &str = "cond_stage_model.transformer.";
+pub(crate) const SD2_TEXT_PREFIX: &str = "cond_stage_model.model.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShapeError {
@@ -23,38 +23,32 @@ fn layout(msg: impl Into<String>) -> ShapeError {
 
 /// UNet numbers read from the weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnetShape {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub model_channels: usize,
+pub(crate) struct UnetShape {
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) model_channels: usize,
     /// Output channels of each resolution level (`block_out_channels` in diffusers).
-    pub block_out_channels: Vec<usize>,
-    pub layers_per_block: usize,
+    pub(crate) block_out_channels: Vec<usize>,
+    pub(crate) layers_per_block: usize,
     /// Whether each level has cross-attention transformers.
-    pub attention: Vec<bool>,
-    pub use_linear_projection: bool,
-    pub transformer_depth: usize,
-    pub context_dim: usize,
-}
-
-impl UnetShape {
-    pub fn levels(&self) -> usize {
-        self.block_out_channels.len()
-    }
+    pub(crate) attention: Vec<bool>,
+    pub(crate) use_linear_projection: bool,
+    pub(crate) transformer_depth: usize,
+    pub(crate) context_dim: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VaeShape {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub latent_channels: usize,
-    pub block_out_channels: Vec<usize>,
-    pub layers_per_block: usize,
+pub(crate) struct VaeShape {
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) latent_channels: usize,
+    pub(crate) block_out_channels: Vec<usize>,
+    pub(crate) layers_per_block: usize,
 }
 
 /// How the text tower is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TextLayout {
+pub(crate) enum TextLayout {
     /// SD1: Hugging Face CLIPTextModel names under this prefix (with or without `text_model.`).
     HfClip { prefix: String },
     /// OpenCLIP names under this prefix (SD2: `cond_stage_model.model.`, SDXL's second tower:
@@ -63,18 +57,18 @@ pub enum TextLayout {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextShape {
-    pub layout: TextLayout,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub vocab_size: usize,
-    pub max_position_embeddings: usize,
+pub(crate) struct TextShape {
+    pub(crate) layout: TextLayout,
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) vocab_size: usize,
+    pub(crate) max_position_embeddings: usize,
     /// Transformer layers stored in the file (SD2 files hold one more than SD2 uses).
-    pub layers_in_file: usize,
+    pub(crate) layers_in_file: usize,
 }
 
 /// Distinct numeric path segments right after `prefix` (`prefix` + `N.`...).
-pub fn indices(index: &TensorIndex, prefix: &str) -> BTreeSet<usize> {
+pub(crate) fn indices(index: &TensorIndex, prefix: &str) -> BTreeSet<usize> {
     index
         .names_with_prefix(prefix)
         .filter_map(|name| name[prefix.len()..].split('.').next()?.parse().ok())
@@ -97,7 +91,7 @@ pub(crate) fn count(set: &BTreeSet<usize>, what: &str) -> Result<usize, ShapeErr
     Ok(n)
 }
 
-pub fn unet_shape(index: &TensorIndex) -> Result<UnetShape, ShapeError> {
+pub(crate) fn unet_shape(index: &TensorIndex) -> Result<UnetShape, ShapeError> {
     let p = UNET_PREFIX;
     let conv_in = format!("{p}input_blocks.0.0.weight");
     let model_channels = dim(index, &conv_in, 0)?;
@@ -157,7 +151,7 @@ pub fn unet_shape(index: &TensorIndex) -> Result<UnetShape, ShapeError> {
     })
 }
 
-pub fn vae_shape(index: &TensorIndex) -> Result<VaeShape, ShapeError> {
+pub(crate) fn vae_shape(index: &TensorIndex) -> Result<VaeShape, ShapeError> {
     let p = VAE_PREFIX;
     let levels = count(&indices(index, &format!("{p}encoder.down.")), "VAE level")?;
     let layers = count(
@@ -182,7 +176,7 @@ pub fn vae_shape(index: &TensorIndex) -> Result<VaeShape, ShapeError> {
     })
 }
 
-pub fn text_shape(index: &TensorIndex) -> Result<TextShape, ShapeError> {
+pub(crate) fn text_shape(index: &TensorIndex) -> Result<TextShape, ShapeError> {
     if index.has_prefix(SD2_TEXT_PREFIX) {
         return open_clip_shape(index, SD2_TEXT_PREFIX);
     }
@@ -197,7 +191,7 @@ pub fn text_shape(index: &TensorIndex) -> Result<TextShape, ShapeError> {
 }
 
 /// An OpenCLIP text tower stored under `p`.
-pub fn open_clip_shape(index: &TensorIndex, p: &str) -> Result<TextShape, ShapeError> {
+pub(crate) fn open_clip_shape(index: &TensorIndex, p: &str) -> Result<TextShape, ShapeError> {
     let emb = format!("{p}token_embedding.weight");
     Ok(TextShape {
         layout: TextLayout::OpenClip {
@@ -219,7 +213,7 @@ pub fn open_clip_shape(index: &TensorIndex, p: &str) -> Result<TextShape, ShapeE
 }
 
 /// A Hugging Face CLIPTextModel stored under `prefix` (ending in `text_model.` or not).
-pub fn hf_clip_shape(index: &TensorIndex, prefix: &str) -> Result<TextShape, ShapeError> {
+pub(crate) fn hf_clip_shape(index: &TensorIndex, prefix: &str) -> Result<TextShape, ShapeError> {
     let emb = format!("{prefix}embeddings.token_embedding.weight");
     Ok(TextShape {
         hidden_size: dim(index, &emb, 1)?,

@@ -32,62 +32,62 @@ fn file_name(path: &Path) -> String {
 
 /// UNet numbers from `model.params.unet_config.params` (SGM: `network_config`).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct YamlUnet {
-    pub in_channels: Option<usize>,
-    pub out_channels: Option<usize>,
-    pub model_channels: Option<usize>,
-    pub attention_resolutions: Option<Vec<usize>>,
-    pub num_res_blocks: Option<usize>,
-    pub channel_mult: Option<Vec<usize>>,
-    pub num_heads: Option<usize>,
-    pub num_head_channels: Option<usize>,
-    pub transformer_depth: Option<usize>,
-    pub context_dim: Option<usize>,
-    pub use_linear_in_transformer: Option<bool>,
+pub(crate) struct YamlUnet {
+    pub(crate) in_channels: Option<usize>,
+    pub(crate) out_channels: Option<usize>,
+    pub(crate) model_channels: Option<usize>,
+    pub(crate) attention_resolutions: Option<Vec<usize>>,
+    pub(crate) num_res_blocks: Option<usize>,
+    pub(crate) channel_mult: Option<Vec<usize>>,
+    pub(crate) num_heads: Option<usize>,
+    pub(crate) num_head_channels: Option<usize>,
+    pub(crate) transformer_depth: Option<usize>,
+    pub(crate) context_dim: Option<usize>,
+    pub(crate) use_linear_in_transformer: Option<bool>,
 }
 
 /// VAE numbers from `model.params.first_stage_config.params.ddconfig`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct YamlVae {
-    pub ch: Option<usize>,
-    pub ch_mult: Option<Vec<usize>>,
-    pub num_res_blocks: Option<usize>,
-    pub z_channels: Option<usize>,
-    pub in_channels: Option<usize>,
-    pub out_ch: Option<usize>,
+pub(crate) struct YamlVae {
+    pub(crate) ch: Option<usize>,
+    pub(crate) ch_mult: Option<Vec<usize>>,
+    pub(crate) num_res_blocks: Option<usize>,
+    pub(crate) z_channels: Option<usize>,
+    pub(crate) in_channels: Option<usize>,
+    pub(crate) out_ch: Option<usize>,
 }
 
 /// Text tower: `layer` (`last` / `penultimate`) and the fixtures' `tiny_text_tower` block.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct YamlText {
-    pub target: Option<String>,
-    pub layer: Option<String>,
-    pub heads: Option<usize>,
-    pub hidden_act: Option<String>,
+pub(crate) struct YamlText {
+    pub(crate) target: Option<String>,
+    pub(crate) layer: Option<String>,
+    pub(crate) heads: Option<usize>,
+    pub(crate) hidden_act: Option<String>,
     /// SGM (SDXL): attention heads of each `conditioner_config` embedder's text tower.
-    pub embedder_heads: Vec<Option<usize>>,
+    pub(crate) embedder_heads: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LdmYaml {
-    pub path: PathBuf,
+pub(crate) struct LdmYaml {
+    pub(crate) path: PathBuf,
     /// `model.params.parameterization`: `"v"` means v-prediction, absent or `"eps"` epsilon.
-    pub parameterization: Option<String>,
-    pub linear_start: Option<f64>,
-    pub linear_end: Option<f64>,
-    pub timesteps: Option<usize>,
-    pub scale_factor: Option<f64>,
+    pub(crate) parameterization: Option<String>,
+    pub(crate) linear_start: Option<f64>,
+    pub(crate) linear_end: Option<f64>,
+    pub(crate) timesteps: Option<usize>,
+    pub(crate) scale_factor: Option<f64>,
     /// Latent size (`model.params.image_size`).
-    pub image_size: Option<usize>,
-    pub unet: YamlUnet,
-    pub vae: YamlVae,
-    pub text: YamlText,
+    pub(crate) image_size: Option<usize>,
+    pub(crate) unet: YamlUnet,
+    pub(crate) vae: YamlVae,
+    pub(crate) text: YamlText,
     /// SGM: `denoiser_config.params.scaling_config.target` (`...EpsScaling` / `...VScaling`).
-    pub denoiser_scaling: Option<String>,
+    pub(crate) denoiser_scaling: Option<String>,
 }
 
 impl LdmYaml {
-    pub fn is_v_prediction(&self) -> bool {
+    pub(crate) fn is_v_prediction(&self) -> bool {
         self.parameterization.as_deref() == Some("v")
             || self
                 .denoiser_scaling
@@ -97,7 +97,7 @@ impl LdmYaml {
 }
 
 /// `model.yaml` for `model.ckpt` / `model.safetensors`.
-pub fn yaml_beside(checkpoint: &Path) -> PathBuf {
+pub(crate) fn yaml_beside(checkpoint: &Path) -> PathBuf {
     checkpoint.with_extension("yaml")
 }
 
@@ -151,7 +151,7 @@ fn embedder_heads(root: &Value) -> Vec<Option<usize>> {
 }
 
 /// Parses yaml text; `path` is only recorded for messages.
-pub fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
+pub(crate) fn parse_ldm_yaml(text: &str, path: &Path) -> Result<LdmYaml, YamlError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| YamlError::Read {
         file: file_name(path),
         reason: match e.location() {
@@ -313,7 +313,7 @@ fn check_numbers(y: &LdmYaml) -> Result<(), YamlError> {
 }
 
 /// Reads the yaml beside `checkpoint` if there is one.
-pub fn read_yaml_beside(checkpoint: &Path) -> Result<Option<LdmYaml>, YamlError> {
+pub(crate) fn read_yaml_beside(checkpoint: &Path) -> Result<Option<LdmYaml>, YamlError> {
     let path = yaml_beside(checkpoint);
     let read_err = |reason: String| YamlError::Read {
         file: file_name(&path),

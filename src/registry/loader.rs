@@ -27,14 +27,14 @@ pub enum LoadError {
 
 /// A model opened for loading: how much memory its weights will take is known before they
 /// are read (a single file's header is parsed, a folder's safetensors headers are summed).
-pub enum ModelSource {
+pub(crate) enum ModelSource {
     Folder(PathBuf),
     SingleFile(Box<SingleFile>),
 }
 
 impl ModelSource {
     /// Opens the model at `path` as `format` (what the registry identified).
-    pub fn open(path: &Path, format: ModelFormat) -> Result<ModelSource, LoadError> {
+    pub(crate) fn open(path: &Path, format: ModelFormat) -> Result<ModelSource, LoadError> {
         Ok(match format {
             ModelFormat::Diffusers => ModelSource::Folder(path.to_path_buf()),
             ModelFormat::Safetensors | ModelFormat::Ckpt => {
@@ -44,14 +44,14 @@ impl ModelSource {
     }
 
     /// Opens whatever model is at `path`, recognised as the registry's scan recognises one.
-    pub fn at(path: &Path) -> Result<ModelSource, LoadError> {
+    pub(crate) fn at(path: &Path) -> Result<ModelSource, LoadError> {
         let format = model_format_at(path)
             .ok_or_else(|| LoadError::NotAModel(path.display().to_string()))?;
         ModelSource::open(path, format)
     }
 
     /// Bytes the weights take once loaded at `dtype` (the VAE at f32).
-    pub fn weight_bytes(&self, dtype: DType) -> u64 {
+    pub(crate) fn weight_bytes(&self, dtype: DType) -> u64 {
         match self {
             ModelSource::Folder(dir) => diffusers_bytes(dir, dtype),
             ModelSource::SingleFile(sf) => sf.weight_bytes(dtype),
@@ -59,7 +59,7 @@ impl ModelSource {
     }
 
     /// Reads the model into [`ModelParts`].
-    pub fn into_parts(self, opts: &RuntimeOptions) -> Result<ModelParts, LoadError> {
+    pub(crate) fn into_parts(self, opts: &RuntimeOptions) -> Result<ModelParts, LoadError> {
         Ok(match self {
             ModelSource::Folder(dir) => load_diffusers_folder(&dir, opts)?,
             ModelSource::SingleFile(sf) => sf.into_parts(opts.dtype, &opts.device)?,

@@ -27,25 +27,25 @@
 //!   administrator are followed. Model files are only read, and `.ckpt` pickles only parsed.
 
 pub mod addons;
-pub mod cache;
-pub mod catalog;
+pub(crate) mod cache;
+pub(crate) mod catalog;
 pub mod convert;
-pub mod guard;
+pub(crate) mod guard;
 pub mod identify;
-pub mod ldm_config;
+pub(crate) mod ldm_config;
 pub mod ldm_keys;
-pub mod ldm_shapes;
-pub mod ldm_yaml;
+pub(crate) mod ldm_shapes;
+pub(crate) mod ldm_yaml;
 pub mod loader;
 pub mod model;
-pub mod paths;
-pub mod resolver;
-pub mod scan;
-pub mod sgm;
+pub(crate) mod paths;
+pub(crate) mod resolver;
+pub(crate) mod scan;
+pub(crate) mod sgm;
 pub mod single_file;
-pub mod tensors;
+pub(crate) mod tensors;
 pub mod tokenizer;
-pub mod weights;
+pub(crate) mod weights;
 
 pub use catalog::{Registry, ScanReport};
 pub use resolver::{ModelResolver, ResolveError};

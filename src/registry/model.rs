@@ -15,7 +15,7 @@ macro_rules! named {
         }
 
         impl $name {
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),*
                 }

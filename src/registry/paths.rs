@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The path would leave the model roots (wire code `forbidden_path`).
     #[error("model path {0:?} is outside the model roots")]
     Forbidden(String),
@@ -16,13 +16,13 @@ pub enum PathError {
 /// A model root as configured, in two spellings: lexically normalized and canonical, so a
 /// client may name a model under either (e.g. when the root itself is a symlink).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Root {
-    pub lexical: PathBuf,
-    pub canonical: Option<PathBuf>,
+pub(crate) struct Root {
+    pub(crate) lexical: PathBuf,
+    pub(crate) canonical: Option<PathBuf>,
 }
 
 impl Root {
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         let absolute = if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -48,12 +48,12 @@ impl Root {
 
 /// A requested path after confinement: inside `roots[root]`, at `path`, named `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub root: usize,
+pub(crate) struct Candidate {
+    pub(crate) root: usize,
     /// Root (as configured, lexical form) joined with the relative part.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The part relative to the root, `/`-separated: the model's display name.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// Splits a client path into its normal components, refusing `..`, NUL and empty names.
@@ -88,7 +88,7 @@ fn join_name(parts: &[OsString]) -> String {
 
 /// Where a client path may point, in root order. An absolute path must lie under a root; a
 /// relative one is tried under every root. The result is never empty.
-pub fn confine(requested: &str, roots: &[Root]) -> Result<Vec<Candidate>, PathError> {
+pub(crate) fn confine(requested: &str, roots: &[Root]) -> Result<Vec<Candidate>, PathError> {
     let forbidden = || PathError::Forbidden(requested.to_string());
     let (absolute, parts) = normal_parts(requested)?;
     let mut out = Vec::new();

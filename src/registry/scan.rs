@@ -14,16 +14,16 @@ const MAX_DEPTH: usize = 8;
 
 /// A path that looks like a model, before identification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// The root joined with the relative path (not canonicalized).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Path relative to the root, `/`-separated.
-    pub name: String,
-    pub format: ModelFormat,
+    pub(crate) name: String,
+    pub(crate) format: ModelFormat,
 }
 
 /// Whether `dir` is a diffusers pipeline folder.
-pub fn is_diffusers_folder(dir: &Path) -> bool {
+pub(crate) fn is_diffusers_folder(dir: &Path) -> bool {
     dir.join("model_index.json").is_file()
         || ["unet", "vae", "text_encoder"]
             .iter()
@@ -31,7 +31,7 @@ pub fn is_diffusers_folder(dir: &Path) -> bool {
 }
 
 /// The format of the model at `path` if it looks like one.
-pub fn model_format_at(path: &Path) -> Option<ModelFormat> {
+pub(crate) fn model_format_at(path: &Path) -> Option<ModelFormat> {
     let meta = std::fs::metadata(path).ok()?;
     if meta.is_dir() {
         is_diffusers_folder(path).then_some(ModelFormat::Diffusers)
@@ -43,7 +43,7 @@ pub fn model_format_at(path: &Path) -> Option<ModelFormat> {
 }
 
 /// Every model-looking path under `root`, sorted by name.
-pub fn scan_root(root: &Path) -> Vec<Found> {
+pub(crate) fn scan_root(root: &Path) -> Vec<Found> {
     let mut found = Vec::new();
     let mut visited = HashSet::new();
     walk(root, root, 0, &mut visited, &mut found);

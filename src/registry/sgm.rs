@@ -21,10 +21,10 @@ use super::ldm_shapes::{
 use super::ldm_yaml::LdmYaml;
 use super::tensors::TensorIndex;
 
-pub const XL_TEXT1_PREFIX: &str = "conditioner.embedders.0.transformer.";
-pub const XL_TEXT2_PREFIX: &str = "conditioner.embedders.1.model.";
+pub(crate) const XL_TEXT1_PREFIX: &str = "conditioner.embedders.0.transformer.";
+pub(crate) const XL_TEXT2_PREFIX: &str = "conditioner.embedders.1.model.";
 /// The refiner's only text tower (OpenCLIP bigG in the first embedder slot).
-pub const XL_REFINER_TEXT_PREFIX: &str = "conditioner.embedders.0.model.";
+pub(crate) const XL_REFINER_TEXT_PREFIX: &str = "conditioner.embedders.0.model.";
 
 /// The SDXL scaling factor of the VAE latents (the SDXL base config's).
 const XL_SCALING_FACTOR: f64 = 0.13025;
@@ -33,23 +33,23 @@ const TIME_IDS: usize = 6;
 
 /// What an SDXL file adds to the SD layout, from its tensor shapes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XlShape {
-    pub text_1: TextShape,
-    pub text_2: TextShape,
+pub(crate) struct XlShape {
+    pub(crate) text_1: TextShape,
+    pub(crate) text_2: TextShape,
     /// Width of the pooled embedding (`text_projection` `[width, projection_dim]`).
-    pub projection_dim: usize,
+    pub(crate) projection_dim: usize,
     /// Transformer blocks per level (1 where a level has no attention).
-    pub depths: Vec<usize>,
+    pub(crate) depths: Vec<usize>,
     /// Input width of the added embedding: pooled + 6 time ids x their sinusoidal width.
-    pub adm_in_channels: usize,
-    pub time_embed_dim: usize,
+    pub(crate) adm_in_channels: usize,
+    pub(crate) time_embed_dim: usize,
 }
 
 fn layout(msg: String) -> ShapeError {
     ShapeError::Layout(msg)
 }
 
-pub fn xl_shape(index: &TensorIndex, unet: &UnetShape) -> Result<XlShape, ShapeError> {
+pub(crate) fn xl_shape(index: &TensorIndex, unet: &UnetShape) -> Result<XlShape, ShapeError> {
     let with_text_model = format!("{XL_TEXT1_PREFIX}text_model.");
     let text_1 = if index.has_prefix(&with_text_model) {
         hf_clip_shape(index, &with_text_model)?
@@ -116,7 +116,7 @@ pub fn xl_shape(index: &TensorIndex, unet: &UnetShape) -> Result<XlShape, ShapeE
 }
 
 /// The diffusers documents of an SDXL file (configs of both text encoders included).
-pub fn xl_configs(
+pub(crate) fn xl_configs(
     unet: &UnetShape,
     vae: &VaeShape,
     xl: &XlShape,
@@ -173,7 +173,12 @@ pub fn xl_configs(
 
 /// The SD key map plus SDXL's names: `label_emb.0.{0,2}` -> `add_embedding.linear_{1,2}`,
 /// the OpenCLIP tower -> `text_encoder_2` (`text_projection` transposed).
-pub fn xl_key_map(index: &TensorIndex, unet: &UnetShape, vae: &VaeShape, xl: &XlShape) -> KeyMap {
+pub(crate) fn xl_key_map(
+    index: &TensorIndex,
+    unet: &UnetShape,
+    vae: &VaeShape,
+    xl: &XlShape,
+) -> KeyMap {
     let mut map = build_key_map(index, unet, vae, &xl.text_1, xl.text_1.layers_in_file);
     let label = format!("{UNET_PREFIX}label_emb.0.");
     for key in index.names_with_prefix(&label) {

@@ -15,7 +15,7 @@ use super::identify::{identify_checkpoint, IdentifyError, Identity};
 use super::ldm_config::{synthesize_configs, SynthesizedConfigs};
 use super::ldm_keys::{build_key_map, KeyMap, Mapping, Transform};
 use super::ldm_shapes::{text_shape, unet_shape, vae_shape, ShapeError};
-use super::ldm_yaml::{read_yaml_beside, LdmYaml, YamlError};
+use super::ldm_yaml::{read_yaml_beside, YamlError};
 use super::model::{ModelFormat, ModelVersion};
 use super::sgm::{xl_configs, xl_key_map, xl_shape};
 use super::tensors::{
@@ -44,7 +44,7 @@ pub enum SingleFileError {
 }
 
 /// The single-file format implied by the file extension (case-insensitive).
-pub fn single_file_format(path: &Path) -> Option<ModelFormat> {
+pub(crate) fn single_file_format(path: &Path) -> Option<ModelFormat> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     match ext.as_str() {
         "safetensors" => Some(ModelFormat::Safetensors),
@@ -55,7 +55,7 @@ pub fn single_file_format(path: &Path) -> Option<ModelFormat> {
 
 /// Reads only the header of a single file: its tensor index and, for `.ckpt`, the opened
 /// checkpoint (its pickle is parsed once).
-pub fn read_index(
+pub(crate) fn read_index(
     path: &Path,
 ) -> Result<(ModelFormat, TensorIndex, Option<Checkpoint>), SingleFileError> {
     match single_file_format(path) {
@@ -73,7 +73,9 @@ pub fn read_index(
 }
 
 /// Identifies a single file from its header and the yaml beside it (no weights read).
-pub fn identify_single_file(path: &Path) -> Result<(ModelFormat, Identity), SingleFileError> {
+pub(crate) fn identify_single_file(
+    path: &Path,
+) -> Result<(ModelFormat, Identity), SingleFileError> {
     let (format, index, _) = read_index(path)?;
     let yaml = read_yaml_beside(path)?;
     Ok((format, identify_checkpoint(&index, yaml.as_ref())?))
@@ -91,14 +93,13 @@ pub enum Component {
 
 /// An opened single-file checkpoint, ready to hand out diffusers-named tensors.
 pub struct SingleFile {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub format: ModelFormat,
     pub identity: Identity,
-    pub yaml: Option<LdmYaml>,
     pub configs: SynthesizedConfigs,
-    pub keys: KeyMap,
+    pub(crate) keys: KeyMap,
     /// Element counts of every mapped tensor, for memory estimates.
-    pub index: TensorIndex,
+    pub(crate) index: TensorIndex,
     source: Arc<WeightSource>,
 }
 
@@ -131,7 +132,6 @@ impl SingleFile {
             path: path.to_path_buf(),
             format,
             identity,
-            yaml,
             configs,
             keys,
             index,
@@ -167,7 +167,7 @@ impl SingleFile {
 
     /// Bytes the mapped weights take once loaded: UNet and text encoder at `dtype`, the VAE
     /// at f32 (the pipeline upcasts it).
-    pub fn weight_bytes(&self, dtype: DType) -> u64 {
+    pub(crate) fn weight_bytes(&self, dtype: DType) -> u64 {
         let elements = |map: &BTreeMap<String, Mapping>| -> u64 {
             map.values()
                 .map(|m| {
@@ -204,7 +204,11 @@ impl SingleFile {
     }
 
     /// Hands the checkpoint over as [`ModelParts`]; weights load when modules are built.
-    pub fn into_parts(self, dtype: DType, device: &Device) -> Result<ModelParts, SingleFileError> {
+    pub(crate) fn into_parts(
+        self,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<ModelParts, SingleFileError> {
         let (tokenizer, pad_token_id) = single_file_tokenizer(&self.path, self.identity.version)?;
         let xl = match &self.configs.text_encoder_2 {
             Some(config) => {
@@ -235,15 +239,6 @@ impl SingleFile {
             pad_token_id,
         })
     }
-}
-
-/// Opens a single file and returns its [`ModelParts`] at `dtype` on `device`.
-pub fn load_single_file(
-    path: &Path,
-    dtype: DType,
-    device: &Device,
-) -> Result<ModelParts, SingleFileError> {
-    SingleFile::open(path)?.into_parts(dtype, device)
 }
 
 fn load_mapped(

@@ -36,41 +36,44 @@ fn io_err(e: std::io::Error) -> TensorsError {
 
 /// Shape and storage size of one tensor, known without reading its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorMeta {
-    pub shape: Vec<usize>,
+pub(crate) struct TensorMeta {
+    pub(crate) shape: Vec<usize>,
     /// Bytes per element as stored in the file.
-    pub elem_size: usize,
+    pub(crate) elem_size: usize,
 }
 
 impl TensorMeta {
-    pub fn elem_count(&self) -> usize {
+    pub(crate) fn elem_count(&self) -> usize {
         self.shape.iter().product()
     }
 }
 
 /// Every tensor of a checkpoint by name, from its header only.
 #[derive(Debug, Clone, Default)]
-pub struct TensorIndex {
-    pub tensors: BTreeMap<String, TensorMeta>,
+pub(crate) struct TensorIndex {
+    pub(crate) tensors: BTreeMap<String, TensorMeta>,
 }
 
 impl TensorIndex {
-    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+    pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
         self.tensors.get(name).map(|m| m.shape.as_slice())
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
 
-    pub fn has_prefix(&self, prefix: &str) -> bool {
+    pub(crate) fn has_prefix(&self, prefix: &str) -> bool {
         self.tensors
             .range(prefix.to_string()..)
             .next()
             .is_some_and(|(k, _)| k.starts_with(prefix))
     }
 
-    pub fn names_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> {
+    pub(crate) fn names_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a str> {
         self.tensors
             .range(prefix.to_string()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -101,7 +104,7 @@ struct HeaderEntry {
 
 /// Reads the JSON header of a `.safetensors` file (8-byte little-endian length, then JSON) and
 /// checks every tensor's declared size against its data offsets and the file's length.
-pub fn read_safetensors_index(path: &Path) -> Result<TensorIndex, TensorsError> {
+pub(crate) fn read_safetensors_index(path: &Path) -> Result<TensorIndex, TensorsError> {
     let bad = TensorsError::BadSafetensors;
     let file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
@@ -155,7 +158,7 @@ pub fn read_safetensors_index(path: &Path) -> Result<TensorIndex, TensorsError> 
 
 /// The tensor index of a zip-format `.ckpt` and the opened checkpoint (its `data.pkl` parsed
 /// once, no tensor data read).
-pub fn read_ckpt_index(path: &Path) -> Result<(TensorIndex, Checkpoint), TensorsError> {
+pub(crate) fn read_ckpt_index(path: &Path) -> Result<(TensorIndex, Checkpoint), TensorsError> {
     let ckpt = Checkpoint::open(path)?;
     let tensors = ckpt
         .tensors()
@@ -172,14 +175,14 @@ pub fn read_ckpt_index(path: &Path) -> Result<(TensorIndex, Checkpoint), Tensors
 }
 
 /// Lazily loads tensors by their original (checkpoint) name.
-pub enum WeightSource {
+pub(crate) enum WeightSource {
     Safetensors(crate::pipeline::load::weights::SafetensorsFiles),
     Pickle(Checkpoint),
 }
 
 impl WeightSource {
     /// Opens a `.safetensors` file; tensors are read (positioned reads, no map) on demand.
-    pub fn safetensors(path: &Path) -> Result<Self, TensorsError> {
+    pub(crate) fn safetensors(path: &Path) -> Result<Self, TensorsError> {
         use crate::pipeline::load::weights::{SafetensorsFiles, WeightsError};
         let st = SafetensorsFiles::open(&[path.to_owned()]).map_err(|e| match e {
             WeightsError::Io { source, .. } => io_err(source),
@@ -190,7 +193,7 @@ impl WeightSource {
         Ok(WeightSource::Safetensors(st))
     }
 
-    pub fn load(&self, name: &str, device: &Device) -> Result<Tensor, TensorsError> {
+    pub(crate) fn load(&self, name: &str, device: &Device) -> Result<Tensor, TensorsError> {
         let load_err = |reason: String| TensorsError::Load {
             name: name.to_string(),
             reason,

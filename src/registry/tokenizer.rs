@@ -37,7 +37,7 @@ fn candidates(checkpoint: &Path) -> Vec<PathBuf> {
 }
 
 /// The tokenizer for a single-file checkpoint of `version`, and its pad token id.
-pub fn single_file_tokenizer(
+pub(crate) fn single_file_tokenizer(
     checkpoint: &Path,
     version: ModelVersion,
 ) -> Result<(Tokenizer, u32), TokenizerError> {

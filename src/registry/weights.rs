@@ -6,8 +6,6 @@ use std::path::Path;
 
 use candle_core::DType;
 
-use super::model::{ModelFormat, ResolvedModel};
-use super::single_file::SingleFile;
 use super::tensors::read_safetensors_index;
 
 fn component_elements(dir: &Path) -> u64 {
@@ -54,22 +52,11 @@ fn component_elements(dir: &Path) -> u64 {
 }
 
 /// Bytes a diffusers folder's weights take at `dtype` (VAE at f32).
-pub fn diffusers_bytes(dir: &Path, dtype: DType) -> u64 {
+pub(crate) fn diffusers_bytes(dir: &Path, dtype: DType) -> u64 {
     let size = dtype.size_in_bytes() as u64;
     (component_elements(&dir.join("unet"))
         + component_elements(&dir.join("text_encoder"))
         + component_elements(&dir.join("text_encoder_2")))
         * size
         + component_elements(&dir.join("vae")) * 4
-}
-
-/// Bytes a resolved model's weights take at `dtype`; 0 when the headers cannot be read (the
-/// load that follows will report the real problem).
-pub fn estimate_bytes(model: &ResolvedModel, dtype: DType) -> u64 {
-    match model.format {
-        ModelFormat::Diffusers => diffusers_bytes(&model.path, dtype),
-        ModelFormat::Safetensors | ModelFormat::Ckpt => SingleFile::open(&model.path)
-            .map(|sf| sf.weight_bytes(dtype))
-            .unwrap_or(0),
-    }
 }

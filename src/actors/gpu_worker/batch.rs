@@ -11,16 +11,16 @@ use std::collections::VecDeque;
 
 /// How large a batch may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchLimits {
+pub(crate) struct BatchLimits {
     /// Jobs sharing one model call; 1 runs jobs one after another (no batching).
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// Estimated activation memory of one model call, in MiB. A single job always runs,
     /// whatever its estimate; a batch never grows past this.
-    pub max_mib: u64,
+    pub(crate) max_mib: u64,
 }
 
 /// What the batch needs to know of a member.
-pub trait Member {
+pub(crate) trait Member {
     type Key: PartialEq;
     /// Members share a call only with equal keys.
     fn key(&self) -> &Self::Key;
@@ -29,43 +29,43 @@ pub trait Member {
 }
 
 #[derive(Debug)]
-pub struct Batch<T> {
+pub(crate) struct Batch<T> {
     limits: BatchLimits,
     members: Vec<T>,
 }
 
 impl<T: Member> Batch<T> {
-    pub fn new(limits: BatchLimits) -> Self {
+    pub(crate) fn new(limits: BatchLimits) -> Self {
         Batch {
             limits,
             members: Vec::new(),
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
     /// Free places (by count only).
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.limits.max_batch.saturating_sub(self.members.len())
     }
 
     /// The key every member has (None when empty).
-    pub fn key(&self) -> Option<&T::Key> {
+    pub(crate) fn key(&self) -> Option<&T::Key> {
         self.members.first().map(Member::key)
     }
 
-    pub fn mib(&self) -> u64 {
+    pub(crate) fn mib(&self) -> u64 {
         self.members.iter().map(Member::mib).sum()
     }
 
     /// Whether `candidate` may join now.
-    pub fn fits(&self, candidate: &T) -> bool {
+    pub(crate) fn fits(&self, candidate: &T) -> bool {
         let Some(key) = self.key() else {
             return true;
         };
@@ -76,7 +76,7 @@ impl<T: Member> Batch<T> {
 
     /// Moves jobs from the front of `waiting` into the batch, in order, while the front one
     /// fits; returns how many joined.
-    pub fn admit(&mut self, waiting: &mut VecDeque<T>) -> usize {
+    pub(crate) fn admit(&mut self, waiting: &mut VecDeque<T>) -> usize {
         let mut joined = 0;
         while let Some(front) = waiting.front() {
             if !self.fits(front) {
@@ -90,23 +90,24 @@ impl<T: Member> Batch<T> {
         joined
     }
 
-    pub fn members_mut(&mut self) -> &mut [T] {
+    pub(crate) fn members_mut(&mut self) -> &mut [T] {
         &mut self.members
     }
 
-    pub fn members(&self) -> &[T] {
+    #[cfg(test)]
+    pub(crate) fn members(&self) -> &[T] {
         &self.members
     }
 
     /// Removes the members matching `leaves`, keeping the others in order.
-    pub fn retire(&mut self, mut leaves: impl FnMut(&T) -> bool) -> Vec<T> {
+    pub(crate) fn retire(&mut self, mut leaves: impl FnMut(&T) -> bool) -> Vec<T> {
         let (gone, kept): (Vec<T>, Vec<T>) = self.members.drain(..).partition(|m| leaves(m));
         self.members = kept;
         gone
     }
 
     /// Empties the batch.
-    pub fn clear(&mut self) -> Vec<T> {
+    pub(crate) fn clear(&mut self) -> Vec<T> {
         std::mem::take(&mut self.members)
     }
 }
@@ -114,7 +115,11 @@ impl<T: Member> Batch<T> {
 /// Splits `items` (in order) into runs whose summed `mib` stays within `max_mib`, each run
 /// holding at least one item: jobs finishing together are decoded together within the same
 /// memory bound as a step.
-pub fn chunks_within<T>(items: Vec<T>, max_mib: u64, mib: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+pub(crate) fn chunks_within<T>(
+    items: Vec<T>,
+    max_mib: u64,
+    mib: impl Fn(&T) -> u64,
+) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = Vec::new();
     let mut used = 0u64;
     for item in items {

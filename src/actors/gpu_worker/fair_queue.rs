@@ -9,7 +9,7 @@ use crate::messages::SessionId;
 
 /// Why [`FairQueue::push`] refused an item (handed back inside).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused<T> {
+pub(crate) enum Refused<T> {
     /// Every slot of the queue is taken.
     QueueFull(T),
     /// The session already holds its share (`per_session` jobs, waiting and running).
@@ -17,7 +17,7 @@ pub enum Refused<T> {
 }
 
 #[derive(Debug)]
-pub struct FairQueue<T> {
+pub(crate) struct FairQueue<T> {
     capacity: usize,
     per_session: usize,
     /// Sessions with waiting jobs, in the order they will be served next.
@@ -29,7 +29,7 @@ pub struct FairQueue<T> {
 impl<T> FairQueue<T> {
     /// A queue of `capacity` waiting jobs in all, of which one session may hold
     /// `per_session` minus the jobs it has running.
-    pub fn new(capacity: usize, per_session: usize) -> Self {
+    pub(crate) fn new(capacity: usize, per_session: usize) -> Self {
         FairQueue {
             capacity,
             per_session,
@@ -39,31 +39,37 @@ impl<T> FairQueue<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
-    pub fn per_session(&self) -> usize {
+    pub(crate) fn per_session(&self) -> usize {
         self.per_session
     }
 
     /// Jobs of `session` waiting here.
-    pub fn waiting(&self, session: SessionId) -> usize {
+    pub(crate) fn waiting(&self, session: SessionId) -> usize {
         self.jobs.get(&session).map_or(0, VecDeque::len)
     }
 
     /// Appends a job for `session`, which has `running` jobs running outside the queue. The
     /// session's own cap is checked first, so a client at its share learns that, not that
     /// the queue is full.
-    pub fn push(&mut self, session: SessionId, running: usize, item: T) -> Result<(), Refused<T>> {
+    pub(crate) fn push(
+        &mut self,
+        session: SessionId,
+        running: usize,
+        item: T,
+    ) -> Result<(), Refused<T>> {
         if self.waiting(session) + running >= self.per_session {
             return Err(Refused::SessionFull(item));
         }
@@ -81,13 +87,14 @@ impl<T> FairQueue<T> {
 
     /// The next job: the oldest job of the session whose turn it is; that session then
     /// goes to the back of the rotation.
-    pub fn pop(&mut self) -> Option<(SessionId, T)> {
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self) -> Option<(SessionId, T)> {
         self.pop_eligible(|_| true)
     }
 
     /// As [`FairQueue::pop`], skipping the sessions for which `eligible` is false; a skipped
     /// session keeps its place in the rotation, so it is served first once eligible again.
-    pub fn pop_eligible(
+    pub(crate) fn pop_eligible(
         &mut self,
         mut eligible: impl FnMut(SessionId) -> bool,
     ) -> Option<(SessionId, T)> {
@@ -105,7 +112,7 @@ impl<T> FairQueue<T> {
     }
 
     /// Removes every job matching `pred`, in queue order per session.
-    pub fn remove_where(&mut self, mut pred: impl FnMut(SessionId, &T) -> bool) -> Vec<T> {
+    pub(crate) fn remove_where(&mut self, mut pred: impl FnMut(SessionId, &T) -> bool) -> Vec<T> {
         let mut removed = Vec::new();
         for (session, q) in self.jobs.iter_mut() {
             let mut kept = VecDeque::with_capacity(q.len());
@@ -126,18 +133,22 @@ impl<T> FairQueue<T> {
     }
 
     /// The first waiting job of `session` matching `pred`.
-    pub fn find(&self, session: SessionId, pred: impl FnMut(&T) -> bool) -> Option<&T> {
+    pub(crate) fn find(&self, session: SessionId, pred: impl FnMut(&T) -> bool) -> Option<&T> {
         let mut pred = pred;
         self.jobs.get(&session)?.iter().find(|t| pred(t))
     }
 
     /// Removes everything.
-    pub fn drain_all(&mut self) -> Vec<T> {
+    pub(crate) fn drain_all(&mut self) -> Vec<T> {
         self.remove_where(|_, _| true)
     }
 
     /// 1-based position at which the first job matching `pred` of `session` will be popped.
-    pub fn position(&self, session: SessionId, mut pred: impl FnMut(&T) -> bool) -> Option<usize> {
+    pub(crate) fn position(
+        &self,
+        session: SessionId,
+        mut pred: impl FnMut(&T) -> bool,
+    ) -> Option<usize> {
         let index = self.jobs.get(&session)?.iter().position(&mut pred)?;
         let turn = self.order.iter().position(|s| *s == session)?;
         // Every session ahead in the rotation serves index+1 jobs first, every one behind

@@ -9,12 +9,11 @@
 //! `running` (jobs handed to the thread, cancel flags), `batch` (who shares a step), and
 //! the shared `actors::restart_budget`. Never runs a model on the async threads.
 
-pub mod batch;
+pub(crate) mod batch;
 mod batched;
-pub mod fair_queue;
-pub mod no_backend;
-pub mod running;
-pub mod thread;
+pub(crate) mod fair_queue;
+pub(crate) mod running;
+pub(crate) mod thread;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,27 +36,26 @@ use crate::messages::worker::{
 use crate::messages::SessionId;
 
 #[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    pub queue_depth: usize,
+pub(crate) struct WorkerSettings {
+    pub(crate) queue_depth: usize,
     /// Jobs one session may hold, waiting and running together.
-    pub max_jobs_per_client: usize,
-    pub max_restarts: u32,
-    pub restart_window: Duration,
+    pub(crate) max_jobs_per_client: usize,
+    pub(crate) max_restarts: u32,
+    pub(crate) restart_window: Duration,
     /// Continuous batching: jobs per model call and the activation-memory bound.
-    pub batch: BatchLimits,
+    pub(crate) batch: BatchLimits,
 }
 
 struct QueuedJob {
     key: u64,
     job_id: String,
-    reqtype: &'static str,
     job: GenerateJob,
     events: Recipient<JobEvent>,
 }
 
 type RunningJob = running::RunningJob<Recipient<JobEvent>>;
 
-pub struct GpuWorkerActor {
+pub(crate) struct GpuWorkerActor {
     settings: WorkerSettings,
     factory: GeneratorFactory,
     shutdown: Addr<ShutdownActor>,
@@ -78,7 +76,7 @@ pub struct GpuWorkerActor {
 }
 
 impl GpuWorkerActor {
-    pub fn new(
+    pub(crate) fn new(
         settings: WorkerSettings,
         factory: GeneratorFactory,
         shutdown: Addr<ShutdownActor>,
@@ -147,7 +145,6 @@ impl GpuWorkerActor {
         let run = RunJob {
             key: q.key,
             job_id: q.job_id.clone(),
-            reqtype: q.reqtype,
             job: q.job,
             cancel: cancel.clone(),
             events: q.events.clone(),
@@ -287,7 +284,6 @@ impl Handler<SubmitJob> for GpuWorkerActor {
         let q = QueuedJob {
             key,
             job_id: msg.job_id,
-            reqtype: msg.reqtype,
             job: msg.job,
             events: msg.events,
         };

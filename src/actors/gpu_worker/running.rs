@@ -10,20 +10,20 @@ use std::time::Instant;
 use crate::messages::SessionId;
 
 #[derive(Debug)]
-pub struct RunningJob<E> {
-    pub key: u64,
-    pub session: SessionId,
-    pub job_id: String,
+pub(crate) struct RunningJob<E> {
+    pub(crate) key: u64,
+    pub(crate) session: SessionId,
+    pub(crate) job_id: String,
     /// Where the job's events go (the front end's recipient).
-    pub events: E,
-    pub cancel: Arc<AtomicBool>,
-    pub started: Instant,
+    pub(crate) events: E,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) started: Instant,
     /// The job was cancelled by the client (not by a drain): answer `cancelled`.
-    pub cancelled_by_client: bool,
+    pub(crate) cancelled_by_client: bool,
 }
 
 #[derive(Debug)]
-pub struct RunningJobs<E> {
+pub(crate) struct RunningJobs<E> {
     jobs: Vec<RunningJob<E>>,
 }
 
@@ -34,41 +34,41 @@ impl<E> Default for RunningJobs<E> {
 }
 
 impl<E> RunningJobs<E> {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.jobs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }
 
-    pub fn insert(&mut self, job: RunningJob<E>) {
+    pub(crate) fn insert(&mut self, job: RunningJob<E>) {
         self.jobs.push(job);
     }
 
     /// Removes and returns the job `key` (None when unknown, e.g. already failed).
-    pub fn take(&mut self, key: u64) -> Option<RunningJob<E>> {
+    pub(crate) fn take(&mut self, key: u64) -> Option<RunningJob<E>> {
         let i = self.jobs.iter().position(|j| j.key == key)?;
         Some(self.jobs.remove(i))
     }
 
     /// Removes every job (in hand-over order).
-    pub fn take_all(&mut self) -> Vec<RunningJob<E>> {
+    pub(crate) fn take_all(&mut self) -> Vec<RunningJob<E>> {
         std::mem::take(&mut self.jobs)
     }
 
     /// Jobs of `session`.
-    pub fn count_for(&self, session: SessionId) -> usize {
+    pub(crate) fn count_for(&self, session: SessionId) -> usize {
         self.jobs.iter().filter(|j| j.session == session).count()
     }
 
-    pub fn contains(&self, key: u64) -> bool {
+    pub(crate) fn contains(&self, key: u64) -> bool {
         self.jobs.iter().any(|j| j.key == key)
     }
 
     /// Raises the cancel flag of `session`'s jobs (all, or the one named `job_id`), marking
     /// them cancelled by the client; returns how many.
-    pub fn cancel_matching(&mut self, session: SessionId, job_id: Option<&str>) -> usize {
+    pub(crate) fn cancel_matching(&mut self, session: SessionId, job_id: Option<&str>) -> usize {
         let mut n = 0;
         for j in &mut self.jobs {
             if j.session == session && job_id.map_or(true, |want| want == j.job_id) {
@@ -82,7 +82,7 @@ impl<E> RunningJobs<E> {
 
     /// Raises the cancel flag of the jobs whose key is in `keys` (None: every job), without
     /// marking them cancelled by the client (a drain).
-    pub fn stop(&self, keys: Option<&[u64]>) {
+    pub(crate) fn stop(&self, keys: Option<&[u64]>) {
         for j in &self.jobs {
             if keys.map_or(true, |k| k.contains(&j.key)) {
                 j.cancel.store(true, Ordering::SeqCst);
@@ -90,7 +90,7 @@ impl<E> RunningJobs<E> {
         }
     }
 
-    pub fn keys(&self) -> Vec<u64> {
+    pub(crate) fn keys(&self) -> Vec<u64> {
         self.jobs.iter().map(|j| j.key).collect()
     }
 }

@@ -8,7 +8,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use actix::{Addr, Message, Recipient};
 
@@ -23,20 +22,19 @@ use crate::pipeline::images::encode_png_base64;
 use crate::pipeline::params::GeneratedImage;
 use crate::registry::guard::panic_message;
 
-pub const THREAD_NAME: &str = "runai-gpu-worker";
+pub(crate) const THREAD_NAME: &str = "runai-gpu-worker";
 
 /// One job handed to the thread.
-pub struct RunJob {
-    pub key: u64,
-    pub job_id: String,
-    pub reqtype: &'static str,
-    pub job: GenerateJob,
-    pub cancel: Arc<AtomicBool>,
-    pub events: Recipient<JobEvent>,
+pub(crate) struct RunJob {
+    pub(crate) key: u64,
+    pub(crate) job_id: String,
+    pub(crate) job: GenerateJob,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) events: Recipient<JobEvent>,
 }
 
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Done {
         images: usize,
     },
@@ -54,40 +52,38 @@ pub enum Outcome {
 /// Thread to actor: a job ended.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct JobFinished {
-    pub epoch: u64,
-    pub key: u64,
-    pub outcome: Outcome,
-    pub loaded_models: Vec<String>,
+pub(crate) struct JobFinished {
+    pub(crate) epoch: u64,
+    pub(crate) key: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) loaded_models: Vec<String>,
 }
 
 /// Thread to actor: the generator is built (or failed to build).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct ThreadReady {
-    pub epoch: u64,
-    pub device: String,
-    pub load_error: Option<String>,
+pub(crate) struct ThreadReady {
+    pub(crate) epoch: u64,
+    pub(crate) device: String,
     /// Jobs the thread takes at once: `max_batch` when the generator runs steps, else 1.
-    pub capacity: usize,
+    pub(crate) capacity: usize,
 }
 
-pub struct WorkerThread {
-    pub tx: mpsc::Sender<RunJob>,
-    pub join: JoinHandle<()>,
+pub(crate) struct WorkerThread {
+    pub(crate) tx: mpsc::Sender<RunJob>,
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     epoch: u64,
     factory: GeneratorFactory,
     actor: Addr<GpuWorkerActor>,
     limits: BatchLimits,
 ) -> std::io::Result<WorkerThread> {
     let (tx, rx) = mpsc::channel::<RunJob>();
-    let join = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(THREAD_NAME.to_string())
         .spawn(move || thread_main(epoch, factory, actor, rx, limits))?;
-    Ok(WorkerThread { tx, join })
+    Ok(WorkerThread { tx })
 }
 
 fn thread_main(
@@ -111,9 +107,9 @@ fn thread_main(
     }
     // Clients get the reason without a backtrace.
     let mut generator = built.map_err(|e| client_text::without_backtrace(&e));
-    let (device, load_error) = match &generator {
-        Ok(g) => (g.device(), None),
-        Err(e) => ("none".to_string(), Some(e.clone())),
+    let device = match &generator {
+        Ok(g) => g.device(),
+        Err(_) => "none".to_string(),
     };
     let batching = limits.max_batch > 1
         && generator.as_mut().is_ok_and(|g| {
@@ -122,7 +118,6 @@ fn thread_main(
     actor.do_send(ThreadReady {
         epoch,
         device,
-        load_error,
         capacity: if batching { limits.max_batch } else { 1 },
     });
     if batching {
@@ -263,12 +258,12 @@ pub(super) fn error_outcome(run: &RunJob, e: GenerateError) -> Outcome {
 
 /// Sends job reports to the actor, tagged with this thread's epoch.
 pub(super) struct Reporter {
-    pub epoch: u64,
-    pub actor: Addr<GpuWorkerActor>,
+    pub(crate) epoch: u64,
+    pub(crate) actor: Addr<GpuWorkerActor>,
 }
 
 impl Reporter {
-    pub fn finished(&self, key: u64, outcome: Outcome, loaded_models: Vec<String>) {
+    pub(crate) fn finished(&self, key: u64, outcome: Outcome, loaded_models: Vec<String>) {
         self.actor.do_send(JobFinished {
             epoch: self.epoch,
             key,

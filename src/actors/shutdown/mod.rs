@@ -19,9 +19,9 @@ use crate::messages::shutdown::{
 };
 use crate::messages::worker::DrainWorker;
 
-pub use self::phases::ShutdownSettings;
+pub(crate) use self::phases::ShutdownSettings;
 
-pub struct ShutdownActor {
+pub(crate) struct ShutdownActor {
     phases: Phases,
     attached: Option<AttachActors>,
     /// A read-only mirror of the session count for observers outside the actor system
@@ -30,7 +30,7 @@ pub struct ShutdownActor {
 }
 
 impl ShutdownActor {
-    pub fn new(settings: ShutdownSettings) -> Self {
+    pub(crate) fn new(settings: ShutdownSettings) -> Self {
         ShutdownActor {
             phases: Phases::new(settings),
             attached: None,
@@ -39,7 +39,7 @@ impl ShutdownActor {
     }
 
     /// The open-session count, kept current by the actor.
-    pub fn sessions_gauge(&self) -> Arc<AtomicUsize> {
+    pub(crate) fn sessions_gauge(&self) -> Arc<AtomicUsize> {
         self.sessions_gauge.clone()
     }
 
@@ -119,7 +119,7 @@ phase_inputs! {
 
 /// The quit packet shuts the server down only from the machine itself, unless configured.
 /// IPv4-mapped IPv6 loopback (`::ffff:127.0.0.1`) counts as loopback.
-pub fn quit_allowed(peer: std::net::SocketAddr, allow_remote_quit: bool) -> bool {
+pub(crate) fn quit_allowed(peer: std::net::SocketAddr, allow_remote_quit: bool) -> bool {
     crate::net::allow::is_loopback(peer.ip()) || allow_remote_quit
 }
 
@@ -143,7 +143,7 @@ impl Handler<QuitRequested> for ShutdownActor {
 /// server that runs on another thread).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RunOnSystem(pub Box<dyn FnOnce() + Send>);
+pub(crate) struct RunOnSystem(pub(crate) Box<dyn FnOnce() + Send>);
 
 impl Handler<RunOnSystem> for ShutdownActor {
     type Result = ();

@@ -9,12 +9,12 @@ use std::time::Duration;
 pub(crate) const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
-pub struct ShutdownSettings {
-    pub timeout: bool,
-    pub startup_grace: Duration,
-    pub idle: Duration,
-    pub drain_grace: Duration,
-    pub allow_remote_quit: bool,
+pub(crate) struct ShutdownSettings {
+    pub(crate) timeout: bool,
+    pub(crate) startup_grace: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) drain_grace: Duration,
+    pub(crate) allow_remote_quit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
