@@ -215,7 +215,8 @@ pub(crate) async fn start(
                 cancel: worker.clone().recipient(),
                 status: worker.clone().recipient(),
                 resolve: registry.clone().recipient(),
-                list: registry.recipient(),
+                list: registry.clone().recipient(),
+                add_ons: registry.recipient(),
                 opened: shutdown.clone().recipient(),
                 closed: shutdown.clone().recipient(),
             };

@@ -1,7 +1,8 @@
 //! Bounds against the real server on the tiny fixture models: a 60 MB request (30 million
 //! characters of prompt and negative prompt) is refused at once while another user's job
-//! finishes in its normal time; with the prompt limit raised, such a prompt runs in about the
-//! time of a short one (tokenization is bounded); txt2img and img2img on an inpainting model
+//! finishes in its normal time; with the prompt limit raised, such a prompt costs about the
+//! time of a short one (tokenization is bounded): read as literal text it runs (CLIP reads its
+//! first 75 tokens), read with A1111's syntax (no truncation) it is refused as too long; txt2img and img2img on an inpainting model
 //! get `invalid_field` before anything runs, with no backtrace and no server path.
 
 mod e2e_common;
@@ -15,9 +16,11 @@ use server_common::{test_config, Client};
 
 const HUGE: usize = 30_000_000;
 
-/// A one-step txt2img whose prompt and negative prompt are `HUGE` characters each.
-fn huge_request(job: &str) -> Value {
+/// A one-step txt2img whose prompt and negative prompt are `HUGE` characters each, read with
+/// `syntax`.
+fn huge_request(job: &str, syntax: &str) -> Value {
     let mut o = options("txt2img", "tiny-sd1", 1, 1, 64, 64);
+    o.insert("txt2img_prompt_syntax".into(), json!(syntax));
     o.insert("txt2img_prompt".into(), json!("a fox ".repeat(HUGE / 6)));
     o.insert("txt2img_negative_prompt".into(), json!("x".repeat(HUGE)));
     request("txt2img", job, o)
@@ -40,7 +43,7 @@ fn a_60_mb_prompt_is_refused_at_once_and_others_are_unaffected() {
     timed_small_job(&mut b, "warm-up");
     let baseline = timed_small_job(&mut b, "alone");
 
-    let body = huge_request("huge").to_string();
+    let body = huge_request("huge", "literal").to_string();
     assert!(body.len() > 60_000_000, "{}", body.len());
     let attacker = std::thread::spawn(move || {
         let mut a = Client::connect(addr);
@@ -78,15 +81,24 @@ fn a_huge_allowed_prompt_costs_about_what_a_short_one_does() {
     timed_small_job(&mut c, "warm-up");
     let short = timed_small_job(&mut c, "short");
     let t0 = Instant::now();
-    c.send(&huge_request("huge"));
+    c.send(&huge_request("huge", "literal"));
     let r = c.collect_job("huge");
     let huge = t0.elapsed();
     assert_done(&r, 1, 1);
+    let t0 = Instant::now();
+    c.send(&huge_request("huge-a1111", "a1111"));
+    let r = c.collect_job("huge-a1111");
+    let refused = t0.elapsed();
+    let e = r.end.clone().unwrap();
+    assert_eq!(e["code"], json!("invalid_field"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("too long"), "{e}");
     println!(
-        "2-step job with a short prompt {short:?}; 1-step job with two 30M-char prompts {huge:?}"
+        "2-step job with a short prompt {short:?}; 1-step job with two 30M-char prompts \
+         {huge:?} (literal), refused in {refused:?} (A1111)"
     );
     // Before the window, tokenizing these prompts alone took about a minute.
     assert!(huge < short * 4 + Duration::from_secs(10), "{huge:?}");
+    assert!(refused < short * 4 + Duration::from_secs(10), "{refused:?}");
     server.shutdown();
 }
 

@@ -14,6 +14,7 @@ use runai::config::Config;
 use runai::engine::{GenerateError, GenerateJob, Generator, Progress};
 use runai::net::secret::Secret;
 use runai::pipeline::params::GeneratedImage;
+use runai::registry::addons::{AddOnRoots, WithAddOns};
 use runai::registry::Registry;
 use serde_json::{json, Value};
 use server_common::{fake_factory, join_within, seed_colour, start_with, test_config};
@@ -357,7 +358,24 @@ fn openai_generations_and_edits() {
 
 #[test]
 fn listings_are_honest() {
-    let (server, addr) = start_http(http_config());
+    let ext = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ext");
+    let config = Config {
+        lora_path: vec![ext.join("lora").display().to_string()],
+        embeddings_path: vec![ext.join("embeddings").display().to_string()],
+        ..http_config()
+    };
+    // The binary's resolver: the registry that also lists the add-on folders.
+    let roots = AddOnRoots::with_defaults(
+        config.lora_roots(),
+        config.embeddings_roots(),
+        &config.model_roots(),
+    );
+    let resolver = WithAddOns {
+        inner: Registry::new(&config.model_roots()),
+        roots,
+    };
+    let server = spawn_server(config, fake_factory(Duration::ZERO), Box::new(resolver)).unwrap();
+    let addr = server.http_addr.expect("HTTP port is on");
     let samplers = get(addr, "/sdapi/v1/samplers").json();
     let names: Vec<&str> = samplers
         .as_array()
@@ -372,14 +390,29 @@ fn listings_are_honest() {
     }
     let schedulers = get(addr, "/sdapi/v1/schedulers").json();
     assert_eq!(schedulers[1]["label"], "Karras");
-    for path in ["upscalers", "latent-upscale-modes", "sd-vae", "loras"] {
+    for path in ["upscalers", "latent-upscale-modes", "sd-vae"] {
         let r = get(addr, &format!("/sdapi/v1/{path}"));
         assert_eq!((r.status, r.json()), (200, json!([])), "{path}");
     }
+    // The fixture roots hold two LoRAs and one embedding, listed by the names prompts use.
+    let loras = get(addr, "/sdapi/v1/loras").json();
+    let mut names: Vec<&str> = loras
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["fox_style", "ink_style"], "{loras}");
+    assert_eq!(loras[0]["alias"], loras[0]["name"]);
+    let embeddings = get(addr, "/sdapi/v1/embeddings").json();
+    let loaded = embeddings["loaded"].as_object().unwrap();
     assert_eq!(
-        get(addr, "/sdapi/v1/embeddings").json()["loaded"],
-        json!({})
+        loaded.keys().collect::<Vec<_>>(),
+        ["fxq-style"],
+        "{embeddings}"
     );
+    assert_eq!(embeddings["skipped"], json!({}));
     assert_eq!(get(addr, "/sdapi/v1/scripts").json()["txt2img"], json!([]));
     assert_eq!(get(addr, "/sdapi/v1/cmd-flags").json()["api"], true);
     let mem = get(addr, "/sdapi/v1/memory").json();

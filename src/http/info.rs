@@ -1,7 +1,7 @@
 //! The A1111 endpoints that describe the server rather than generate: samplers, schedule
 //! types, upscalers, latent upscale modes, VAEs, LoRAs, embeddings, scripts, command-line
-//! flags, memory, and `/health`. Honest values: empty lists where runai has none.
-//! `extra_networks` is the one seam for LoRA and embedding listings.
+//! flags, memory, and `/health`. Honest values: empty lists where runai has none; LoRAs and
+//! embeddings from the registry's listing of their folders.
 
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
@@ -11,22 +11,56 @@ use super::auth::caller_of;
 use super::error::ApiError;
 use super::samplers::{SAMPLERS, SCHEDULE_TYPES};
 use super::state::HttpState;
-use crate::messages::registry::REGISTRY_DOWN;
+use crate::messages::registry::{ListAddOns, REGISTRY_DOWN};
+use crate::messages::session::ErrorKind;
 use crate::messages::worker::GetWorkerStatus;
+use crate::registry::addons::AddOns;
 
-/// LoRAs and textual-inversion embeddings available to prompts. runai has no listing of
-/// either yet: this is where the prompt engine's listing plugs in (`/loras` wants
-/// `[{"name", "alias", "path", "metadata"}]`, `/embeddings` wants
-/// `{"loaded": {name: {...}}, "skipped": {}}`).
+/// LoRAs and textual-inversion embeddings available to prompts, from the registry's listing
+/// of their folders, in A1111's shapes (`/loras`: `[{"name", "alias", "path", "metadata"}]`,
+/// `/embeddings`: `{"loaded": {name: {...}}, "skipped": {}}`).
 pub(crate) mod extra_networks {
-    use serde_json::{json, Value};
+    use serde_json::{json, Map, Value};
 
-    pub(crate) fn loras() -> Value {
-        json!([])
+    use crate::registry::addons::AddOns;
+
+    pub(crate) fn loras(add_ons: &AddOns) -> Value {
+        add_ons
+            .loras
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "alias": e.name,
+                    "path": e.path.to_string_lossy(),
+                    "metadata": {},
+                })
+            })
+            .collect()
     }
 
-    pub(crate) fn embeddings() -> Value {
-        json!({"loaded": {}, "skipped": {}})
+    /// runai reads an embedding when a prompt names it, so the listing cannot tell its
+    /// vector count or model family: those fields are null, as A1111 leaves what it does not
+    /// know.
+    pub(crate) fn embeddings(add_ons: &AddOns) -> Value {
+        let loaded: Map<String, Value> = add_ons
+            .embeddings
+            .iter()
+            .map(|e| {
+                let v = json!({"step": null, "sd_checkpoint": null,
+                    "sd_checkpoint_name": null, "shape": null, "vectors": null});
+                (e.name.clone(), v)
+            })
+            .collect();
+        json!({"loaded": loaded, "skipped": {}})
+    }
+}
+
+async fn add_ons(state: &HttpState) -> Result<AddOns, ApiError> {
+    match state.peers.add_ons.send(ListAddOns).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(ApiError::new(ErrorKind::from(&e), e.to_string())),
+        Err(_) => Err(ApiError::new(ErrorKind::Unavailable, REGISTRY_DOWN)),
     }
 }
 
@@ -65,14 +99,20 @@ pub(crate) async fn scripts(req: HttpRequest) -> Result<HttpResponse, ApiError> 
     Ok(ok(json!({"txt2img": [], "img2img": []})))
 }
 
-pub(crate) async fn loras(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn loras(
+    req: HttpRequest,
+    state: Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     caller_of(&req)?;
-    Ok(ok(extra_networks::loras()))
+    Ok(ok(extra_networks::loras(&add_ons(&state).await?)))
 }
 
-pub(crate) async fn embeddings(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn embeddings(
+    req: HttpRequest,
+    state: Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     caller_of(&req)?;
-    Ok(ok(extra_networks::embeddings()))
+    Ok(ok(extra_networks::embeddings(&add_ons(&state).await?)))
 }
 
 pub(crate) async fn cmd_flags(

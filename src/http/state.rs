@@ -8,7 +8,7 @@ use actix::Recipient;
 use serde_json::Value;
 
 use super::callers::Callers;
-use crate::messages::registry::{ListModels, RegistryHealth, ResolveModel};
+use crate::messages::registry::{ListAddOns, ListModels, RegistryHealth, ResolveModel};
 use crate::messages::shutdown::{SessionClosed, SessionOpened};
 use crate::messages::worker::{CancelJobs, GetWorkerStatus, SubmitJob};
 use crate::net::allow::AllowList;
@@ -23,6 +23,7 @@ pub(crate) struct Peers {
     pub(crate) status: Recipient<GetWorkerStatus>,
     pub(crate) resolve: Recipient<ResolveModel>,
     pub(crate) list: Recipient<ListModels>,
+    pub(crate) add_ons: Recipient<ListAddOns>,
     pub(crate) opened: Recipient<SessionOpened>,
     pub(crate) closed: Recipient<SessionClosed>,
 }

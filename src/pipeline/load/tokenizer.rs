@@ -181,12 +181,19 @@ pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str, pad_id: u32) -> Result<Ve
 /// than the window are returned whole; only a prompt whose first 75 tokens do not fit in
 /// [`WINDOW_CHARS`] characters (no real prompt) can tokenize differently.
 pub fn tokenize_window(prompt: &str) -> &str {
+    text_window(prompt, MAX_LENGTH, WINDOW_CHARS).0
+}
+
+/// The start of `text` holding its first `max_words` whitespace-separated words (so at least
+/// that many tokens), cut at ASCII whitespace, and at most `max_chars` characters (cut at the
+/// last whitespace before, else mid-word); true when something was cut off.
+pub(crate) fn text_window(text: &str, max_words: usize, max_chars: usize) -> (&str, bool) {
     let mut words = 0;
     let mut in_word = false;
     let mut last_cut = None;
-    for (n, (i, c)) in prompt.char_indices().enumerate() {
-        if n == WINDOW_CHARS {
-            return &prompt[..last_cut.unwrap_or(i)];
+    for (n, (i, c)) in text.char_indices().enumerate() {
+        if n == max_chars {
+            return (&text[..last_cut.unwrap_or(i)], true);
         }
         if c.is_whitespace() {
             if in_word {
@@ -194,8 +201,8 @@ pub fn tokenize_window(prompt: &str) -> &str {
             }
             in_word = false;
             if c.is_ascii_whitespace() {
-                if words >= MAX_LENGTH {
-                    return &prompt[..i];
+                if words >= max_words {
+                    return (&text[..i], !text[i..].trim().is_empty());
                 }
                 last_cut = Some(i);
             }
@@ -203,5 +210,5 @@ pub fn tokenize_window(prompt: &str) -> &str {
             in_word = true;
         }
     }
-    prompt
+    (text, false)
 }

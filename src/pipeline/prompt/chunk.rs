@@ -11,12 +11,15 @@ use tokenizers::Tokenizer;
 
 use super::parse::Piece;
 use crate::pipeline::error::{PipelineError, Result};
-use crate::pipeline::load::tokenizer::{BOS, EOS, MAX_LENGTH};
+use crate::pipeline::load::tokenizer::{text_window, BOS, EOS, MAX_LENGTH};
 
 /// Prompt tokens per chunk (77 minus start and end).
 pub(crate) const CHUNK_LENGTH: usize = MAX_LENGTH - 2;
 /// A1111's default "prompt word wrap length limit".
 pub(crate) const COMMA_BACKTRACK: usize = 20;
+/// Most characters of one prompt piece handed to the tokenizer (a prompt that long fails
+/// with a clear error; its cost stays bounded whatever its length).
+const PIECE_WINDOW_CHARS: usize = 1 << 16;
 /// Most chunks a prompt may have (1,500 prompt tokens): bounds text-encoder and UNet cost.
 pub(crate) const MAX_CHUNKS: usize = 20;
 
@@ -94,7 +97,7 @@ impl Chunker {
         self.last_comma = None;
         if self.chunks.len() == MAX_CHUNKS {
             return Err(PipelineError::InvalidRequest(format!(
-                "the prompt needs more than {MAX_CHUNKS} chunks of {CHUNK_LENGTH} tokens"
+                "the prompt is too long: it needs more than {MAX_CHUNKS} chunks of {CHUNK_LENGTH} tokens"
             )));
         }
         let mut ids = Vec::with_capacity(MAX_LENGTH);
@@ -168,7 +171,11 @@ pub(crate) fn chunk_prompt(
             c.next_chunk()?;
             continue;
         }
-        let tokens = tokenize(tokenizer, &piece.text)?;
+        // Tokenize no more than can fit: one word is at least one token, so a piece with
+        // more words than the chunks left can hold fails below whatever its tail says.
+        let room = (MAX_CHUNKS - c.chunks.len()) * CHUNK_LENGTH;
+        let (text, truncated) = text_window(&piece.text, room + 1, PIECE_WINDOW_CHARS);
+        let tokens = tokenize(tokenizer, text)?;
         let mut at = 0;
         while at < tokens.len() {
             let token = tokens[at];
@@ -210,9 +217,51 @@ pub(crate) fn chunk_prompt(
                 }
             }
         }
+        if truncated {
+            return Err(PipelineError::InvalidRequest(format!(
+                "the prompt is too long: more than {MAX_CHUNKS} chunks of {CHUNK_LENGTH} tokens \
+                 or a part over {PIECE_WINDOW_CHARS} characters"
+            )));
+        }
     }
     if !c.current.tokens.is_empty() || c.chunks.is_empty() {
         c.next_chunk()?;
     }
     Ok(c.chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::load::tokenizer::load_tokenizer_dir;
+    use crate::pipeline::prompt::parse::parse_prompt_attention;
+
+    fn chunks(prompt: &str) -> Result<Vec<Chunk>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models/tiny-sd1/tokenizer");
+        let (tokenizer, pad) = load_tokenizer_dir(&dir)?;
+        let special = SpecialIds::of(&tokenizer, pad)?;
+        chunk_prompt(&tokenizer, special, &parse_prompt_attention(prompt), &[])
+    }
+
+    fn too_long(prompt: &str) -> bool {
+        matches!(chunks(prompt), Err(PipelineError::InvalidRequest(m)) if m.contains("too long"))
+    }
+
+    #[test]
+    fn the_longest_prompt_that_fits_is_chunked_whole() {
+        let words = MAX_CHUNKS * CHUNK_LENGTH;
+        let all = chunks(&"fox ".repeat(words)).unwrap();
+        assert_eq!(all.len(), MAX_CHUNKS);
+        assert!(too_long(&"fox ".repeat(words + 1)));
+    }
+
+    #[test]
+    fn huge_prompts_are_refused_after_a_bounded_read() {
+        // Millions of words (cut after the words that can fit) and one endless word (cut at
+        // the character window): both refused, neither tokenized whole.
+        assert!(too_long(&"a fox ".repeat(2_000_000)));
+        assert!(too_long(&"x".repeat(5_000_000)));
+        assert!(too_long(&format!("{} (tail:1.2)", "x".repeat(5_000_000))));
+    }
 }
