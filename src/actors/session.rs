@@ -424,6 +424,87 @@ impl SessionActor {
             }
         }
     }
+
+    /// Starts the reader and writer over an established transport and greets the client.
+    fn begin<R, W>(&mut self, rd: R, wr: W, ctx: &mut Context<Self>)
+    where
+        R: AsyncRead + QuickAck + Unpin + Send + 'static,
+        W: PacketWrite + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.out = Some(tx);
+        let me = ctx.address();
+        self.writer = Some(actix_rt::spawn(write_loop(
+            wr,
+            rx,
+            self.settings.clone(),
+            self.queued_bytes.clone(),
+            me.clone(),
+        )));
+        self.reader = Some(actix_rt::spawn(read_loop(rd, self.settings.clone(), me)));
+        self.send_value(&responses::versions(RUNAI_VERSION), ctx);
+        self.last_activity = Instant::now();
+        self.watch_idle(ctx);
+        if !self.authorized {
+            // A peer that never authenticates must not hold a connection slot forever.
+            ctx.run_later(self.settings.read_timeout, |act, ctx| {
+                if !act.authorized && act.out.is_some() {
+                    log::info!(
+                        "session {}: no auth within {:?}",
+                        act.id,
+                        act.settings.read_timeout
+                    );
+                    act.refuse_unauthorized(ctx);
+                }
+            });
+        }
+    }
+
+    /// The legacy/Part 2 reply for a job event, with the request's echo fields; the echo is
+    /// dropped with the job's last event.
+    fn legacy_reply(&mut self, job_id: &str, update: JobUpdate, terminal: bool) -> Value {
+        let queue = self.echoes.get_mut(job_id);
+        let echo = match (queue, terminal) {
+            (Some(q), true) => q.pop_front(),
+            (Some(q), false) => q.front().cloned(),
+            (None, _) => None,
+        };
+        if self.echoes.get(job_id).is_some_and(|q| q.is_empty()) {
+            self.echoes.remove(job_id);
+        }
+        let echo = echo.unwrap_or(LegacyEcho {
+            reqtype: "",
+            pos_x: Value::Null,
+            pos_y: Value::Null,
+        });
+        let reqtype = echo.reqtype;
+        match update {
+            JobUpdate::Queued { position } => responses::queued(job_id, reqtype, position),
+            JobUpdate::Progress { step, total } => {
+                responses::progress(step, total, reqtype, job_id)
+            }
+            JobUpdate::Image {
+                png_base64,
+                seed,
+                nsfw,
+            } => responses::image(
+                png_base64,
+                reqtype,
+                &echo.pos_x,
+                &echo.pos_y,
+                job_id,
+                seed,
+                nsfw,
+            ),
+            JobUpdate::Done { images, elapsed_ms } => {
+                responses::done(job_id, reqtype, images, elapsed_ms)
+            }
+            JobUpdate::Cancelled => responses::cancelled(job_id),
+            JobUpdate::Failed { kind, message } => {
+                responses::error(kind, &message, Some(job_id), Some(reqtype))
+            }
+        }
+    }
 }
 
 impl Actor for SessionActor {
@@ -469,43 +550,6 @@ impl Actor for SessionActor {
     }
 }
 
-impl SessionActor {
-    /// Starts the reader and writer over an established transport and greets the client.
-    fn begin<R, W>(&mut self, rd: R, wr: W, ctx: &mut Context<Self>)
-    where
-        R: AsyncRead + QuickAck + Unpin + Send + 'static,
-        W: PacketWrite + 'static,
-    {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.out = Some(tx);
-        let me = ctx.address();
-        self.writer = Some(actix_rt::spawn(write_loop(
-            wr,
-            rx,
-            self.settings.clone(),
-            self.queued_bytes.clone(),
-            me.clone(),
-        )));
-        self.reader = Some(actix_rt::spawn(read_loop(rd, self.settings.clone(), me)));
-        self.send_value(&responses::versions(RUNAI_VERSION), ctx);
-        self.last_activity = Instant::now();
-        self.watch_idle(ctx);
-        if !self.authorized {
-            // A peer that never authenticates must not hold a connection slot forever.
-            ctx.run_later(self.settings.read_timeout, |act, ctx| {
-                if !act.authorized && act.out.is_some() {
-                    log::info!(
-                        "session {}: no auth within {:?}",
-                        act.id,
-                        act.settings.read_timeout
-                    );
-                    act.refuse_unauthorized(ctx);
-                }
-            });
-        }
-    }
-}
-
 impl Handler<Inbound> for SessionActor {
     type Result = ();
 
@@ -541,54 +585,6 @@ impl Handler<Inbound> for SessionActor {
             Inbound::Ended(why) => {
                 log::debug!("session {}: {why}", self.id);
                 ctx.stop();
-            }
-        }
-    }
-}
-
-impl SessionActor {
-    /// The legacy/Part 2 reply for a job event, with the request's echo fields; the echo is
-    /// dropped with the job's last event.
-    fn legacy_reply(&mut self, job_id: &str, update: JobUpdate, terminal: bool) -> Value {
-        let queue = self.echoes.get_mut(job_id);
-        let echo = match (queue, terminal) {
-            (Some(q), true) => q.pop_front(),
-            (Some(q), false) => q.front().cloned(),
-            (None, _) => None,
-        };
-        if self.echoes.get(job_id).is_some_and(|q| q.is_empty()) {
-            self.echoes.remove(job_id);
-        }
-        let echo = echo.unwrap_or(LegacyEcho {
-            reqtype: "",
-            pos_x: Value::Null,
-            pos_y: Value::Null,
-        });
-        let reqtype = echo.reqtype;
-        match update {
-            JobUpdate::Queued { position } => responses::queued(job_id, reqtype, position),
-            JobUpdate::Progress { step, total } => {
-                responses::progress(step, total, reqtype, job_id)
-            }
-            JobUpdate::Image {
-                png_base64,
-                seed,
-                nsfw,
-            } => responses::image(
-                png_base64,
-                reqtype,
-                &echo.pos_x,
-                &echo.pos_y,
-                job_id,
-                seed,
-                nsfw,
-            ),
-            JobUpdate::Done { images, elapsed_ms } => {
-                responses::done(job_id, reqtype, images, elapsed_ms)
-            }
-            JobUpdate::Cancelled => responses::cancelled(job_id),
-            JobUpdate::Failed { kind, message } => {
-                responses::error(kind, &message, Some(job_id), Some(reqtype))
             }
         }
     }

@@ -163,6 +163,27 @@ impl SdGenerator {
         model.set_embeddings(embeddings);
         Ok((model, key))
     }
+
+    /// Reads `model` from disk, making room in the cache first.
+    fn load(
+        &mut self,
+        model: &ResolvedModel,
+    ) -> Result<(StableDiffusion, ModelParts, u64), GenerateError> {
+        let source =
+            ModelSource::open(&model.path, model.format).map_err(|e| load_error(model, e))?;
+        let bytes = source.weight_bytes(self.opts.dtype);
+        self.cache.make_room(bytes);
+        let parts = source
+            .into_parts(&self.opts)
+            .map_err(|e| load_error(model, e))?;
+        let sd = StableDiffusion::from_parts(parts.clone(), &self.opts)
+            .map_err(|e| load_error(model, e))?;
+        Ok((sd, parts, bytes))
+    }
+
+    fn cache_name(&self, key: &Path) -> Option<String> {
+        self.cache.peek(key).map(|l| l.name.clone())
+    }
 }
 
 /// Whether the job reads its prompts with A1111's syntax (and may name embeddings).
@@ -209,28 +230,5 @@ impl Generator for SdGenerator {
             candle_core::Device::Metal(_) => "metal".to_string(),
         };
         format!("{device} {:?}", self.opts.dtype).to_lowercase()
-    }
-}
-
-impl SdGenerator {
-    /// Reads `model` from disk, making room in the cache first.
-    fn load(
-        &mut self,
-        model: &ResolvedModel,
-    ) -> Result<(StableDiffusion, ModelParts, u64), GenerateError> {
-        let source =
-            ModelSource::open(&model.path, model.format).map_err(|e| load_error(model, e))?;
-        let bytes = source.weight_bytes(self.opts.dtype);
-        self.cache.make_room(bytes);
-        let parts = source
-            .into_parts(&self.opts)
-            .map_err(|e| load_error(model, e))?;
-        let sd = StableDiffusion::from_parts(parts.clone(), &self.opts)
-            .map_err(|e| load_error(model, e))?;
-        Ok((sd, parts, bytes))
-    }
-
-    fn cache_name(&self, key: &Path) -> Option<String> {
-        self.cache.peek(key).map(|l| l.name.clone())
     }
 }

@@ -79,6 +79,23 @@ impl ApiError {
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// The JSON body in the error's dialect.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        match self.dialect {
+            Dialect::A1111 => json!({
+                "error": self.kind.as_str(),
+                "detail": self.message,
+                "errors": self.message,
+            }),
+            Dialect::OpenAi => json!({"error": {
+                "message": self.message,
+                "type": openai_type(self.kind),
+                "param": null,
+                "code": self.kind.as_str(),
+            }}),
+        }
+    }
 }
 
 impl From<RequestError> for ApiError {
@@ -120,25 +137,6 @@ impl ResponseError for ApiError {
             );
         }
         res
-    }
-}
-
-impl ApiError {
-    /// The JSON body in the error's dialect.
-    pub(crate) fn body(&self) -> serde_json::Value {
-        match self.dialect {
-            Dialect::A1111 => json!({
-                "error": self.kind.as_str(),
-                "detail": self.message,
-                "errors": self.message,
-            }),
-            Dialect::OpenAi => json!({"error": {
-                "message": self.message,
-                "type": openai_type(self.kind),
-                "param": null,
-                "code": self.kind.as_str(),
-            }}),
-        }
     }
 }
 

@@ -81,6 +81,33 @@ impl AddOnRoots {
             embeddings: collect(&self.embeddings, 0),
         }
     }
+
+    /// The configured roots, or by default `Lora/`, `lora/`, `models/Lora/` (LoRAs) and
+    /// `embeddings/` under each model root.
+    pub fn with_defaults(
+        lora: Vec<PathBuf>,
+        embeddings: Vec<PathBuf>,
+        model_roots: &[PathBuf],
+    ) -> Self {
+        let under = |subs: &[&str]| -> Vec<PathBuf> {
+            model_roots
+                .iter()
+                .flat_map(|r| subs.iter().map(move |s| r.join(s)))
+                .collect()
+        };
+        AddOnRoots {
+            lora: if lora.is_empty() {
+                under(&["Lora", "lora", "models/Lora"])
+            } else {
+                lora
+            },
+            embeddings: if embeddings.is_empty() {
+                under(&["embeddings"])
+            } else {
+                embeddings
+            },
+        }
+    }
 }
 
 /// A model resolver that also lists the add-on folders.
@@ -116,35 +143,6 @@ impl<R: ModelResolver> ModelResolver for WithAddOns<R> {
 pub struct AddOnRoots {
     pub lora: Vec<PathBuf>,
     pub embeddings: Vec<PathBuf>,
-}
-
-impl AddOnRoots {
-    /// The configured roots, or by default `Lora/`, `lora/`, `models/Lora/` (LoRAs) and
-    /// `embeddings/` under each model root.
-    pub fn with_defaults(
-        lora: Vec<PathBuf>,
-        embeddings: Vec<PathBuf>,
-        model_roots: &[PathBuf],
-    ) -> Self {
-        let under = |subs: &[&str]| -> Vec<PathBuf> {
-            model_roots
-                .iter()
-                .flat_map(|r| subs.iter().map(move |s| r.join(s)))
-                .collect()
-        };
-        AddOnRoots {
-            lora: if lora.is_empty() {
-                under(&["Lora", "lora", "models/Lora"])
-            } else {
-                lora
-            },
-            embeddings: if embeddings.is_empty() {
-                under(&["embeddings"])
-            } else {
-                embeddings
-            },
-        }
-    }
 }
 
 /// `name` as a relative path of normal components, or an error when it would climb out of
