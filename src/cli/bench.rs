@@ -1,5 +1,5 @@
 //! `runai bench`: times one phase of Stable Diffusion (text encode, one UNet step, VAE decode,
-//! a whole txt2img) on a diffusers folder exactly as `tools/bench_diffusers.py _phase` does
+//! a whole txt2img; SDXL's phases in bench_xl.rs) on a diffusers folder exactly as `tools/bench_diffusers.py _phase` does
 //! (same shapes, batch 2 for the UNet, 1 warm-up, N timed runs) and prints one
 //! `RESULT {json}` line, so both implementations can be compared side by side.
 //! Measures only: never writes files, never changes the model.
@@ -23,15 +23,20 @@ use crate::pipeline::models::vae::Vae;
 use crate::pipeline::params::{GenerateParams, SchedulerKind, Task};
 use crate::pipeline::{RuntimeOptions, StableDiffusion};
 
+use super::bench_xl::{measure_xl, XlPhase};
+
+/// Image side of the SDXL phases (SDXL's native 1024x1024).
+const XL_SIDE: usize = 1024;
+
 /// Prompt pair of the reference tool (`PROMPT`, `NEG`).
-const PROMPT: &str = "a red fox in the snow";
-const NEG: &str = "blurry";
+pub(super) const PROMPT: &str = "a red fox in the snow";
+pub(super) const NEG: &str = "blurry";
 /// The timestep the reference tool feeds to its single UNet call.
-const UNET_TIMESTEP: f64 = 500.0;
+pub(super) const UNET_TIMESTEP: f64 = 500.0;
 /// SD1.x text encoder output width, the UNet's cross-attention context width (fallback when
 /// the config does not say).
 const CONTEXT_DIM: usize = 768;
-const TOKENS: usize = 77;
+pub(super) const TOKENS: usize = 77;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Phase {
@@ -56,6 +61,15 @@ pub(crate) enum Phase {
     /// Whole pipeline: 512x512, 50 DDIM steps, CFG 7.5 (the GPU comparison of bench/gpu.sh).
     #[value(name = "txt2img_512_ddim50")]
     Txt2Img512Ddim50,
+    /// SDXL folder: both text encoders (penultimate states + pooled), uncond + cond.
+    #[value(name = "sdxl_text_encode")]
+    SdxlTextEncode,
+    /// SDXL folder: one UNet call, batch 2 (CFG), 128x128 latents (1024x1024 image).
+    #[value(name = "sdxl_unet_1024")]
+    SdxlUnet1024,
+    /// SDXL folder: VAE decode 1x4x128x128 -> 1x3x1024x1024.
+    #[value(name = "sdxl_vae_decode_1024")]
+    SdxlVaeDecode1024,
 }
 
 impl Phase {
@@ -68,20 +82,34 @@ impl Phase {
             Phase::VaeDecode512 => "vae_decode_512",
             Phase::Txt2Img256Ddim10 => "txt2img_256_ddim10",
             Phase::Txt2Img512Ddim50 => "txt2img_512_ddim50",
+            Phase::SdxlTextEncode => "sdxl_text_encode",
+            Phase::SdxlUnet1024 => "sdxl_unet_1024",
+            Phase::SdxlVaeDecode1024 => "sdxl_vae_decode_1024",
+        }
+    }
+
+    /// The SDXL phase this is, if any.
+    fn xl(self) -> Option<XlPhase> {
+        match self {
+            Phase::SdxlTextEncode => Some(XlPhase::TextEncode),
+            Phase::SdxlUnet1024 => Some(XlPhase::Unet),
+            Phase::SdxlVaeDecode1024 => Some(XlPhase::VaeDecode),
+            _ => None,
         }
     }
 
     /// Forward-pass cost of one run of the phase on the SD1.5 architecture, in GFLOP
     /// (multiply-add = 2 FLOP), as torch's FlopCounterMode counts the diffusers modules
     /// (convolutions and matmuls; norms and softmax not counted); the txt2img figures add
-    /// their parts (text encodes, steps x one UNet call, one decode).
-    fn gflop(self) -> f64 {
+    /// their parts (text encodes, steps x one UNet call, one decode). None for the SDXL
+    /// phases: no FlopCounterMode count of the SDXL modules has been made yet.
+    fn gflop(self) -> Option<f64> {
         const TEXT: f64 = 26.6;
         const UNET_256: f64 = 360.2;
         const UNET_512: f64 = 1606.5;
         const VAE_256: f64 = 622.2;
         const VAE_512: f64 = 2514.5;
-        match self {
+        Some(match self {
             Phase::TextEncode => TEXT,
             Phase::Unet256 => UNET_256,
             Phase::Unet512 => UNET_512,
@@ -89,7 +117,8 @@ impl Phase {
             Phase::VaeDecode512 => VAE_512,
             Phase::Txt2Img256Ddim10 => TEXT + 10.0 * UNET_256 + VAE_256,
             Phase::Txt2Img512Ddim50 => TEXT + 50.0 * UNET_512 + VAE_512,
-        }
+            Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => return None,
+        })
     }
 }
 
@@ -158,17 +187,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "times_s": times.iter().map(|t| round_to(*t, digits)).collect::<Vec<_>>(),
         "median_s": round_to(median, digits),
         "gflop": gflop,
-        "gflop_per_s": (gflop / median * 10.0).round() / 10.0,
+        "gflop_per_s": gflop.map(|g| (g / median * 10.0).round() / 10.0),
         "peak_rss_mb": peak_rss_mb().map(f64::round),
     });
     println!("RESULT {result}");
     Ok(())
 }
 
-struct Measured {
-    load_s: f64,
-    what: String,
-    times: Vec<f64>,
+pub(super) struct Measured {
+    pub(super) load_s: f64,
+    pub(super) what: String,
+    pub(super) times: Vec<f64>,
 }
 
 fn measure(
@@ -177,6 +206,9 @@ fn measure(
     repeats: usize,
     opts: &RuntimeOptions,
 ) -> anyhow::Result<Measured> {
+    if let Some(xl) = phase.xl() {
+        return measure_xl(model, xl, XL_SIDE, repeats, opts);
+    }
     let t0 = Instant::now();
     let dev = &opts.device;
     // Each arm loads only what the reference loads for that phase, so load_s and peak RSS
@@ -258,6 +290,9 @@ fn measure(
                 times,
             })
         }
+        Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => {
+            bail!("SDXL phases are measured by bench_xl")
+        }
         Phase::Txt2Img256Ddim10 | Phase::Txt2Img512Ddim50 => {
             let (size, steps) = if phase == Phase::Txt2Img256Ddim10 {
                 (256, 10)
@@ -304,7 +339,7 @@ fn measure(
 
 /// One untimed warm-up (allocator growth, GPU kernel loading), then `repeats` timed runs.
 /// The device is synchronized inside the timed region, so queued GPU work is counted.
-fn time_runs(
+pub(super) fn time_runs(
     repeats: usize,
     dev: &Device,
     mut f: impl FnMut() -> anyhow::Result<()>,
@@ -323,7 +358,7 @@ fn time_runs(
 
 /// Standard-normal f32 inputs from a fixed seed. Values do not change the cost; a fixed seed
 /// keeps runs repeatable.
-fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dev: &Device) -> anyhow::Result<Tensor> {
+pub(super) fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dev: &Device) -> anyhow::Result<Tensor> {
     let n = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
     Ok(Tensor::from_vec(data, shape, dev)?)
@@ -391,8 +426,9 @@ mod tests {
 
     #[test]
     fn txt2img_flops_add_up() {
-        let t = Phase::Txt2Img256Ddim10.gflop();
+        let t = Phase::Txt2Img256Ddim10.gflop().unwrap();
         assert!((t - (26.6 + 3602.0 + 622.2)).abs() < 1e-9);
+        assert_eq!(Phase::SdxlUnet1024.gflop(), None);
     }
 
     /// Every phase runs end to end on the committed tiny SD1 fixture (same code path as the
