@@ -14,7 +14,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use fixture_common::{fixtures, max_diff};
 use runai::cli::replay::{read_json, run, ReplayArgs};
+use runai::pipeline::noise::SeededNoise;
+use runai::pipeline::params::{
+    EmptyNegative, GenerateParams, PromptSyntax, SchedulerKind, Task, XlOptions,
+};
 use runai::pipeline::prompt::parse::parse_prompt_attention;
+use runai::pipeline::trace::Trace;
+use runai::pipeline::{RuntimeOptions, StableDiffusion};
 use serde_json::Value;
 
 fn ext_manifest() -> PathBuf {
@@ -296,4 +302,125 @@ fn long_prompt_txt2img_runs_match() {
 #[test]
 fn sdxl_long_prompt_txt2img_runs_match() {
     long_prompt_runs("a1111_prompt_sdxl", 20, true);
+}
+
+/// One traced 64x64 txt2img step on `model`.
+fn traced(model: &StableDiffusion, params: &GenerateParams) -> Trace {
+    let mut trace = Trace::new();
+    let mut noise = SeededNoise::new(params.seed, params.n_samples);
+    let mut progress = |_: usize, _: usize| true;
+    model
+        .run_with_noise(params, &mut noise, Some(&mut trace), &mut progress)
+        .unwrap();
+    trace
+}
+
+fn all_zero(t: &Tensor) -> bool {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 0.0)
+}
+
+/// What the SDXL goldens leave out: a plain short prompt reads the same as diffusers' path,
+/// A1111 ignores Clip skip on SDXL, and an empty negative prompt is all zeros (pooled too),
+/// beside a two-chunk prompt it is split into its own UNet call.
+#[test]
+fn sdxl_plain_prompts_clip_skip_and_empty_negative() {
+    let opts = RuntimeOptions::default();
+    let model =
+        StableDiffusion::load_folder(&fixtures().join("ext/models/tiny-sdxl"), &opts).unwrap();
+    let a1111 = PromptSyntax::A1111 {
+        pad_cond_uncond: false,
+    };
+    let base = GenerateParams {
+        task: Task::Txt2Img,
+        prompt: "a red fox in the snow".into(),
+        negative_prompt: "blurry".into(),
+        steps: 1,
+        guidance_scale: 5.0,
+        seed: 3,
+        width: Some(64),
+        height: Some(64),
+        n_samples: 1,
+        scheduler: SchedulerKind::Euler,
+        eta: 0.0,
+        clip_skip: None,
+        syntax: a1111,
+        loras: Vec::new(),
+        timestep_spacing: None,
+        xl: XlOptions::default(),
+    };
+    let ours = traced(&model, &base);
+    let literal = traced(
+        &model,
+        &GenerateParams {
+            syntax: PromptSyntax::Literal,
+            ..base.clone()
+        },
+    );
+    for name in [
+        "prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+        "final_latents",
+    ] {
+        let d = max_diff(ours.get(name).unwrap(), literal.get(name).unwrap());
+        assert!(d < 1e-5, "{name}: A1111 and diffusers differ by {d}");
+    }
+
+    let skipped = traced(
+        &model,
+        &GenerateParams {
+            clip_skip: Some(1),
+            ..base.clone()
+        },
+    );
+    assert_eq!(
+        max_diff(
+            skipped.get("prompt_embeds").unwrap(),
+            ours.get("prompt_embeds").unwrap()
+        ),
+        0.0,
+        "clip_skip moved SDXL's A1111 encoding"
+    );
+
+    let long = GenerateParams {
+        prompt: ["a red fox in the snow"; 16].join(", "),
+        negative_prompt: String::new(),
+        xl: XlOptions {
+            empty_negative: EmptyNegative::Zeros,
+            ..XlOptions::default()
+        },
+        ..base.clone()
+    };
+    let t = traced(&model, &long);
+    assert_eq!(t.get("prompt_embeds").unwrap().dims(), &[1, 154, 20]);
+    let uncond = t.get("uncond_prompt_embeds").unwrap();
+    assert_eq!(uncond.dims(), &[1, 77, 20]);
+    assert!(all_zero(uncond));
+    assert!(all_zero(t.get("negative_pooled_prompt_embeds").unwrap()));
+    assert!(!all_zero(t.get("pooled_prompt_embeds").unwrap()));
+    // One added row per context row: the zero pooled row with the uncond context.
+    let added = t.get("unet_added_text_embeds").unwrap();
+    assert_eq!(added.dims(), &[2, 10]);
+    assert!(all_zero(&added.narrow(0, 0, 1).unwrap()));
+
+    // With padding the zero chunk is followed by the empty prompt's (encoded, not zero).
+    let padded = traced(
+        &model,
+        &GenerateParams {
+            syntax: PromptSyntax::A1111 {
+                pad_cond_uncond: true,
+            },
+            ..long
+        },
+    );
+    let negative = padded.get("negative_prompt_embeds").unwrap();
+    assert_eq!(negative.dims(), &[1, 154, 20]);
+    assert!(all_zero(&negative.narrow(1, 0, 77).unwrap()));
+    assert!(!all_zero(&negative.narrow(1, 77, 77).unwrap()));
 }
