@@ -3,12 +3,15 @@
 //! request without it is byte-identical to one made before any LoRA was used, and an
 //! unknown LoRA, a corrupt file, a LoRA of another family, a name climbing out of its folder
 //! and an unbalanced `((` prompt each get a clear error (or A1111's tolerant result) from a
-//! worker that keeps serving.
+//! worker that keeps serving. The same for tiny SDXL: weights and an SGM-named LoRA change
+//! its image, and the base model stays untouched.
 
 mod e2e_common;
+mod fixture_common;
 mod server_common;
 
 use e2e_common::*;
+use fixture_common::sdxl_root;
 use runai::app::spawn_server;
 use runai::engine::factory::sd_factory;
 use runai::registry::addons::{AddOnRoots, WithAddOns};
@@ -163,5 +166,55 @@ fn lora_changes_the_image_and_leaves_the_base_model_untouched() {
     literal["options"]["txt2img_prompt_syntax"] = json!("literal");
     c.send(&literal);
     assert_done(&c.collect_job("literal"), 1, 3);
+    server.shutdown();
+}
+
+/// SDXL over the legacy socket: A1111's weights are read (`(fox:1)` is the plain prompt,
+/// `(fox:1.3)` is not), `<lora:xl_lineart:0.8>` changes the image, and the request after it
+/// without the tag is byte-identical to the one before.
+#[test]
+fn sdxl_weights_and_lora_over_the_wire() {
+    let lora_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("ext/lora/xl_lineart.safetensors"),
+        lora_dir.path().join("xl_lineart.safetensors"),
+    )
+    .unwrap();
+    let roots = AddOnRoots {
+        lora: vec![lora_dir.path().to_path_buf()],
+        embeddings: Vec::new(),
+    };
+    let models = sdxl_root();
+    let factory = sd_factory(Default::default(), 3, 4 << 30, roots.clone());
+    let resolver = WithAddOns {
+        inner: Registry::new(&[models.path().to_path_buf()]),
+        roots,
+    };
+    let server = spawn_server(test_config(), factory, Box::new(resolver)).unwrap();
+    let mut c = Client::connect(server.local_addr);
+    let mut run = |id: &str, prompt: &str| -> String {
+        let mut req = txt2img(id, "xl/tiny-sdxl", 3, 77, 64, 64);
+        req["options"]["txt2img_prompt"] = json!(prompt);
+        c.send(&req);
+        let r = c.collect_job(id);
+        assert_done(&r, 1, 3);
+        image_b64(&r, 0)
+    };
+
+    let plain = run("plain", "a red fox in the snow");
+    assert_eq!(
+        run("weight1", "a red (fox:1) in the snow"),
+        plain,
+        "a weight of 1 is the plain prompt"
+    );
+    let before = run("before", "a red (fox:1.3) in the snow");
+    assert_ne!(before, plain, "the weight changed nothing");
+    let lora = run("lora", "a red (fox:1.3) in the snow <lora:xl_lineart:0.8>");
+    assert_ne!(lora, before, "the LoRA changed nothing");
+    assert_eq!(
+        run("after", "a red (fox:1.3) in the snow"),
+        before,
+        "base model changed"
+    );
     server.shutdown();
 }

@@ -37,6 +37,7 @@ pub(crate) const XL_OUTPUT_NAMES: &[&str] = &[
     "pooled_prompt_embeds",
     "negative_pooled_prompt_embeds",
     "add_time_ids",
+    "unet_added_text_embeds",
 ];
 
 #[derive(clap::Args, Debug, Clone)]

@@ -1,9 +1,10 @@
 //! `runai replay` for the prompt-encoding cases: `a1111_encode_prompt` (A1111 syntax on one
 //! prompt) writes `prompt_embeds`, `prompt_embeds_no_emphasis` and per chunk and tower
-//! `<tower>_chunk<j>_input_ids` / `<tower>_chunk<j>_multipliers`; `encode_prompt` with an
-//! `embedding_file` (textual inversion) writes the same with the `a1111_` prefix, the
-//! embedding loaded from the case's file. Towers are named `clip_l` (and `clip_g` for a
-//! second encoder). Reads the model and the case's inputs, never the golden outputs.
+//! `<tower>_chunk<j>_input_ids` / `<tower>_chunk<j>_multipliers` (and SDXL's
+//! `pooled_prompt_embeds`: the bigG tower's pooled embedding of the first chunk);
+//! `encode_prompt` with an `embedding_file` (textual inversion) writes the same with the
+//! `a1111_` prefix, the embedding loaded from the case's file. Towers are named `clip_l` (and
+//! `clip_g` for a second encoder). Reads the model and the case's inputs, never the golden outputs.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,8 +13,9 @@ use anyhow::{anyhow, Context};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+use crate::pipeline::error::Result;
 use crate::pipeline::load::embedding::read_embedding;
-use crate::pipeline::prompt::encode::TowerEncoding;
+use crate::pipeline::prompt::encode::{concat_towers, TowerEncoding};
 use crate::pipeline::prompt::parse::parse_prompt_attention;
 use crate::pipeline::StableDiffusion;
 
@@ -61,25 +63,23 @@ pub(crate) fn replay(
     let outs = towers
         .iter()
         .map(|t| t.encode_pieces(&pieces, clip_skip, true))
-        .collect::<crate::pipeline::error::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(tensors(prefix, &outs)?)
 }
 
-fn tensors(prefix: &str, outs: &[TowerEncoding]) -> candle_core::Result<HashMap<String, Tensor>> {
+fn tensors(prefix: &str, outs: &[TowerEncoding]) -> Result<HashMap<String, Tensor>> {
     let mut map = HashMap::new();
-    let cat = |parts: Vec<&Tensor>| -> candle_core::Result<Tensor> {
-        match parts.as_slice() {
-            [one] => Ok((*one).clone()),
-            _ => Tensor::cat(&parts, 2),
-        }
-    };
-    map.insert(
-        format!("{prefix}prompt_embeds"),
-        cat(outs.iter().map(|o| &o.embeds).collect())?,
-    );
+    let embeds: Vec<&Tensor> = outs.iter().map(|o| &o.embeds).collect();
+    map.insert(format!("{prefix}prompt_embeds"), concat_towers(&embeds)?);
     let plain: Option<Vec<&Tensor>> = outs.iter().map(|o| o.unweighted.as_ref()).collect();
     if let Some(plain) = plain {
-        map.insert(format!("{prefix}prompt_embeds_no_emphasis"), cat(plain)?);
+        map.insert(
+            format!("{prefix}prompt_embeds_no_emphasis"),
+            concat_towers(&plain)?,
+        );
+    }
+    if let Some(pooled) = outs.iter().find_map(|o| o.pooled.as_ref()) {
+        map.insert(format!("{prefix}pooled_prompt_embeds"), pooled.clone());
     }
     for (out, tower) in outs.iter().zip(TOWER_NAMES) {
         for (j, chunk) in out.chunks.iter().enumerate() {

@@ -1,16 +1,19 @@
 //! The text conditioning of one request: prompt and negative prompt encoded as literal text
 //! (diffusers: one 77-token window each) or with A1111's syntax (any number of 77-token
-//! chunks, emphasis, textual inversion), and how the UNet takes them: one batch
-//! `[uncond, cond]`, or (A1111 with different chunk counts) one call each (denoise.rs groups
-//! a step's rows by context length).
+//! chunks, emphasis, textual inversion; SDXL's two towers side by side, with the pooled
+//! embedding of the first chunk), and how the UNet takes them: one batch `[uncond, cond]`,
+//! or (A1111 with different chunk counts) one call each (denoise.rs groups a step's rows by
+//! context length). SDXL's literal path and its added conditioning are in
+//! xl_conditioning.rs.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::error::Result;
+use super::load::tokenizer::MAX_LENGTH;
 use super::model::StableDiffusion;
-use super::params::GenerateParams;
+use super::params::{EmptyNegative, GenerateParams};
 use super::prompt::chunk::SpecialIds;
-use super::prompt::encode::{encode_a1111, Tower, TowerEmbedding};
+use super::prompt::encode::{encode_a1111, A1111Encoding, Tower, TowerEmbedding, TowerLayer};
 use super::prompt::PromptSyntax;
 use super::trace::{record, Trace};
 
@@ -33,13 +36,14 @@ impl Context {
 }
 
 impl StableDiffusion {
-    /// The special ids of the model's (only) tokenizer, for A1111 chunking.
-    fn special_ids(&self) -> Result<SpecialIds> {
-        SpecialIds::of(&self.tokenizer, self.pad_token_id)
-    }
-
-    /// The model's text towers for A1111 encoding (one for SD1/SD2), each with its part of
-    /// the textual-inversion embeddings.
+    /// The model's text towers for A1111 encoding, each with its part of the textual-
+    /// inversion embeddings: CLIP-L for SD1 (its last layers), `[clip_l, clip_g]` for SDXL
+    /// (penultimate layers; the bigG tower also pools).
+    ///
+    /// SDXL's bigG tower reads the text with the CLIP-L tokenizer when the two share a
+    /// vocabulary (SDXL's do): A1111 tokenizes that tower with open_clip, which reads `!` as
+    /// text, whereas `tokenizer_2` turns every `!` into its pad token. Its own pad id (0)
+    /// still fills the chunk after the end-of-text token, as open_clip's does.
     pub(crate) fn towers(&self) -> Result<Vec<Tower<'_>>> {
         let embeddings = |tower: usize| {
             self.embeddings
@@ -52,21 +56,51 @@ impl StableDiffusion {
                 })
                 .collect()
         };
-        Ok(vec![Tower {
-            tokenizer: &self.tokenizer,
-            encoder: &self.text_encoder,
-            special: self.special_ids()?,
-            embeddings: embeddings(0),
-        }])
+        let Some(xl) = &self.xl else {
+            return Ok(vec![Tower {
+                tokenizer: &self.tokenizer,
+                encoder: &self.text_encoder,
+                special: SpecialIds::of(&self.tokenizer, self.pad_token_id)?,
+                embeddings: embeddings(0),
+                layer: TowerLayer::Final,
+            }]);
+        };
+        let same_vocab =
+            self.tokenizer.get_vocab_size(false) == xl.tokenizer_2.get_vocab_size(false);
+        let tokenizer_g = if same_vocab {
+            &self.tokenizer
+        } else {
+            &xl.tokenizer_2
+        };
+        Ok(vec![
+            Tower {
+                tokenizer: &self.tokenizer,
+                encoder: &self.text_encoder,
+                special: SpecialIds::of(&self.tokenizer, self.pad_token_id)?,
+                embeddings: embeddings(0),
+                layer: TowerLayer::Penultimate,
+            },
+            Tower {
+                tokenizer: tokenizer_g,
+                encoder: xl.encoder_2.text(),
+                special: SpecialIds::of(tokenizer_g, xl.pad_token_id_2)?,
+                embeddings: embeddings(1),
+                layer: TowerLayer::PenultimatePooled(&xl.encoder_2),
+            },
+        ])
     }
 
-    /// `[1, 77 * chunks, width]` embeddings of `prompt` read with A1111's syntax.
-    pub(crate) fn encode_prompt_a1111(
-        &self,
-        prompt: &str,
-        clip_skip: Option<usize>,
-    ) -> Result<Tensor> {
-        Ok(encode_a1111(&self.towers()?, prompt, clip_skip)?.0)
+    /// `prompt` read with A1111's syntax: `[1, 77 * chunks, width]` embeddings and, for
+    /// SDXL, the pooled embedding (f32 for SDXL, as its literal path).
+    fn encode_a1111_prompt(&self, prompt: &str, clip_skip: Option<usize>) -> Result<A1111Encoding> {
+        let out = encode_a1111(&self.towers()?, prompt, clip_skip)?;
+        if self.xl.is_none() {
+            return Ok(out);
+        }
+        Ok(A1111Encoding {
+            embeds: out.embeds.to_dtype(DType::F32)?,
+            pooled: out.pooled.map(|p| p.to_dtype(DType::F32)).transpose()?,
+        })
     }
 
     /// Encodes the request's prompts and arranges them for the UNet; records
@@ -77,19 +111,57 @@ impl StableDiffusion {
         do_cfg: bool,
         trace: &mut Option<&mut Trace>,
     ) -> Result<Context> {
-        let PromptSyntax::A1111 { pad_cond_uncond } = params.syntax else {
-            return self.literal_context(params, do_cfg, trace);
-        };
-        let cond = self.encode_prompt_a1111(&params.prompt, params.clip_skip)?;
-        record(trace, "prompt_embeds", &cond)?;
-        if !do_cfg {
-            return Ok(Context::Joint(cond));
+        match params.syntax {
+            PromptSyntax::A1111 { pad_cond_uncond } => Ok(self
+                .a1111_context(params, pad_cond_uncond, do_cfg, trace)?
+                .0),
+            PromptSyntax::Literal => self.literal_context(params, do_cfg, trace),
         }
-        let mut uncond = self.encode_prompt_a1111(&params.negative_prompt, params.clip_skip)?;
+    }
+
+    /// A1111's conditioning of a request: the context and, for SDXL, the pooled embeddings
+    /// with one row per context row (`[uncond, cond]`, or `[cond]`). An empty negative
+    /// prompt of an SDXL model is all zeros (A1111 zeros it for every SDXL model, unless the
+    /// request asks for `""` to be encoded). Records `pooled_prompt_embeds` and
+    /// `negative_pooled_prompt_embeds` besides the context's tensors.
+    pub(crate) fn a1111_context(
+        &self,
+        params: &GenerateParams,
+        pad_cond_uncond: bool,
+        do_cfg: bool,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<(Context, Option<Tensor>)> {
+        let cond = self.encode_a1111_prompt(&params.prompt, params.clip_skip)?;
+        record(trace, "prompt_embeds", &cond.embeds)?;
+        if let Some(p) = &cond.pooled {
+            record(trace, "pooled_prompt_embeds", p)?;
+        }
+        if !do_cfg {
+            return Ok((Context::Joint(cond.embeds), cond.pooled));
+        }
+        let zeros = self.xl.is_some()
+            && params.negative_prompt.is_empty()
+            && params.xl.empty_negative == EmptyNegative::Zeros;
+        let negative = if zeros {
+            A1111Encoding {
+                embeds: cond.embeds.narrow(1, 0, MAX_LENGTH)?.zeros_like()?,
+                pooled: cond.pooled.as_ref().map(Tensor::zeros_like).transpose()?,
+            }
+        } else {
+            self.encode_a1111_prompt(&params.negative_prompt, params.clip_skip)?
+        };
+        if let Some(p) = &negative.pooled {
+            record(trace, "negative_pooled_prompt_embeds", p)?;
+        }
+        let pooled = match (&negative.pooled, &cond.pooled) {
+            (Some(u), Some(c)) => Some(Tensor::cat(&[u, c], 0)?),
+            _ => None,
+        };
+        let (mut cond, mut uncond) = (cond.embeds, negative.embeds);
         let (nc, nu) = (cond.dim(1)?, uncond.dim(1)?);
-        let mut cond = cond;
         if nc != nu && pad_cond_uncond {
-            let empty = self.encode_prompt_a1111("", params.clip_skip)?;
+            // A1111 pads with the empty prompt's encoding (never zeroed), crossattn only.
+            let empty = self.encode_a1111_prompt("", params.clip_skip)?.embeds;
             let pad = |t: &Tensor, to: usize| -> Result<Tensor> {
                 let reps = (to - t.dim(1)?) / empty.dim(1)?;
                 let mut parts = vec![t.clone()];
@@ -103,13 +175,14 @@ impl StableDiffusion {
                 uncond = pad(&uncond, nc)?;
             }
         }
-        if cond.dim(1)? == uncond.dim(1)? {
+        let context = if cond.dim(1)? == uncond.dim(1)? {
             record(trace, "negative_prompt_embeds", &uncond)?;
-            Ok(Context::Joint(Tensor::cat(&[&uncond, &cond], 0)?))
+            Context::Joint(Tensor::cat(&[&uncond, &cond], 0)?)
         } else {
             record(trace, "uncond_prompt_embeds", &uncond)?;
-            Ok(Context::Split { uncond, cond })
-        }
+            Context::Split { uncond, cond }
+        };
+        Ok((context, pooled))
     }
 
     /// Today's literal encoding: one 77-token window per prompt, as diffusers.

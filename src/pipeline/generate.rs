@@ -132,8 +132,8 @@ impl StableDiffusion {
         let do_cfg = params.guidance_scale > 1.0;
         if let Some(xl) = &self.xl {
             let size = self.resolve_size(params)?;
-            let (context, added) = self.xl_conditioning(xl, params, do_cfg, size, trace)?;
-            return Ok((Context::Joint(context), Some(added)));
+            let (context, added) = self.xl_context(xl, params, do_cfg, size, trace)?;
+            return Ok((context, Some(added)));
         }
         Ok((self.text_context(params, do_cfg, trace)?, None))
     }

@@ -109,9 +109,14 @@ impl StableDiffusion {
         self.embeddings.len()
     }
 
-    /// The hidden width of each text encoder, in tower order.
+    /// The hidden width of each text encoder, in tower order (`[clip_l]`, or `[clip_l,
+    /// clip_g]` for SDXL).
     pub(crate) fn tower_widths(&self) -> Vec<usize> {
-        vec![self.text_encoder.hidden_size()]
+        let mut widths = vec![self.text_encoder.hidden_size()];
+        if let Some(xl) = &self.xl {
+            widths.push(xl.encoder_2.text().hidden_size());
+        }
+        widths
     }
 
     /// Pixels per latent cell (8 for SD).

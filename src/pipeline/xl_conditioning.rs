@@ -1,14 +1,18 @@
-//! SDXL's text conditioning, as StableDiffusionXLPipeline.encode_prompt builds it: the prompt
-//! embedding is the concatenation of both text encoders' penultimate hidden states (without
-//! final LayerNorm; `clip_skip` moves further back, for the prompt only), the pooled embedding
-//! comes from the second encoder's projection, and `add_time_ids` carries the micro-
-//! conditioning (original size, crop top-left, target size). An empty negative prompt becomes
-//! all-zero embeddings when the model's config says `force_zeros_for_empty_prompt` and the
-//! request asks for that semantics ([`EmptyNegative`]).
+//! SDXL's text conditioning. Literal prompts as StableDiffusionXLPipeline.encode_prompt
+//! builds it: the prompt embedding is the concatenation of both text encoders' penultimate
+//! hidden states (without final LayerNorm; `clip_skip` moves further back, for the prompt
+//! only), the pooled embedding comes from the second encoder's projection, and an empty
+//! negative prompt becomes all-zero embeddings when the model's config says
+//! `force_zeros_for_empty_prompt` and the request asks for that semantics
+//! ([`EmptyNegative`]). A1111 prompts go through conditioning.rs (both towers chunk by
+//! chunk, pooled from the first chunk, an empty negative prompt zeroed). Either way
+//! `add_time_ids` carries the micro-conditioning (original size, crop top-left, target
+//! size), one row per context row.
 
 use candle_core::{DType, Tensor};
 use tokenizers::Tokenizer;
 
+use super::conditioning::Context;
 use super::error::{PipelineError, Result};
 use super::load::config::ClipConfig;
 use super::load::model_parts::XlParts;
@@ -18,6 +22,7 @@ use super::models::added_cond::AddedCond;
 use super::models::clip_projection::ClipTextWithProjection;
 use super::options::RuntimeOptions;
 use super::params::{EmptyNegative, GenerateParams};
+use super::prompt::PromptSyntax;
 use super::trace::{record, Trace};
 
 /// The second tower of an SDXL model and the pipeline-level flag that goes with it.
@@ -92,29 +97,62 @@ fn time_ids(
 }
 
 impl StableDiffusion {
-    /// The UNet's text context (`[uncond, cond]` rows with guidance, else `[cond]`) and the
-    /// matching added conditioning, for an SDXL model. `size` is the request's (width, height).
-    pub(crate) fn xl_conditioning(
+    /// The UNet's text context (`[uncond, cond]` rows with guidance, else `[cond]`; with
+    /// A1111 prompts of different chunk counts one context each) and the matching added
+    /// conditioning, for an SDXL model. `size` is the request's (width, height).
+    pub(crate) fn xl_context(
         &self,
         xl: &XlText,
         params: &GenerateParams,
         do_cfg: bool,
         size: (usize, usize),
         trace: &mut Option<&mut Trace>,
-    ) -> Result<(Tensor, AddedCond)> {
+    ) -> Result<(Context, AddedCond)> {
+        let (context, pooled) = match params.syntax {
+            PromptSyntax::Literal => {
+                let (context, pooled) = self.xl_literal(xl, params, do_cfg, trace)?;
+                (Context::Joint(context), pooled)
+            }
+            PromptSyntax::A1111 { pad_cond_uncond } => {
+                let (context, pooled) =
+                    self.a1111_context(params, pad_cond_uncond, do_cfg, trace)?;
+                let pooled = pooled.ok_or_else(|| {
+                    PipelineError::Config("SDXL's A1111 encoding lost its pooled embedding".into())
+                })?;
+                (context, pooled)
+            }
+        };
+        let time = time_ids(params, size, &self.device)?;
+        record(trace, "add_time_ids", &time)?;
+        let rows = pooled.dim(0)?;
+        let added = AddedCond {
+            text_embeds: pooled,
+            time_ids: time.repeat((rows, 1))?,
+        };
+        if do_cfg {
+            record(trace, "negative_add_time_ids", &time)?;
+            record(trace, "unet_added_text_embeds", &added.text_embeds)?;
+            record(trace, "unet_added_time_ids", &added.time_ids)?;
+        }
+        Ok((context, added))
+    }
+
+    /// diffusers' encoding of literal prompts: the context and the pooled embeddings, rows
+    /// `[uncond, cond]` with guidance, else `[cond]`.
+    fn xl_literal(
+        &self,
+        xl: &XlText,
+        params: &GenerateParams,
+        do_cfg: bool,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let skip = params.clip_skip.unwrap_or(0);
         let enc = |prompt: &str, skip: usize| xl.encode(self, prompt, skip);
         let (embeds, pooled) = enc(&params.prompt, skip)?;
         record(trace, "prompt_embeds", &embeds)?;
         record(trace, "pooled_prompt_embeds", &pooled)?;
-        let time = time_ids(params, size, &self.device)?;
-        record(trace, "add_time_ids", &time)?;
         if !do_cfg {
-            let added = AddedCond {
-                text_embeds: pooled,
-                time_ids: time,
-            };
-            return Ok((embeds, added));
+            return Ok((embeds, pooled));
         }
         let zeros = xl.force_zeros_for_empty_prompt
             && params.negative_prompt.is_empty()
@@ -127,13 +165,9 @@ impl StableDiffusion {
         };
         record(trace, "negative_prompt_embeds", &neg)?;
         record(trace, "negative_pooled_prompt_embeds", &neg_pooled)?;
-        record(trace, "negative_add_time_ids", &time)?;
-        let added = AddedCond {
-            text_embeds: Tensor::cat(&[&neg_pooled, &pooled], 0)?,
-            time_ids: Tensor::cat(&[&time, &time], 0)?,
-        };
-        record(trace, "unet_added_text_embeds", &added.text_embeds)?;
-        record(trace, "unet_added_time_ids", &added.time_ids)?;
-        Ok((Tensor::cat(&[&neg, &embeds], 0)?, added))
+        Ok((
+            Tensor::cat(&[&neg, &embeds], 0)?,
+            Tensor::cat(&[&neg_pooled, &pooled], 0)?,
+        ))
     }
 }

@@ -1,11 +1,13 @@
 //! LoRAs: reading kohya / PEFT files (`file`) and merging them into a model's UNet and text
-//! encoder weights as the modules are built (`patch`). [`StableDiffusion::with_loras`] builds
+//! encoder weights as the modules are built (`patch`; kohya's SGM names of SDXL UNet
+//! layers through `sgm`). [`StableDiffusion::with_loras`] builds
 //! a second model from the loaded one's weight sources with the LoRAs merged; the loaded
 //! model itself is never changed, so the next request without LoRAs is exactly the plain
 //! model's.
 
 pub(crate) mod file;
 pub(crate) mod patch;
+pub(crate) mod sgm;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ pub(crate) use file::{read_lora, LoraFile};
 use patch::{patched, Patch};
 
 use super::error::{PipelineError, Result};
+use super::load::config::UNetConfig;
 use super::load::model_parts::ModelParts;
 use super::options::RuntimeOptions;
 use super::StableDiffusion;
@@ -48,6 +51,7 @@ impl StableDiffusion {
             )));
         }
         let used = Arc::new(Mutex::new(BTreeSet::new()));
+        let layers = UNetConfig::from_json(&parts.unet_config)?.layers_per_block;
         let patch = |component, unet: bool| Patch {
             component,
             loras: loras
@@ -62,6 +66,7 @@ impl StableDiffusion {
                 })
                 .collect(),
             used: used.clone(),
+            sgm_layers: unet.then(|| layers.clone()),
         };
         let mut merged = parts.clone();
         merged.unet = patched(&parts.unet, patch(Component::Unet, true));

@@ -269,6 +269,23 @@ impl ClipTextTransformer {
     /// without final_layer_norm (diffusers' `hidden_states[keep]`), and final_layer_norm of
     /// the last layer's output (what the pooled embedding is taken from).
     pub(crate) fn forward_states(&self, ids: &Tensor, keep: usize) -> Result<(Tensor, Tensor)> {
+        let (hidden, last) = self.forward_states_with_vectors(ids, &[], keep, true)?;
+        let last = last.ok_or_else(|| {
+            PipelineError::Config("text encoder: the last hidden state was not computed".into())
+        })?;
+        Ok((hidden, last))
+    }
+
+    /// As [`ClipTextTransformer::forward_states`] with textual-inversion rows written over
+    /// the token embeddings (see [`ClipTextTransformer::forward_with_vectors`]); the layers
+    /// after `keep` run only when `last` asks for the final state.
+    pub(crate) fn forward_states_with_vectors(
+        &self,
+        ids: &Tensor,
+        replace: &[(usize, &Tensor)],
+        keep: usize,
+        last: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (_, seq) = ids.dims2()?;
         if seq > self.max_positions || keep > self.layers.len() {
             return Err(PipelineError::InvalidRequest(format!(
@@ -279,7 +296,10 @@ impl ClipTextTransformer {
             )));
         }
         let positions = Tensor::arange(0u32, seq as u32, &self.device)?.unsqueeze(0)?;
-        let tok = self.token_embedding.forward(ids)?;
+        let mut tok = self.token_embedding.forward(ids)?;
+        for (position, vectors) in replace {
+            tok = replace_rows(&tok, *position, vectors)?;
+        }
         let xs = tok.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let (first, rest) = self.layers.split_at(keep);
         if self.host_f32 && takes_host_f32(&xs) {
@@ -290,12 +310,15 @@ impl ClipTextTransformer {
                 layer.forward_host(&mut x, &mut bufs, batch, seq)?;
             }
             let hidden_state = Tensor::from_slice(&x, (batch, seq, hidden), &self.device)?;
+            if !last {
+                return Ok((hidden_state, None));
+            }
             for layer in rest {
                 layer.forward_host(&mut x, &mut bufs, batch, seq)?;
             }
             host_layer_norm(&self.final_layer_norm, &x, &mut bufs.normed)?;
             let last = Tensor::from_vec(bufs.normed, (batch, seq, hidden), &self.device)?;
-            return Ok((hidden_state, last));
+            return Ok((hidden_state, Some(last)));
         }
         let mask = causal_mask(seq, &self.device)?;
         let mut xs = xs;
@@ -303,10 +326,13 @@ impl ClipTextTransformer {
             xs = layer.forward(&xs, &mask)?;
         }
         let hidden_state = xs.clone();
+        if !last {
+            return Ok((hidden_state, None));
+        }
         for layer in rest {
             xs = layer.forward(&xs, &mask)?;
         }
-        Ok((hidden_state, self.final_layer_norm.forward(&xs)?))
+        Ok((hidden_state, Some(self.final_layer_norm.forward(&xs)?)))
     }
 
     /// `layers` then final_layer_norm on host buffers, reused from layer to layer.

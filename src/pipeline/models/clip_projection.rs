@@ -78,6 +78,18 @@ impl ClipTextWithProjection {
         self.text.num_layers()
     }
 
+    /// The transformer without the projection (A1111's chunked encoding drives it itself).
+    pub(crate) fn text(&self) -> &ClipTextTransformer {
+        &self.text
+    }
+
+    /// The projected pooled embedding `[1, proj]` of the final-LayerNorm state `last`
+    /// (`[1, seq, hidden]`) at `position`.
+    pub(crate) fn pooled_at(&self, last: &Tensor, position: usize) -> Result<Tensor> {
+        let pooled = last.narrow(1, position, 1)?.squeeze(1)?;
+        Ok(self.projection.forward(&pooled)?)
+    }
+
     /// For one row of `ids` (`[1, seq]`, `host_ids` the same values): the hidden state after
     /// `keep` layers (no final LayerNorm) and the projected pooled embedding `[1, proj]`.
     pub fn forward(&self, ids: &Tensor, host_ids: &[u32], keep: usize) -> Result<(Tensor, Tensor)> {
@@ -88,8 +100,7 @@ impl ClipTextWithProjection {
         }
         let (hidden, last) = self.text.forward_states(ids, keep)?;
         let eos = self.cfg.eos_position(host_ids);
-        let pooled = last.narrow(1, eos, 1)?.squeeze(1)?;
-        Ok((hidden, self.projection.forward(&pooled)?))
+        Ok((hidden, self.pooled_at(&last, eos)?))
     }
 }
 
