@@ -1,9 +1,9 @@
 //! The denoising loop cut at step boundaries, so that several jobs can share one model call
 //! (continuous batching): [`Denoising`] is one job's state between two steps (its own
 //! scheduler, timesteps, text embeddings, guidance scale and latents; its noise stays with the
-//! caller), and the `StableDiffusion` methods here run one shared UNet call for the current
-//! step of many jobs, one batched text-encoder call for jobs starting together, and one
-//! batched VAE decode for jobs finishing together.
+//! caller), and the functions here (behind `StableDiffusion`'s batch methods) run one shared
+//! UNet call for the current step of many jobs, one batched text-encoder call for jobs
+//! starting together, and one batched VAE decode for jobs finishing together.
 //!
 //! Every row of a shared call is computed on its own: the UNet takes one timestep and one
 //! context row per sample, and the CPU kernels keep a sample's summation order independent
@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::conditioning::Context;
 use super::error::{PipelineError, Result};
+use super::generate::{encode_context, latent_shape, prepare_denoising};
 use super::images::{decoded_to_unit, unit_to_rgb};
 use super::model::StableDiffusion;
 use super::models::added_cond::AddedCond;
@@ -246,212 +247,220 @@ impl Denoising {
 
 const MIB: u64 = 1 << 20;
 
-impl StableDiffusion {
-    /// Rough activation memory of `job`'s rows in one UNet call, in MiB: per row the skip
-    /// connections kept for the up path plus the widest level's working set (a resnet's
-    /// inputs, outputs and temporaries, the transformer's feed-forward `[tokens, 8 x
-    /// channels]`), in the model's dtype. An estimate for the batch limit, not an account.
-    pub fn unet_activation_mib(&self, job: &Denoising) -> Result<u64> {
-        let (_, h, w) = job.unet_input_dims()?;
-        let cfg = &self.unet.config;
-        let (mut skips, mut widest) = (0usize, 0usize);
-        let (mut lh, mut lw) = (h, w);
-        for (i, &ch) in cfg.block_out_channels.iter().enumerate() {
-            let plane = lh * lw;
-            skips += ch * plane * (cfg.layers_per_block.get(i).copied().unwrap_or(2) + 1);
-            widest = widest.max(ch * plane);
-            lh = lh.div_ceil(2);
-            lw = lw.div_ceil(2);
+/// Rough activation memory of `job`'s rows in one UNet call, in MiB: per row the skip
+/// connections kept for the up path plus the widest level's working set (a resnet's
+/// inputs, outputs and temporaries, the transformer's feed-forward `[tokens, 8 x
+/// channels]`), in the model's dtype. An estimate for the batch limit, not an account.
+pub(crate) fn unet_activation_mib(sd: &StableDiffusion, job: &Denoising) -> Result<u64> {
+    let (_, h, w) = job.unet_input_dims()?;
+    let cfg = &sd.unet.config;
+    let (mut skips, mut widest) = (0usize, 0usize);
+    let (mut lh, mut lw) = (h, w);
+    for (i, &ch) in cfg.block_out_channels.iter().enumerate() {
+        let plane = lh * lw;
+        skips += ch * plane * (cfg.layers_per_block.get(i).copied().unwrap_or(2) + 1);
+        widest = widest.max(ch * plane);
+        lh = lh.div_ceil(2);
+        lw = lw.div_ceil(2);
+    }
+    let row = (skips + 14 * widest) * sd.dtype.size_in_bytes();
+    Ok((row as u64 * job.unet_rows() as u64).div_ceil(MIB))
+}
+
+/// Rough activation memory of decoding `job`'s images together, in MiB: about ten live
+/// full-resolution tensors of the decoder's last width per image.
+pub(crate) fn decode_activation_mib(sd: &StableDiffusion, job: &Denoising) -> Result<u64> {
+    let (_, h, w) = job.unet_input_dims()?;
+    let sf = sd.vae_scale_factor();
+    let ch = sd
+        .vae
+        .config
+        .block_out_channels
+        .first()
+        .copied()
+        .unwrap_or(128);
+    let per_image = 10 * ch * (h * sf) * (w * sf) * sd.vae_dtype().size_in_bytes();
+    Ok((per_image as u64 * job.images_count() as u64).div_ceil(MIB))
+}
+
+/// Raw UNet output (f32) of several jobs' images, split back per part: one UNet call per
+/// context length among them (every row is computed on its own, so grouping changes no
+/// row's result).
+pub(crate) fn unet_parts(
+    sd: &StableDiffusion,
+    parts: &[(&Denoising, Range<usize>)],
+) -> Result<Vec<Tensor>> {
+    let mut segments: Vec<(usize, ModelInputs)> = Vec::new();
+    for (p, (job, images)) in parts.iter().enumerate() {
+        segments.extend(
+            job.model_inputs(images.clone())?
+                .into_iter()
+                .map(|s| (p, s)),
+        );
+    }
+    let lens = segments
+        .iter()
+        .map(|(_, s)| s.context.dim(1))
+        .collect::<candle_core::Result<Vec<usize>>>()?;
+    let mut distinct = lens.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut outs: Vec<Option<Tensor>> = vec![None; segments.len()];
+    for len in distinct {
+        let members: Vec<usize> = (0..segments.len()).filter(|&i| lens[i] == len).collect();
+        let inputs: Vec<&ModelInputs> = members.iter().map(|&i| &segments[i].1).collect();
+        let out = unet_call(sd, &inputs)?;
+        let mut start = 0;
+        for (&i, input) in members.iter().zip(&inputs) {
+            let rows = input.xs.dim(0)?;
+            outs[i] = Some(out.narrow(0, start, rows)?);
+            start += rows;
         }
-        let row = (skips + 14 * widest) * self.dtype.size_in_bytes();
-        Ok((row as u64 * job.unet_rows() as u64).div_ceil(MIB))
     }
-
-    /// Rough activation memory of decoding `job`'s images together, in MiB: about ten live
-    /// full-resolution tensors of the decoder's last width per image.
-    pub fn decode_activation_mib(&self, job: &Denoising) -> Result<u64> {
-        let (_, h, w) = job.unet_input_dims()?;
-        let sf = self.vae_scale_factor();
-        let ch = self
-            .vae
-            .config
-            .block_out_channels
-            .first()
-            .copied()
-            .unwrap_or(128);
-        let per_image = 10 * ch * (h * sf) * (w * sf) * self.vae_dtype().size_in_bytes();
-        Ok((per_image as u64 * job.images_count() as u64).div_ceil(MIB))
+    let mut per_part: Vec<Vec<Tensor>> = vec![Vec::new(); parts.len()];
+    for ((p, _), out) in segments.iter().zip(outs) {
+        per_part[*p]
+            .push(out.ok_or_else(|| PipelineError::Config("a UNet row without an output".into()))?);
     }
+    per_part
+        .iter()
+        .map(|rows| Ok(Tensor::cat(rows, 0)?))
+        .collect()
+}
 
-    /// Raw UNet output (f32) of several jobs' images, split back per part: one UNet call per
-    /// context length among them (every row is computed on its own, so grouping changes no
-    /// row's result).
-    pub(crate) fn unet_parts(&self, parts: &[(&Denoising, Range<usize>)]) -> Result<Vec<Tensor>> {
-        let mut segments: Vec<(usize, ModelInputs)> = Vec::new();
-        for (p, (job, images)) in parts.iter().enumerate() {
-            segments.extend(
-                job.model_inputs(images.clone())?
-                    .into_iter()
-                    .map(|s| (p, s)),
-            );
-        }
-        let lens = segments
-            .iter()
-            .map(|(_, s)| s.context.dim(1))
-            .collect::<candle_core::Result<Vec<usize>>>()?;
-        let mut distinct = lens.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let mut outs: Vec<Option<Tensor>> = vec![None; segments.len()];
-        for len in distinct {
-            let members: Vec<usize> = (0..segments.len()).filter(|&i| lens[i] == len).collect();
-            let inputs: Vec<&ModelInputs> = members.iter().map(|&i| &segments[i].1).collect();
-            let out = self.unet_call(&inputs)?;
-            let mut start = 0;
-            for (&i, input) in members.iter().zip(&inputs) {
-                let rows = input.xs.dim(0)?;
-                outs[i] = Some(out.narrow(0, start, rows)?);
-                start += rows;
-            }
-        }
-        let mut per_part: Vec<Vec<Tensor>> = vec![Vec::new(); parts.len()];
-        for ((p, _), out) in segments.iter().zip(outs) {
-            per_part[*p].push(
-                out.ok_or_else(|| PipelineError::Config("a UNet row without an output".into()))?,
-            );
-        }
-        per_part
-            .iter()
-            .map(|rows| Ok(Tensor::cat(rows, 0)?))
-            .collect()
+/// One UNet call over segments of equal context length (f32 output, rows in order).
+fn unet_call(sd: &StableDiffusion, inputs: &[&ModelInputs]) -> Result<Tensor> {
+    let xs: Vec<&Tensor> = inputs.iter().map(|s| &s.xs).collect();
+    let ctx: Vec<&Tensor> = inputs.iter().map(|s| &s.context).collect();
+    let ts: Vec<f64> = inputs
+        .iter()
+        .flat_map(|s| s.timesteps.iter().copied())
+        .collect();
+    let added: Vec<&AddedCond> = inputs.iter().filter_map(|s| s.added.as_ref()).collect();
+    let added = if added.is_empty() {
+        None
+    } else if added.len() == inputs.len() {
+        Some(AddedCond::cat(&added)?)
+    } else {
+        return Err(PipelineError::Config(
+            "jobs with and without added conditioning in one UNet call".into(),
+        ));
+    };
+    Ok(sd
+        .unet
+        .forward_per_sample(
+            &Tensor::cat(&xs, 0)?,
+            &ts,
+            &Tensor::cat(&ctx, 0)?,
+            added.as_ref(),
+        )?
+        .to_dtype(DType::F32)?)
+}
+
+/// One shared UNet call for the current step of every job in `jobs` (all with the same
+/// UNet input dims and context length): each job's guided prediction, ready for its
+/// [`Denoising::advance`].
+pub(crate) fn predict_batch(sd: &StableDiffusion, jobs: &[&Denoising]) -> Result<Vec<Tensor>> {
+    let parts: Vec<(&Denoising, Range<usize>)> = jobs.iter().map(|j| (*j, 0..j.n)).collect();
+    let raw = unet_parts(sd, &parts)?;
+    jobs.iter().zip(&raw).map(|(j, r)| j.guide(r)).collect()
+}
+
+/// VAE decode (f32, `[rows, 3, h, w]` in [-1, 1]) of several jobs' images in one call.
+pub(crate) fn decode_rows(
+    sd: &StableDiffusion,
+    parts: &[(&Denoising, Range<usize>)],
+) -> Result<Tensor> {
+    let mut z = Vec::with_capacity(parts.len());
+    for (job, images) in parts {
+        z.push(job.latents.narrow(0, images.start, images.len())?);
     }
+    let z = (Tensor::cat(&z, 0)? / sd.vae_scaling_factor())?.to_dtype(sd.vae_dtype())?;
+    Ok(sd.vae.decode(&z)?.to_dtype(DType::F32)?)
+}
 
-    /// One UNet call over segments of equal context length (f32 output, rows in order).
-    fn unet_call(&self, inputs: &[&ModelInputs]) -> Result<Tensor> {
-        let xs: Vec<&Tensor> = inputs.iter().map(|s| &s.xs).collect();
-        let ctx: Vec<&Tensor> = inputs.iter().map(|s| &s.context).collect();
-        let ts: Vec<f64> = inputs
-            .iter()
-            .flat_map(|s| s.timesteps.iter().copied())
-            .collect();
-        let added: Vec<&AddedCond> = inputs.iter().filter_map(|s| s.added.as_ref()).collect();
-        let added = if added.is_empty() {
-            None
-        } else if added.len() == inputs.len() {
-            Some(AddedCond::cat(&added)?)
-        } else {
-            return Err(PipelineError::Config(
-                "jobs with and without added conditioning in one UNet call".into(),
-            ));
-        };
-        Ok(self
-            .unet
-            .forward_per_sample(
-                &Tensor::cat(&xs, 0)?,
-                &ts,
-                &Tensor::cat(&ctx, 0)?,
-                added.as_ref(),
-            )?
-            .to_dtype(DType::F32)?)
-    }
+/// Decodes finished jobs together (one VAE call) into each job's images.
+pub(crate) fn decode_batch(
+    sd: &StableDiffusion,
+    jobs: &[&Denoising],
+) -> Result<Vec<Vec<GeneratedImage>>> {
+    let parts: Vec<(&Denoising, Range<usize>)> = jobs.iter().map(|j| (*j, 0..j.n)).collect();
+    let decoded = decode_rows(sd, &parts)?;
+    let rgb = unit_to_rgb(&decoded_to_unit(&decoded)?)?;
+    let mut rgb = rgb.into_iter();
+    Ok(jobs
+        .iter()
+        .map(|j| j.images(rgb.by_ref().take(j.n).collect()))
+        .collect())
+}
 
-    /// One shared UNet call for the current step of every job in `jobs` (all with the same
-    /// UNet input dims and context length): each job's guided prediction, ready for its
-    /// [`Denoising::advance`].
-    pub fn predict_batch(&self, jobs: &[&Denoising]) -> Result<Vec<Tensor>> {
-        let parts: Vec<(&Denoising, Range<usize>)> = jobs.iter().map(|j| (*j, 0..j.n)).collect();
-        let raw = self.unet_parts(&parts)?;
-        jobs.iter().zip(&raw).map(|(j, r)| j.guide(r)).collect()
-    }
-
-    /// VAE decode (f32, `[rows, 3, h, w]` in [-1, 1]) of several jobs' images in one call.
-    pub(crate) fn decode_rows(&self, parts: &[(&Denoising, Range<usize>)]) -> Result<Tensor> {
-        let mut z = Vec::with_capacity(parts.len());
-        for (job, images) in parts {
-            z.push(job.latents.narrow(0, images.start, images.len())?);
-        }
-        let z = (Tensor::cat(&z, 0)? / self.vae_scaling_factor())?.to_dtype(self.vae_dtype())?;
-        Ok(self.vae.decode(&z)?.to_dtype(DType::F32)?)
-    }
-
-    /// Decodes finished jobs together (one VAE call) into each job's images.
-    pub fn decode_batch(&self, jobs: &[&Denoising]) -> Result<Vec<Vec<GeneratedImage>>> {
-        let parts: Vec<(&Denoising, Range<usize>)> = jobs.iter().map(|j| (*j, 0..j.n)).collect();
-        let decoded = self.decode_rows(&parts)?;
-        let rgb = unit_to_rgb(&decoded_to_unit(&decoded)?)?;
-        let mut rgb = rgb.into_iter();
-        Ok(jobs
-            .iter()
-            .map(|j| j.images(rgb.by_ref().take(j.n).collect()))
-            .collect())
-    }
-
-    /// Starts several jobs together: text embeddings of every job that uses the last
-    /// encoder layer in one encoder call (rows are independent), then each job's scheduler
-    /// and seeded initial latents. One result per job; a bad job fails alone.
-    pub fn start_batch(&self, jobs: &[&GenerateParams]) -> Vec<Result<(Denoising, SeededNoise)>> {
-        let shared = self.shared_contexts(jobs);
-        let cfg: Value = self.scheduler_config.clone();
-        jobs.iter()
-            .zip(shared)
-            .map(|(params, context)| {
-                let shape = self.latent_shape(params)?;
-                let context = match context {
-                    Some(c) => (Context::Joint(c?), None),
-                    None => self.encode_context(params, &mut None)?,
-                };
-                let mut noise = SeededNoise::new(params.seed, params.n_samples);
-                let job =
-                    self.prepare_denoising(params, &cfg, context, &shape, &mut noise, &mut None)?;
-                Ok((job, noise))
-            })
-            .collect()
-    }
-
-    /// Contexts of the jobs with literal prompts and no clip skip, from one encoder call
-    /// (None for the others, which are encoded alone). A failed call fails each of its jobs with the same error.
-    fn shared_contexts(&self, jobs: &[&GenerateParams]) -> Vec<Option<Result<Tensor>>> {
-        if self.xl.is_some() {
-            // SDXL's two encoders and pooled embeddings: each job on its own.
-            return jobs.iter().map(|_| None).collect();
-        }
-        let mut prompts: Vec<&str> = Vec::new();
-        let mut spans = Vec::with_capacity(jobs.len());
-        for p in jobs {
-            let mine: Vec<&str> = if p.guidance_scale > 1.0 {
-                vec![&p.negative_prompt, &p.prompt]
-            } else {
-                vec![&p.prompt]
+/// Starts several jobs together: text embeddings of every job that uses the last
+/// encoder layer in one encoder call (rows are independent), then each job's scheduler
+/// and seeded initial latents. One result per job; a bad job fails alone.
+pub(crate) fn start_batch(
+    sd: &StableDiffusion,
+    jobs: &[&GenerateParams],
+) -> Vec<Result<(Denoising, SeededNoise)>> {
+    let shared = shared_contexts(sd, jobs);
+    let cfg: Value = sd.scheduler_config.clone();
+    jobs.iter()
+        .zip(shared)
+        .map(|(params, context)| {
+            let shape = latent_shape(sd, params)?;
+            let context = match context {
+                Some(c) => (Context::Joint(c?), None),
+                None => encode_context(sd, params, &mut None)?,
             };
-            // A job whose prompt does not tokenize is encoded alone and fails alone.
-            let tokenizes = mine.iter().all(|t| self.prompt_ids(t).is_ok());
-            // A1111 prompts (chunks, weights, embeddings) are encoded job by job.
-            let literal = matches!(p.syntax, PromptSyntax::Literal);
-            if p.clip_skip.unwrap_or(0) != 0 || !tokenizes || !literal {
-                spans.push(None);
-                continue;
-            }
-            let start = prompts.len();
-            prompts.extend(mine);
-            spans.push(Some(start..prompts.len()));
-        }
-        if prompts.is_empty() {
-            return spans.iter().map(|_| None).collect();
-        }
-        let all = self.encode_prompts(&prompts, None);
-        spans
-            .into_iter()
-            .map(|span| {
-                let span = span?;
-                Some(match &all {
-                    Ok(t) => t
-                        .narrow(0, span.start, span.len())
-                        .map_err(PipelineError::from),
-                    Err(e) => Err(PipelineError::Candle(candle_core::Error::Msg(format!(
-                        "text encoder: {e}"
-                    )))),
-                })
-            })
-            .collect()
+            let mut noise = SeededNoise::new(params.seed, params.n_samples);
+            let job = prepare_denoising(sd, params, &cfg, context, &shape, &mut noise, &mut None)?;
+            Ok((job, noise))
+        })
+        .collect()
+}
+
+/// Contexts of the jobs with literal prompts and no clip skip, from one encoder call
+/// (None for the others, which are encoded alone). A failed call fails each of its jobs with the same error.
+fn shared_contexts(sd: &StableDiffusion, jobs: &[&GenerateParams]) -> Vec<Option<Result<Tensor>>> {
+    if sd.xl.is_some() {
+        // SDXL's two encoders and pooled embeddings: each job on its own.
+        return jobs.iter().map(|_| None).collect();
     }
+    let mut prompts: Vec<&str> = Vec::new();
+    let mut spans = Vec::with_capacity(jobs.len());
+    for p in jobs {
+        let mine: Vec<&str> = if p.guidance_scale > 1.0 {
+            vec![&p.negative_prompt, &p.prompt]
+        } else {
+            vec![&p.prompt]
+        };
+        // A job whose prompt does not tokenize is encoded alone and fails alone.
+        let tokenizes = mine.iter().all(|t| sd.prompt_ids(t).is_ok());
+        // A1111 prompts (chunks, weights, embeddings) are encoded job by job.
+        let literal = matches!(p.syntax, PromptSyntax::Literal);
+        if p.clip_skip.unwrap_or(0) != 0 || !tokenizes || !literal {
+            spans.push(None);
+            continue;
+        }
+        let start = prompts.len();
+        prompts.extend(mine);
+        spans.push(Some(start..prompts.len()));
+    }
+    if prompts.is_empty() {
+        return spans.iter().map(|_| None).collect();
+    }
+    let all = sd.encode_prompts(&prompts, None);
+    spans
+        .into_iter()
+        .map(|span| {
+            let span = span?;
+            Some(match &all {
+                Ok(t) => t
+                    .narrow(0, span.start, span.len())
+                    .map_err(PipelineError::from),
+                Err(e) => Err(PipelineError::Candle(candle_core::Error::Msg(format!(
+                    "text encoder: {e}"
+                )))),
+            })
+        })
+        .collect()
 }

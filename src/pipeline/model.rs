@@ -1,6 +1,9 @@
 //! A loaded Stable Diffusion model: text encoder, tokenizer, UNet, VAE and the scheduler
 //! config, built once from [`ModelParts`] and reused for every request. Holds no per-request
-//! state (generation lives in generate.rs).
+//! state. The type's one `impl`: construction and the model-level calls here; the methods
+//! that run a request delegate to the modules that hold each concern (generate.rs: a whole
+//! request; denoise.rs: step-level batching; conditioning.rs and xl_conditioning.rs: text
+//! conditioning; lora/: LoRA-merged copies).
 
 use std::path::Path;
 
@@ -8,17 +11,25 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use super::denoise::{self, Denoising};
 use super::error::{PipelineError, Result};
 use super::load::config::{ClipConfig, UNetConfig, VaeConfig};
 use super::load::embedding::TextualInversion;
 use super::load::loader::load_diffusers_folder;
 use super::load::model_parts::ModelParts;
 use super::load::tokenizer::{prompt_ids, MAX_LENGTH};
+use super::lora::{self, AppliedLora};
 use super::models::clip::ClipTextTransformer;
 use super::models::unet::UNet;
 use super::models::vae::Vae;
+use super::noise::{NoiseSource, SeededNoise};
 use super::options::RuntimeOptions;
+use super::params::{GenerateParams, GeneratedImage};
+use super::progress::Progress;
+use super::prompt::encode::Tower;
+use super::trace::Trace;
 use super::xl_conditioning::XlText;
+use super::{conditioning, generate};
 
 pub struct StableDiffusion {
     pub(crate) text_encoder: ClipTextTransformer,
@@ -206,5 +217,81 @@ impl StableDiffusion {
     /// The VAE's scaling factor (0.18215 for SD1/SD2).
     pub(crate) fn vae_scaling_factor(&self) -> f64 {
         self.vae.config.scaling_factor
+    }
+
+    /// Builds the model of `parts` with `loras` merged into the UNet and text-encoder
+    /// weights (see `lora`); the loaded model is not changed.
+    pub(crate) fn with_loras(
+        parts: &ModelParts,
+        loras: &[AppliedLora],
+        opts: &RuntimeOptions,
+    ) -> Result<StableDiffusion> {
+        lora::with_loras(parts, loras, opts)
+    }
+
+    /// Generates `params.n_samples` images with seeded host noise (image i uses seed + i),
+    /// the whole request end to end (generate.rs).
+    pub fn generate(
+        &self,
+        params: &GenerateParams,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<GeneratedImage>> {
+        generate::generate(self, params, progress)
+    }
+
+    /// Generates with the given noise source and optional intermediate-tensor recorder,
+    /// using the model's own scheduler config.
+    pub fn run_with_noise(
+        &self,
+        params: &GenerateParams,
+        noise: &mut dyn NoiseSource,
+        trace: Option<&mut Trace>,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<GeneratedImage>> {
+        generate::run_with_noise(self, params, noise, trace, progress)
+    }
+
+    /// As [`StableDiffusion::run_with_noise`] with an explicit scheduler config document.
+    pub(crate) fn run_with_scheduler_config(
+        &self,
+        params: &GenerateParams,
+        scheduler_config: &Value,
+        noise: &mut dyn NoiseSource,
+        trace: Option<&mut Trace>,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<GeneratedImage>> {
+        generate::run_with_scheduler_config(self, params, scheduler_config, noise, trace, progress)
+    }
+
+    /// Starts several jobs together for continuous batching (denoise.rs): one result per
+    /// job, a bad job failing alone.
+    pub fn start_batch(&self, jobs: &[&GenerateParams]) -> Vec<Result<(Denoising, SeededNoise)>> {
+        denoise::start_batch(self, jobs)
+    }
+
+    /// One shared UNet call for the current step of every job in `jobs`: each job's guided
+    /// prediction, ready for its [`Denoising::advance`].
+    pub fn predict_batch(&self, jobs: &[&Denoising]) -> Result<Vec<Tensor>> {
+        denoise::predict_batch(self, jobs)
+    }
+
+    /// Decodes finished jobs together (one VAE call) into each job's images.
+    pub fn decode_batch(&self, jobs: &[&Denoising]) -> Result<Vec<Vec<GeneratedImage>>> {
+        denoise::decode_batch(self, jobs)
+    }
+
+    /// Estimated activation memory of `job`'s rows in one UNet call, in MiB.
+    pub fn unet_activation_mib(&self, job: &Denoising) -> Result<u64> {
+        denoise::unet_activation_mib(self, job)
+    }
+
+    /// Estimated activation memory of decoding `job`'s images together, in MiB.
+    pub fn decode_activation_mib(&self, job: &Denoising) -> Result<u64> {
+        denoise::decode_activation_mib(self, job)
+    }
+
+    /// The model's text towers for A1111 encoding (conditioning.rs).
+    pub(crate) fn towers(&self) -> Result<Vec<Tower<'_>>> {
+        conditioning::towers(self)
     }
 }

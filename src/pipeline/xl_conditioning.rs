@@ -12,6 +12,7 @@
 use candle_core::{DType, Tensor};
 use tokenizers::Tokenizer;
 
+use super::conditioning::a1111_context;
 use super::conditioning::Context;
 use super::error::{PipelineError, Result};
 use super::load::config::ClipConfig;
@@ -45,19 +46,7 @@ impl XlText {
             force_zeros_for_empty_prompt: parts.force_zeros_for_empty_prompt,
         })
     }
-}
 
-/// `hidden_states[-(skip + 2)]` of an encoder with `layers` layers: the state after
-/// `layers - 1 - skip` layers.
-fn penultimate_keep(layers: usize, skip: usize) -> Result<usize> {
-    layers.checked_sub(1 + skip).ok_or_else(|| {
-        PipelineError::InvalidRequest(format!(
-            "clip_skip {skip} must be below the text encoders' {layers} layers"
-        ))
-    })
-}
-
-impl XlText {
     /// `[1, 77, w1 + w2]` prompt embedding and `[1, proj]` pooled embedding of `prompt`.
     fn encode(&self, sd: &StableDiffusion, prompt: &str, skip: usize) -> Result<(Tensor, Tensor)> {
         let (dev, encoder_1) = (&sd.device, &sd.text_encoder);
@@ -81,6 +70,16 @@ impl XlText {
     }
 }
 
+/// `hidden_states[-(skip + 2)]` of an encoder with `layers` layers: the state after
+/// `layers - 1 - skip` layers.
+fn penultimate_keep(layers: usize, skip: usize) -> Result<usize> {
+    layers.checked_sub(1 + skip).ok_or_else(|| {
+        PipelineError::InvalidRequest(format!(
+            "clip_skip {skip} must be below the text encoders' {layers} layers"
+        ))
+    })
+}
+
 /// `[1, 6]` time ids `[orig_h, orig_w, crop_top, crop_left, target_h, target_w]`.
 fn time_ids(
     params: &GenerateParams,
@@ -96,78 +95,75 @@ fn time_ids(
     Ok(Tensor::new(&ids, dev)?.unsqueeze(0)?)
 }
 
-impl StableDiffusion {
-    /// The UNet's text context (`[uncond, cond]` rows with guidance, else `[cond]`; with
-    /// A1111 prompts of different chunk counts one context each) and the matching added
-    /// conditioning, for an SDXL model. `size` is the request's (width, height).
-    pub(crate) fn xl_context(
-        &self,
-        xl: &XlText,
-        params: &GenerateParams,
-        do_cfg: bool,
-        size: (usize, usize),
-        trace: &mut Option<&mut Trace>,
-    ) -> Result<(Context, AddedCond)> {
-        let (context, pooled) = match params.syntax {
-            PromptSyntax::Literal => {
-                let (context, pooled) = self.xl_literal(xl, params, do_cfg, trace)?;
-                (Context::Joint(context), pooled)
-            }
-            PromptSyntax::A1111 { pad_cond_uncond } => {
-                let (context, pooled) =
-                    self.a1111_context(params, pad_cond_uncond, do_cfg, trace)?;
-                let pooled = pooled.ok_or_else(|| {
-                    PipelineError::Config("SDXL's A1111 encoding lost its pooled embedding".into())
-                })?;
-                (context, pooled)
-            }
-        };
-        let time = time_ids(params, size, &self.device)?;
-        record(trace, "add_time_ids", &time)?;
-        let rows = pooled.dim(0)?;
-        let added = AddedCond {
-            text_embeds: pooled,
-            time_ids: time.repeat((rows, 1))?,
-        };
-        if do_cfg {
-            record(trace, "negative_add_time_ids", &time)?;
-            record(trace, "unet_added_text_embeds", &added.text_embeds)?;
-            record(trace, "unet_added_time_ids", &added.time_ids)?;
+/// The UNet's text context (`[uncond, cond]` rows with guidance, else `[cond]`; with
+/// A1111 prompts of different chunk counts one context each) and the matching added
+/// conditioning, for an SDXL model. `size` is the request's (width, height).
+pub(crate) fn xl_context(
+    sd: &StableDiffusion,
+    xl: &XlText,
+    params: &GenerateParams,
+    do_cfg: bool,
+    size: (usize, usize),
+    trace: &mut Option<&mut Trace>,
+) -> Result<(Context, AddedCond)> {
+    let (context, pooled) = match params.syntax {
+        PromptSyntax::Literal => {
+            let (context, pooled) = xl_literal(sd, xl, params, do_cfg, trace)?;
+            (Context::Joint(context), pooled)
         }
-        Ok((context, added))
+        PromptSyntax::A1111 { pad_cond_uncond } => {
+            let (context, pooled) = a1111_context(sd, params, pad_cond_uncond, do_cfg, trace)?;
+            let pooled = pooled.ok_or_else(|| {
+                PipelineError::Config("SDXL's A1111 encoding lost its pooled embedding".into())
+            })?;
+            (context, pooled)
+        }
+    };
+    let time = time_ids(params, size, &sd.device)?;
+    record(trace, "add_time_ids", &time)?;
+    let rows = pooled.dim(0)?;
+    let added = AddedCond {
+        text_embeds: pooled,
+        time_ids: time.repeat((rows, 1))?,
+    };
+    if do_cfg {
+        record(trace, "negative_add_time_ids", &time)?;
+        record(trace, "unet_added_text_embeds", &added.text_embeds)?;
+        record(trace, "unet_added_time_ids", &added.time_ids)?;
     }
+    Ok((context, added))
+}
 
-    /// diffusers' encoding of literal prompts: the context and the pooled embeddings, rows
-    /// `[uncond, cond]` with guidance, else `[cond]`.
-    fn xl_literal(
-        &self,
-        xl: &XlText,
-        params: &GenerateParams,
-        do_cfg: bool,
-        trace: &mut Option<&mut Trace>,
-    ) -> Result<(Tensor, Tensor)> {
-        let skip = params.clip_skip.unwrap_or(0);
-        let enc = |prompt: &str, skip: usize| xl.encode(self, prompt, skip);
-        let (embeds, pooled) = enc(&params.prompt, skip)?;
-        record(trace, "prompt_embeds", &embeds)?;
-        record(trace, "pooled_prompt_embeds", &pooled)?;
-        if !do_cfg {
-            return Ok((embeds, pooled));
-        }
-        let zeros = xl.force_zeros_for_empty_prompt
-            && params.negative_prompt.is_empty()
-            && params.xl.empty_negative == EmptyNegative::Zeros;
-        // diffusers encodes the negative prompt at the penultimate layer whatever clip_skip is.
-        let (neg, neg_pooled) = if zeros {
-            (embeds.zeros_like()?, pooled.zeros_like()?)
-        } else {
-            enc(&params.negative_prompt, 0)?
-        };
-        record(trace, "negative_prompt_embeds", &neg)?;
-        record(trace, "negative_pooled_prompt_embeds", &neg_pooled)?;
-        Ok((
-            Tensor::cat(&[&neg, &embeds], 0)?,
-            Tensor::cat(&[&neg_pooled, &pooled], 0)?,
-        ))
+/// diffusers' encoding of literal prompts: the context and the pooled embeddings, rows
+/// `[uncond, cond]` with guidance, else `[cond]`.
+fn xl_literal(
+    sd: &StableDiffusion,
+    xl: &XlText,
+    params: &GenerateParams,
+    do_cfg: bool,
+    trace: &mut Option<&mut Trace>,
+) -> Result<(Tensor, Tensor)> {
+    let skip = params.clip_skip.unwrap_or(0);
+    let enc = |prompt: &str, skip: usize| xl.encode(sd, prompt, skip);
+    let (embeds, pooled) = enc(&params.prompt, skip)?;
+    record(trace, "prompt_embeds", &embeds)?;
+    record(trace, "pooled_prompt_embeds", &pooled)?;
+    if !do_cfg {
+        return Ok((embeds, pooled));
     }
+    let zeros = xl.force_zeros_for_empty_prompt
+        && params.negative_prompt.is_empty()
+        && params.xl.empty_negative == EmptyNegative::Zeros;
+    // diffusers encodes the negative prompt at the penultimate layer whatever clip_skip is.
+    let (neg, neg_pooled) = if zeros {
+        (embeds.zeros_like()?, pooled.zeros_like()?)
+    } else {
+        enc(&params.negative_prompt, 0)?
+    };
+    record(trace, "negative_prompt_embeds", &neg)?;
+    record(trace, "negative_pooled_prompt_embeds", &neg_pooled)?;
+    Ok((
+        Tensor::cat(&[&neg, &embeds], 0)?,
+        Tensor::cat(&[&neg_pooled, &pooled], 0)?,
+    ))
 }

@@ -29,73 +29,70 @@ pub(crate) struct AppliedLora {
     pub(crate) unet_multiplier: f64,
 }
 
-impl StableDiffusion {
-    /// Builds the model of `parts` with `loras` merged into the UNet and text-encoder
-    /// weights. Errors name a LoRA that matches no layer of this model (another family's).
-    pub(crate) fn with_loras(
-        parts: &ModelParts,
-        loras: &[AppliedLora],
-        opts: &RuntimeOptions,
-    ) -> Result<StableDiffusion> {
-        let two_towers = parts.xl.is_some();
-        if let Some(l) = loras.iter().find(|l| {
-            !two_towers
-                && l.file
-                    .modules
-                    .keys()
-                    .any(|(c, _)| *c == Component::TextEncoder2)
-        }) {
+/// Builds the model of `parts` with `loras` merged into the UNet and text-encoder
+/// weights. Errors name a LoRA that matches no layer of this model (another family's).
+pub(crate) fn with_loras(
+    parts: &ModelParts,
+    loras: &[AppliedLora],
+    opts: &RuntimeOptions,
+) -> Result<StableDiffusion> {
+    let two_towers = parts.xl.is_some();
+    if let Some(l) = loras.iter().find(|l| {
+        !two_towers
+            && l.file
+                .modules
+                .keys()
+                .any(|(c, _)| *c == Component::TextEncoder2)
+    }) {
+        return Err(PipelineError::InvalidRequest(format!(
+            "LoRA {} is for a model with two text encoders (SDXL); this model has one",
+            l.file.name
+        )));
+    }
+    let used = Arc::new(Mutex::new(BTreeSet::new()));
+    let layers = UNetConfig::from_json(&parts.unet_config)?.layers_per_block;
+    let patch = |component, unet: bool| Patch {
+        component,
+        loras: loras
+            .iter()
+            .map(|l| {
+                let m = if unet {
+                    l.unet_multiplier
+                } else {
+                    l.text_multiplier
+                };
+                (l.file.clone(), m)
+            })
+            .collect(),
+        used: used.clone(),
+        sgm_layers: unet.then(|| layers.clone()),
+    };
+    let mut merged = parts.clone();
+    merged.unet = patched(&parts.unet, patch(Component::Unet, true));
+    merged.text_encoder = patched(&parts.text_encoder, patch(Component::TextEncoder, false));
+    if let (Some(xl), Some(base)) = (merged.xl.as_mut(), parts.xl.as_ref()) {
+        xl.text_encoder_2 = patched(&base.text_encoder_2, patch(Component::TextEncoder2, false));
+    }
+    let model = StableDiffusion::from_parts(merged, opts)?;
+    let used = used
+        .lock()
+        .map_err(|_| PipelineError::Config("LoRA bookkeeping poisoned".into()))?;
+    for (index, lora) in loras.iter().enumerate() {
+        let hits = used.iter().filter(|(i, _)| *i == index).count();
+        if hits == 0 {
             return Err(PipelineError::InvalidRequest(format!(
-                "LoRA {} is for a model with two text encoders (SDXL); this model has one",
-                l.file.name
+                "LoRA {} matches no layer of this model (made for another model family?)",
+                lora.file.name
             )));
         }
-        let used = Arc::new(Mutex::new(BTreeSet::new()));
-        let layers = UNetConfig::from_json(&parts.unet_config)?.layers_per_block;
-        let patch = |component, unet: bool| Patch {
-            component,
-            loras: loras
-                .iter()
-                .map(|l| {
-                    let m = if unet {
-                        l.unet_multiplier
-                    } else {
-                        l.text_multiplier
-                    };
-                    (l.file.clone(), m)
-                })
-                .collect(),
-            used: used.clone(),
-            sgm_layers: unet.then(|| layers.clone()),
-        };
-        let mut merged = parts.clone();
-        merged.unet = patched(&parts.unet, patch(Component::Unet, true));
-        merged.text_encoder = patched(&parts.text_encoder, patch(Component::TextEncoder, false));
-        if let (Some(xl), Some(base)) = (merged.xl.as_mut(), parts.xl.as_ref()) {
-            xl.text_encoder_2 =
-                patched(&base.text_encoder_2, patch(Component::TextEncoder2, false));
+        let total = lora.file.modules.len();
+        if hits < total {
+            log::warn!(
+                "LoRA {}: {} of {total} modules match no layer of this model",
+                lora.file.name,
+                total - hits
+            );
         }
-        let model = StableDiffusion::from_parts(merged, opts)?;
-        let used = used
-            .lock()
-            .map_err(|_| PipelineError::Config("LoRA bookkeeping poisoned".into()))?;
-        for (index, lora) in loras.iter().enumerate() {
-            let hits = used.iter().filter(|(i, _)| *i == index).count();
-            if hits == 0 {
-                return Err(PipelineError::InvalidRequest(format!(
-                    "LoRA {} matches no layer of this model (made for another model family?)",
-                    lora.file.name
-                )));
-            }
-            let total = lora.file.modules.len();
-            if hits < total {
-                log::warn!(
-                    "LoRA {}: {} of {total} modules match no layer of this model",
-                    lora.file.name,
-                    total - hits
-                );
-            }
-        }
-        Ok(model)
     }
+    Ok(model)
 }
