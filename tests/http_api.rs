@@ -394,7 +394,8 @@ fn listings_are_honest() {
         let r = get(addr, &format!("/sdapi/v1/{path}"));
         assert_eq!((r.status, r.json()), (200, json!([])), "{path}");
     }
-    // The fixture roots hold two LoRAs and one embedding, listed by the names prompts use.
+    // The fixture roots hold four LoRAs and two embeddings (SD1 and SDXL ones), listed by
+    // the names prompts use.
     let loras = get(addr, "/sdapi/v1/loras").json();
     let mut names: Vec<&str> = loras
         .as_array()
@@ -403,13 +404,17 @@ fn listings_are_honest() {
         .filter_map(|l| l["name"].as_str())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["fox_style", "ink_style"], "{loras}");
+    assert_eq!(
+        names,
+        ["fox_style", "ink_style", "xl_lineart", "xl_soft"],
+        "{loras}"
+    );
     assert_eq!(loras[0]["alias"], loras[0]["name"]);
     let embeddings = get(addr, "/sdapi/v1/embeddings").json();
     let loaded = embeddings["loaded"].as_object().unwrap();
     assert_eq!(
         loaded.keys().collect::<Vec<_>>(),
-        ["fxq-style"],
+        ["fxq-style", "fxq-xl"],
         "{embeddings}"
     );
     assert_eq!(embeddings["skipped"], json!({}));

@@ -267,28 +267,7 @@ fn measure(
             } else {
                 512
             };
-            let cfg = VaeConfig::from_json(&read_json(&model.join("vae/config.json"))?)?;
-            let vae_dtype = if cfg.force_upcast {
-                DType::F32
-            } else {
-                opts.dtype
-            };
-            let vb = component_weights(&model.join("vae"), vae_dtype, opts)?;
-            let vae = Vae::new(vb, &cfg)?;
-            let load_s = t0.elapsed().as_secs_f64();
-            let l = size / 8;
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let z = randn(&mut rng, &[1, cfg.latent_channels, l, l], dev)?;
-            let z = (z / cfg.scaling_factor)?.to_dtype(vae_dtype)?;
-            let times = time_runs(repeats, dev, || {
-                vae.decode(&z)?;
-                Ok(())
-            })?;
-            Ok(Measured {
-                load_s,
-                what: format!("VAE decode 1x4x{l}x{l} -> 1x3x{size}x{size}"),
-                times,
-            })
+            measure_vae_decode(model, size, repeats, opts, t0, "VAE decode")
         }
         Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => {
             bail!("SDXL phases are measured by bench_xl")
@@ -335,6 +314,41 @@ fn measure(
             })
         }
     }
+}
+
+/// The VAE decode phase of any model family: one `1x4x(side/8)^2` latent, seeded, decoded
+/// `repeats` times (in f32 when the config has `force_upcast`); load time counted from `t0`.
+pub(super) fn measure_vae_decode(
+    model: &Path,
+    side: usize,
+    repeats: usize,
+    opts: &RuntimeOptions,
+    t0: Instant,
+    label: &str,
+) -> anyhow::Result<Measured> {
+    let dev = &opts.device;
+    let cfg = VaeConfig::from_json(&read_json(&model.join("vae/config.json"))?)?;
+    let vae_dtype = if cfg.force_upcast {
+        DType::F32
+    } else {
+        opts.dtype
+    };
+    let vb = component_weights(&model.join("vae"), vae_dtype, opts)?;
+    let vae = Vae::new(vb, &cfg)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let l = side / 8;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let z = randn(&mut rng, &[1, cfg.latent_channels, l, l], dev)?;
+    let z = (z / cfg.scaling_factor)?.to_dtype(vae_dtype)?;
+    let times = time_runs(repeats, dev, || {
+        vae.decode(&z)?;
+        Ok(())
+    })?;
+    Ok(Measured {
+        load_s,
+        what: format!("{label} 1x4x{l}x{l} -> 1x3x{side}x{side}"),
+        times,
+    })
 }
 
 /// One untimed warm-up (allocator growth, GPU kernel loading), then `repeats` timed runs.

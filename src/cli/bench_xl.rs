@@ -5,19 +5,20 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::bench::{randn, time_runs, Measured, NEG, PROMPT, TOKENS, UNET_TIMESTEP};
-use crate::pipeline::load::config::{ClipConfig, UNetConfig, VaeConfig};
+use super::bench::{
+    measure_vae_decode, randn, time_runs, Measured, NEG, PROMPT, TOKENS, UNET_TIMESTEP,
+};
+use crate::pipeline::load::config::{ClipConfig, UNetConfig};
 use crate::pipeline::load::loader::{component_weights, read_json};
 use crate::pipeline::load::tokenizer::{load_tokenizer_dir, prompt_ids};
 use crate::pipeline::models::added_cond::AddedCond;
 use crate::pipeline::models::clip::ClipTextTransformer;
 use crate::pipeline::models::clip_projection::ClipTextWithProjection;
 use crate::pipeline::models::unet::UNet;
-use crate::pipeline::models::vae::Vae;
 use crate::pipeline::RuntimeOptions;
 
 /// The SDXL phases; `side` is the image side (1024 for the benchmark, small in tests).
@@ -111,29 +112,7 @@ pub(crate) fn measure_xl(
                 times,
             })
         }
-        XlPhase::VaeDecode => {
-            let cfg = VaeConfig::from_json(&read_json(&model.join("vae/config.json"))?)?;
-            let vae_dtype = if cfg.force_upcast {
-                DType::F32
-            } else {
-                opts.dtype
-            };
-            let vb = component_weights(&model.join("vae"), vae_dtype, opts)?;
-            let vae = Vae::new(vb, &cfg)?;
-            let load_s = t0.elapsed().as_secs_f64();
-            let l = side / 8;
-            let z = randn(&mut rng, &[1, cfg.latent_channels, l, l], dev)?;
-            let z = (z / cfg.scaling_factor)?.to_dtype(vae_dtype)?;
-            let times = time_runs(repeats, dev, || {
-                vae.decode(&z)?;
-                Ok(())
-            })?;
-            Ok(Measured {
-                load_s,
-                what: format!("SDXL VAE decode 1x4x{l}x{l} -> 1x3x{side}x{side}"),
-                times,
-            })
-        }
+        XlPhase::VaeDecode => measure_vae_decode(model, side, repeats, opts, t0, "SDXL VAE decode"),
     }
 }
 
