@@ -483,12 +483,8 @@ impl SessionActor {
             JobUpdate::Progress { step, total } => {
                 responses::progress(step, total, reqtype, job_id)
             }
-            JobUpdate::Image {
-                png_base64,
-                seed,
-                nsfw,
-            } => responses::image(
-                png_base64,
+            JobUpdate::Image { png, seed, nsfw } => responses::image(
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png),
                 reqtype,
                 &echo.pos_x,
                 &echo.pos_y,

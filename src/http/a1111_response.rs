@@ -56,8 +56,7 @@ pub(crate) fn infotext(p: &Prepared, seed: u64) -> String {
 /// The image's PNG with its infotext chunk, as bare base64.
 pub(crate) fn tagged_png(image: &JobImage, text: &str) -> Result<String, ApiError> {
     let bad = || ApiError::new(ErrorKind::Internal, "the worker sent an unreadable PNG");
-    let png = b64().decode(&image.png_base64).map_err(|_| bad())?;
-    let tagged = png_text::with_text(&png, "parameters", text).ok_or_else(bad)?;
+    let tagged = png_text::with_text(&image.png, "parameters", text).ok_or_else(bad)?;
     Ok(b64().encode(tagged))
 }
 

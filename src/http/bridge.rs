@@ -43,7 +43,8 @@ impl Handler<JobEvent> for EventForwarder {
 /// One finished image as the worker sent it.
 #[derive(Debug, Clone)]
 pub(crate) struct JobImage {
-    pub(crate) png_base64: String,
+    /// PNG bytes.
+    pub(crate) png: Vec<u8>,
     pub(crate) seed: u64,
     pub(crate) nsfw: Option<bool>,
 }
@@ -130,16 +131,8 @@ impl RunningJob {
                 });
                 return Step::Working;
             }
-            Some(JobUpdate::Image {
-                png_base64,
-                seed,
-                nsfw,
-            }) => {
-                self.result.images.push(JobImage {
-                    png_base64,
-                    seed,
-                    nsfw,
-                });
+            Some(JobUpdate::Image { png, seed, nsfw }) => {
+                self.result.images.push(JobImage { png, seed, nsfw });
                 let done = self.result.images.len();
                 callers.update(caller, id, |j| j.images_done = done);
                 return Step::Working;

@@ -17,9 +17,9 @@ pub(crate) enum JobUpdate {
         step: usize,
         total: usize,
     },
-    /// One finished image, PNG-encoded (base64) on the worker thread.
+    /// One finished image, PNG-encoded on the worker thread (front ends frame the bytes).
     Image {
-        png_base64: String,
+        png: Vec<u8>,
         seed: u64,
         nsfw: Option<bool>,
     },

@@ -80,12 +80,17 @@ pub fn unit_to_rgb(x: &Tensor) -> Result<Vec<RgbImage>> {
     Ok(images)
 }
 
-/// Encodes an RGB image as a base64 PNG (8-bit RGB), as image messages carry it.
-pub fn encode_png_base64(img: &image::RgbImage) -> std::result::Result<String, image::ImageError> {
+/// Encodes an RGB image as PNG (8-bit RGB).
+pub fn encode_png(img: &image::RgbImage) -> std::result::Result<Vec<u8>, image::ImageError> {
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(png)
+}
+
+/// Encodes an RGB image as a base64 PNG (for requests built by tools and tests).
+pub fn encode_png_base64(img: &image::RgbImage) -> std::result::Result<String, image::ImageError> {
     Ok(base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
-        png,
+        encode_png(img)?,
     ))
 }

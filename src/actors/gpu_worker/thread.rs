@@ -18,7 +18,7 @@ use crate::engine::{
     client_text, GenerateError, GenerateJob, Generator, GeneratorFactory, Progress,
 };
 use crate::messages::session::{ErrorKind as ErrorCode, JobEvent, JobUpdate};
-use crate::pipeline::images::encode_png_base64;
+use crate::pipeline::images::encode_png;
 use crate::pipeline::params::GeneratedImage;
 use crate::registry::guard::panic_message;
 
@@ -218,11 +218,11 @@ pub(super) fn send_images(run: &RunJob, images: Vec<GeneratedImage>) -> Outcome 
         if run.cancel.load(Ordering::SeqCst) {
             return Outcome::Cancelled;
         }
-        match encode_png_base64(&img.image) {
-            Ok(png_base64) => run.events.do_send(JobEvent {
+        match encode_png(&img.image) {
+            Ok(png) => run.events.do_send(JobEvent {
                 job_id: run.job_id.clone(),
                 update: JobUpdate::Image {
-                    png_base64,
+                    png,
                     seed: img.seed,
                     nsfw: img.nsfw,
                 },
