@@ -48,6 +48,9 @@ REPEATS=${REPEATS:-3}
 export SD_TOKENIZER_DIR=${SD_TOKENIZER_DIR:-$MODEL/tokenizer}
 
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
+# The machine, recorded with every row (results from different CPUs must never be mixed up).
+cpu_field() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo 2>/dev/null | head -1; }
+CPU="$(cpu_field 'model name') (family $(cpu_field 'cpu family') model $(cpu_field model); $(nproc) threads)"
 
 run_one() { # impl phase
     local impl=$1 phase=$2 line before after
@@ -64,8 +67,8 @@ run_one() { # impl phase
         echo "$impl $phase: no RESULT line" >&2
         return 1
     fi
-    printf '{"impl": "%s", "phase": "%s", "finished": "%s", "loadavg_before": %s, "loadavg_after": %s, "result": %s}\n' \
-        "$impl" "$phase" "$(date -u +%FT%TZ)" "$before" "$after" "${line#RESULT }" >>"$OUT"
+    printf '{"impl": "%s", "phase": "%s", "finished": "%s", "cpu": "%s", "loadavg_before": %s, "loadavg_after": %s, "result": %s}\n' \
+        "$impl" "$phase" "$(date -u +%FT%TZ)" "$CPU" "$before" "$after" "${line#RESULT }" >>"$OUT"
     echo "$impl $phase ${line#RESULT }" >&2
 }
 

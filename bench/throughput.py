@@ -48,6 +48,20 @@ def generate(port, size, steps, scheduler, seed):
                 raise RuntimeError(json.dumps(msg))
 
 
+def cpu_model():
+    """This machine's CPU as /proc/cpuinfo names it (recorded with every row)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "unknown"
+    return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} "
+            f"model {fields.get('model', '?')}; {os.cpu_count()} threads)")
+
+
 def nearest_rank(values, pct):
     """The pct-th percentile by the nearest-rank method (an observed value)."""
     ordered = sorted(values)
@@ -92,7 +106,7 @@ def main():
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    res = {"impl": "runai", "clients": a.clients, "requests_per_client": a.requests,
+    res = {"impl": "runai", "cpu": cpu_model(), "clients": a.clients, "requests_per_client": a.requests,
            "size": a.size, "steps": a.steps, "scheduler": a.scheduler,
            "images": len(latencies), "wall_s": round(wall, 3),
            "images_per_s": round(len(latencies) / wall, 4) if wall > 0 else None,

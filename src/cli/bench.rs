@@ -14,6 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde_json::json;
 
+use crate::pipeline::kernels::cpu::attention::attention;
+use crate::pipeline::kernels::cpu::isa::{self, cpu_model, Preference};
 use crate::pipeline::load::config::{ClipConfig, UNetConfig, VaeConfig};
 use crate::pipeline::load::loader::{component_weights, read_json};
 use crate::pipeline::load::tokenizer::{load_tokenizer_dir, prompt_ids};
@@ -58,9 +60,17 @@ pub(crate) enum Phase {
     /// Whole pipeline: 256x256, 10 DDIM steps, CFG 7.5, to 8-bit RGB.
     #[value(name = "txt2img_256_ddim10")]
     Txt2Img256Ddim10,
+    /// Whole pipeline: 512x512, 10 DDIM steps, CFG 7.5 (the plugin's size, CPU comparison;
+    /// diffusers' side is `bench/diffusers_gpu.py` with `RUNAI_REF_DEVICE=cpu`).
+    #[value(name = "txt2img_512_ddim10")]
+    Txt2Img512Ddim10,
     /// Whole pipeline: 512x512, 50 DDIM steps, CFG 7.5 (the GPU comparison of bench/gpu.sh).
     #[value(name = "txt2img_512_ddim50")]
     Txt2Img512Ddim50,
+    /// runai only, no reference counterpart: the UNet's first-level self-attention of a
+    /// 512x512 image (q, k, v `[2, 4096, 320]`, 8 heads of 40), the op alone on random inputs.
+    #[value(name = "attention_4096")]
+    Attention4096,
     /// SDXL folder: both text encoders (penultimate states + pooled), uncond + cond.
     #[value(name = "sdxl_text_encode")]
     SdxlTextEncode,
@@ -81,7 +91,9 @@ impl Phase {
             Phase::VaeDecode256 => "vae_decode_256",
             Phase::VaeDecode512 => "vae_decode_512",
             Phase::Txt2Img256Ddim10 => "txt2img_256_ddim10",
+            Phase::Txt2Img512Ddim10 => "txt2img_512_ddim10",
             Phase::Txt2Img512Ddim50 => "txt2img_512_ddim50",
+            Phase::Attention4096 => "attention_4096",
             Phase::SdxlTextEncode => "sdxl_text_encode",
             Phase::SdxlUnet1024 => "sdxl_unet_1024",
             Phase::SdxlVaeDecode1024 => "sdxl_vae_decode_1024",
@@ -116,7 +128,10 @@ impl Phase {
             Phase::VaeDecode256 => VAE_256,
             Phase::VaeDecode512 => VAE_512,
             Phase::Txt2Img256Ddim10 => TEXT + 10.0 * UNET_256 + VAE_256,
+            Phase::Txt2Img512Ddim10 => TEXT + 10.0 * UNET_512 + VAE_512,
             Phase::Txt2Img512Ddim50 => TEXT + 50.0 * UNET_512 + VAE_512,
+            // q k^T and scores v: 2 x (2 batch x 8 heads x 4096^2 x 40) multiply-adds.
+            Phase::Attention4096 => 4.0 * 2.0 * 8.0 * 4096.0 * 4096.0 * 40.0 / 1e9,
             Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => return None,
         })
     }
@@ -156,6 +171,10 @@ pub struct BenchArgs {
     /// Weight dtype of UNet and text encoder (the SD VAE always runs in f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub(crate) dtype: BenchDType,
+    /// CPU kernel copy: auto (AVX-512 where the CPU has it, else AVX2), avx512 or avx2; the
+    /// server's `cpu_kernels` setting.
+    #[arg(long, default_value = "auto")]
+    pub(crate) cpu_kernels: String,
 }
 
 /// Runs one phase and prints its `RESULT` line on stdout.
@@ -164,6 +183,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--repeats must be at least 1");
     }
     let device = parse_device(&args.device)?;
+    let pref = Preference::parse(&args.cpu_kernels).with_context(|| {
+        format!(
+            "bad --cpu-kernels `{}`: expected {}",
+            args.cpu_kernels,
+            Preference::NAMES
+        )
+    })?;
+    isa::configure(pref).map_err(anyhow::Error::msg)?;
     let dtype = args.dtype.to_dtype();
     let opts = RuntimeOptions {
         device: device.clone(),
@@ -189,6 +216,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "gflop": gflop,
         "gflop_per_s": gflop.map(|g| (g / median * 10.0).round() / 10.0),
         "peak_rss_mb": peak_rss_mb().map(f64::round),
+        "cpu": cpu_model().describe(),
+        "cpu_kernels": isa::active_name(),
     });
     println!("RESULT {result}");
     Ok(())
@@ -272,11 +301,30 @@ fn measure(
         Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => {
             bail!("SDXL phases are measured by bench_xl")
         }
-        Phase::Txt2Img256Ddim10 | Phase::Txt2Img512Ddim50 => {
-            let (size, steps) = if phase == Phase::Txt2Img256Ddim10 {
-                (256, 10)
-            } else {
-                (512, 50)
+        Phase::Attention4096 => {
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let (heads, d, t) = (8, 40, 4096);
+            let q = randn(&mut rng, &[2, t, heads * d], dev)?;
+            let k = randn(&mut rng, &[2, t, heads * d], dev)?;
+            let v = randn(&mut rng, &[2, t, heads * d], dev)?;
+            let scale = 1.0 / (d as f64).sqrt();
+            let load_s = t0.elapsed().as_secs_f64();
+            let times = time_runs(repeats, dev, || {
+                attention(&q, &k, &v, heads, scale)?;
+                Ok(())
+            })?;
+            Ok(Measured {
+                load_s,
+                what: "self-attention 2x4096 tokens x 320, 8 heads of 40 (UNet level 1 at 512x512)"
+                    .into(),
+                times,
+            })
+        }
+        Phase::Txt2Img256Ddim10 | Phase::Txt2Img512Ddim10 | Phase::Txt2Img512Ddim50 => {
+            let (size, steps) = match phase {
+                Phase::Txt2Img256Ddim10 => (256, 10),
+                Phase::Txt2Img512Ddim10 => (512, 10),
+                _ => (512, 50),
             };
             let sd = StableDiffusion::load_folder(model, opts)?;
             let load_s = t0.elapsed().as_secs_f64();
@@ -442,6 +490,11 @@ mod tests {
     fn txt2img_flops_add_up() {
         let t = Phase::Txt2Img256Ddim10.gflop().unwrap();
         assert!((t - (26.6 + 3602.0 + 622.2)).abs() < 1e-9);
+        let t = Phase::Txt2Img512Ddim10.gflop().unwrap();
+        assert!((t - (26.6 + 16065.0 + 2514.5)).abs() < 1e-6);
+        // 2 products x 2 batch x 8 heads x 4096 x 4096 x 40 multiply-adds.
+        let a = Phase::Attention4096.gflop().unwrap();
+        assert!((a - 42.949_672_96).abs() < 1e-9);
         assert_eq!(Phase::SdxlUnet1024.gflop(), None);
     }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::net::allow::AllowList;
+use crate::pipeline::kernels::cpu::isa::{cpu_model, Preference};
 use crate::pipeline::safety::SafetyMode;
 use crate::protocol::validate::Limits;
 
@@ -283,7 +284,35 @@ impl Config {
                 ))
             }
         };
-        Ok(ComputeSpec { device, dtype })
+        let cpu_kernels = self.cpu_kernels()?;
+        Ok(ComputeSpec {
+            device,
+            dtype,
+            cpu_kernels,
+        })
+    }
+
+    /// The CPU kernel copy asked for, refused if this CPU cannot run it.
+    pub(crate) fn cpu_kernels(&self) -> Result<Preference, ConfigError> {
+        let pref = Preference::parse(&self.cpu_kernels).ok_or_else(|| {
+            invalid(
+                "cpu_kernels",
+                format!("expected {}, got {:?}", Preference::NAMES, self.cpu_kernels),
+            )
+        })?;
+        if let Preference::Force(isa) = pref {
+            if !isa.runs_here() {
+                return Err(invalid(
+                    "cpu_kernels",
+                    format!(
+                        "this CPU ({}) cannot run {}",
+                        cpu_model().describe(),
+                        isa.name()
+                    ),
+                ));
+            }
+        }
+        Ok(pref)
     }
 
     /// The administrator's safety-checker mode.
@@ -447,6 +476,7 @@ pub(crate) enum DTypeSpec {
 pub struct ComputeSpec {
     pub(crate) device: DeviceSpec,
     pub(crate) dtype: DTypeSpec,
+    pub(crate) cpu_kernels: Preference,
 }
 
 impl Default for ComputeSpec {
@@ -454,6 +484,7 @@ impl Default for ComputeSpec {
         ComputeSpec {
             device: DeviceSpec::Cpu,
             dtype: DTypeSpec::F32,
+            cpu_kernels: Preference::Auto,
         }
     }
 }
@@ -528,6 +559,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("safety_checker"));
+    }
+
+    #[test]
+    fn cpu_kernels_parse_and_refuse_what_this_cpu_cannot_run() {
+        use crate::pipeline::kernels::cpu::isa::Isa;
+        let mut c = Config::default();
+        assert_eq!(c.compute().unwrap().cpu_kernels, Preference::Auto);
+        for (name, isa) in [("avx2", Isa::Avx2Fma), ("AVX512", Isa::Avx512)] {
+            c.cpu_kernels = name.into();
+            match c.compute() {
+                Ok(spec) => {
+                    assert!(isa.runs_here(), "{name} accepted on a CPU without it");
+                    assert_eq!(spec.cpu_kernels, Preference::Force(isa));
+                }
+                Err(e) => {
+                    assert!(!isa.runs_here(), "{name} refused: {e}");
+                    assert!(e.to_string().contains("cannot run"), "{e}");
+                }
+            }
+        }
+        c.cpu_kernels = "sse".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("cpu_kernels") && e.contains("auto, avx512, avx2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -222,6 +222,14 @@ settings! {
         help "Weight precision: auto (f32 on CPU, f16 on CUDA), f32, f16, bf16 (CUDA)",
         cli .value_name("DTYPE");
 
+    /// CPU kernels: "auto" runs the AVX-512 copy on CPUs that have it (measured faster on Zen 4
+    /// as well as expected on Zen 5) and AVX2 elsewhere; "avx512" or "avx2" force one (refused
+    /// at start if this CPU cannot run it). Images agree to float tolerance.
+    cpu_kernels: String = "auto".into(),
+        flag "cpu-kernels", env "RUNAI_CPU_KERNELS",
+        help "CPU kernels: auto (AVX-512 where the CPU has it, else AVX2), avx512, avx2",
+        cli .value_name("ISA");
+
     /// Models kept in memory at once (least recently used is evicted first); switching back to
     /// a cached model does not reload it.
     max_loaded_models: usize = 2,

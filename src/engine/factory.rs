@@ -9,12 +9,19 @@ use candle_core::{DType, Device};
 use super::sd::SdGenerator;
 use super::{Generator, GeneratorFactory};
 use crate::config::{ComputeSpec, DTypeSpec, DeviceSpec};
+use crate::pipeline::kernels::cpu::isa;
 use crate::pipeline::RuntimeOptions;
 use crate::registry::addons::AddOnRoots;
 
 /// Opens the device and maps the dtype; fails with a clear message on a CPU-only build asked
 /// for CUDA.
 pub fn runtime_options(spec: ComputeSpec) -> anyhow::Result<RuntimeOptions> {
+    let kernels = isa::configure(spec.cpu_kernels).map_err(anyhow::Error::msg)?;
+    log::info!(
+        "CPU: {}; CPU kernels: {}",
+        isa::cpu_model().describe(),
+        kernels.name()
+    );
     let device = match spec.device {
         DeviceSpec::Cpu => Device::Cpu,
         DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| {

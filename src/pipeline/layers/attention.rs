@@ -5,7 +5,9 @@
 //! GEGLU run as fused kernels (`attention_cpu`), elsewhere as candle ops.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
+
+use crate::pipeline::layers::linear::{linear, linear_no_bias, Linear};
 
 use crate::pipeline::error::Result;
 use crate::pipeline::kernels::cpu::attention as attention_cpu;

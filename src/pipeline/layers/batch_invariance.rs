@@ -78,7 +78,11 @@ fn every_cpu_op_gives_per_sample_results_independent_of_the_batch() {
         let tokens = randn(&[8, hw * hw, cin], 1.0);
         let ln = candle_nn::LayerNorm::new(ones, zeros, 1e-5);
         check("layer norm", &|x| ln.forward(x).unwrap(), &tokens);
-        let lin = candle_nn::Linear::new(randn(&[cout, cin], 0.1), Some(bias.clone()));
+        let lin = crate::pipeline::layers::linear::Linear::new(
+            randn(&[cout, cin], 0.1),
+            Some(bias.clone()),
+        )
+        .unwrap();
         check("linear over tokens", &|x| lin.forward(x).unwrap(), &tokens);
         check(
             "geglu",

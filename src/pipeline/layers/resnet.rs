@@ -4,7 +4,9 @@
 //! Never changes parameter names (checkpoints load unchanged).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::pipeline::layers::linear::{linear, Linear};
 
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 

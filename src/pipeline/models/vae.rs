@@ -5,7 +5,9 @@
 //! Never draws random numbers itself.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::pipeline::layers::linear::Linear;
 
 use crate::pipeline::layers::conv::{conv2d, Conv2d};
 
@@ -33,7 +35,7 @@ fn projection(vb: VarBuilder, c: usize) -> Result<Linear> {
         Err(_) => vb.get((c, c, 1, 1), "weight")?.reshape((c, c))?,
     };
     let bias = vb.get(c, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
+    Ok(Linear::new(weight, Some(bias))?)
 }
 
 /// diffusers' VAE mid-block attention: GroupNorm, one head over all channels, residual.

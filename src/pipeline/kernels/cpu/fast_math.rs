@@ -1,10 +1,12 @@
 //! Branch-free f32 `exp` and exact-erf GELU that LLVM can vectorise, and the row loops built on
-//! them (softmax, GEGLU) for the CPU kernels. On x86-64 the loops run from an AVX2+FMA-compiled
-//! copy when the CPU has it, otherwise from the portable copy; both compute the same
-//! polynomials. Accuracy (tested against f64): `exp` within 2 ulp over the normal range,
+//! them (softmax, GEGLU) for the CPU kernels. On x86-64 the loops run from the AVX-512 or the
+//! AVX2+FMA-compiled copy that `isa::active()` chose, otherwise from the portable copy; all
+//! compute the same polynomials. Accuracy (tested against f64): `exp` within 2 ulp over the normal range,
 //! `erf` within 2e-7 absolute, GELU within a few ulp. Never allocates and never panics.
 
 use std::f32::consts::FRAC_1_SQRT_2;
+
+use super::isa::{self, Isa};
 
 /// Above this `exp` overflows to infinity; below -LO_CLAMP it underflows to zero.
 const HI_CLAMP: f32 = 89.0;
@@ -154,13 +156,14 @@ pub(crate) fn gelu_erf(x: f32) -> f32 {
     x * phi_impl::<false>(x)
 }
 
-/// Lanes of the manual reductions: enough independent accumulators for one AVX register.
-const LANES: usize = 8;
-
+/// `L` = lanes of the manual reductions: enough independent accumulators for one register
+/// (8 for AVX2, 16 for AVX-512).
+/// Every element becomes `exp(v - max)`; returns 1 / the sum of the new values (the softmax is
+/// the row times it).
 #[inline(always)]
-fn softmax_row<const FMA: bool>(row: &mut [f32]) {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
+fn exp_row<const FMA: bool, const L: usize>(row: &mut [f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; L];
+    let mut chunks = row.chunks_exact(L);
     for c in &mut chunks {
         for (m, &v) in m.iter_mut().zip(c) {
             *m = if v > *m { v } else { *m };
@@ -173,8 +176,8 @@ fn softmax_row<const FMA: bool>(row: &mut [f32]) {
     for v in m {
         max = max.max(v);
     }
-    let mut s = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
+    let mut s = [0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
     for c in &mut chunks {
         for (s, v) in s.iter_mut().zip(c.iter_mut()) {
             *v = exp_impl::<FMA>(*v - max);
@@ -187,19 +190,29 @@ fn softmax_row<const FMA: bool>(row: &mut [f32]) {
         sum += *v;
     }
     sum += s.iter().sum::<f32>();
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+    1.0 / sum
 }
 
 #[inline(always)]
-fn softmax_rows_impl<const FMA: bool>(data: &mut [f32], width: usize) {
+fn softmax_rows_impl<const FMA: bool, const L: usize>(data: &mut [f32], width: usize) {
     if width == 0 {
         return;
     }
     for row in data.chunks_exact_mut(width) {
-        softmax_row::<FMA>(row);
+        let inv = exp_row::<FMA, L>(row);
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+#[inline(always)]
+fn exp_rows_impl<const FMA: bool, const L: usize>(data: &mut [f32], width: usize, inv: &mut [f32]) {
+    if width == 0 {
+        return;
+    }
+    for (row, inv) in data.chunks_exact_mut(width).zip(inv) {
+        *inv = exp_row::<FMA, L>(row);
     }
 }
 
@@ -226,132 +239,172 @@ fn affine_silu_impl<const FMA: bool>(out: &mut [f32], xs: &[f32], scale: f32, sh
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    // SAFETY (all three): callers check `avx2` and `fma` with is_x86_feature_detected! first;
-    // the bodies are the safe generic loops, so the only requirement is the CPU features.
+    // SAFETY (every function here): callers reach them only through `dispatch!`, after
+    // `Isa::runs_here` confirmed the features the copy is compiled for; the bodies are the
+    // safe generic loops, so the CPU features are the only requirement.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn softmax_rows(data: &mut [f32], width: usize) {
-        super::softmax_rows_impl::<true>(data, width)
+    pub(super) unsafe fn softmax_rows_v3(data: &mut [f32], width: usize) {
+        super::softmax_rows_impl::<true, 8>(data, width)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn geglu_rows(src: &[f32], dst: &mut [f32], inner: usize) {
+    pub(super) unsafe fn exp_rows_v3(data: &mut [f32], width: usize, inv: &mut [f32]) {
+        super::exp_rows_impl::<true, 8>(data, width, inv)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn geglu_rows_v3(src: &[f32], dst: &mut [f32], inner: usize) {
         super::geglu_rows_impl::<true>(src, dst, inner)
     }
 
     #[cfg(test)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn exp_slice(xs: &mut [f32]) {
-        for x in xs {
-            *x = super::exp_impl::<true>(*x);
-        }
+    pub(super) unsafe fn exp_slice_v3(xs: &mut [f32]) {
+        super::exp_slice_impl::<true>(xs)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+    pub(super) unsafe fn affine_silu_v3(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
         super::affine_silu_impl::<true>(out, xs, scale, shift)
     }
 
-    pub(super) fn has_avx2_fma() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn softmax_rows_v4(data: &mut [f32], width: usize) {
+        super::softmax_rows_impl::<true, 16>(data, width)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn exp_rows_v4(data: &mut [f32], width: usize, inv: &mut [f32]) {
+        super::exp_rows_impl::<true, 16>(data, width, inv)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn geglu_rows_v4(src: &[f32], dst: &mut [f32], inner: usize) {
+        super::geglu_rows_impl::<true>(src, dst, inner)
+    }
+
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn exp_slice_v4(xs: &mut [f32]) {
+        super::exp_slice_impl::<true>(xs)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn affine_silu_v4(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
+        super::affine_silu_impl::<true>(out, xs, scale, shift)
     }
 }
 
-/// Which copy of the loops runs; `Portable` is always allowed, `Avx2Fma` only where detected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
-    Portable,
-    Avx2Fma,
+#[cfg(test)]
+#[inline(always)]
+fn exp_slice_impl<const FMA: bool>(xs: &mut [f32]) {
+    for x in xs {
+        *x = exp_impl::<FMA>(*x);
+    }
 }
 
-impl Isa {
-    /// The best copy this CPU can run.
-    pub(crate) fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if x86::has_avx2_fma() {
-                return Isa::Avx2Fma;
-            }
+/// Runs the copy of a row loop that `isa` names, falling back to the portable one where the
+/// CPU cannot run it (or off x86-64).
+macro_rules! dispatch {
+    ($isa:expr, $v3:ident, $v4:ident, $portable:expr, ($($arg:expr),*)) => {{
+        let isa: Isa = $isa;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: runs_here() confirmed AVX-512 F/BW/CD/DQ/VL, AVX2 and FMA.
+            Isa::Avx512 if isa.runs_here() => unsafe { x86::$v4($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: runs_here() confirmed AVX2 and FMA.
+            Isa::Avx2Fma | Isa::Avx512 if Isa::Avx2Fma.runs_here() => unsafe { x86::$v3($($arg),*) },
+            _ => $portable,
         }
-        Isa::Portable
-    }
-
-    /// Checks that this CPU can run `self`; falls back to the portable copy otherwise.
-    fn checked(self) -> Isa {
-        match self {
-            Isa::Avx2Fma if Isa::detect() == Isa::Avx2Fma => Isa::Avx2Fma,
-            _ => Isa::Portable,
-        }
-    }
+    }};
 }
 
 /// In place, every `width`-long row of `data` becomes its softmax (max-subtracted, so any
 /// finite input is safe). A trailing partial row is left untouched.
 pub(crate) fn softmax_rows(data: &mut [f32], width: usize) {
-    softmax_rows_with(Isa::detect(), data, width)
+    softmax_rows_with(isa::active(), data, width)
 }
 
 /// `softmax_rows` on a chosen copy of the loop (tests compare the copies).
 pub(crate) fn softmax_rows_with(isa: Isa, data: &mut [f32], width: usize) {
-    match isa.checked() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
-        Isa::Avx2Fma => unsafe { x86::softmax_rows(data, width) },
-        _ => softmax_rows_impl::<false>(data, width),
-    }
+    dispatch!(
+        isa,
+        softmax_rows_v3,
+        softmax_rows_v4,
+        softmax_rows_impl::<false, 8>(data, width),
+        (data, width)
+    )
+}
+
+/// The softmax of every `width`-long row of `data` without its last pass: each row becomes
+/// `exp(v - max)` and `inv[r]` the factor that normalises row r (for a caller that can apply
+/// it to a smaller result, as attention does to `scores * v`). Rows beyond `inv.len()` and a
+/// trailing partial row are left untouched.
+pub(crate) fn exp_rows(data: &mut [f32], width: usize, inv: &mut [f32]) {
+    exp_rows_with(isa::active(), data, width, inv)
+}
+
+/// `exp_rows` on a chosen copy of the loop.
+pub(crate) fn exp_rows_with(isa: Isa, data: &mut [f32], width: usize, inv: &mut [f32]) {
+    dispatch!(
+        isa,
+        exp_rows_v3,
+        exp_rows_v4,
+        exp_rows_impl::<false, 8>(data, width, inv),
+        (data, width, inv)
+    )
 }
 
 /// GEGLU: for every row of `src` (`2 * inner` long: value then gate, diffusers' chunk order),
 /// writes `value * gelu_erf(gate)` into the matching `inner`-long row of `dst`.
 pub(crate) fn geglu_rows(src: &[f32], dst: &mut [f32], inner: usize) {
-    geglu_rows_with(Isa::detect(), src, dst, inner)
+    geglu_rows_with(isa::active(), src, dst, inner)
 }
 
 /// `geglu_rows` on a chosen copy of the loop.
 pub(crate) fn geglu_rows_with(isa: Isa, src: &[f32], dst: &mut [f32], inner: usize) {
-    match isa.checked() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
-        Isa::Avx2Fma => unsafe { x86::geglu_rows(src, dst, inner) },
-        _ => geglu_rows_impl::<false>(src, dst, inner),
-    }
+    dispatch!(
+        isa,
+        geglu_rows_v3,
+        geglu_rows_v4,
+        geglu_rows_impl::<false>(src, dst, inner),
+        (src, dst, inner)
+    )
 }
 
 /// `x = e^x` for every element, on a chosen copy of the loop (tests compare the copies).
 #[cfg(test)]
 pub(crate) fn exp_slice_with(isa: Isa, xs: &mut [f32]) {
-    match isa.checked() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
-        Isa::Avx2Fma => unsafe { x86::exp_slice(xs) },
-        _ => {
-            for x in xs {
-                *x = exp_impl::<false>(*x);
-            }
-        }
-    }
+    dispatch!(
+        isa,
+        exp_slice_v3,
+        exp_slice_v4,
+        exp_slice_impl::<false>(xs),
+        (xs)
+    )
 }
 
 /// `out[i] = silu(xs[i] * scale + shift)` (the normalise + affine + SiLU pass of GroupNorm);
 /// stops at the shorter slice.
 pub(crate) fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
-    affine_silu_with(Isa::detect(), out, xs, scale, shift)
+    affine_silu_with(isa::active(), out, xs, scale, shift)
 }
 
 /// `affine_silu` on a chosen copy of the loop.
 pub(crate) fn affine_silu_with(isa: Isa, out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
-    match isa.checked() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `checked` returned Avx2Fma only after detecting avx2 and fma.
-        Isa::Avx2Fma => unsafe { x86::affine_silu(out, xs, scale, shift) },
-        _ => affine_silu_impl::<false>(out, xs, scale, shift),
-    }
+    dispatch!(
+        isa,
+        affine_silu_v3,
+        affine_silu_v4,
+        affine_silu_impl::<false>(out, xs, scale, shift),
+        (out, xs, scale, shift)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ISAS: [Isa; 2] = [Isa::Portable, Isa::Avx2Fma];
 
     /// Reference erf in f64: Maclaurin series below 2.5, continued fraction for erfc above.
     fn erf64(x: f64) -> f64 {
@@ -399,7 +452,7 @@ mod tests {
         let xs: Vec<f32> = (0..=n)
             .map(|i| -87.3 + (88.7 + 87.3) * i as f32 / n as f32)
             .collect();
-        for isa in ISAS {
+        for isa in Isa::all_here() {
             let mut ys = xs.clone();
             exp_slice_with(isa, &mut ys);
             for (&x, &y) in xs.iter().zip(&ys) {
@@ -422,7 +475,7 @@ mod tests {
 
     #[test]
     fn exp_edges() {
-        for isa in ISAS {
+        for isa in Isa::all_here() {
             let mut ys = vec![
                 -200.0,
                 -104.5,
@@ -470,13 +523,13 @@ mod tests {
     }
 
     #[test]
-    fn gelu_matches_f64_in_both_copies() {
+    fn gelu_matches_f64_in_every_copy() {
         let n = 200_000;
         let gates: Vec<f32> = (0..n).map(|i| -20.0 + 40.0 * i as f32 / n as f32).collect();
         // value = 1 so the GEGLU output is the GELU itself.
         let mut src = vec![1f32; 2 * n];
         src[n..].copy_from_slice(&gates);
-        for isa in ISAS {
+        for isa in Isa::all_here() {
             let mut out = vec![0f32; n];
             geglu_rows_with(isa, &src, &mut out, n);
             for (&g, &y) in gates.iter().zip(&out) {
@@ -507,7 +560,7 @@ mod tests {
         let data: Vec<f32> = (0..width * 5)
             .map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0)
             .collect();
-        for isa in ISAS {
+        for isa in Isa::all_here() {
             let mut got = data.clone();
             softmax_rows_with(isa, &mut got, width);
             for (row, src) in got.chunks(width).zip(data.chunks(width)) {
@@ -522,10 +575,30 @@ mod tests {
     }
 
     #[test]
-    fn affine_silu_matches_f64_on_both_copies() {
+    fn exp_rows_times_inv_is_the_softmax() {
+        let width = 4099;
+        let data: Vec<f32> = (0..width * 3)
+            .map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0)
+            .collect();
+        for isa in Isa::all_here() {
+            let mut want = data.clone();
+            softmax_rows_with(isa, &mut want, width);
+            let mut got = data.clone();
+            let mut inv = [0f32; 3];
+            exp_rows_with(isa, &mut got, width, &mut inv);
+            for (r, row) in got.chunks(width).enumerate() {
+                for (&g, &w) in row.iter().zip(&want[r * width..]) {
+                    assert_eq!(g * inv[r], w, "{isa:?} row {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn affine_silu_matches_f64_on_every_copy() {
         let xs: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.013).collect();
         let (scale, shift) = (1.7f32, -0.3f32);
-        for isa in [Isa::Portable, Isa::detect()] {
+        for isa in Isa::all_here() {
             let mut out = vec![0f32; xs.len()];
             affine_silu_with(isa, &mut out, &xs, scale, shift);
             for (&x, &o) in xs.iter().zip(&out) {

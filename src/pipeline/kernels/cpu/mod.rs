@@ -12,6 +12,9 @@ pub(crate) mod clip;
 pub(crate) mod conv;
 pub(crate) mod fast_math;
 pub(crate) mod gemm;
+mod gemm_dispatch;
+pub(crate) mod isa;
+pub(crate) mod linear;
 pub(crate) mod shared_out;
 pub(crate) mod winograd;
 

@@ -1,15 +1,18 @@
 //! One output buffer written by several parallel tasks, each to its own region: the raw-output
 //! helper every kernel shares. It keeps the buffer's pointer and length, bounds-checks every
 //! region a task asks for (a row slice, or the m x n block a gemm writes), and is the only place
-//! that hands a destination to the `gemm` crate. What it cannot check, that no two tasks write
+//! that hands a destination to the `gemm` crate (through `gemm_dispatch`, which picks the
+//! microkernels by CPU). What it cannot check, that no two tasks write
 //! the same element at once, is each caller's SAFETY contract.
 
 use std::marker::PhantomData;
 
 use candle_core::bail;
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 
 use super::gemm::View;
+use super::gemm_dispatch::gemm_f32;
+use super::isa;
 
 /// Depth of one gemm call. gemm blocks the shared dimension by an amount it derives from all
 /// three sizes (`min(k, 512)` when m and n are small, a cache-based even split otherwise) and
@@ -110,6 +113,7 @@ impl<'a> SharedOut<'a> {
             }
             return Ok(());
         }
+        let isa = isa::active();
         let mut k0 = 0;
         while k0 < k {
             let depth = DEPTH.min(k - k0);
@@ -119,25 +123,24 @@ impl<'a> SharedOut<'a> {
             // caller's alone (the contract above) and the buffer is a unique borrow, so the
             // written memory aliases neither input.
             unsafe {
-                gemm(
-                    m,
-                    n,
-                    depth,
+                gemm_f32(
+                    isa,
+                    (m, n, depth),
                     self.ptr.add(offset),
                     1,
-                    dst_rs as isize,
+                    dst_rs,
                     accumulate || k0 > 0,
-                    lhs.data.as_ptr().add(lhs.offset + k0 * lhs.cs),
-                    lhs.cs as isize,
-                    lhs.rs as isize,
-                    rhs.data.as_ptr().add(rhs.offset + k0 * rhs.rs),
-                    rhs.cs as isize,
-                    rhs.rs as isize,
-                    1.0,
+                    (
+                        lhs.data.as_ptr().add(lhs.offset + k0 * lhs.cs),
+                        lhs.cs,
+                        lhs.rs,
+                    ),
+                    (
+                        rhs.data.as_ptr().add(rhs.offset + k0 * rhs.rs),
+                        rhs.cs,
+                        rhs.rs,
+                    ),
                     scale,
-                    false,
-                    false,
-                    false,
                     par,
                 );
             }
