@@ -239,60 +239,65 @@ fn affine_silu_impl<const FMA: bool>(out: &mut [f32], xs: &[f32], scale: f32, sh
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    // SAFETY (every function here): callers reach them only through `dispatch!`, after
-    // `Isa::runs_here` confirmed the features the copy is compiled for; the bodies are the
-    // safe generic loops, so the CPU features are the only requirement.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn softmax_rows_v3(data: &mut [f32], width: usize) {
-        super::softmax_rows_impl::<true, 8>(data, width)
+    /// One compiled copy of every row loop for a set of CPU features, as module `$name`.
+    macro_rules! copy {
+        ($name:ident, $features:literal, $lanes:literal) => {
+            pub(super) mod $name {
+                // SAFETY (every function here): callers reach them only through `dispatch!`,
+                // after `Isa::runs_here` confirmed the features the copy is compiled for; the
+                // bodies are the safe generic loops, so the CPU features are the only
+                // requirement.
+                use super::super as m;
+
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn softmax_rows(data: &mut [f32], width: usize) {
+                    m::softmax_rows_impl::<true, $lanes>(data, width)
+                }
+
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn exp_rows(
+                    data: &mut [f32],
+                    width: usize,
+                    inv: &mut [f32],
+                ) {
+                    m::exp_rows_impl::<true, $lanes>(data, width, inv)
+                }
+
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn geglu_rows(
+                    src: &[f32],
+                    dst: &mut [f32],
+                    inner: usize,
+                ) {
+                    m::geglu_rows_impl::<true>(src, dst, inner)
+                }
+
+                #[cfg(test)]
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn exp_slice(xs: &mut [f32]) {
+                    m::exp_slice_impl::<true>(xs)
+                }
+
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn affine_silu(
+                    out: &mut [f32],
+                    xs: &[f32],
+                    scale: f32,
+                    shift: f32,
+                ) {
+                    m::affine_silu_impl::<true>(out, xs, scale, shift)
+                }
+            }
+        };
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn exp_rows_v3(data: &mut [f32], width: usize, inv: &mut [f32]) {
-        super::exp_rows_impl::<true, 8>(data, width, inv)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn geglu_rows_v3(src: &[f32], dst: &mut [f32], inner: usize) {
-        super::geglu_rows_impl::<true>(src, dst, inner)
-    }
-
-    #[cfg(test)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn exp_slice_v3(xs: &mut [f32]) {
-        super::exp_slice_impl::<true>(xs)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn affine_silu_v3(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
-        super::affine_silu_impl::<true>(out, xs, scale, shift)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
-    pub(super) unsafe fn softmax_rows_v4(data: &mut [f32], width: usize) {
-        super::softmax_rows_impl::<true, 16>(data, width)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
-    pub(super) unsafe fn exp_rows_v4(data: &mut [f32], width: usize, inv: &mut [f32]) {
-        super::exp_rows_impl::<true, 16>(data, width, inv)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
-    pub(super) unsafe fn geglu_rows_v4(src: &[f32], dst: &mut [f32], inner: usize) {
-        super::geglu_rows_impl::<true>(src, dst, inner)
-    }
-
-    #[cfg(test)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
-    pub(super) unsafe fn exp_slice_v4(xs: &mut [f32]) {
-        super::exp_slice_impl::<true>(xs)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma")]
-    pub(super) unsafe fn affine_silu_v4(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
-        super::affine_silu_impl::<true>(out, xs, scale, shift)
-    }
+    // 8 and 16 f32 lanes: the reductions keep one register of partial sums.
+    copy!(v3, "avx2,fma", 8);
+    copy!(
+        v4,
+        "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma",
+        16
+    );
 }
 
 #[cfg(test)]
@@ -306,15 +311,17 @@ fn exp_slice_impl<const FMA: bool>(xs: &mut [f32]) {
 /// Runs the copy of a row loop that `isa` names, falling back to the portable one where the
 /// CPU cannot run it (or off x86-64).
 macro_rules! dispatch {
-    ($isa:expr, $v3:ident, $v4:ident, $portable:expr, ($($arg:expr),*)) => {{
+    ($isa:expr, $f:ident, $portable:expr, ($($arg:expr),*)) => {{
         let isa: Isa = $isa;
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: runs_here() confirmed AVX-512 F/BW/CD/DQ/VL, AVX2 and FMA.
-            Isa::Avx512 if isa.runs_here() => unsafe { x86::$v4($($arg),*) },
+            Isa::Avx512 if isa.runs_here() => unsafe { x86::v4::$f($($arg),*) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: runs_here() confirmed AVX2 and FMA.
-            Isa::Avx2Fma | Isa::Avx512 if Isa::Avx2Fma.runs_here() => unsafe { x86::$v3($($arg),*) },
+            Isa::Avx2Fma | Isa::Avx512 if Isa::Avx2Fma.runs_here() => unsafe {
+                x86::v3::$f($($arg),*)
+            },
             _ => $portable,
         }
     }};
@@ -330,8 +337,7 @@ pub(crate) fn softmax_rows(data: &mut [f32], width: usize) {
 pub(crate) fn softmax_rows_with(isa: Isa, data: &mut [f32], width: usize) {
     dispatch!(
         isa,
-        softmax_rows_v3,
-        softmax_rows_v4,
+        softmax_rows,
         softmax_rows_impl::<false, 8>(data, width),
         (data, width)
     )
@@ -349,8 +355,7 @@ pub(crate) fn exp_rows(data: &mut [f32], width: usize, inv: &mut [f32]) {
 pub(crate) fn exp_rows_with(isa: Isa, data: &mut [f32], width: usize, inv: &mut [f32]) {
     dispatch!(
         isa,
-        exp_rows_v3,
-        exp_rows_v4,
+        exp_rows,
         exp_rows_impl::<false, 8>(data, width, inv),
         (data, width, inv)
     )
@@ -366,8 +371,7 @@ pub(crate) fn geglu_rows(src: &[f32], dst: &mut [f32], inner: usize) {
 pub(crate) fn geglu_rows_with(isa: Isa, src: &[f32], dst: &mut [f32], inner: usize) {
     dispatch!(
         isa,
-        geglu_rows_v3,
-        geglu_rows_v4,
+        geglu_rows,
         geglu_rows_impl::<false>(src, dst, inner),
         (src, dst, inner)
     )
@@ -376,13 +380,7 @@ pub(crate) fn geglu_rows_with(isa: Isa, src: &[f32], dst: &mut [f32], inner: usi
 /// `x = e^x` for every element, on a chosen copy of the loop (tests compare the copies).
 #[cfg(test)]
 pub(crate) fn exp_slice_with(isa: Isa, xs: &mut [f32]) {
-    dispatch!(
-        isa,
-        exp_slice_v3,
-        exp_slice_v4,
-        exp_slice_impl::<false>(xs),
-        (xs)
-    )
+    dispatch!(isa, exp_slice, exp_slice_impl::<false>(xs), (xs))
 }
 
 /// `out[i] = silu(xs[i] * scale + shift)` (the normalise + affine + SiLU pass of GroupNorm);
@@ -395,8 +393,7 @@ pub(crate) fn affine_silu(out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
 pub(crate) fn affine_silu_with(isa: Isa, out: &mut [f32], xs: &[f32], scale: f32, shift: f32) {
     dispatch!(
         isa,
-        affine_silu_v3,
-        affine_silu_v4,
+        affine_silu,
         affine_silu_impl::<false>(out, xs, scale, shift),
         (out, xs, scale, shift)
     )
