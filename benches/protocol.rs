@@ -7,11 +7,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use image::{Rgb, RgbImage};
-use runai::pipeline::images::encode_png_base64;
 use runai::protocol::assembler::{Assembler, Frame};
 use runai::protocol::codec::frame_message;
 use runai::protocol::request::{parse_request, Request};
 use runai::protocol::responses;
+use runai::protocol::responses::encode_png_base64;
 use runai::protocol::validate::{validate_generate, Limits};
 use runai::protocol::{frame_json, DEFAULT_PACKET_SIZE};
 use serde_json::{json, Value};

@@ -35,7 +35,7 @@ fn start_http(config: Config) -> (ServerThread, std::net::SocketAddr) {
 
 fn png_b64(w: u32, h: u32, colour: [u8; 3]) -> String {
     let img = image::RgbImage::from_pixel(w, h, image::Rgb(colour));
-    runai::pipeline::images::encode_png_base64(&img).unwrap()
+    runai::protocol::responses::encode_png_base64(&img).unwrap()
 }
 
 /// Checks an A1111 image: the fake's colour for its seed, and the infotext in its

@@ -484,7 +484,7 @@ impl SessionActor {
                 responses::progress(step, total, reqtype, job_id)
             }
             JobUpdate::Image { png, seed, nsfw } => responses::image(
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png),
+                responses::png_base64(&png),
                 reqtype,
                 &echo.pos_x,
                 &echo.pos_y,

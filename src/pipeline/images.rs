@@ -86,11 +86,3 @@ pub fn encode_png(img: &image::RgbImage) -> std::result::Result<Vec<u8>, image::
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
 }
-
-/// Encodes an RGB image as a base64 PNG (for requests built by tools and tests).
-pub fn encode_png_base64(img: &image::RgbImage) -> std::result::Result<String, image::ImageError> {
-    Ok(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        encode_png(img)?,
-    ))
-}

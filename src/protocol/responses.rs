@@ -7,6 +7,18 @@ use serde_json::{Map, Value};
 use super::error::ErrorCode;
 use crate::registry::addons::{AddOnEntry, AddOns};
 
+/// A PNG as the wire carries it: standard base64 with padding (the `image` field of image
+/// messages, and of requests' init images and masks).
+pub fn png_base64(png: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png)
+}
+
+/// An RGB image as the wire carries it (PNG, then [`png_base64`]); for requests built by tools
+/// and tests.
+pub fn encode_png_base64(img: &image::RgbImage) -> Result<String, image::ImageError> {
+    Ok(png_base64(&crate::pipeline::images::encode_png(img)?))
+}
+
 fn obj(pairs: Vec<(&str, Value)>) -> Value {
     let mut m = Map::new();
     for (k, v) in pairs {

@@ -518,7 +518,7 @@ mod tests {
     }
 
     fn png_b64(w: u32, h: u32) -> String {
-        crate::pipeline::images::encode_png_base64(&RgbImage::from_pixel(
+        crate::protocol::responses::encode_png_base64(&RgbImage::from_pixel(
             w,
             h,
             image::Rgb([10, 20, 30]),

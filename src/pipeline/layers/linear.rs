@@ -89,6 +89,16 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_width_layer_gives_an_empty_result() {
+        let dev = Device::Cpu;
+        let w = Tensor::zeros((0, 3), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(0, candle_core::DType::F32, &dev).unwrap();
+        let l = Linear::new(w, Some(b)).unwrap();
+        let xs = Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap();
+        assert_eq!(l.forward(&xs).unwrap().dims(), &[2, 0]);
+    }
+
+    #[test]
     fn a_mismatched_input_is_an_error() {
         let dev = Device::Cpu;
         let l = Linear::new(

@@ -45,8 +45,9 @@ impl CustomOp2 for LinearOp {
         }
         let rows = xs.len().checked_div(k).unwrap_or(0);
         let mut out = vec![0f32; rows * n];
-        if let Some(bias) = &self.bias {
-            out.par_chunks_mut(FILL_ROWS * n.max(1)).for_each(|chunk| {
+        // n == 0 (a zero-width layer) leaves nothing to fill.
+        if let Some(bias) = self.bias.as_ref().filter(|_| n > 0) {
+            out.par_chunks_mut(FILL_ROWS * n).for_each(|chunk| {
                 for row in chunk.chunks_exact_mut(n) {
                     row.copy_from_slice(bias);
                 }
