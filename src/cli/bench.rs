@@ -71,6 +71,10 @@ pub(crate) enum Phase {
     /// 512x512 image (q, k, v `[2, 4096, 320]`, 8 heads of 40), the op alone on random inputs.
     #[value(name = "attention_4096")]
     Attention4096,
+    /// runai only, no model needed: the UNet's 3x3 convolution shapes, direct vs Winograd
+    /// (`cli/bench_conv.rs`), one RESULT line per shape.
+    #[value(name = "conv3x3")]
+    Conv3x3,
     /// SDXL folder: both text encoders (penultimate states + pooled), uncond + cond.
     #[value(name = "sdxl_text_encode")]
     SdxlTextEncode,
@@ -94,6 +98,7 @@ impl Phase {
             Phase::Txt2Img512Ddim10 => "txt2img_512_ddim10",
             Phase::Txt2Img512Ddim50 => "txt2img_512_ddim50",
             Phase::Attention4096 => "attention_4096",
+            Phase::Conv3x3 => "conv3x3",
             Phase::SdxlTextEncode => "sdxl_text_encode",
             Phase::SdxlUnet1024 => "sdxl_unet_1024",
             Phase::SdxlVaeDecode1024 => "sdxl_vae_decode_1024",
@@ -132,7 +137,10 @@ impl Phase {
             Phase::Txt2Img512Ddim50 => TEXT + 50.0 * UNET_512 + VAE_512,
             // q k^T and scores v: 2 x (2 batch x 8 heads x 4096^2 x 40) multiply-adds.
             Phase::Attention4096 => 4.0 * 2.0 * 8.0 * 4096.0 * 4096.0 * 40.0 / 1e9,
-            Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => return None,
+            Phase::SdxlTextEncode
+            | Phase::SdxlUnet1024
+            | Phase::SdxlVaeDecode1024
+            | Phase::Conv3x3 => return None,
         })
     }
 }
@@ -191,6 +199,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
     })?;
     isa::configure(pref).map_err(anyhow::Error::msg)?;
+    if args.phase == Phase::Conv3x3 {
+        return super::bench_conv::run(args.repeats, &device);
+    }
     let dtype = args.dtype.to_dtype();
     let opts = RuntimeOptions {
         device: device.clone(),
@@ -301,6 +312,7 @@ fn measure(
         Phase::SdxlTextEncode | Phase::SdxlUnet1024 | Phase::SdxlVaeDecode1024 => {
             bail!("SDXL phases are measured by bench_xl")
         }
+        Phase::Conv3x3 => bail!("conv3x3 is measured by bench_conv"),
         Phase::Attention4096 => {
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let (heads, d, t) = (8, 40, 4096);
@@ -444,7 +456,7 @@ pub(crate) fn parse_device(s: &str) -> anyhow::Result<Device> {
 }
 
 /// The median as Python's `statistics.median` (mean of the two middle values when even).
-fn median(times: &[f64]) -> f64 {
+pub(super) fn median(times: &[f64]) -> f64 {
     let mut v = times.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -455,7 +467,7 @@ fn median(times: &[f64]) -> f64 {
     }
 }
 
-fn round_to(x: f64, digits: i32) -> f64 {
+pub(super) fn round_to(x: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (x * scale).round() / scale
 }

@@ -4,6 +4,7 @@
 //! actors itself: `serve` hands a validated config to `app`.
 
 pub mod bench;
+mod bench_conv;
 mod bench_xl;
 pub mod client;
 pub mod config;

@@ -15,6 +15,7 @@ pub(crate) mod gemm;
 mod gemm_dispatch;
 pub(crate) mod isa;
 pub(crate) mod linear;
+pub(crate) mod scratch;
 pub(crate) mod shared_out;
 pub(crate) mod winograd;
 

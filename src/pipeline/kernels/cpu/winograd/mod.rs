@@ -1,83 +1,50 @@
-//! Winograd F(2x2, 3x3) convolution for 3x3, stride 1, padding 1 layers on the CPU (f32): each
-//! 2x2 output tile costs 16 multiplies per channel pair instead of 36, so the gemm work of these
-//! layers drops 2.25x. The weights are transformed once at load time (16 `[c_out, c_in]`
-//! matrices, 16/9 of the original size), then each call transforms input tiles, runs 16 gemms
-//! and transforms back. Never reads outside the checked slices; results differ from direct
-//! convolution only by rounding.
+//! Winograd F(4x4, 3x3) convolution for 3x3, stride 1, padding 1 layers on the CPU (f32): each
+//! 4x4 output tile costs 36 multiplies per channel pair instead of 144 (direct), so the gemm
+//! work of these layers drops 4x. A call transforms the layer's weights (36 `[c_out, c_in]`
+//! matrices, 4x the kernel's size, in the kernels' reusable scratch buffer: layers keep only
+//! their original weights), transforms the input tiles, runs 36 gemms and transforms back. [`applies`] says where that pays. Never reads outside the checked slices; results
+//! differ from direct convolution by rounding only (the tests bound it).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+mod transform;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use self::transform::{InputScratch, Plane, ALPHA, POINTS, TILE};
 use crate::pipeline::kernels::cpu::gemm::{contiguous_f32, matmul, View};
+use crate::pipeline::kernels::cpu::scratch;
 
 /// Target size of the transformed-input buffer of one chunk of tiles.
 const CHUNK_BYTES: usize = 8 << 20;
 
-/// The 16 transformed weight matrices, `u[e][co][ci]` row-major.
-#[derive(Debug, Clone)]
-pub(crate) struct WinogradWeights {
-    u: Vec<f32>,
-    c_out: usize,
-    c_in: usize,
+/// Smallest image side (the smaller of height and width, after any upsampling) at which a
+/// layer goes through Winograd: with fewer than 16 tiles an image the 36 gemms are too thin
+/// to pay for the input and output transforms.
+pub(crate) const MIN_SIDE: usize = 16;
+
+/// Largest transformed weight (36 x c_out x c_in f32) a call may build; it lives in the
+/// kernels' scratch pool, which keeps the largest buffer used. Bigger layers (2560 -> 1280
+/// and up) run direct.
+const MAX_WEIGHT_BYTES: usize = 256 << 20;
+
+/// Whether a 3x3 / stride 1 / padding 1 layer of `c_in -> c_out` channels on `h x w` images
+/// (after any upsampling) runs through Winograd. The thresholds come from `runai bench --phase
+/// conv3x3` (BENCHMARKS.md): at sides of 16 and more Winograd took 0.3-0.8x the direct time
+/// on every UNet shape, at 8 it took 1.5-1.8x. The choice depends on one image's size only,
+/// never on the batch, so an image's result is the same alone or batched.
+pub(crate) fn applies(c_in: usize, c_out: usize, h: usize, w: usize) -> bool {
+    POINTS * 4 * c_in * c_out <= MAX_WEIGHT_BYTES && h.min(w) >= MIN_SIDE
 }
 
-impl WinogradWeights {
-    /// `U = G g G^T` for every (output, input) channel pair of a `(c_out, c_in, 3, 3)` weight.
-    pub(crate) fn new(weight: &Tensor) -> candle_core::Result<Self> {
-        let (c_out, c_in, kh, kw) = weight.dims4()?;
-        if kh != 3 || kw != 3 {
-            candle_core::bail!("winograd: expected a 3x3 kernel, got {kh}x{kw}");
-        }
-        let g: Vec<f32> = weight.flatten_all()?.to_vec1()?;
-        let pairs = c_out * c_in;
-        // Pair-major first (parallel, one 3x3 -> 4x4 transform per pair), then position-major.
-        let mut by_pair = vec![0f32; 16 * pairs];
-        by_pair
-            .par_chunks_mut(16)
-            .zip(g.par_chunks_exact(9))
-            .for_each(|(dst, k)| dst.copy_from_slice(&transform_kernel(k)));
-        let mut u = vec![0f32; 16 * pairs];
-        u.par_chunks_mut(pairs).enumerate().for_each(|(e, dst)| {
-            for (p, v) in dst.iter_mut().enumerate() {
-                *v = by_pair[p * 16 + e];
-            }
-        });
-        Ok(WinogradWeights { u, c_out, c_in })
-    }
-}
-
-/// `G g G^T` of one 3x3 kernel (row-major), in f64 then rounded once.
-fn transform_kernel(k: &[f32]) -> [f32; 16] {
-    // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 of the 3x3 kernel.
-    let mut gg = [[0f64; 3]; 4];
-    for c in 0..3 {
-        let (a, b, d) = (k[c] as f64, k[3 + c] as f64, k[6 + c] as f64);
-        gg[0][c] = a;
-        gg[1][c] = (a + b + d) / 2.0;
-        gg[2][c] = (a - b + d) / 2.0;
-        gg[3][c] = d;
-    }
-    // (G g) G^T: the same combination over columns.
-    let mut u = [0f32; 16];
-    for (r, row) in gg.iter().enumerate() {
-        let (a, b, d) = (row[0], row[1], row[2]);
-        let vals = [a, (a + b + d) / 2.0, (a - b + d) / 2.0, d];
-        for (c, v) in vals.iter().enumerate() {
-            u[r * 4 + c] = *v as f32;
-        }
-    }
-    u
-}
-
+/// The op: `apply_op2(input, weight)` with a `(c_out, c_in, 3, 3)` weight.
 pub(crate) struct WinogradOp<'a> {
-    pub weights: &'a WinogradWeights,
     pub bias: Option<&'a [f32]>,
     /// Convolve the nearest-neighbour 2x upsampling of the input (read on the fly).
     pub upsample2x: bool,
 }
 
-/// Geometry of one call: batch, channels, image size and tile grid.
+/// Geometry of one call: channels, image size and tile grid.
 #[derive(Debug, Clone, Copy)]
 struct Grid {
     c_in: usize,
@@ -87,8 +54,6 @@ struct Grid {
     w: usize,
     th: usize,
     tw: usize,
-    /// The stored input is the nearest-neighbour half-size image: pixel (y, x) is read from
-    /// (y / 2, x / 2), so the 2x upsampled tensor is never materialised.
     upsampled: bool,
 }
 
@@ -103,210 +68,114 @@ impl Grid {
     }
 }
 
-/// Input transform of one tile row of one channel: `V = B^T d B` for the `tw` tiles whose
-/// 4x4 patches start at input row `y0` (may lie in the padding), written as `out[e][tx]`.
-/// Works on whole rows so every loop runs over contiguous vectors (and vectorises): a padded
-/// copy of the four input rows, the row combination, then the column combination on the even
-/// and odd columns.
-#[inline(never)] // kept out of line so profiles attribute its time
-fn input_row(plane: &[f32], g: &Grid, y0: isize, scratch: &mut RowScratch, out: &mut [&mut [f32]]) {
-    let tw = g.tw;
-    let width = 2 * tw + 2;
-    // d[r][x] = input[y0 + r][x - 1], zero outside the image.
-    for (r, row) in scratch.d.iter_mut().enumerate() {
-        let row = &mut row[..width];
-        row.fill(0.0);
-        let y = y0 + r as isize;
-        if y < 0 || y >= g.h as isize {
-            continue;
-        }
-        if g.upsampled {
-            let (sy, sw) = (y as usize / 2, g.w / 2);
-            let line = &plane[sy * sw..(sy + 1) * sw];
-            for (pair, &v) in row[1..1 + g.w].chunks_exact_mut(2).zip(line) {
-                pair[0] = v;
-                pair[1] = v;
-            }
-        } else {
-            let line = &plane[y as usize * g.w..(y as usize + 1) * g.w];
-            row[1..1 + g.w].copy_from_slice(line);
-        }
-    }
-    // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3, over the whole padded width.
-    {
-        let [d0, d1, d2, d3] = &scratch.d;
-        let [t0, t1, t2, t3] = &mut scratch.t;
-        for j in 0..width {
-            t0[j] = d0[j] - d2[j];
-            t1[j] = d1[j] + d2[j];
-            t2[j] = d2[j] - d1[j];
-            t3[j] = d1[j] - d3[j];
-        }
-    }
-    // Split each combined row into its even and odd columns.
-    for r in 0..4 {
-        let pairs = scratch.t[r][..width].chunks_exact(2);
-        let (ev, od) = (
-            &mut scratch.even[r][..tw + 1],
-            &mut scratch.odd[r][..tw + 1],
+/// `U = G g G^T` of every kernel into `u` (every element written), laid out `u[co][e][ci]`:
+/// row co of point e's matrix is contiguous, so the gemm reads `U_e` as a strided matrix with
+/// unit column stride.
+fn transform_weights(weight: &[f32], c_in: usize, u: &mut [f32]) {
+    u.par_chunks_mut(POINTS * c_in)
+        .zip(weight.par_chunks_exact(9 * c_in))
+        .for_each_init(
+            || vec![0f32; 27 * c_in],
+            |tmp, (dst, taps)| transform::kernels(taps, c_in, tmp, dst),
         );
-        for ((e, o), p) in ev.iter_mut().zip(od.iter_mut()).zip(pairs) {
-            *e = p[0];
-            *o = p[1];
-        }
-    }
-    // (B^T d) B on tile tx's columns 2tx..2tx+3 = even[tx], odd[tx], even[tx+1], odd[tx+1].
-    for r in 0..4 {
-        let (ev, od) = (&scratch.even[r], &scratch.odd[r]);
-        let (e0, e1, o0, o1) = (&ev[..tw], &ev[1..tw + 1], &od[..tw], &od[1..tw + 1]);
-        let [v0, v1, v2, v3] = &mut out[4 * r..4 * r + 4] else {
-            return;
-        };
-        for ((v, a), b) in v0[..tw].iter_mut().zip(e0).zip(e1) {
-            *v = a - b;
-        }
-        for ((v, a), b) in v1[..tw].iter_mut().zip(o0).zip(e1) {
-            *v = a + b;
-        }
-        for ((v, a), b) in v2[..tw].iter_mut().zip(e1).zip(o0) {
-            *v = a - b;
-        }
-        for ((v, a), b) in v3[..tw].iter_mut().zip(o0).zip(o1) {
-            *v = a - b;
-        }
-    }
-}
-
-/// Per-task buffers of `input_row`, sized for one tile row.
-struct RowScratch {
-    d: [Vec<f32>; 4],
-    t: [Vec<f32>; 4],
-    even: [Vec<f32>; 4],
-    odd: [Vec<f32>; 4],
-}
-
-impl RowScratch {
-    fn new(tw: usize) -> Self {
-        let v = |n: usize| [vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
-        RowScratch {
-            d: v(2 * tw + 2),
-            t: v(2 * tw + 2),
-            even: v(tw + 1),
-            odd: v(tw + 1),
-        }
-    }
-}
-
-/// Output transform of one tile row of one channel: `Y = A^T M A` from the 16 gemm rows
-/// `m[e][tx]`, plus bias, into output rows `2ty` and `2ty + 1` (cropped at the image edge).
-#[inline(never)] // kept out of line so profiles attribute its time
-fn output_row(
-    m: &[&[f32]; 16],
-    g: &Grid,
-    ty: usize,
-    add: f32,
-    t: &mut [Vec<f32>; 8],
-    dst: &mut [f32],
-) {
-    let tw = g.tw;
-    // A^T M: row 0 = m0+m1+m2, row 1 = m1-m2-m3 (per column c of the 4x4 tile).
-    for c in 0..4 {
-        let (m0, m1, m2, m3) = (
-            &m[c][..tw],
-            &m[4 + c][..tw],
-            &m[8 + c][..tw],
-            &m[12 + c][..tw],
-        );
-        let (lo, hi) = t.split_at_mut(4);
-        let (a, b) = (&mut lo[c][..tw], &mut hi[c][..tw]);
-        for (((a, x0), x1), x2) in a.iter_mut().zip(m0).zip(m1).zip(m2) {
-            *a = x0 + x1 + x2;
-        }
-        for (((b, x1), x2), x3) in b.iter_mut().zip(m1).zip(m2).zip(m3) {
-            *b = x1 - x2 - x3;
-        }
-    }
-    for dy in 0..2 {
-        let oy = 2 * ty + dy;
-        if oy >= g.h {
-            break;
-        }
-        let row = &mut dst[oy * g.w..(oy + 1) * g.w];
-        let (c0, c1, c2, c3) = (&t[4 * dy], &t[4 * dy + 1], &t[4 * dy + 2], &t[4 * dy + 3]);
-        let mut pairs = row.chunks_exact_mut(2);
-        for (tx, pair) in (&mut pairs).enumerate() {
-            pair[0] = c0[tx] + c1[tx] + c2[tx] + add;
-            pair[1] = c1[tx] - c2[tx] - c3[tx] + add;
-        }
-        // Odd width: the last tile contributes only its left column.
-        if let [last] = pairs.into_remainder() {
-            let tx = tw - 1;
-            *last = c0[tx] + c1[tx] + c2[tx] + add;
-        }
-    }
 }
 
 fn winograd(
     g: &Grid,
     batch: usize,
     input: &[f32],
-    w: &WinogradWeights,
+    weight: &[f32],
     bias: Option<&[f32]>,
 ) -> candle_core::Result<Vec<f32>> {
     let plane = g.h * g.w;
     let in_plane = g.in_plane();
-    if input.len() != batch * g.c_in * in_plane {
-        candle_core::bail!("winograd: input length does not match its shape");
+    if input.len() != batch * g.c_in * in_plane || weight.len() != 9 * g.c_in * g.c_out {
+        candle_core::bail!("winograd: input or weight length does not match its shape");
     }
     let mut out = vec![0f32; batch * g.c_out * plane];
     // Work in whole tile rows: global tile row gr = image * th + ty.
     let total_rows = batch * g.th;
-    if total_rows == 0 || g.tw == 0 {
+    if total_rows == 0 || g.tw == 0 || g.c_in == 0 {
+        if let Some(bias) = bias {
+            for (i, dst) in out.chunks_mut(plane.max(1)).enumerate() {
+                dst.fill(bias[i % g.c_out.max(1)]);
+            }
+        }
         return Ok(out);
     }
-    let row_bytes = 16 * 4 * g.c_in.max(g.c_out).max(1) * g.tw;
+    scratch::with_scratch(POINTS * g.c_in * g.c_out, |u| {
+        transform_weights(weight, g.c_in, u);
+        tiles(g, batch, input, u, bias, &mut out)
+    })?;
+    Ok(out)
+}
+
+/// Input transform, 36 gemms and output transform of every tile, chunk by chunk, into `out`.
+fn tiles(
+    g: &Grid,
+    batch: usize,
+    input: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    let (plane, in_plane) = (g.h * g.w, g.in_plane());
+    let total_rows = batch * g.th;
+    let row_bytes = POINTS * 4 * g.c_in.max(g.c_out) * g.tw;
     let rows_per_chunk = (CHUNK_BYTES / row_bytes).clamp(1, total_rows);
     let max_nt = rows_per_chunk * g.tw;
-    let mut v = vec![0f32; 16 * g.c_in * max_nt];
-    let mut m = vec![0f32; 16 * g.c_out * max_nt];
+    let mut v = vec![0f32; POINTS * g.c_in * max_nt];
+    let mut m = vec![0f32; POINTS * g.c_out * max_nt];
     let mut r0 = 0;
     while r0 < total_rows {
         let rows = rows_per_chunk.min(total_rows - r0);
         let nt = rows * g.tw;
         // Input transform, one task per input channel, each writing its own contiguous block
-        // v[ci][e][(gr - r0) * tw + tx] (16 rows of nt).
-        v[..16 * g.c_in * nt]
-            .par_chunks_mut(16 * nt)
+        // v[ci][e][(gr - r0) * tw + tx] (36 rows of nt).
+        v[..POINTS * g.c_in * nt]
+            .par_chunks_mut(POINTS * nt)
             .enumerate()
-            .for_each(|(ci, block)| {
-                let mut scratch = RowScratch::new(g.tw);
-                let mut rows16: Vec<&mut [f32]> = block.chunks_mut(nt).collect();
-                for k in 0..rows {
-                    let (b, ty) = ((r0 + k) / g.th, (r0 + k) % g.th);
-                    let p = &input[(b * g.c_in + ci) * in_plane..(b * g.c_in + ci + 1) * in_plane];
-                    let mut outs: Vec<&mut [f32]> = rows16
-                        .iter_mut()
-                        .map(|r| &mut r[k * g.tw..(k + 1) * g.tw])
-                        .collect();
-                    input_row(p, g, 2 * ty as isize - 1, &mut scratch, &mut outs);
-                }
-            });
-        // 16 independent gemms M_e = U_e V_e, one task each.
-        let (u, v_ref) = (&w.u, &v);
-        let pairs = g.c_out * g.c_in;
-        m[..16 * g.c_out * nt]
+            .for_each_init(
+                || InputScratch::new(g.tw),
+                |scratch, (ci, block)| {
+                    let mut rows36: Vec<&mut [f32]> = block.chunks_mut(nt).collect();
+                    for k in 0..rows {
+                        let (b, ty) = ((r0 + k) / g.th, (r0 + k) % g.th);
+                        let start = (b * g.c_in + ci) * in_plane;
+                        let src = Plane {
+                            data: &input[start..start + in_plane],
+                            h: g.h,
+                            w: g.w,
+                            upsampled: g.upsampled,
+                        };
+                        let mut outs: Vec<&mut [f32]> = rows36
+                            .iter_mut()
+                            .map(|r| &mut r[k * g.tw..(k + 1) * g.tw])
+                            .collect();
+                        transform::input_tile_row(&src, g.tw, ty, scratch, &mut outs);
+                    }
+                },
+            );
+        // 36 independent gemms M_e = U_e V_e, one task each.
+        let (u_ref, v_ref) = (u, &v[..POINTS * g.c_in * nt]);
+        m[..POINTS * g.c_out * nt]
             .par_chunks_mut(g.c_out * nt)
             .enumerate()
             .try_for_each(|(e, dst)| {
-                let lhs = View::rows(&u[e * pairs..(e + 1) * pairs], g.c_in);
-                // V_e: c_in rows of nt, 16 * nt apart in the channel-major buffer.
-                let rhs = View {
-                    data: &v_ref[..16 * g.c_in * nt],
-                    offset: e * nt,
-                    rs: 16 * nt,
+                let lhs = View {
+                    data: u_ref,
+                    offset: e * g.c_in,
+                    rs: POINTS * g.c_in,
                     cs: 1,
                 };
-                // Single-threaded: the 16 products already run in parallel.
+                // V_e: c_in rows of nt, 36 * nt apart in the channel-major buffer.
+                let rhs = View {
+                    data: v_ref,
+                    offset: e * nt,
+                    rs: POINTS * nt,
+                    cs: 1,
+                };
+                // Single-threaded: the 36 products already run in parallel.
                 matmul(
                     g.c_out,
                     nt,
@@ -322,62 +191,207 @@ fn winograd(
             })?;
         // Output transform, one task per (image, output channel) plane.
         let m_ref = &m;
-        out.par_chunks_mut(plane).enumerate().for_each(|(bc, dst)| {
-            let (b, co) = (bc / g.c_out, bc % g.c_out);
-            let lo = r0.max(b * g.th);
-            let hi = (r0 + rows).min((b + 1) * g.th);
-            if lo >= hi {
-                return;
-            }
-            let add = bias.map_or(0.0, |bv| bv[co]);
-            let mut t: [Vec<f32>; 8] = std::array::from_fn(|_| vec![0f32; g.tw]);
-            for gr in lo..hi {
-                let off = (gr - r0) * g.tw;
-                let ms: [&[f32]; 16] = std::array::from_fn(|e| {
-                    let base = (e * g.c_out + co) * nt + off;
-                    &m_ref[base..base + g.tw]
-                });
-                output_row(&ms, g, gr - b * g.th, add, &mut t, dst);
-            }
-        });
+        out.par_chunks_mut(plane).enumerate().for_each_init(
+            || std::array::from_fn(|_| vec![0f32; g.tw]),
+            |s: &mut [Vec<f32>; 4 * ALPHA], (bc, dst)| {
+                let (b, co) = (bc / g.c_out, bc % g.c_out);
+                let lo = r0.max(b * g.th);
+                let hi = (r0 + rows).min((b + 1) * g.th);
+                let add = bias.map_or(0.0, |bv| bv[co]);
+                for gr in lo..hi {
+                    let off = (gr - r0) * g.tw;
+                    let ms: [&[f32]; POINTS] = std::array::from_fn(|e| {
+                        let base = (e * g.c_out + co) * nt + off;
+                        &m_ref[base..base + g.tw]
+                    });
+                    transform::output_tile_row(&ms, g.tw, gr - b * g.th, (g.h, g.w), add, s, dst);
+                }
+            },
+        );
         r0 += rows;
     }
-    Ok(out)
+    Ok(())
 }
 
-impl CustomOp1 for WinogradOp<'_> {
+impl CustomOp2 for WinogradOp<'_> {
     fn name(&self) -> &'static str {
         "runai-winograd-conv3x3"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(s, l, "winograd: input")?;
-        let &[batch, c_in, sh, sw] = l.dims() else {
-            candle_core::bail!("winograd: expected a 4-d input");
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let input = contiguous_f32(s1, l1, "winograd: input")?;
+        let weight = contiguous_f32(s2, l2, "winograd: weight")?;
+        let (&[batch, c_in, sh, sw], &[c_out, wc_in, 3, 3]) = (l1.dims(), l2.dims()) else {
+            candle_core::bail!("winograd: expected a 4-d input and a (c_out, c_in, 3, 3) weight");
         };
+        if c_in != wc_in || self.bias.is_some_and(|b| b.len() != c_out) {
+            candle_core::bail!(
+                "winograd: input has {c_in} channels, weights expect {wc_in} -> {c_out}"
+            );
+        }
         let (h, w) = if self.upsample2x {
             (2 * sh, 2 * sw)
         } else {
             (sh, sw)
         };
-        let wts = self.weights;
-        if c_in != wts.c_in || self.bias.is_some_and(|b| b.len() != wts.c_out) {
-            candle_core::bail!(
-                "winograd: input has {c_in} channels, weights expect {} -> {}",
-                wts.c_in,
-                wts.c_out
-            );
-        }
         let g = Grid {
             c_in,
-            c_out: wts.c_out,
+            c_out,
             h,
             w,
-            th: h.div_ceil(2),
-            tw: w.div_ceil(2),
+            th: h.div_ceil(TILE),
+            tw: w.div_ceil(TILE),
             upsampled: self.upsample2x,
         };
-        let out = winograd(&g, batch, input, wts, self.bias)?;
-        Ok((CpuStorage::F32(out), Shape::from((batch, wts.c_out, h, w))))
+        let out = winograd(&g, batch, input, weight, self.bias)?;
+        Ok((CpuStorage::F32(out), Shape::from((batch, c_out, h, w))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Worst error relative to the output's largest magnitude. F(4x4, 3x3) in f32 measures
+    /// about 1e-5 here (direct convolution about 1e-7): its transforms scale values by up to 8
+    /// and its kernel transform by 1/24, which is the price of the 4x fewer multiplies.
+    const TOLERANCE: f64 = 5e-5;
+
+    /// Direct 3x3 / padding 1 correlation in f64 (of the 2x upsampled input if asked).
+    fn reference(x: &Tensor, wt: &Tensor, bias: &[f32], up: bool) -> Vec<f64> {
+        let x = if up {
+            let (_, _, h, w) = x.dims4().unwrap();
+            x.upsample_nearest2d(2 * h, 2 * w).unwrap()
+        } else {
+            x.clone()
+        };
+        let (b, ci, h, w) = x.dims4().unwrap();
+        let co = wt.dim(0).unwrap();
+        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let wv: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
+        let mut out = vec![0f64; b * co * h * w];
+        for n in 0..b {
+            for o in 0..co {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let mut acc = bias[o] as f64;
+                        for c in 0..ci {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (y + ky, xx + kx);
+                                    if iy == 0 || ix == 0 || iy > h || ix > w {
+                                        continue;
+                                    }
+                                    let xi = ((n * ci + c) * h + iy - 1) * w + ix - 1;
+                                    let wi = ((o * ci + c) * 3 + ky) * 3 + kx;
+                                    acc += xv[xi] as f64 * wv[wi] as f64;
+                                }
+                            }
+                        }
+                        out[((n * co + o) * h + y) * w + xx] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs the op and returns its worst error relative to the largest reference value.
+    fn worst_error(b: usize, ci: usize, co: usize, (h, w): (usize, usize), up: bool) -> f64 {
+        // Seeded uniform values in [-1, 1): the same inputs on every run.
+        let mut rng = ChaCha8Rng::seed_from_u64((b * 1000 + ci * 100 + co * 10 + h + w) as u64);
+        let mut values =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let x = Tensor::from_vec(values(b * ci * h * w), (b, ci, h, w), &Device::Cpu).unwrap();
+        let wt = Tensor::from_vec(values(co * ci * 9), (co, ci, 3, 3), &Device::Cpu).unwrap();
+        let bias: Vec<f32> = (0..co).map(|i| 0.1 * i as f32 - 0.2).collect();
+        let got = x
+            .apply_op2_no_bwd(
+                &wt,
+                &WinogradOp {
+                    bias: Some(&bias),
+                    upsample2x: up,
+                },
+            )
+            .unwrap();
+        let (oh, ow) = if up { (2 * h, 2 * w) } else { (h, w) };
+        assert_eq!(got.dims(), &[b, co, oh, ow]);
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let want = reference(&x, &wt, &bias, up);
+        let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+        assert!(scale > 0.1, "degenerate reference");
+        got.iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f64 - w).abs() / scale)
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn matches_direct_convolution_on_edge_shapes() {
+        // Sizes that are and are not multiples of the 4x4 tile, down to a single pixel.
+        for (b, ci, co, hw) in [
+            (2, 3, 5, (8, 8)),
+            (1, 4, 3, (5, 7)),
+            (2, 2, 2, (1, 1)),
+            (1, 5, 4, (9, 2)),
+            (3, 6, 7, (6, 11)),
+        ] {
+            let err = worst_error(b, ci, co, hw, false);
+            assert!(
+                err < TOLERANCE,
+                "{b}x{ci}->{co} {hw:?}: relative error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_upsampling_matches_upsample_then_convolve() {
+        for (ci, co, hw) in [(3, 4, (3, 5)), (4, 2, (4, 4)), (2, 3, (1, 3))] {
+            let err = worst_error(2, ci, co, hw, true);
+            assert!(
+                err < 1e-5,
+                "upsampled {ci}->{co} {hw:?}: relative error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_of_tiles_split_images_and_deep_layers_stay_accurate() {
+        // 256 input channels: 36 * 4 * 256 * 13 bytes per tile row, so the 8 MiB chunks hold
+        // a few tile rows and straddle images; the depth shows how the error grows with c_in.
+        let err = worst_error(3, 256, 4, (50, 50), false);
+        assert!(err < TOLERANCE, "deep layer: relative error {err}");
+    }
+
+    #[test]
+    fn refuses_mismatched_shapes() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &dev).unwrap();
+        let wt = Tensor::zeros((2, 4, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        let op = WinogradOp {
+            bias: None,
+            upsample2x: false,
+        };
+        assert!(x.apply_op2_no_bwd(&wt, &op).is_err());
+        let wt5 = Tensor::zeros((2, 3, 5, 5), candle_core::DType::F32, &dev).unwrap();
+        assert!(x.apply_op2_no_bwd(&wt5, &op).is_err());
+    }
+
+    #[test]
+    fn applies_by_image_size_and_weight_size() {
+        assert!(applies(320, 320, 64, 64));
+        assert!(applies(1280, 1280, MIN_SIDE, 40));
+        assert!(!applies(1280, 1280, MIN_SIDE - 1, 64));
+        assert!(!applies(320, 320, 64, MIN_SIDE - 1));
+        assert!(!applies(2560, 1280, 64, 64));
     }
 }
