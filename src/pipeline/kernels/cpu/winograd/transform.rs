@@ -55,24 +55,30 @@ pub(super) fn output_map(m: [f32; 6]) -> [f32; 4] {
     ]
 }
 
-/// `out[k][i] = kernel_map([a[i], b[i], c[i]])[k]` over `n` elements: one pass of the kernel
-/// transform across many kernels at once (contiguous, so it vectorises).
+/// `out[j][i] = f([inputs[0][i], .., inputs[K-1][i]])[j]` for i in `0..n`: one map applied
+/// element by element across whole rows (all slices cut to `n` first, so the loop carries no
+/// bounds checks and vectorises).
 #[inline(always)]
-fn kernel_map_rows(a: &[f32], b: &[f32], c: &[f32], out: [&mut [f32]; ALPHA], n: usize) {
-    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-    let [o0, o1, o2, o3, o4, o5] = out;
-    let (o0, o1, o2, o3, o4, o5) = (
-        &mut o0[..n],
-        &mut o1[..n],
-        &mut o2[..n],
-        &mut o3[..n],
-        &mut o4[..n],
-        &mut o5[..n],
-    );
+fn map_rows<const K: usize, const N: usize>(
+    inputs: [&[f32]; K],
+    out: [&mut [f32]; N],
+    n: usize,
+    f: impl Fn([f32; K]) -> [f32; N],
+) {
+    let inputs = inputs.map(|row| &row[..n]);
+    let mut out = out.map(|row| &mut row[..n]);
     for i in 0..n {
-        let v = kernel_map([a[i], b[i], c[i]]);
-        (o0[i], o1[i], o2[i], o3[i], o4[i], o5[i]) = (v[0], v[1], v[2], v[3], v[4], v[5]);
+        let v = f(std::array::from_fn(|k| inputs[k][i]));
+        for (row, v) in out.iter_mut().zip(v) {
+            row[i] = v;
+        }
     }
+}
+
+/// The first `N` rows of `c` elements of `buf`, as separate slices.
+fn rows_of<const N: usize>(buf: &mut [f32], c: usize) -> [&mut [f32]; N] {
+    let mut rows = buf.chunks_exact_mut(c.max(1));
+    std::array::from_fn(|_| rows.next().unwrap_or_default())
 }
 
 /// `U = G g G^T` of the kernels of one output channel against `c_in` input channels:
@@ -90,9 +96,12 @@ pub(super) fn kernels(taps: &[f32], c_in: usize, tmp: &mut [f32], u: &mut [f32])
     // Over kernel rows: gg[i][b] = sum_a G[i][a] g[a][b], for each column b; stored at row
     // b * 6 + i so each pass writes six neighbouring rows.
     for (b, dst) in gg.chunks_exact_mut(ALPHA * c_in).enumerate() {
-        let mut rows = dst.chunks_exact_mut(c_in);
-        let out: [&mut [f32]; ALPHA] = std::array::from_fn(|_| rows.next().unwrap_or_default());
-        kernel_map_rows(g[b], g[3 + b], g[6 + b], out, c_in);
+        map_rows(
+            [g[b], g[3 + b], g[6 + b]],
+            rows_of(dst, c_in),
+            c_in,
+            kernel_map,
+        );
     }
     // Over kernel columns: u[i][j] = sum_b gg[i][b] G[j][b].
     let gg: Vec<&[f32]> = gg.chunks_exact(c_in).collect();
@@ -100,9 +109,8 @@ pub(super) fn kernels(taps: &[f32], c_in: usize, tmp: &mut [f32], u: &mut [f32])
         .chunks_exact_mut(ALPHA * c_in)
         .enumerate()
     {
-        let mut rows = dst.chunks_exact_mut(c_in);
-        let out: [&mut [f32]; ALPHA] = std::array::from_fn(|_| rows.next().unwrap_or_default());
-        kernel_map_rows(gg[i], gg[ALPHA + i], gg[2 * ALPHA + i], out, c_in);
+        let rows = [gg[i], gg[ALPHA + i], gg[2 * ALPHA + i]];
+        map_rows(rows, rows_of(dst, c_in), c_in, kernel_map);
     }
 }
 
@@ -174,14 +182,8 @@ pub(super) fn input_tile_row(
     for (r, row) in s.d.iter_mut().enumerate() {
         plane.padded_row(y0 + r as isize, &mut row[..width]);
     }
-    {
-        let [d0, d1, d2, d3, d4, d5] = &s.d;
-        let [t0, t1, t2, t3, t4, t5] = &mut s.t;
-        for x in 0..width {
-            let v = input_map([d0[x], d1[x], d2[x], d3[x], d4[x], d5[x]]);
-            (t0[x], t1[x], t2[x], t3[x], t4[x], t5[x]) = (v[0], v[1], v[2], v[3], v[4], v[5]);
-        }
-    }
+    let d: [&[f32]; ALPHA] = std::array::from_fn(|r| s.d[r].as_slice());
+    map_rows(d, s.t.each_mut().map(Vec::as_mut_slice), width, input_map);
     for (t, phase) in s.t.iter().zip(s.phase.iter_mut()) {
         let [p0, p1, p2, p3] = phase;
         for (tx, q) in t[..width].chunks_exact(TILE).enumerate() {
@@ -189,23 +191,18 @@ pub(super) fn input_tile_row(
         }
     }
     // Tile tx's six columns are 4 tx .. 4 tx + 5: phases 0-3 at tx, then 0-1 at tx + 1.
-    for (k, phase) in s.phase.iter().enumerate() {
-        let [p0, p1, p2, p3] = phase;
-        let [o0, o1, o2, o3, o4, o5] = &mut out[ALPHA * k..ALPHA * (k + 1)] else {
+    for (k, rows) in out.chunks_exact_mut(ALPHA).take(ALPHA).enumerate() {
+        let [p0, p1, p2, p3] = &s.phase[k];
+        let cols = [&p0[..], p1, p2, p3, &p0[1..], &p1[1..]];
+        let [o0, o1, o2, o3, o4, o5] = rows else {
             return;
         };
-        let (o0, o1, o2, o3, o4, o5) = (
-            &mut o0[..tw],
-            &mut o1[..tw],
-            &mut o2[..tw],
-            &mut o3[..tw],
-            &mut o4[..tw],
-            &mut o5[..tw],
+        map_rows(
+            cols,
+            [o0, o1, o2, o3, o4, o5].map(|o| &mut o[..]),
+            tw,
+            input_map,
         );
-        for tx in 0..tw {
-            let v = input_map([p0[tx], p1[tx], p2[tx], p3[tx], p0[tx + 1], p1[tx + 1]]);
-            (o0[tx], o1[tx], o2[tx], o3[tx], o4[tx], o5[tx]) = (v[0], v[1], v[2], v[3], v[4], v[5]);
-        }
     }
 }
 
@@ -224,15 +221,17 @@ pub(super) fn output_tile_row(
     dst: &mut [f32],
 ) {
     // A^T over rows, per column l: s[4 l + i][tx].
-    for l in 0..ALPHA {
-        let rows: [&[f32]; ALPHA] = std::array::from_fn(|k| &m[ALPHA * k + l][..tw]);
-        let [s0, s1, s2, s3] = &mut s[4 * l..4 * l + 4] else {
+    for (l, dst) in s.chunks_exact_mut(4).enumerate() {
+        let rows: [&[f32]; ALPHA] = std::array::from_fn(|k| m[ALPHA * k + l]);
+        let [s0, s1, s2, s3] = dst else {
             return;
         };
-        for tx in 0..tw {
-            let v = output_map(std::array::from_fn(|k| rows[k][tx]));
-            (s0[tx], s1[tx], s2[tx], s3[tx]) = (v[0], v[1], v[2], v[3]);
-        }
+        map_rows(
+            rows,
+            [s0, s1, s2, s3].map(|v| v.as_mut_slice()),
+            tw,
+            output_map,
+        );
     }
     // A over columns, per output row i.
     for i in 0..TILE {
