@@ -2,8 +2,9 @@
 //! 4x4 output tile costs 36 multiplies per channel pair instead of 144 (direct), so the gemm
 //! work of these layers drops 4x. A call transforms the layer's weights (36 `[c_out, c_in]`
 //! matrices, 4x the kernel's size, in the kernels' reusable scratch buffer: layers keep only
-//! their original weights), transforms the input tiles, runs 36 gemms and transforms back. [`applies`] says where that pays. Never reads outside the checked slices; results
-//! differ from direct convolution by rounding only (the tests bound it).
+//! their original weights), transforms the input tiles, runs 36 gemms and transforms back.
+//! [`applies`] says where that pays. Never reads outside the checked slices; results differ
+//! from direct convolution by rounding only (the tests bound it).
 
 mod transform;
 
