@@ -108,20 +108,25 @@ impl Conv2d {
     pub(crate) fn forward_upsampled_2x(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
         match &self.kernel {
-            Kernel::Host { weight, winograd } if *winograd && self.winograd_at(2 * h, 2 * w)? => {
+            Kernel::Host { weight, .. } if self.takes_winograd(2 * h, 2 * w)? => {
                 self.winograd(weight, xs, true)
             }
             _ => self.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?),
         }
     }
 
-    /// Whether a Winograd layer takes the Winograd path at this (output) image size.
-    fn winograd_at(&self, h: usize, w: usize) -> candle_core::Result<bool> {
-        let Kernel::Host { weight, .. } = &self.kernel else {
-            return Ok(false);
-        };
-        let (c_out, c_in, _, _) = weight.dims4()?;
-        Ok(winograd::applies(c_in, c_out, h, w))
+    /// Whether this layer runs Winograd on images of this (output) size.
+    fn takes_winograd(&self, h: usize, w: usize) -> candle_core::Result<bool> {
+        match &self.kernel {
+            Kernel::Host {
+                weight,
+                winograd: true,
+            } => {
+                let (c_out, c_in, _, _) = weight.dims4()?;
+                Ok(winograd::applies(c_in, c_out, h, w))
+            }
+            _ => Ok(false),
+        }
     }
 
     fn winograd(
@@ -157,12 +162,10 @@ impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match &self.kernel {
             Kernel::Candle(conv) => conv.forward(xs),
-            Kernel::Host { weight, winograd } => {
-                if *winograd {
-                    let (_, _, h, w) = xs.dims4()?;
-                    if self.winograd_at(h, w)? {
-                        return self.winograd(weight, xs, false);
-                    }
+            Kernel::Host { weight, .. } => {
+                let (_, _, h, w) = xs.dims4()?;
+                if self.takes_winograd(h, w)? {
+                    return self.winograd(weight, xs, false);
                 }
                 let op = ConvOp {
                     geometry: ConvGeometry {
@@ -204,14 +207,17 @@ mod tests {
                 &a,
                 &e,
                 &format!("b{b} c{cin}->{cout} {hw:?} k{k} s{s} p{p} wino {winograd}"),
+                ours.takes_winograd(hw.0, hw.1).unwrap(),
             );
         }
     }
 
-    fn compare(a: &Tensor, e: &Tensor, what: &str) {
+    /// `via_winograd`: the layer took the Winograd path, whose F(4x4, 3x3) rounding is about
+    /// 1e-5 of the output's scale, so its bound is relative to that scale; the direct path
+    /// keeps the absolute bound.
+    fn compare(a: &Tensor, e: &Tensor, what: &str, via_winograd: bool) {
         assert_eq!(a.dims(), e.dims(), "shape {what}");
         let diff = max_abs_diff(a, e);
-        // Relative to the output's scale: Winograd F(4x4, 3x3) rounds to about 1e-5 of it.
         let scale = e
             .abs()
             .unwrap()
@@ -219,9 +225,14 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
+        let bound = if via_winograd {
+            5e-5 * scale.max(1.0)
+        } else {
+            1e-4
+        };
         assert!(
-            diff < 5e-5 * scale.max(1.0),
-            "{what}: max diff {diff} at scale {scale}"
+            diff < bound,
+            "{what}: max diff {diff} at scale {scale} (winograd {via_winograd})"
         );
         // The reference is never all zeros, so a kernel that wrote nothing cannot pass.
         let e0: f32 = e
@@ -252,7 +263,8 @@ mod tests {
         // Enough columns that the im2col matrix is split into row tiles.
         check(1, 64, 8, (96, 96), 3, 1, 1);
         check(2, 32, 8, (72, 72), 3, 2, 1);
-        // Winograd (at least 32x32) with chunks of tiles that split one image and straddle two.
+        // Winograd (sides of at least winograd::MIN_SIDE) with chunks of tiles that split one
+        // image and straddle two.
         check(3, 128, 8, (50, 50), 3, 1, 1);
         check(1, 8, 8, (32, 35), 3, 1, 1);
     }
@@ -264,7 +276,7 @@ mod tests {
             padding: 1,
             ..Default::default()
         };
-        // The last shape upsamples to 32x34, where the Winograd path applies.
+        // The last shape upsamples to 32x34, where the Winograd path applies (asserted below).
         for (cin, cout, h, w) in [(8, 6, 5, 7), (16, 16, 4, 4), (4, 8, 1, 3), (4, 8, 16, 17)] {
             let xs = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 0.2, (cout, cin, 3, 3), &dev).unwrap();
@@ -276,10 +288,13 @@ mod tests {
             for winograd in [false, true] {
                 let ours = Conv2d::build(wt.clone(), Some(bias.clone()), cfg, winograd).unwrap();
                 let a = ours.forward_upsampled_2x(&xs).unwrap();
+                let via = ours.takes_winograd(2 * h, 2 * w).unwrap();
+                assert_eq!(via, winograd && 2 * h.min(w) >= winograd::MIN_SIDE);
                 compare(
                     &a,
                     &e,
                     &format!("upsampled {cin}->{cout} {h}x{w} wino {winograd}"),
+                    via,
                 );
             }
         }
@@ -307,6 +322,7 @@ mod tests {
                 &a,
                 &e,
                 &format!("no bias, transposed input, wino {winograd}"),
+                ours.takes_winograd(40, 36).unwrap(),
             );
         }
     }

@@ -96,10 +96,10 @@ fn winograd(
     let mut out = vec![0f32; batch * g.c_out * plane];
     // Work in whole tile rows: global tile row gr = image * th + ty.
     let total_rows = batch * g.th;
-    if total_rows == 0 || g.tw == 0 || g.c_in == 0 {
+    if total_rows == 0 || g.tw == 0 || g.c_in == 0 || g.c_out == 0 {
         if let Some(bias) = bias {
             for (i, dst) in out.chunks_mut(plane.max(1)).enumerate() {
-                dst.fill(bias[i % g.c_out.max(1)]);
+                dst.fill(bias[i % g.c_out]);
             }
         }
         return Ok(out);
@@ -385,6 +385,33 @@ mod tests {
         assert!(x.apply_op2_no_bwd(&wt, &op).is_err());
         let wt5 = Tensor::zeros((2, 3, 5, 5), candle_core::DType::F32, &dev).unwrap();
         assert!(x.apply_op2_no_bwd(&wt5, &op).is_err());
+    }
+
+    #[test]
+    fn degenerate_shapes_give_empty_or_bias_only_outputs() {
+        let dev = Device::Cpu;
+        let zeros = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &dev).unwrap();
+        let op = WinogradOp {
+            bias: None,
+            upsample2x: false,
+        };
+        // No output channels (a hostile config): an empty result, not a panic.
+        let out = zeros(&[1, 3, 8, 8]).apply_op2_no_bwd(&zeros(&[0, 3, 3, 3]), &op);
+        assert_eq!(out.unwrap().dims(), &[1, 0, 8, 8]);
+        // No input channels: every output pixel is its channel's bias.
+        let bias = [0.5f32, -2.0];
+        let with_bias = WinogradOp {
+            bias: Some(&bias),
+            upsample2x: false,
+        };
+        let out = zeros(&[2, 0, 5, 6])
+            .apply_op2_no_bwd(&zeros(&[2, 0, 3, 3]), &with_bias)
+            .unwrap();
+        let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v.len(), 2 * 2 * 30);
+        for (i, px) in v.chunks(30).enumerate() {
+            assert!(px.iter().all(|&p| p == bias[i % 2]), "plane {i}");
+        }
     }
 
     #[test]
