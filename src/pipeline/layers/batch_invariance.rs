@@ -43,6 +43,9 @@ fn every_cpu_op_gives_per_sample_results_independent_of_the_batch() {
         (64, 32, 8),
         (320, 320, 8),
         (1280, 1280, 4),
+        // Winograd sizes: 16 and up; at 32 the batch of 8 spans several tile chunks.
+        (64, 32, 16),
+        (320, 320, 32),
     ] {
         let bias = randn(&[cout], 0.1);
         for (k, stride) in [(3, 1), (3, 2), (1, 1)] {
