@@ -183,12 +183,22 @@ pub struct BenchArgs {
     /// server's `cpu_kernels` setting.
     #[arg(long, default_value = "auto")]
     pub(crate) cpu_kernels: String,
+    /// UNet phases only: jobs sharing one call, as continuous batching forms it (batch 2 x
+    /// jobs, each job its own CFG pair); the RESULT line's `gflop` scales with it.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) jobs: usize,
 }
 
 /// Runs one phase and prints its `RESULT` line on stdout.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
+    }
+    if args.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    if args.jobs > 1 && !matches!(args.phase, Phase::Unet256 | Phase::Unet512) {
+        bail!("--jobs applies to unet_256 and unet_512 only");
     }
     let device = parse_device(&args.device)?;
     let pref = Preference::parse(&args.cpu_kernels).with_context(|| {
@@ -207,16 +217,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         device: device.clone(),
         dtype,
     };
-    let measured = measure(&args.model, args.phase, args.repeats, &opts)?;
+    let measured = measure(&args.model, args.phase, args.repeats, args.jobs, &opts)?;
     let times = measured.times;
     let median = median(&times);
     // Milliseconds as the reference prints them on CPU; GPU phases take a few ms, so keep
     // microseconds there.
     let digits = if device.is_cpu() { 3 } else { 6 };
-    let gflop = args.phase.gflop();
+    let gflop = args.phase.gflop().map(|g| g * args.jobs as f64);
     let result = json!({
         "phase": args.phase.name(),
         "impl": "runai",
+        "jobs": args.jobs,
         "threads": candle_core::utils::get_num_threads(),
         "device": args.device,
         "dtype": format!("{dtype:?}").to_lowercase(),
@@ -244,6 +255,7 @@ fn measure(
     model: &Path,
     phase: Phase,
     repeats: usize,
+    jobs: usize,
     opts: &RuntimeOptions,
 ) -> anyhow::Result<Measured> {
     if let Some(xl) = phase.xl() {
@@ -281,14 +293,15 @@ fn measure(
             let load_s = t0.elapsed().as_secs_f64();
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let l = size / 8;
-            let x = randn(&mut rng, &[2, cfg.in_channels, l, l], dev)?;
+            let batch = 2 * jobs;
+            let x = randn(&mut rng, &[batch, cfg.in_channels, l, l], dev)?;
             // SD1.x: 768; taken from the config so any SD-architecture folder works.
             let ctx_dim = cfg
                 .cross_attention_dim
                 .first()
                 .copied()
                 .unwrap_or(CONTEXT_DIM);
-            let ctx = randn(&mut rng, &[2, TOKENS, ctx_dim], dev)?;
+            let ctx = randn(&mut rng, &[batch, TOKENS, ctx_dim], dev)?;
             let times = time_runs(repeats, dev, || {
                 unet.forward(&x, UNET_TIMESTEP, &ctx)?;
                 Ok(())
@@ -296,7 +309,7 @@ fn measure(
             Ok(Measured {
                 load_s,
                 what: format!(
-                    "one UNet step, batch 2 (CFG), latents {l}x{l} (image {size}x{size})"
+                    "one UNet step, batch {batch} ({jobs} job(s) x CFG), latents {l}x{l} (image {size}x{size})"
                 ),
                 times,
             })
@@ -521,7 +534,7 @@ mod tests {
             Phase::VaeDecode256,
             Phase::Txt2Img256Ddim10,
         ] {
-            let m = measure(&model, phase, 2, &RuntimeOptions::default()).unwrap();
+            let m = measure(&model, phase, 2, 1, &RuntimeOptions::default()).unwrap();
             assert_eq!(m.times.len(), 2, "{phase:?}");
             assert!(m.times.iter().all(|t| *t > 0.0), "{phase:?}");
         }
@@ -533,8 +546,42 @@ mod tests {
             Path::new("/nonexistent/model"),
             Phase::Unet256,
             1,
+            1,
             &RuntimeOptions::default(),
         );
         assert!(r.is_err());
+    }
+
+    /// A call shared by two jobs runs the UNet at batch 4 on the tiny fixture.
+    #[test]
+    fn unet_phase_runs_shared_by_several_jobs() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-sd1");
+        let m = measure(&model, Phase::Unet256, 1, 2, &RuntimeOptions::default()).unwrap();
+        assert_eq!(m.times.len(), 1);
+        assert!(m.what.contains("batch 4"), "{}", m.what);
+    }
+
+    fn args(phase: Phase, jobs: usize) -> BenchArgs {
+        BenchArgs {
+            model: PathBuf::from("/nonexistent/model"),
+            phase,
+            repeats: 1,
+            device: "cpu".into(),
+            dtype: BenchDType::F32,
+            cpu_kernels: "auto".into(),
+            jobs,
+        }
+    }
+
+    /// `--jobs` is refused before anything loads when it is 0 or the phase has no UNet call.
+    #[test]
+    fn jobs_are_checked_first() {
+        let zero = run(args(Phase::Unet256, 0)).unwrap_err().to_string();
+        assert!(zero.contains("--jobs must be at least 1"), "{zero}");
+        let vae = run(args(Phase::VaeDecode256, 2)).unwrap_err().to_string();
+        assert!(vae.contains("unet_256 and unet_512 only"), "{vae}");
+        // The same phase with one job gets past the check and fails on the missing model.
+        let one = run(args(Phase::VaeDecode256, 1)).unwrap_err().to_string();
+        assert!(!one.contains("--jobs"), "{one}");
     }
 }
