@@ -14,6 +14,8 @@
 #                 then images/s with 1 and 4 concurrent clients (bench/throughput.py)
 #   7. batching   bench/batching.sh: images/min and p50/p95 latency with --max-batch 1, 4
 #                 and 8 for 1, 4 and 8 clients (3 jobs each, mixed samplers, 10 steps)
+#   7a. shared    one UNet call shared by 1, 4 and 8 jobs (`runai bench --jobs J`): the cost per
+#                 job of the call continuous batching makes, without the server around it
 #   7b. phases    bench/compare.sh: runai f16 against diffusers fp16 + SDPA, alternating, for a
 #                 text encode, a UNet step (batch 2, 512x512), a VAE decode (512x512) and a
 #                 50-step DDIM txt2img (512x512)
@@ -231,6 +233,26 @@ else
 fi
 stop_server
 trap - EXIT
+
+step "shared UNet call: 1, 4 and 8 jobs per call"
+# Issue #19: what sharing saves per call on this device (on the 2-core CPU: 0.47 s of a
+# 2.27 s call; BENCHMARKS.md "Continuous batching"). One line per J in OUT/jobs.jsonl.
+UNET_PHASE=$([ $DRY = 1 ] && echo unet_256 || echo unet_512)
+: >"$OUT/jobs.jsonl"
+jobs_failed=
+for j in 1 4 8; do
+    if "$RUNAI" bench --model "$MODEL" --phase "$UNET_PHASE" --jobs "$j" --repeats "$REPEATS" \
+        --device "$DEVICE" --dtype "$DTYPE" >"$OUT/jobs-$j.txt" 2>&1; then
+        grep '^RESULT ' "$OUT/jobs-$j.txt" | cut -c8- >>"$OUT/jobs.jsonl"
+    else
+        jobs_failed="$jobs_failed $j"
+    fi
+done
+if [ -z "$jobs_failed" ]; then
+    record "shared call" ok "$OUT/jobs.jsonl"
+else
+    record "shared call" FAIL "jobs$jobs_failed: $(tail -c 300 "$OUT/jobs-${jobs_failed##* }.txt" | tr '\n' ' ')"
+fi
 
 step "continuous batching: --max-batch 1, 4, 8 with 1, 4 and 8 clients"
 # Issue #19's measurement at the GPU's size: REQUESTS jobs per client, mixed samplers (DDIM,

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The one summary table of bench/gpu.sh, from what it left in OUT_DIR: steps.tsv (one row
 per step: name, status, detail), the parity and throughput RESULT lines inside those details,
-and phases.jsonl (bench/compare.sh's output). Every step appears, also the failed and skipped
-ones. diffusers has no server: its images/s is one pipeline serving one request at a time
-(1 / its txt2img median), which is what the original single-client server delivers to any
-number of clients. Reads OUT_DIR only; prints Markdown to stdout.
+jobs.jsonl (the shared UNet call, runai bench --jobs) and phases.jsonl (bench/compare.sh's
+output). Every step appears, also the failed and skipped ones. diffusers has no server: its
+images/s is one pipeline serving one request at a time (1 / its txt2img median), which is what
+the original single-client server delivers to any number of clients. Reads OUT_DIR only;
+prints Markdown to stdout.
 
 usage: gpu_summary.py OUT_DIR"""
 import json
@@ -25,6 +26,21 @@ def load_phases(path):
 
 def fmt(v, spec="{:.3f}"):
     return spec.format(v) if isinstance(v, (int, float)) else "-"
+
+
+def shared_call(path):
+    """One UNet call shared by J jobs (runai bench --jobs J): seconds per call and the cost
+    per job against one job alone, for each J measured."""
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    if not rows:
+        return "no RESULT lines"
+    alone = next((r["median_s"] for r in rows if r["jobs"] == 1), None)
+    parts = []
+    for r in rows:
+        per_job = r["median_s"] / r["jobs"]
+        rel = f", {per_job / alone:.2f}x per job of one alone" if alone else ""
+        parts.append(f"{r['jobs']} job(s): {r['median_s']:.4f} s per call{rel}")
+    return "; ".join(parts) + f" ({rows[0]['phase']}, {rows[0]['dtype']})"
 
 
 def main(out):
@@ -56,6 +72,8 @@ def main(out):
             detail = (f"{r['images']} images of {r['size']}x{r['size']}, {r['steps']} steps, "
                       f"median latency {fmt(r['latency_median_s'])} s"
                       + (f", errors {r['errors']}" if r["errors"] else ""))
+        elif name == "shared call" and status == "ok":
+            detail = shared_call(os.path.join(out, "jobs.jsonl"))
         elif name == "phases" and status == "ok":
             detail = "median seconds below"
         print(f"| {name} | {status} | {runai} | {ref} | {ratio} | {detail} |")

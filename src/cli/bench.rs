@@ -308,9 +308,14 @@ fn measure(
             })?;
             Ok(Measured {
                 load_s,
-                what: format!(
-                    "one UNet step, batch {batch} ({jobs} job(s) x CFG), latents {l}x{l} (image {size}x{size})"
-                ),
+                what: if jobs == 1 {
+                    format!("one UNet step, batch 2 (CFG), latents {l}x{l} (image {size}x{size})")
+                } else {
+                    format!(
+                        "one UNet step shared by {jobs} jobs, batch {batch} (CFG each), \
+                         latents {l}x{l} (image {size}x{size})"
+                    )
+                },
                 times,
             })
         }
