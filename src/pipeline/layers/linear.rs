@@ -8,39 +8,58 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::pipeline::kernels::cpu::linear::LinearOp;
+use crate::pipeline::kernels::cpu::linear::{transposed, LinearOp};
 use crate::pipeline::kernels::cpu::takes_host_f32;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Linear {
-    inner: candle_nn::Linear,
-    /// Host copy of the bias for the CPU kernel (a few KiB); None off the host path.
-    host_bias: Option<Arc<[f32]>>,
+pub(crate) enum Linear {
+    /// Host f32: the weight transposed once at load to `[in, out]` (the layout gemm reads
+    /// without packing, see `kernels::cpu::linear`) and a host copy of the bias (a few KiB).
+    /// The checkpoint's `[out, in]` copy is not kept.
+    Host {
+        weight_t: Tensor,
+        bias: Option<Arc<[f32]>>,
+    },
+    /// Other devices and dtypes: candle's layer.
+    Candle(candle_nn::Linear),
 }
 
 impl Linear {
+    /// From a checkpoint's `[out, in]` weight and optional `[out]` bias.
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
-        let host_bias = match &bias {
-            Some(b) if takes_host_f32(&weight) => Some(b.to_vec1::<f32>()?.into()),
-            _ => None,
+        if !takes_host_f32(&weight) {
+            return Ok(Linear::Candle(candle_nn::Linear::new(weight, bias)));
+        }
+        let bias = match bias {
+            Some(b) => Some(b.to_vec1::<f32>()?.into()),
+            None => None,
         };
-        Ok(Linear {
-            inner: candle_nn::Linear::new(weight, bias),
-            host_bias,
-        })
+        // A weight that is not one contiguous block (never the case for a loaded one) goes
+        // through candle's strided copy.
+        let weight_t = match weight.is_contiguous() {
+            true => transposed(&weight)?,
+            false => weight.t()?.contiguous()?,
+        };
+        Ok(Linear::Host { weight_t, bias })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let w = self.inner.weight();
-        if takes_host_f32(xs) && takes_host_f32(w) {
-            let op = LinearOp {
-                bias: self.host_bias.clone(),
-            };
-            return xs.contiguous()?.apply_op2_no_bwd(w, &op);
+        match self {
+            Linear::Host { weight_t, bias } => {
+                if !takes_host_f32(xs) {
+                    candle_core::bail!(
+                        "linear: host f32 weights, input {:?} on {:?}",
+                        xs.dtype(),
+                        xs.device()
+                    );
+                }
+                let op = LinearOp { bias: bias.clone() };
+                xs.contiguous()?.apply_op2_no_bwd(weight_t, &op)
+            }
+            Linear::Candle(inner) => inner.forward(xs),
         }
-        self.inner.forward(xs)
     }
 }
 
@@ -76,7 +95,13 @@ mod tests {
             let xs = Tensor::randn(0f32, 1.0, xs_shape.as_slice(), &dev).unwrap();
             for bias in [Some(b.clone()), None] {
                 let ours = Linear::new(w.clone(), bias.clone()).unwrap();
-                assert_eq!(ours.host_bias.is_some(), bias.is_some());
+                match &ours {
+                    Linear::Host { weight_t, bias: b } => {
+                        assert_eq!(weight_t.dims(), &[cin, cout]);
+                        assert_eq!(b.is_some(), bias.is_some());
+                    }
+                    Linear::Candle(_) => panic!("f32 on the CPU takes the host path"),
+                }
                 let want = candle_nn::Linear::new(w.clone(), bias)
                     .forward(&xs)
                     .unwrap();
@@ -86,6 +111,19 @@ mod tests {
                 assert!(diff < 1e-5, "{xs_shape:?}: {diff}");
             }
         }
+    }
+
+    /// A weight handed over as a strided view (not one contiguous block) gives the same layer.
+    #[test]
+    fn a_strided_weight_gives_the_same_layer() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (24, 40), &dev).unwrap();
+        let strided = w.t().unwrap().contiguous().unwrap().t().unwrap();
+        assert!(!strided.is_contiguous());
+        let xs = Tensor::randn(0f32, 1.0, (3, 40), &dev).unwrap();
+        let a = Linear::new(w, None).unwrap().forward(&xs).unwrap();
+        let b = Linear::new(strided, None).unwrap().forward(&xs).unwrap();
+        assert_eq!(max_abs_diff(&a, &b), 0.0);
     }
 
     #[test]
